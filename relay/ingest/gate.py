@@ -1,0 +1,125 @@
+"""The contract between an ingest server (RTMP, RTMPS, SRT) and the engine behind it.
+
+An ingest server knows protocols, not streams: when a client asks to publish it hands the stream key
+to a `PublishGate`, which checks it against the store and either refuses (`PublishRefused`) or opens an
+`IngestSink` that takes the media. The gate may disconnect an earlier publisher of the same stream
+through its `PublisherHandle` (a crashed encoder must not lock its own key out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from relay.media.packets import ContainerFormat, MediaPacket
+
+
+class SourceType(str, Enum):
+    """Protocol a publisher used; the value is what the API reports as `stream_source_type`."""
+
+    RTMP = "rtmp"
+    """RTMP and RTMPS alike: Gcore reports both as "rtmp"."""
+    SRT = "srt"
+
+
+class Transport(str, Enum):
+    """The listener a publisher came in on (finer than SourceType, for logs and metrics)."""
+
+    RTMP = "rtmp"
+    RTMPS = "rtmps"
+    SRT = "srt"
+
+
+class EndReason(str, Enum):
+    """Why a publishing session ended; the hub treats the two very differently."""
+
+    UNPUBLISH = "unpublish"
+    """The encoder said it is done (FCUnpublish, deleteStream, closeStream, SRT close): end pushes now."""
+    DROP = "drop"
+    """The connection broke (reset, timeout, protocol error): keep pushes for the grace period."""
+    KICKED = "kicked"
+    """The relay ended it (stream deleted or deactivated, a newcomer took over a silent session)."""
+
+
+class RefusalReason(str, Enum):
+    """Why a publish request was refused; used in logs and metrics, never with the key itself."""
+
+    UNKNOWN_STREAM = "unknown_stream"
+    BAD_TOKEN = "bad_token"
+    INACTIVE = "inactive"
+    ALREADY_LIVE = "already_live"
+    BAD_REQUEST = "bad_request"
+    UNAVAILABLE = "unavailable"
+
+
+class PublishRefused(Exception):
+    """Raised by `PublishGate.open_publish`; `reason` says why, the message is safe to log."""
+
+    def __init__(self, reason: RefusalReason, message: str = "") -> None:
+        super().__init__(message or reason.value)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What the ingest learnt about the source (from onMetaData, sequence headers or the TS PMT)."""
+
+    video_width: int | None = None
+    video_height: int | None = None
+    frame_rate: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class PublisherHandle(Protocol):
+    """The ingest side of one publishing connection, as the gate sees it."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def peer(self) -> str:
+        """`host:port` of the publisher (safe to log)."""
+        ...
+
+    def idle_seconds(self) -> float:
+        """Seconds since the publisher last sent any byte."""
+        ...
+
+    def disconnect(self, reason: EndReason) -> None:
+        """Close the connection soon (non-blocking, idempotent); the sink is then closed with `reason`."""
+        ...
+
+
+class IngestSink(Protocol):
+    """Takes one publishing session's media. All methods are called from the event loop, never block."""
+
+    def write(self, packet: MediaPacket) -> None: ...
+
+    def update_info(self, info: StreamInfo) -> None: ...
+
+    def close(self, reason: EndReason) -> None:
+        """Called exactly once, when the session ends for whatever reason."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """A client asks to publish. `stream_key` is secret: never log it."""
+
+    stream_key: str
+    """For RTMP the publish name with its query, `<id>?<token>`; for SRT the streamid as received."""
+    container: ContainerFormat
+    publisher: PublisherHandle
+    app: str = ""
+    """RTMP application name from connect (`in`); empty for SRT."""
+
+
+class PublishGate(Protocol):
+    """The engine's side: decide whether a request may publish and where its media goes."""
+
+    async def open_publish(self, request: PublishRequest) -> IngestSink:
+        """Return a sink, or raise `PublishRefused`."""
+        ...

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the system packages the relay (run) or its test suite (test) needs, when missing and when we
+# may (root, or passwordless sudo). Never fails the build: what cannot be installed is said plainly and
+# the relay or the tests that need it turn the feature off with a visible reason.
+set -u
+mode=${1:-run}
+
+run_pkgs=()
+have_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "$1"; }
+have_lib 'libsrt\(-gnutls\|-openssl\)\?\.so\.1' || run_pkgs+=(libsrt1.5-openssl)
+
+test_pkgs=()
+if [ "$mode" = test ]; then
+  command -v srt-live-transmit >/dev/null || test_pkgs+=(srt-tools)
+  command -v gst-launch-1.0 >/dev/null || test_pkgs+=(gstreamer1.0-tools)
+  [ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtmp2.so ] || \
+    ls /usr/lib/*/gstreamer-1.0/libgstrtmp2.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-bad)
+  ls /usr/lib/*/gstreamer-1.0/libgstx264.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-ugly)
+  ls /usr/lib/*/gstreamer-1.0/libgstvideotestsrc.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-base)
+  ls /usr/lib/*/gstreamer-1.0/libgstflv.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-good)
+  command -v ffmpeg >/dev/null || test_pkgs+=(ffmpeg)
+fi
+
+pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}")
+[ ${#pkgs[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+  echo "warning: cannot install ${pkgs[*]} (not root, no sudo): SRT ingest or some tests will be off." >&2
+  exit 0
+fi
+echo "Installing system packages: ${pkgs[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/tmp/relay-apt.log 2>&1; then
+  "${sudo[@]}" apt-get update -qq >/dev/null 2>&1
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/tmp/relay-apt.log 2>&1 || {
+    echo "warning: apt-get could not install ${pkgs[*]} (see /tmp/relay-apt.log): SRT ingest or some tests will be off." >&2
+    exit 0
+  }
+fi
+exit 0
