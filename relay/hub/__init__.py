@@ -1,0 +1,44 @@
+"""The hub: one per live stream, between an ingest sink and the pushes (see hub.py)."""
+
+from relay.hub.clock import Clock, LoopClock, TimerHandle
+from relay.hub.gop_cache import GopCache
+from relay.hub.hub import (
+    Hub,
+    HubEvent,
+    HubSettings,
+    HubState,
+    InfoUpdated,
+    LiveEnded,
+    LiveEndReason,
+    LiveStarted,
+    PublisherDropped,
+    SourceChanged,
+    SourceResumed,
+    SubscriberOverflowed,
+)
+from relay.hub.mpegts import TsPacketizer
+from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
+
+__all__ = [
+    "Chunk",
+    "Clock",
+    "EndCause",
+    "GopCache",
+    "Hub",
+    "HubEvent",
+    "HubSettings",
+    "HubState",
+    "InfoUpdated",
+    "LiveEndReason",
+    "LiveEnded",
+    "LiveStarted",
+    "LoopClock",
+    "PublisherDropped",
+    "SourceChanged",
+    "SourceResumed",
+    "Subscriber",
+    "SubscriberLimits",
+    "SubscriberOverflowed",
+    "TimerHandle",
+    "TsPacketizer",
+]

@@ -1,0 +1,209 @@
+"""One reader of a hub: a bounded queue of container bytes, with drop-to-keyframe on overflow.
+
+The hub offers every chunk to every subscriber without waiting; a subscriber whose reader (an ffmpeg
+stdin) cannot keep up loses data, never the hub or the other subscribers. Losing data is done so that
+the reader's decoder can recover: the queue is flushed and refilled from the next keyframe, keeping the
+codec configuration. A subscriber that overflows again and again is ended with `EndCause.OVERFLOW` so
+that its owner restarts the push instead of sending a broken stream forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from relay.hub.clock import Clock
+
+
+class EndCause(StrEnum):
+    """Why a subscriber's stream ended; the push uses it to decide between finishing and restarting."""
+
+    UNPUBLISHED = "unpublished"
+    """The publisher ended the stream (or was kicked): finish cleanly, do not restart."""
+    SOURCE_LOST = "source_lost"
+    """The publisher dropped and did not come back within the grace period."""
+    SOURCE_CHANGED = "source_changed"
+    """A publisher came back with another codec configuration: restart on the new source."""
+    OVERFLOW = "overflow"
+    """The reader fell behind too often: restart it."""
+    UNSUBSCRIBED = "unsubscribed"
+    """The reader itself closed the subscription."""
+    HUB_CLOSED = "hub_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberLimits:
+    """Bounds of one subscriber's queue; both bounds hold at all times after the first burst."""
+
+    max_bytes: int = 24 * 1024 * 1024
+    max_seconds: float = 10.0
+    """Media time between the oldest and newest queued chunk."""
+    overflow_restart_count: int = 3
+    overflow_restart_window_seconds: float = 30.0
+    read_max_bytes: int = 256 * 1024
+    """Most bytes one `read()` returns (many small FLV tags are joined to save pipe writes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One packet already encoded in the stream's container (an FLV tag, or TS packets)."""
+
+    data: bytes
+    timestamp_ms: int
+    sync: bool
+    """A point a decoder can start from: a video keyframe, or any audio packet of an audio-only stream."""
+    config: bool
+    """Codec configuration or container header: never dropped by an overflow flush."""
+
+
+class Subscriber:
+    """Owns one reader's bounded queue, its overflow accounting and its end-of-stream state.
+
+    Only the hub calls `offer`/`end`; the reader calls `read` and `close`.
+    """
+
+    def __init__(
+        self,
+        subscriber_id: int,
+        limits: SubscriberLimits,
+        clock: Clock,
+        on_close: Callable[[Subscriber], None],
+    ) -> None:
+        self.subscriber_id = subscriber_id
+        self._limits = limits
+        self._clock = clock
+        self._on_close = on_close
+        self._queue: deque[Chunk] = deque()
+        self._queued_bytes = 0
+        self._skipping = False
+        # Only the last `overflow_restart_count` overflow times matter: a bounded deque.
+        self._overflow_times: deque[float] = deque(maxlen=max(1, limits.overflow_restart_count))
+        self._ready = asyncio.Event()
+        self._end_cause: EndCause | None = None
+        self.overflows = 0
+        self.dropped_chunks = 0
+        self.offered_bytes = 0
+        self.read_bytes = 0
+        self.last_offer_at: float | None = None
+        """Clock time the hub last offered data, kept or not: "input is flowing" for stall detection."""
+
+    # -- reader side ---------------------------------------------------------------------------------
+
+    @property
+    def end_cause(self) -> EndCause | None:
+        return self._end_cause
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def queued_seconds(self) -> float:
+        first = self._first_media_timestamp()
+        if first is None or not self._queue:
+            return 0.0
+        return max(0, self._queue[-1].timestamp_ms - first) / 1000.0
+
+    async def read(self) -> bytes:
+        """The next bytes to send; `b""` once the stream has ended and the queue is drained."""
+        while not self._queue:
+            if self._end_cause is not None:
+                return b""
+            self._ready.clear()
+            await self._ready.wait()
+        parts: list[bytes] = []
+        size = 0
+        while self._queue and (not parts or size + len(self._queue[0].data) <= self._limits.read_max_bytes):
+            chunk = self._queue.popleft()
+            parts.append(chunk.data)
+            size += len(chunk.data)
+        self._queued_bytes -= size
+        self.read_bytes += size
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Stop receiving (idempotent); the hub forgets this subscriber."""
+        self.end(EndCause.UNSUBSCRIBED, discard=True)
+
+    # -- hub side ------------------------------------------------------------------------------------
+
+    def offer_initial(self, chunks: list[Chunk]) -> None:
+        """The late-joiner burst (header + GOP); bounded by the GOP cache, not by the queue limits."""
+        for chunk in chunks:
+            self._push(chunk)
+
+    def offer(self, chunk: Chunk) -> None:
+        """Queue a live chunk without blocking; on overflow flush and skip ahead to the next sync point."""
+        if self._end_cause is not None:
+            return
+        self.offered_bytes += len(chunk.data)
+        self.last_offer_at = self._clock.now()
+        if self._skipping and not chunk.config:
+            if not chunk.sync:
+                self.dropped_chunks += 1
+                return
+            self._skipping = False
+        if self._would_overflow(chunk):
+            self._overflow()
+            if self._end_cause is not None:
+                return
+            if not (chunk.sync or chunk.config):
+                self.dropped_chunks += 1
+                return
+            self._skipping = False
+        self._push(chunk)
+
+    def end(self, cause: EndCause, *, discard: bool = False) -> None:
+        """End the stream: the reader drains what is queued (unless `discard`) and then reads b""."""
+        if self._end_cause is not None:
+            return
+        self._end_cause = cause
+        if discard:
+            self._queue.clear()
+            self._queued_bytes = 0
+        self._ready.set()
+        self._on_close(self)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _push(self, chunk: Chunk) -> None:
+        self._queue.append(chunk)
+        self._queued_bytes += len(chunk.data)
+        self._ready.set()
+
+    def _would_overflow(self, chunk: Chunk) -> bool:
+        if self._queued_bytes + len(chunk.data) > self._limits.max_bytes:
+            return True
+        first = self._first_media_timestamp()
+        if first is not None and not chunk.config:
+            if chunk.timestamp_ms - first > self._limits.max_seconds * 1000.0:
+                return True
+        return False
+
+    def _first_media_timestamp(self) -> int | None:
+        # Configuration chunks carry old timestamps (often 0): only media measures the backlog.
+        for queued in self._queue:
+            if not queued.config:
+                return queued.timestamp_ms
+        return None
+
+    def _overflow(self) -> None:
+        now = self._clock.now()
+        self.overflows += 1
+        self._overflow_times.append(now)
+        window = self._limits.overflow_restart_window_seconds
+        if (
+            len(self._overflow_times) >= self._limits.overflow_restart_count
+            and now - self._overflow_times[0] <= window
+        ):
+            self.end(EndCause.OVERFLOW, discard=True)
+            return
+        # Keep configuration (headers, sequence headers) so the decoder can carry on after the gap.
+        kept = [c for c in self._queue if c.config]
+        self.dropped_chunks += len(self._queue) - len(kept)
+        self._queue = deque(kept)
+        self._queued_bytes = sum(len(c.data) for c in kept)
+        self._skipping = True
