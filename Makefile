@@ -22,7 +22,7 @@ test-system-deps:
 	@bash scripts/system-deps.sh test
 
 run: setup
-	$(PY) -m relay serve --announce
+	$(PY) -m api serve --announce
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check relay api tests

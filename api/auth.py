@@ -1,0 +1,49 @@
+"""API-key authentication: `Authorization: APIKey <key>`, the scheme word in any case.
+
+Keys are looked up by hash; the client they belong to is put on the request for the handlers, which
+scope every query by it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from api.errors import Handler, json_response
+from relay.engine import Relay
+
+CLIENT_ID = web.RequestKey("client_id", int)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+UNAUTHORIZED_BODY = {"errors": {"auth": ["invalid api key"]}}
+
+
+def presented_key(header: str | None) -> str | None:
+    """The key in an Authorization header, or None. Keys may contain `$` and other punctuation."""
+    if not header:
+        return None
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "apikey" or not key or len(key) > 512:
+        return None
+    return key
+
+
+def auth_middleware(relay: Relay) -> Middleware:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/streaming/"):
+            return await handler(request)
+        key = presented_key(request.headers.get("Authorization"))
+        client_id = await relay.store.client_for_key(key) if key else None
+        if client_id is None:
+            return json_response(UNAUTHORIZED_BODY, status=401)
+        request[CLIENT_ID] = client_id
+        return await handler(request)
+
+    return authenticate
+
+
+def client_id(request: web.Request) -> int:
+    """The authenticated client of a /streaming/ request (the middleware guarantees one)."""
+    return request[CLIENT_ID]

@@ -1,0 +1,189 @@
+"""The OpenAPI 3.0 description of the control API, written to match what the handlers really do."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+_INT = {"type": "integer", "format": "int64"}
+_NULL_INT = {"type": "integer", "format": "int64", "nullable": True}
+_NULL_STR = {"type": "string", "nullable": True}
+_NULL_NUM = {"type": "number", "nullable": True}
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ERRORS = {
+    "401": _json(_ref("AuthError"), "Missing, unknown or revoked API key"),
+}
+_NOT_FOUND = {"404": _json(_ref("NotFound"), "No such object for this client")}
+_INVALID = {
+    "400": _json(_ref("GenericError"), "The body is not a JSON object"),
+    "413": _json(_ref("GenericError"), "The body is larger than 64 KiB"),
+    "422": _json(_ref("ValidationError"), "A field is invalid; messages per field"),
+}
+_LIST_HEADERS = {
+    "X-Total-Count": {"schema": {"type": "integer"}, "description": "Number of objects on all pages"},
+    "Link": {"schema": {"type": "string"}, "description": "rel=\"next\" link while a further page exists"},
+}
+_PAGE = {
+    "name": "page", "in": "query", "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 999999999, "default": 1},
+    "description": "1-based page number, 25 objects a page, newest first",
+}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+def _resource(name: str, plural: str, schema: str, create_body: dict[str, Any],
+              update_body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"/streaming/{plural}": {
+            "get": {
+                "summary": f"List {plural}", "operationId": f"list_{plural}", "parameters": [_PAGE],
+                "responses": {"200": _json({"type": "array", "items": _ref(schema)}, f"A page of {plural}",
+                                           _LIST_HEADERS),
+                              "422": _json(_ref("ValidationError"), "Invalid page"), **_ERRORS},
+            },
+            "post": {
+                "summary": f"Create a {name}", "operationId": f"create_{name}",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": create_body}}},
+                "responses": {"200": _json(_ref(schema), f"The created {name}"), **_INVALID, **_ERRORS},
+            },
+        },
+        f"/streaming/{plural}/{{id}}": {
+            "parameters": [_ID],
+            "get": {
+                "summary": f"Get a {name}", "operationId": f"get_{name}",
+                "responses": {"200": _json(_ref(schema), f"The {name}"), **_NOT_FOUND, **_ERRORS},
+            },
+            "patch": {
+                "summary": f"Update a {name} (only the fields sent change)", "operationId": f"update_{name}",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": update_body}}},
+                "responses": {"200": _json(_ref(schema), f"The updated {name}"), **_NOT_FOUND, **_INVALID,
+                              **_ERRORS},
+            },
+            "delete": {
+                "summary": f"Delete a {name}", "operationId": f"delete_{name}",
+                "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
+            },
+        },
+    }
+
+
+_STREAM_INPUT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+        "active": {"type": "boolean", "default": True},
+        "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
+        "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,80}$"},
+    },
+}
+_RESTREAM_INPUT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 255},
+        "active": {"type": "boolean", "default": True},
+        "uri": {"type": "string", "maxLength": 2048,
+                "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&..."},
+        "stream_id": _INT,
+        "client_user_id": _NULL_INT,
+        "no_audio": {"type": "boolean", "default": False},
+        "no_audio_mode": {"type": "string", "enum": ["drop", "silence"], "default": "drop"},
+        "source": {"type": "string", "enum": ["original"], "default": "original"},
+        "tls_verify": {"type": "boolean", "default": True},
+    },
+}
+
+_STREAM = {
+    "type": "object",
+    "required": ["id", "name", "active", "client_id", "token", "push_url", "push_url_srt", "live", "created_at"],
+    "properties": {
+        "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "client_id": _INT,
+        "client_user_id": _NULL_INT, "token": {"type": "string"},
+        "push_url": {"type": "string"}, "push_url_srt": {"type": "string"}, "push_url_rtmps": _NULL_STR,
+        "srt_passphrase": _NULL_STR, "live": {"type": "boolean"}, "backup_live": {"type": "boolean"},
+        "stream_source_type": {"type": "string", "enum": ["rtmp", "srt"], "nullable": True},
+        "started_at_primary": _TIME, "finished_at_primary": _TIME,
+        "video_width": _NULL_NUM, "video_height": _NULL_NUM, "frame_rate": _NULL_NUM,
+        "quality_set_id": _NULL_INT, "transcoded_qualities": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "status": {"type": "object", "description": "Extension (ours): what the ingest sees of the source",
+                   "additionalProperties": True},
+    },
+}
+_RESTREAM = {
+    "type": "object",
+    "required": ["id", "name", "active", "uri", "stream_id", "client_id", "live", "no_audio", "no_audio_mode"],
+    "properties": {
+        "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "uri": {"type": "string"},
+        "stream_id": _INT, "client_id": _INT, "client_user_id": _NULL_INT, "live": {"type": "boolean"},
+        "no_audio": {"type": "boolean"}, "no_audio_mode": {"type": "string", "enum": ["drop", "silence"]},
+        "source": {"type": "string", "enum": ["original", "transcoded"]},
+        "quality_id": _NULL_INT, "playlist_id": _NULL_INT, "tls_verify": {"type": "boolean"},
+        "status": {
+            "type": "object", "description": "Extension (ours): the push's observed state",
+            "properties": {
+                "state": {"type": "string",
+                          "enum": ["idle", "starting", "running", "retrying", "failed", "disabled"]},
+            },
+            "additionalProperties": True,
+        },
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
+                             "responses": {"200": _json({"type": "object", "required": ["status"],
+                                                         "properties": {"status": {"type": "string"}}},
+                                                        "The relay is up")}}},
+    }
+    paths.update(_resource("stream", "streams", "Stream", _STREAM_INPUT,
+                           {"oneOf": [{"type": "object", "required": ["stream"],
+                                       "properties": {"stream": _STREAM_INPUT}}, _STREAM_INPUT]}))
+    paths.update(_resource("restream", "restreams", "Restream",
+                           {"type": "object", "required": ["restream"], "properties": {
+                               "restream": {**_RESTREAM_INPUT, "required": ["uri", "stream_id"]}}},
+                           {"type": "object", "required": ["restream"], "properties": {"restream": _RESTREAM_INPUT}}))
+    _STREAM_INPUT_CREATE = {**_STREAM_INPUT, "required": ["name"]}
+    paths["/streaming/streams"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {
+        "oneOf": [_STREAM_INPUT_CREATE,
+                  {"type": "object", "required": ["stream"], "properties": {"stream": _STREAM_INPUT_CREATE}}],
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "restream-relay control API", "version": "1",
+                 "description": "Wire-compatible with the Gcore Streaming API for streams and restreams."},
+        "paths": paths,
+        "security": [{"APIKey": []}],
+        "components": {
+            "securitySchemes": {"APIKey": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                           "description": "`APIKey <key>`"}},
+            "schemas": {
+                "Stream": _STREAM,
+                "Restream": _RESTREAM,
+                "AuthError": {"type": "object", "required": ["errors"], "properties": {"errors": {
+                    "type": "object", "properties": {"auth": {"type": "array", "items": {"type": "string"}}}}}},
+                "NotFound": {"type": "object", "required": ["status", "error"],
+                             "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
+                "GenericError": {"type": "object", "required": ["status", "error"],
+                                 "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
+                "ValidationError": {"type": "object", "required": ["errors"], "properties": {"errors": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}}}}},
+            },
+        },
+    }

@@ -1,0 +1,46 @@
+"""Helpers shared by the resource routes: relay access, paging, ids from the path."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.errors import ValidationFailed
+from relay.engine import Relay
+
+RELAY = web.AppKey("relay", Relay)
+PAGE_SIZE = 25
+MAX_BODY_BYTES = 64 * 1024
+_MAX_ID = 2**63 - 1
+
+
+def relay_of(request: web.Request) -> Relay:
+    return request.app[RELAY]
+
+
+def path_id(request: web.Request) -> int:
+    """The numeric id in the path; a malformed or impossible id is simply not found."""
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 19 or int(raw) > _MAX_ID:
+        raise web.HTTPNotFound()
+    return int(raw)
+
+
+def page_number(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise ValidationFailed({"page": ["must be a positive integer"]})
+    return int(raw)
+
+
+def page_headers(request: web.Request, page: int, total: int) -> dict[str, str]:
+    headers = {"X-Total-Count": str(total)}
+    if page * PAGE_SIZE < total:
+        next_url = request.url.with_query({**request.query, "page": str(page + 1)})
+        headers["Link"] = f'<{next_url.path_qs}>; rel="next"'
+    return headers
+
+
+async def read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    return await request.read()

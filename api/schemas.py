@@ -1,0 +1,189 @@
+"""Request models and response bodies of the Gcore-compatible resources.
+
+Requests are validated with pydantic (strict types: `"true"` is not a boolean) and every failure is
+mapped to the Gcore 422 shape with a message per field; inputs are never echoed back.
+Responses are built from domain records plus live state, separate from the request models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from api.errors import BadRequest, ValidationFailed
+from relay.destinations import INVALID_SCHEME, InvalidDestination, parse_destination
+
+INT64 = 2**63 - 1
+NAME_MAX = 255
+CANT_BE_BLANK = "can't be blank"
+
+
+class _Strict(BaseModel):
+    # Unknown fields are ignored, as Gcore does: its SDKs and tools send fields the relay has no use for.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class StreamFields(_Strict):
+    """Writable stream fields. On create `name` is required; on update only sent fields change."""
+
+    name: str | None = Field(default=None, max_length=NAME_MAX)
+    active: bool = True
+    client_user_id: int | None = Field(default=None, ge=-INT64, le=INT64)
+    srt_passphrase: str | None = None
+
+    @field_validator("srt_passphrase")
+    @classmethod
+    def _passphrase(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not 10 <= len(value) <= 80:
+            raise PydanticCustomError("relay", "must be 10 to 80 characters")
+        if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+            raise PydanticCustomError("relay", "must be printable ASCII without whitespace")
+        return value
+
+
+class RestreamFields(_Strict):
+    """Writable restream fields (Gcore's plus `tls_verify`); `live`, `id`, `client_id` are read-only."""
+
+    name: str | None = Field(default=None, max_length=NAME_MAX)
+    active: bool = True
+    uri: str | None = None
+    stream_id: int | None = Field(default=None, ge=-INT64, le=INT64)
+    client_user_id: int | None = Field(default=None, ge=-INT64, le=INT64)
+    no_audio: bool = False
+    no_audio_mode: Literal["drop", "silence"] = "drop"
+    source: Literal["original", "transcoded"] = "original"
+    tls_verify: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_destination(value)
+        except InvalidDestination as exc:
+            raise PydanticCustomError("relay", str(exc)) from None
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value == "transcoded":
+            raise PydanticCustomError("relay", "transcoded is not supported: the relay never transcodes video")
+        return value
+
+
+_TYPE_MESSAGES = {
+    "bool_type": "must be a boolean",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "greater_than_equal": "is out of range",
+    "less_than_equal": "is out of range",
+}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "relay":
+        return str(error["msg"])
+    if kind == "string_too_long":
+        return f"is too long (maximum is {error.get('ctx', {}).get('max_length', NAME_MAX)} characters)"
+    if kind == "literal_error":
+        return f"must be one of: {error.get('ctx', {}).get('expected', '')}".replace("'", "")
+    return _TYPE_MESSAGES.get(kind, "is invalid")
+
+
+def _errors(exc: ValidationError) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else "base"
+        message = _message(error)
+        if field == "uri" and error["type"] != "relay":
+            message = INVALID_SCHEME
+        if field == "stream_id" and error["type"] != "relay":
+            field, message = "stream", "must exist"
+        found.setdefault(field, [])
+        if message not in found[field]:
+            found[field].append(message)
+    return found
+
+
+def parse_body(raw: bytes, wrapper: str) -> dict[str, Any]:
+    """The JSON object of a request, unwrapped from `{"<wrapper>": {...}}` when so wrapped."""
+    try:
+        body = json.loads(raw or b"{}", parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if wrapper in body:
+        inner = body[wrapper]
+        if not isinstance(inner, dict):
+            raise ValidationFailed({wrapper: ["must be an object"]})
+        return inner
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The fields to store (only those sent, on update), or ValidationFailed."""
+    errors: dict[str, list[str]] = {}
+    try:
+        model = StreamFields.model_validate(body)
+    except ValidationError as exc:
+        errors = _errors(exc)
+        model = None
+    name = body.get("name")
+    sent_name = "name" in body
+    if (creating or sent_name) and "name" not in errors and (not isinstance(name, str) or not name.strip()):
+        errors["name"] = [CANT_BE_BLANK]
+    if errors or model is None:
+        raise ValidationFailed(errors)
+    fields = model.model_fields_set if not creating else set(StreamFields.model_fields)
+    values = {name: getattr(model, name) for name in fields}
+    if "client_user_id" in values and "client_user_id" not in model.model_fields_set:
+        values.pop("client_user_id")
+    if values.get("srt_passphrase") is None and "srt_passphrase" not in model.model_fields_set:
+        values.pop("srt_passphrase", None)
+    return values
+
+
+def validate_restream(body: dict[str, Any], *, creating: bool) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(fields to store, field errors so far): the caller adds the stream checks, then raises."""
+    errors: dict[str, list[str]] = {}
+    model: RestreamFields | None = None
+    try:
+        model = RestreamFields.model_validate(body)
+    except ValidationError as exc:
+        errors = _errors(exc)
+    must_have = ("uri", "stream_id") if creating else ()
+    for name in ("name", "uri", "stream_id", "active", "no_audio", "no_audio_mode", "source", "tls_verify"):
+        if (name in body or name in must_have) and body.get(name) is None:
+            field = "stream" if name == "stream_id" else name
+            message = INVALID_SCHEME if name == "uri" else "must exist" if name == "stream_id" else CANT_BE_BLANK
+            errors.setdefault(field, [message])
+    if model is None or errors:
+        stream_id = body.get("stream_id")
+        usable = isinstance(stream_id, int) and not isinstance(stream_id, bool) and "stream" not in errors
+        return ({"stream_id": stream_id} if usable else {}), errors
+    names = RestreamFields.model_fields if creating else model.model_fields_set
+    values = {name: getattr(model, name) for name in names if name != "source"}
+    if creating:
+        values["name"] = values["name"] or ""
+    return values, errors
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

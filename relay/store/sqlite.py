@@ -1,0 +1,399 @@
+"""SQLite store: one file, WAL mode, versioned migrations, every write fsynced before it returns.
+
+All statements run on one worker thread so that a slow disk never stalls the event loop (which also
+carries the RTMP ingest). A second, read-only connection serves blocking look-ups from other threads.
+Ids come from AUTOINCREMENT so a deleted stream's id is never handed out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, Store, StoreError
+from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
+
+T = TypeVar("T")
+
+# Each entry moves the schema from version N to N+1; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        client_user_id INTEGER,
+        srt_passphrase TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX streams_by_client ON streams (client_id, id);
+    CREATE TABLE restreams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        stream_id INTEGER NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        client_user_id INTEGER,
+        no_audio INTEGER NOT NULL DEFAULT 0,
+        no_audio_mode TEXT NOT NULL DEFAULT 'drop',
+        tls_verify INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX restreams_by_client ON restreams (client_id, id);
+    CREATE INDEX restreams_by_stream ON restreams (stream_id);
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so a plain SHA-256 is enough: no dictionary to defend against.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A stream's publish token: unguessable and URL-safe (no '#', '?', ',' or '&')."""
+    return secrets.token_urlsafe(24)
+
+
+def _stream(row: sqlite3.Row) -> StreamRecord:
+    return StreamRecord(
+        id=row["id"], client_id=row["client_id"], name=row["name"], active=bool(row["active"]),
+        token=row["token"], created_at=_when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"], srt_passphrase=row["srt_passphrase"],
+    )
+
+
+def _restream(row: sqlite3.Row) -> RestreamRecord:
+    return RestreamRecord(
+        id=row["id"], client_id=row["client_id"], stream_id=row["stream_id"], name=row["name"],
+        active=bool(row["active"]), uri=row["uri"], created_at=_when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"], no_audio=bool(row["no_audio"]),
+        no_audio_mode=row["no_audio_mode"], tls_verify=bool(row["tls_verify"]),
+    )
+
+
+def _key(row: sqlite3.Row) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"], client_id=row["client_id"], prefix=row["prefix"], label=row["label"],
+        created_at=_when(row["created_at"]) or datetime.now(UTC), revoked_at=_when(row["revoked_at"]),
+    )
+
+
+def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version reached. Safe to run from several processes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"database schema {version} is newer than this relay ({len(MIGRATIONS)})")
+        for number in range(version, len(MIGRATIONS)):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
+
+
+class SqliteStore(Store):
+    """Definitions in one SQLite file; owns its connections and its worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._conn = _connect(path)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a definition acknowledged to a client survives power loss, not only a process crash.
+        self._conn.execute("PRAGMA synchronous = FULL")
+        migrate(self._conn)
+        self._reader = _connect(path, readonly=True)
+        self._reader_lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-store")
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, work, self._conn)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, statements: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = statements(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # Streams ------------------------------------------------------------------------------
+    async def create_stream(self, client_id: int, fields: Mapping[str, Any]) -> StreamRecord:
+        values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
+
+        def work(conn: sqlite3.Connection) -> StreamRecord:
+            def insert(c: sqlite3.Connection) -> StreamRecord:
+                cur = c.execute(
+                    "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (client_id, values.get("name", ""), int(values.get("active", True)), new_token(),
+                     values.get("client_user_id"), values.get("srt_passphrase"), _now()),
+                )
+                return _stream(c.execute("SELECT * FROM streams WHERE id = ?", (cur.lastrowid,)).fetchone())
+            return self._write(conn, insert)
+
+        return await self._run(work)
+
+    async def get_stream(self, stream_id: int, client_id: int | None = None) -> StreamRecord | None:
+        def work(conn: sqlite3.Connection) -> StreamRecord | None:
+            return _select_stream(conn, stream_id, client_id)
+        return await self._run(work)
+
+    def get_stream_blocking(self, stream_id: int) -> StreamRecord | None:
+        with self._reader_lock:
+            return _select_stream(self._reader, stream_id, None)
+
+    async def list_streams(self, client_id: int, offset: int, limit: int) -> Page[StreamRecord]:
+        def work(conn: sqlite3.Connection) -> Page[StreamRecord]:
+            rows = conn.execute(
+                "SELECT * FROM streams WHERE client_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                (client_id, limit, offset),
+            ).fetchall()
+            total = conn.execute("SELECT COUNT(*) FROM streams WHERE client_id = ?", (client_id,)).fetchone()[0]
+            return Page([_stream(r) for r in rows], total)
+        return await self._run(work)
+
+    async def update_stream(
+        self, stream_id: int, client_id: int, changes: Mapping[str, Any]
+    ) -> StreamRecord | None:
+        values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
+
+        def work(conn: sqlite3.Connection) -> StreamRecord | None:
+            def update(c: sqlite3.Connection) -> StreamRecord | None:
+                if _select_stream(c, stream_id, client_id) is None:
+                    return None
+                _update_row(c, "streams", stream_id, values)
+                return _select_stream(c, stream_id, client_id)
+            return self._write(conn, update)
+        return await self._run(work)
+
+    async def delete_stream(self, stream_id: int, client_id: int) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            def delete(c: sqlite3.Connection) -> bool:
+                c.execute("DELETE FROM restreams WHERE stream_id = ? AND client_id = ?", (stream_id, client_id))
+                cur = c.execute("DELETE FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id))
+                return cur.rowcount > 0
+            return self._write(conn, delete)
+        return await self._run(work)
+
+    # Restreams ----------------------------------------------------------------------------
+    async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
+        values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
+
+        def work(conn: sqlite3.Connection) -> RestreamRecord:
+            def insert(c: sqlite3.Connection) -> RestreamRecord:
+                cur = c.execute(
+                    "INSERT INTO restreams (client_id, stream_id, name, active, uri, client_user_id, no_audio,"
+                    " no_audio_mode, tls_verify, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (client_id, values["stream_id"], values.get("name", ""), int(values.get("active", True)),
+                     values["uri"], values.get("client_user_id"), int(values.get("no_audio", False)),
+                     values.get("no_audio_mode", "drop"), int(values.get("tls_verify", True)), _now()),
+                )
+                row = c.execute("SELECT * FROM restreams WHERE id = ?", (cur.lastrowid,)).fetchone()
+                return _restream(row)
+            return self._write(conn, insert)
+        try:
+            return await self._run(work)
+        except sqlite3.IntegrityError as exc:  # the stream vanished between validation and insert
+            raise StoreError("stream does not exist") from exc
+
+    async def get_restream(self, restream_id: int, client_id: int | None = None) -> RestreamRecord | None:
+        def work(conn: sqlite3.Connection) -> RestreamRecord | None:
+            return _select_restream(conn, restream_id, client_id)
+        return await self._run(work)
+
+    async def list_restreams(self, client_id: int, offset: int, limit: int) -> Page[RestreamRecord]:
+        def work(conn: sqlite3.Connection) -> Page[RestreamRecord]:
+            rows = conn.execute(
+                "SELECT * FROM restreams WHERE client_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                (client_id, limit, offset),
+            ).fetchall()
+            total = conn.execute("SELECT COUNT(*) FROM restreams WHERE client_id = ?", (client_id,)).fetchone()[0]
+            return Page([_restream(r) for r in rows], total)
+        return await self._run(work)
+
+    async def restreams_of_stream(self, stream_id: int) -> list[RestreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
+            rows = conn.execute("SELECT * FROM restreams WHERE stream_id = ? ORDER BY id", (stream_id,))
+            return [_restream(r) for r in rows]
+        return await self._run(work)
+
+    async def active_restreams(self) -> list[RestreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
+            rows = conn.execute("SELECT * FROM restreams WHERE active = 1 ORDER BY id")
+            return [_restream(r) for r in rows]
+        return await self._run(work)
+
+    async def update_restream(
+        self, restream_id: int, client_id: int, changes: Mapping[str, Any]
+    ) -> RestreamRecord | None:
+        values = {k: v for k, v in changes.items() if k in RESTREAM_FIELDS}
+
+        def work(conn: sqlite3.Connection) -> RestreamRecord | None:
+            def update(c: sqlite3.Connection) -> RestreamRecord | None:
+                if _select_restream(c, restream_id, client_id) is None:
+                    return None
+                _update_row(c, "restreams", restream_id, values)
+                return _select_restream(c, restream_id, client_id)
+            return self._write(conn, update)
+        try:
+            return await self._run(work)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError("stream does not exist") from exc
+
+    async def delete_restream(self, restream_id: int, client_id: int) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            def delete(c: sqlite3.Connection) -> bool:
+                cur = c.execute("DELETE FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id))
+                return cur.rowcount > 0
+            return self._write(conn, delete)
+        return await self._run(work)
+
+    # API keys -----------------------------------------------------------------------------
+    async def create_api_key(
+        self, client_id: int, label: str = "", key: str | None = None
+    ) -> tuple[str, ApiKeyRecord]:
+        clear = key or f"{client_id}${secrets.token_urlsafe(32)}"
+        prefix = clear[: clear.index("$") + 7] if "$" in clear[:24] else clear[:6]
+
+        def work(conn: sqlite3.Connection) -> ApiKeyRecord:
+            def insert(c: sqlite3.Connection) -> ApiKeyRecord:
+                existing = c.execute("SELECT * FROM api_keys WHERE key_hash = ?", (hash_key(clear),)).fetchone()
+                if existing is not None:
+                    if existing["client_id"] != client_id:
+                        raise StoreError("that key already belongs to another client")
+                    c.execute("UPDATE api_keys SET revoked_at = NULL WHERE id = ?", (existing["id"],))
+                    return _key(c.execute("SELECT * FROM api_keys WHERE id = ?", (existing["id"],)).fetchone())
+                cur = c.execute(
+                    "INSERT INTO api_keys (client_id, key_hash, prefix, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (client_id, hash_key(clear), prefix, label, _now()),
+                )
+                return _key(c.execute("SELECT * FROM api_keys WHERE id = ?", (cur.lastrowid,)).fetchone())
+            return self._write(conn, insert)
+        return clear, await self._run(work)
+
+    async def client_for_key(self, key: str) -> int | None:
+        digest = hash_key(key)
+
+        def work(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT client_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (digest,)
+            ).fetchone()
+            return None if row is None else int(row[0])
+        return await self._run(work)
+
+    async def list_api_keys(self, client_id: int | None = None) -> list[ApiKeyRecord]:
+        def work(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
+            if client_id is None:
+                rows = conn.execute("SELECT * FROM api_keys ORDER BY id")
+            else:
+                rows = conn.execute("SELECT * FROM api_keys WHERE client_id = ? ORDER BY id", (client_id,))
+            return [_key(r) for r in rows]
+        return await self._run(work)
+
+    async def revoke_api_key(self, key_id_or_prefix: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            def revoke(c: sqlite3.Connection) -> int:
+                if key_id_or_prefix.isdigit():
+                    cur = c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                    (_now(), int(key_id_or_prefix)))
+                else:
+                    cur = c.execute(
+                        "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                        (_now(), key_id_or_prefix),
+                    )
+                return cur.rowcount
+            return self._write(conn, revoke)
+        return await self._run(work)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._conn.close)
+        self._worker.shutdown(wait=True)
+        with self._reader_lock:
+            self._reader.close()
+
+
+def _select_stream(conn: sqlite3.Connection, stream_id: int, client_id: int | None) -> StreamRecord | None:
+    if client_id is None:
+        row = conn.execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone()
+    else:
+        row = conn.execute("SELECT * FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id)).fetchone()
+    return None if row is None else _stream(row)
+
+
+def _select_restream(conn: sqlite3.Connection, restream_id: int, client_id: int | None) -> RestreamRecord | None:
+    if client_id is None:
+        row = conn.execute("SELECT * FROM restreams WHERE id = ?", (restream_id,)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT * FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id)
+        ).fetchone()
+    return None if row is None else _restream(row)
+
+
+def _update_row(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> None:
+    if not values:
+        return
+    # Column names come from the STREAM_FIELDS/RESTREAM_FIELDS allow-lists, never from the request.
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    params = [int(v) if isinstance(v, bool) else v for v in values.values()]
+    conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*params, row_id))

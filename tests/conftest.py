@@ -1,0 +1,77 @@
+"""Fixtures shared by every suite. Area-specific fixtures live in each folder's own conftest.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from api.cli import RelayService
+from relay.config import Settings
+from tests.support import ADMIN_KEY, RelayProcess
+
+
+@pytest.fixture
+def relay_process(tmp_path: Path) -> Iterator[RelayProcess]:
+    """A started `restream-relay serve` subprocess with its own data directory."""
+    process = RelayProcess(tmp_path / "data").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def service_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data", "media_bind": "127.0.0.1", "api_bind": "127.0.0.1",
+        "http_port": 0, "rtmp_port": 0, "rtmps_port": 0, "srt_port": 0, "api_key": ADMIN_KEY,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[RelayService]:
+    """The relay and its API running in this test's event loop."""
+    relay_service = RelayService(service_settings(tmp_path))
+    await relay_service.start()
+    try:
+        yield relay_service
+    finally:
+        await relay_service.close()
+
+
+class ApiClient:
+    """A small JSON client bound to one relay and one key."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, key: str | None) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.key = key
+
+    def as_key(self, key: str | None) -> ApiClient:
+        return ApiClient(self.session, self.base_url, key)
+
+    async def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, object, dict[str, str]]:
+        all_headers = dict(headers or {})
+        if self.key is not None:
+            all_headers.setdefault("Authorization", f"APIKey {self.key}")
+        kwargs: dict[str, object] = {"headers": all_headers}
+        if raw is not None:
+            kwargs["data"] = raw
+            all_headers.setdefault("Content-Type", "application/json")
+        elif body is not None:
+            kwargs["json"] = body
+        async with self.session.request(method, self.base_url + path, **kwargs) as response:  # type: ignore[arg-type]
+            text = await response.text()
+            return response.status, (json.loads(text) if text else None), dict(response.headers)
+
+
+@pytest.fixture
+async def api(service: RelayService) -> AsyncIterator[ApiClient]:
+    async with aiohttp.ClientSession() as session:
+        yield ApiClient(session, f"http://127.0.0.1:{service.http_port}", ADMIN_KEY)
