@@ -107,13 +107,13 @@ def make_sample(ffmpeg: str, path: Path, seconds: float = 3.0) -> Path:
     return path
 
 
-async def run_process(argv: list[str], timeout: float) -> tuple[int, str]:
+async def run_process(argv: list[str], limit_seconds: float) -> tuple[int, str]:
     """Run a publisher to completion (killed on timeout); returns its exit code and stderr tail."""
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
     try:
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        _, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
     except (TimeoutError, asyncio.CancelledError):
         process.kill()
         await process.wait()
@@ -129,14 +129,14 @@ def ffmpeg_publish_argv(ffmpeg: str, sample: Path, url: str, *, realtime: bool =
     argv += ["-i", str(sample), "-c", "copy", "-f", "flv"]
     if url.startswith("rtmps:"):
         argv += ["-tls_verify", "0"]  # our test certificate is self-signed (ffmpeg 8+ verifies by default)
-    return argv + [url]
+    return [*argv, url]
 
 
 def gst_publish_argv(sample: Path, *, port: int, stream: str, tls: bool) -> list[str]:
     """GStreamer remuxing the sample's H.264/AAC into rtmp2sink (no re-encoding)."""
     assert GST_LAUNCH is not None
-    sink = [f"rtmp2sink", f"scheme={'rtmps' if tls else 'rtmp'}", "host=127.0.0.1", f"port={port}",
-            "application=live", f"stream={stream}", "async-connect=false"]
+    sink = ["rtmp2sink", f"scheme={'rtmps' if tls else 'rtmp'}", "host=127.0.0.1", f"port={port}",
+            "application=live", f"stream={stream}", "async-connect=false", "sync=false"]
     if tls:
         sink.append("tls-validation-flags=0")
     return [GST_LAUNCH, "-q", "filesrc", f"location={sample}", "!", "flvdemux", "name=d",

@@ -57,7 +57,7 @@ async def test_publisher_end_to_end(publisher: str, tls: bool, sample_flv: Path,
     caplog.set_level("INFO", logger="relay.ingest.rtmp")
     async with RtmpServer(gate, settings, tls_context if tls else None) as server:
         argv = _argv(publisher, sample_flv, server.port, tls)
-        code, stderr = await run_process(argv, timeout=30)
+        code, stderr = await run_process(argv, limit_seconds=30)
         assert code == 0, stderr
         sinks = gate.sinks.get(STREAM_ID, [])
         assert len(sinks) == 1, f"publish did not reach the gate: {stderr}"
