@@ -1,0 +1,424 @@
+"""An SRT listener on one UDP port: admission in libsrt's handshake, reception in one worker thread.
+
+Threads and why:
+
+- libsrt's receiver thread ("SRT:RcvQ") runs the listener callback for every handshake, before the
+  connection exists. It reads the streamid, asks `admit` (synchronous, must be quick: while it runs
+  no packet of ANY connection on the port is received), and on success sets the stream's passphrase
+  and latency on the new socket, so that libsrt's own key exchange refuses a wrong or missing
+  passphrase. Nothing of ours may raise into that thread: errors become a rejection.
+- One worker thread (ours) waits on a libsrt epoll for the listener and all connections, accepts,
+  reads messages and hands them to the `ListenerHandler`. It wakes at least every
+  `poll_interval_ms` to run close requests and to notice `stop()`, so stopping is prompt and bounded.
+
+The listener never calls back into asyncio; `relay.ingest.srt_server` adapts the handler calls to the
+event loop. No lock of ours is held while calling libsrt, because libsrt may be inside our callback
+(holding its own locks) waiting for that same lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from relay.srt.libsrt import (
+    SRT_LIVE_MAX_PAYLOAD_BYTES,
+    EpollFlag,
+    LibSrt,
+    LinkStats,
+    RejectCode,
+    SockOpt,
+    SrtEpollEvent,
+    SrtError,
+    TransType,
+    format_peer,
+    make_listen_callback,
+    read_sockaddr_at,
+)
+
+log = logging.getLogger(__name__)
+
+Peer = tuple[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """libsrt-level settings of one listener (the ingest server derives them from its settings)."""
+
+    host: str = "0.0.0.0"
+    port: int = 5001
+    latency_ms: int = 120
+    max_connections: int = 64
+    connect_timeout_ms: int = 3000
+    peer_idle_timeout_ms: int = 5000
+    payload_size_bytes: int = 1316
+    poll_interval_ms: int = 50
+    """Longest the worker sleeps before looking at close requests and stop()."""
+    max_messages_per_wakeup: int = 256
+    """Messages read from one connection before the worker serves the others (fairness)."""
+    join_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """`admit`'s yes: the passphrase (None = unencrypted only) and latency to set on the new socket."""
+
+    passphrase: str | None = None
+    latency_ms: int | None = None
+    context: Any = None
+    """Whatever the admitter wants back in `Connected` (e.g. the stream it resolved)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """`admit`'s no: the rejection code the caller will see, and a log line without secrets."""
+
+    code: int
+    reason: str
+
+
+Admit = Callable[[str, Peer], Accept | Reject]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection that passed the handshake and was accepted."""
+
+    sock: int
+    peer: Peer
+    streamid: str
+    latency_ms: int
+    encrypted: bool
+    context: Any
+
+
+class CloseCause(str, Enum):
+    """Why a connection ended, as far as libsrt lets us tell."""
+
+    BROKEN = "broken"
+    """Peer closed it or the link timed out (libsrt reports both as 'Connection was broken')."""
+    REQUESTED = "requested"
+    """`close_connection` was called."""
+    LISTENER_CLOSED = "listener_closed"
+
+
+class ListenerHandler(Protocol):
+    """Receives a listener's events, on the worker thread: must be quick and must not raise."""
+
+    def on_connected(self, conn: Connected) -> None: ...
+
+    def on_data(self, sock: int, messages: list[bytes]) -> None: ...
+
+    def on_closed(self, sock: int, cause: CloseCause) -> None: ...
+
+
+@dataclass(slots=True)
+class _Conn:
+    info: Connected
+    drain_deadline: float | None = None
+    """Set when libsrt reported the connection broken: see `_start_drain`."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    accept: Accept
+    streamid: str
+    created: float
+
+
+@dataclass(slots=True)
+class _Shared:
+    """State the libsrt callback thread and the worker share, always under `lock`."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    connections: int = 0
+
+
+class SrtListener:
+    """Owns one listening SRT socket, its callback object, its epoll and its worker thread."""
+
+    def __init__(self, lib: LibSrt, config: ListenerConfig, admit: Admit, handler: ListenerHandler) -> None:
+        self._lib = lib
+        self._config = config
+        self._admit = admit
+        self._handler = handler
+        self._shared = _Shared()
+        # The C callback object must outlive the listener socket: libsrt keeps only the raw pointer.
+        self._callback = make_listen_callback(self._on_handshake)
+        self._sock: int | None = None
+        self._eid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._requests: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._conns: dict[int, _Conn] = {}  # worker thread only
+        self._bound: Peer = None
+
+    @property
+    def address(self) -> Peer:
+        """The bound (host, port); the port is the real one when 0 was asked for."""
+        return self._bound
+
+    def start(self) -> None:
+        """Bind, listen and start the worker; raises `SrtError` (e.g. port in use) and cleans up."""
+        lib, cfg = self._lib, self._config
+        sock = lib.create_socket()
+        try:
+            lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)
+            lib.set_int(sock, SockOpt.RCVSYN, 0)
+            lib.set_int(sock, SockOpt.SNDSYN, 0)
+            lib.set_int(sock, SockOpt.LATENCY, cfg.latency_ms)
+            lib.set_int(sock, SockOpt.CONNTIMEO, cfg.connect_timeout_ms)
+            lib.set_int(sock, SockOpt.PEERIDLETIMEO, cfg.peer_idle_timeout_ms)
+            lib.set_int(sock, SockOpt.PAYLOADSIZE, cfg.payload_size_bytes)
+            # Refuse any passphrase mismatch in the handshake, including an encrypted caller
+            # reaching a stream without passphrase (libsrt's default, stated here on purpose).
+            lib.set_int(sock, SockOpt.ENFORCEDENCRYPTION, 1)
+            lib.bind(sock, cfg.host, cfg.port)
+            self._bound = lib.sockname(sock)
+            lib.set_listen_callback(sock, self._callback)
+            lib.listen(sock, max(1, cfg.max_connections))
+            eid = lib.epoll_create()
+            lib.epoll_add(eid, sock, EpollFlag.IN | EpollFlag.ERR)
+        except BaseException:
+            lib.close(sock)
+            raise
+        self._sock, self._eid = sock, eid
+        self._thread = threading.Thread(target=self._run, name=f"srt-listener:{self._bound}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker, close every connection and the listener (bounded by join_timeout)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(self._config.join_timeout_seconds)
+            if thread.is_alive():
+                log.error("SRT listener worker did not stop within %.1fs", self._config.join_timeout_seconds)
+        elif self._sock is not None:
+            self._close_everything()
+
+    def close_connection(self, sock: int) -> None:
+        """Ask the worker to close one connection (any thread, non-blocking, idempotent)."""
+        self._requests.put(sock)
+
+    def link_stats(self, sock: int) -> LinkStats | None:
+        """libsrt's statistics of a live connection; None once it is broken or closed."""
+        try:
+            return self._lib.bistats(sock)
+        except SrtError:
+            return None
+
+    # --- libsrt's thread ----------------------------------------------------------------------
+
+    def _on_handshake(self, _opaque: int, ns: int, hsversion: int, peer_ptr: int | None, sid: bytes | None) -> int:
+        """Listener callback (libsrt's receiver thread): decide before the connection exists."""
+        try:
+            peer = read_sockaddr_at(peer_ptr)
+            decision = self._decide(hsversion, peer, sid)
+            if isinstance(decision, Reject):
+                log.info("SRT handshake from %s refused (%d): %s", format_peer(peer), decision.code, decision.reason)
+                self._lib.set_reject_reason(ns, decision.code)
+                return -1
+            try:
+                if decision.passphrase:
+                    self._lib.set_str(ns, SockOpt.PASSPHRASE, decision.passphrase)
+                if decision.latency_ms is not None:
+                    self._lib.set_int(ns, SockOpt.LATENCY, decision.latency_ms)
+            except SrtError as exc:
+                # e.g. a stored passphrase outside libsrt's 10..79 characters; exc never holds it.
+                log.error("SRT handshake from %s refused: cannot apply stream settings: %s", format_peer(peer), exc)
+                self._lib.set_reject_reason(ns, RejectCode.ISE)
+                return -1
+            with self._shared.lock:
+                self._shared.pending[ns] = _Pending(decision, (sid or b"").decode(), time.monotonic())
+            return 0
+        except BaseException:
+            log.exception("SRT listener callback failed; refusing the connection")
+            try:
+                self._lib.set_reject_reason(ns, RejectCode.ISE)
+            except BaseException:  # never raise into libsrt
+                pass
+            return -1
+
+    def _decide(self, hsversion: int, peer: Peer, sid: bytes | None) -> Accept | Reject:
+        if hsversion < 5:
+            return Reject(RejectCode.BAD_REQUEST, "HSv4 caller (no streamid support)")
+        try:
+            streamid = (sid or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return Reject(RejectCode.BAD_REQUEST, "streamid is not UTF-8")
+        now = time.monotonic()
+        stale_after = self._config.connect_timeout_ms / 1000 + 2.0
+        with self._shared.lock:
+            # A handshake can still fail after the callback said yes (bad passphrase): forget those.
+            for ns in [k for k, p in self._shared.pending.items() if now - p.created > stale_after]:
+                del self._shared.pending[ns]
+            busy = self._shared.connections + len(self._shared.pending)
+        if busy >= self._config.max_connections:
+            return Reject(RejectCode.OVERLOAD, f"max_connections ({self._config.max_connections}) reached")
+        return self._admit(streamid, peer)
+
+    # --- the worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._eid is not None and self._sock is not None
+        events = (SrtEpollEvent * 64)()
+        buf = ctypes.create_string_buffer(max(SRT_LIVE_MAX_PAYLOAD_BYTES, self._config.payload_size_bytes) + 64)
+        try:
+            while not self._stop.is_set():
+                self._run_requests()
+                draining = any(c.drain_deadline is not None for c in self._conns.values())
+                timeout_ms = 10 if draining else self._config.poll_interval_ms
+                try:
+                    n = self._lib.epoll_wait(self._eid, events, timeout_ms)
+                except SrtError as exc:
+                    log.error("SRT epoll wait failed: %s", exc)
+                    self._stop.wait(self._config.poll_interval_ms / 1000)
+                    continue
+                for i in range(n):
+                    sock, flags = int(events[i].fd), int(events[i].events)
+                    if sock == self._sock:
+                        self._accept_one()
+                    elif sock in self._conns:
+                        self._read(self._conns[sock], buf, broken=bool(flags & EpollFlag.ERR))
+                if draining:
+                    self._run_drains(buf)
+        except BaseException:
+            log.exception("SRT listener worker crashed")
+        finally:
+            self._close_everything()
+
+    def _run_requests(self) -> None:
+        while True:
+            try:
+                sock = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if sock in self._conns:
+                self._finish(sock, CloseCause.REQUESTED)
+
+    def _accept_one(self) -> None:
+        # One accept per readiness event: epoll is level-triggered, so a second pending connection
+        # wakes us again, and an accept with nothing pending would make libsrt log an error.
+        assert self._sock is not None and self._eid is not None
+        try:
+            got = self._lib.accept(self._sock)
+        except SrtError as exc:
+            log.warning("SRT accept failed: %s", exc)
+            return
+        if got is None:
+            return
+        sock, peer = got
+        with self._shared.lock:
+            pending = self._shared.pending.pop(sock, None)
+            if pending is not None:
+                self._shared.connections += 1
+        if pending is None:  # not admitted by our callback: cannot happen, but never serve it
+            log.error("SRT connection from %s accepted without admission; closing", format_peer(peer))
+            self._lib.close(sock)
+            return
+        try:
+            self._lib.set_int(sock, SockOpt.RCVSYN, 0)
+            latency_ms = self._lib.get_int(sock, SockOpt.RCVLATENCY)
+            encrypted = self._lib.get_int(sock, SockOpt.KMSTATE) != 0
+            self._lib.epoll_add(self._eid, sock, EpollFlag.IN | EpollFlag.ERR)
+        except SrtError as exc:
+            log.warning("SRT connection from %s lost while being set up: %s", format_peer(peer), exc)
+            self._lib.close(sock)
+            with self._shared.lock:
+                self._shared.connections -= 1
+            return
+        info = Connected(sock, peer, pending.streamid, latency_ms, encrypted, pending.accept.context)
+        self._conns[sock] = _Conn(info)
+        try:
+            self._handler.on_connected(info)
+        except Exception:
+            log.exception("SRT connect handler failed; closing the connection")
+            self._finish(sock, CloseCause.REQUESTED)
+
+    def _read(self, conn: _Conn, buf: ctypes.Array[ctypes.c_char], *, broken: bool) -> None:
+        messages: list[bytes] = []
+        lost = False
+        for _ in range(self._config.max_messages_per_wakeup):
+            try:
+                n = self._lib.recv(conn.info.sock, buf)
+            except SrtError:
+                lost = True
+                break
+            if n is None:
+                break
+            if n > 0:
+                messages.append(buf.raw[:n])
+        if messages:
+            self._deliver(conn.info.sock, messages)
+        if lost or (broken and not messages):
+            self._start_drain(conn)
+
+    def _deliver(self, sock: int, messages: list[bytes]) -> None:
+        try:
+            self._handler.on_data(sock, messages)
+        except Exception:
+            log.exception("SRT data handler failed")
+
+    def _start_drain(self, conn: _Conn) -> None:
+        """The connection broke; keep reading what libsrt still holds before closing it.
+
+        In live mode libsrt releases a received packet only at its play time (TSBPD: arrival +
+        latency) and, once the peer has closed, reports "broken" as soon as nothing is ready *now*.
+        The last `latency` worth of media is still in its buffer and becomes readable over the next
+        `latency_ms`: a publisher's final GOP would be lost without this drain.
+        """
+        if conn.drain_deadline is not None:
+            return
+        assert self._eid is not None
+        self._lib.epoll_remove(self._eid, conn.info.sock)  # a broken socket is always "ready": no spin
+        conn.drain_deadline = time.monotonic() + (conn.info.latency_ms + 100) / 1000
+
+    def _run_drains(self, buf: ctypes.Array[ctypes.c_char]) -> None:
+        now = time.monotonic()
+        for conn in list(self._conns.values()):
+            if conn.drain_deadline is None:
+                continue
+            messages: list[bytes] = []
+            for _ in range(self._config.max_messages_per_wakeup):
+                try:
+                    n = self._lib.recv(conn.info.sock, buf)
+                except SrtError:
+                    break  # in the broken state this means "nothing ready yet"
+                if not n:
+                    break
+                messages.append(buf.raw[:n])
+            if messages:
+                self._deliver(conn.info.sock, messages)
+            if now >= conn.drain_deadline:
+                self._finish(conn.info.sock, CloseCause.BROKEN)
+
+    def _finish(self, sock: int, cause: CloseCause) -> None:
+        conn = self._conns.pop(sock)
+        if self._eid is not None and conn.drain_deadline is None:
+            self._lib.epoll_remove(self._eid, sock)
+        self._lib.close(sock)
+        with self._shared.lock:
+            self._shared.connections -= 1
+        try:
+            self._handler.on_closed(sock, cause)
+        except Exception:
+            log.exception("SRT close handler failed")
+
+    def _close_everything(self) -> None:
+        for sock in list(self._conns):
+            self._finish(sock, CloseCause.LISTENER_CLOSED)
+        if self._sock is not None:
+            self._lib.close(self._sock)
+            self._sock = None
+        if self._eid is not None:
+            self._lib.epoll_release(self._eid)
+            self._eid = None
