@@ -57,7 +57,11 @@ def _resource(name: str, plural: str, schema: str, create_body: dict[str, Any],
             "post": {
                 "summary": f"Create a {name}", "operationId": f"create_{name}",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": create_body}}},
-                "responses": {"200": _json(_ref(schema), f"The created {name}"), **_INVALID, **_ERRORS},
+                "responses": {"200": {**_json(_ref(schema), f"The created {name}"), "links": {
+                    f"Get{schema}": {"operationId": f"get_{name}", "parameters": {"id": "$response.body#/id"}},
+                    f"Update{schema}": {"operationId": f"update_{name}", "parameters": {"id": "$response.body#/id"}},
+                    f"Delete{schema}": {"operationId": f"delete_{name}", "parameters": {"id": "$response.body#/id"}},
+                }}, **_INVALID, **_ERRORS},
             },
         },
         f"/streaming/{plural}/{{id}}": {

@@ -35,8 +35,9 @@ def page_number(request: web.Request) -> int:
 def page_headers(request: web.Request, page: int, total: int) -> dict[str, str]:
     headers = {"X-Total-Count": str(total)}
     if page * PAGE_SIZE < total:
-        next_url = request.url.with_query({**request.query, "page": str(page + 1)})
-        headers["Link"] = f'<{next_url.path_qs}>; rel="next"'
+        # Only `page` is carried over: echoing other query values into a header would let a client
+        # inject control characters (and nothing else in the query means anything to a listing).
+        headers["Link"] = f'<{request.path}?page={page + 1}>; rel="next"'
     return headers
 
 

@@ -1,0 +1,66 @@
+"""Definitions survive a SIGKILL; `restream-relay keys` works while the server runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT, RelayProcess
+
+
+def test_definitions_survive_sigkill(tmp_path: Path) -> None:
+    relay = RelayProcess(tmp_path / "data").start()
+    try:
+        streams = [relay.api("POST", "/streaming/streams", {"name": f"s{n}"}).body for n in range(3)]
+        restreams = [
+            relay.api("POST", "/streaming/restreams", {"restream": {
+                "name": f"r{n}", "uri": f"rtmp://dest{n}.example.com/live/key{n}", "stream_id": streams[n]["id"],
+                "active": n != 1, "no_audio": n == 2}}).body
+            for n in range(3)
+        ]
+        patched = relay.api("PATCH", f"/streaming/streams/{streams[0]['id']}",
+                            {"stream": {"srt_passphrase": "passphrase-0001"}}).body
+        assert relay.api("DELETE", f"/streaming/streams/{streams[2]['id']}").status == 204
+        # Acknowledged above, so it must survive the harshest stop there is.
+        relay.kill()
+        relay.start()
+        got_streams = relay.api("GET", "/streaming/streams").body
+        got_restreams = relay.api("GET", "/streaming/restreams").body
+    finally:
+        relay.stop()
+    assert [s["id"] for s in got_streams] == [streams[1]["id"], streams[0]["id"]]
+    by_id = {s["id"]: s for s in got_streams}
+    assert by_id[streams[0]["id"]]["token"] == streams[0]["token"]
+    assert by_id[streams[0]["id"]]["srt_passphrase"] == patched["srt_passphrase"] == "passphrase-0001"
+    assert all(s["live"] is False for s in got_streams)  # live state is never trusted from disk
+    assert [r["id"] for r in got_restreams] == [restreams[1]["id"], restreams[0]["id"]]
+    assert {r["id"]: (r["uri"], r["active"]) for r in got_restreams} == {
+        restreams[0]["id"]: (restreams[0]["uri"], True), restreams[1]["id"]: (restreams[1]["uri"], False)}
+
+
+def _keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api", "--data-dir", str(data_dir), "keys", *args],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def test_keys_cli_while_the_server_runs(relay_process: RelayProcess) -> None:
+    data_dir = relay_process.data_dir
+    created = _keys(data_dir, "create", "--client", "7", "--label", "ci")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("7$") and len(key) > 30
+    assert key not in relay_process.log()
+
+    answer = relay_process.api("POST", "/streaming/streams", {"name": "tenant 7"}, key=key)
+    assert answer.status == 200 and answer.body["client_id"] == 7
+    assert relay_process.api("GET", "/streaming/streams").body == [] or all(
+        s["client_id"] == 1 for s in relay_process.api("GET", "/streaming/streams").body)
+
+    listed = _keys(data_dir, "list", "--client", "7")
+    assert listed.returncode == 0 and "client 7" in listed.stdout and key not in listed.stdout
+    key_id = listed.stdout.split()[0]
+    revoked = _keys(data_dir, "revoke", key_id)
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+    assert relay_process.api("GET", "/streaming/streams", key=key).status == 401
+    assert _keys(data_dir, "revoke", "999").returncode == 1
