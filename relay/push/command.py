@@ -1,0 +1,171 @@
+"""The ffmpeg command of one push: hub bytes on stdin, `-c copy`, one destination.
+
+Flags that matter in production, and why:
+
+Global
+  `-hide_banner -nostdin -nostats -loglevel repeat+level+warning`: stderr carries only warnings and
+  errors, each tagged with its level (`[error]`), never the interactive stats line; `-nostdin` because
+  stdin is the media pipe, not a console.
+  `-progress pipe:1 -stats_period 1`: machine-readable `key=value` progress blocks on stdout, separate
+  from the log lines on stderr; one per second is enough for status and stall detection.
+
+Input (`-f flv` or `-f mpegts` on `pipe:0`)
+  `-probesize 500000 -analyzeduration 500000 -fflags +nobuffer`: the hub hands over the codec
+  configuration and a whole GOP at once, so a short probe finds every stream; the defaults (5 MB, up to
+  5 s of media) would only add start-up delay. Never `-re`: the hub already delivers at the source's pace.
+
+Output
+  `-map 0:v? -map 0:a? -c copy`: bytes of audio and video unchanged (architecture invariant 1); the `?`
+  keeps audio-only and video-only sources working.
+  no_audio: "drop" adds `-an`; "silence" maps a lavfi `anullsrc` input encoded with `aac` (the one
+  encoding the relay ever does) and ends with the video thanks to `-shortest`.
+  RTMP(S): `-f flv -flvflags no_duration_filesize` (a live FLV cannot seek back to patch duration and
+  size), `-rw_timeout` so a destination that stops reading is noticed (the push then restarts) instead
+  of blocking forever. `-rtmp_enhanced_codecs` only for HEVC/AV1/VP9 sources: announcing FourCCs in
+  `connect` makes some platforms refuse an ordinary H.264 stream.
+  RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
+  may opt out for self-signed test servers.
+  SRT: `-f mpegts`, the URI passed as given (latency, pkt_size, passphrase, streamid are the user's);
+  `-timeout` bounds a blocked send. PAT/PMT are repeated by the mpegts muxer; parameter sets before
+  each keyframe come from the automatic `h264_mp4toannexb`/`hevc_mp4toannexb` for FLV sources and are
+  already in-band for MPEG-TS sources, so `dump_extra` is not added (for TS sources it would rewrite
+  video packets that the relay promises to pass unchanged).
+
+The destination URI, with its key, is on ffmpeg's argv: ffmpeg has no way to take an output URL or a
+protocol option from a file descriptor (`-/option file` covers only its own option table), so the key
+is visible in /proc/<pid>/cmdline to other users of the host. Everything the relay logs is masked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import ffmpeg
+
+from relay.media.packets import ContainerFormat
+
+_ENHANCED_CODECS = {"hevc": "hvc1", "h265": "hvc1", "hvc1": "hvc1", "av1": "av01", "av01": "av01",
+                    "vp9": "vp09", "vp09": "vp09"}
+_CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
+
+
+class NoAudioMode(StrEnum):
+    DROP = "drop"
+    SILENCE = "silence"
+
+
+class UnsupportedDestination(ValueError):
+    """The URI's scheme is not one we push to (rtmp, rtmps, srt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """Tunables of the ffmpeg command line; names carry units."""
+
+    rw_timeout_seconds: float = 10.0
+    srt_timeout_seconds: float = 10.0
+    probe_size_bytes: int = 500_000
+    analyze_duration_seconds: float = 0.5
+    progress_period_seconds: float = 1.0
+    silence_sample_rate_hz: int = 48_000
+    silence_bitrate_bps: int = 128_000
+    ca_file: str | None = None
+    """CA bundle for RTMPS; None finds one (certifi, then the system's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushCommand:
+    """What a push runs: the argv (secrets included: mask before logging) and the output format."""
+
+    argv: list[str]
+    output_format: str
+
+
+def find_ca_file() -> str | None:
+    """certifi's bundle if installed, else the first system bundle that exists."""
+    try:
+        import certifi
+    except ImportError:  # certifi is optional
+        pass
+    else:
+        path: str = certifi.where()
+        if os.path.exists(path):
+            return path
+    for path in _CA_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def build_command(
+    ffmpeg_path: str,
+    uri: str,
+    container: ContainerFormat,
+    *,
+    no_audio: bool = False,
+    no_audio_mode: str = "drop",
+    tls_verify: bool = True,
+    video_codec: str | None = None,
+    settings: CommandSettings | None = None,
+) -> PushCommand:
+    """The argv for one push; raises UnsupportedDestination for a scheme we cannot push to."""
+    settings = settings or CommandSettings()
+    scheme = urlsplit(uri, allow_fragments=False).scheme.lower()
+    if scheme not in ("rtmp", "rtmps", "srt"):
+        raise UnsupportedDestination(f"unsupported destination scheme {scheme or '(none)'!r}")
+    mode = NoAudioMode(no_audio_mode) if no_audio else None
+
+    source = ffmpeg.input(
+        "pipe:0",
+        f=container.value,
+        probesize=settings.probe_size_bytes,
+        analyzeduration=int(settings.analyze_duration_seconds * 1_000_000),
+        fflags="+nobuffer",
+    )
+    streams: list[Any] = [source["v?"]]
+    out: dict[str, Any] = {}
+    if mode is None:
+        streams.append(source["a?"])
+        out["c"] = "copy"
+    elif mode is NoAudioMode.DROP:
+        out["c"] = "copy"
+        out["an"] = None
+    else:
+        silence = ffmpeg.input(
+            f"anullsrc=channel_layout=stereo:sample_rate={settings.silence_sample_rate_hz}", f="lavfi"
+        )
+        streams.append(silence["a"])
+        out.update({"c:v": "copy", "c:a": "aac", "b:a": settings.silence_bitrate_bps, "shortest": None})
+
+    if scheme in ("rtmp", "rtmps"):
+        output_format = "flv"
+        out["flvflags"] = "no_duration_filesize"
+        out["rw_timeout"] = int(settings.rw_timeout_seconds * 1_000_000)
+        fourcc = _ENHANCED_CODECS.get((video_codec or "").lower())
+        if fourcc is not None:
+            out["rtmp_enhanced_codecs"] = fourcc
+        if scheme == "rtmps":
+            out["tls_verify"] = 1 if tls_verify else 0
+            ca_file = settings.ca_file or find_ca_file()
+            if tls_verify and ca_file:
+                out["ca_file"] = ca_file
+    else:
+        output_format = "mpegts"
+        out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
+    out["f"] = output_format
+
+    global_args: Sequence[str] = (
+        "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+warning",
+        "-progress", "pipe:1", "-stats_period", f"{settings.progress_period_seconds:g}",
+    )
+    argv = ffmpeg.output(*streams, uri, **out).compile(cmd=[ffmpeg_path, *global_args])
+    return PushCommand(argv=[str(a) for a in argv], output_format=output_format)

@@ -1,0 +1,251 @@
+"""One ffmpeg subprocess: stdin fed from a hub subscriber, stdout/stderr read continuously.
+
+The process runs in its own process group (so SIGINT/SIGKILL reach anything ffmpeg forks and never our
+own group), without a shell. Its three pipes each have one task, so a full pipe never blocks anything:
+the feeder waits on ffmpeg, never the other way round, and the readers always drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay.hub.subscriber import EndCause, Subscriber
+from relay.push.masking import mask_secrets
+from relay.push.progress import ErrorKind, Progress, ProgressParser, classify_error
+
+log = logging.getLogger("relay.push")
+
+_READ_BYTES = 64 * 1024
+_MAX_LINE_BYTES = 4096
+_KEEP_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PushExit:
+    """How one ffmpeg run ended."""
+
+    returncode: int | None
+    clean: bool
+    """Exit 0, or 255 after our own SIGINT: the destination got a proper end."""
+    stopped: bool
+    """We asked it to stop (SIGINT)."""
+    killed: bool
+    """We killed it (SIGKILL), after a stop timeout or a stall."""
+    refused: bool
+    """ffmpeg reported the destination refusing us (key, auth, passphrase)."""
+    last_error: str | None
+    """Last error line, secrets masked."""
+    input_end: EndCause | None
+    """Why the subscriber ended, if it did."""
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Lines of a pipe, each capped in length: a runaway line never grows a buffer without bound."""
+    partial = b""
+    while True:
+        data = await stream.read(_READ_BYTES)
+        if not data:
+            if partial:
+                yield partial.decode("utf-8", "replace")
+            return
+        partial += data
+        *complete, partial = partial.replace(b"\r", b"\n").split(b"\n")
+        partial = partial[-_MAX_LINE_BYTES:]
+        for line in complete:
+            if line:
+                yield line[:_MAX_LINE_BYTES].decode("utf-8", "replace")
+
+
+class FfmpegProcess:
+    """Owns one ffmpeg child, its process group and its three pipe tasks, until `wait` returns.
+
+    `log_prefix` and every line logged are masked; the argv is never logged unmasked.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        subscriber: Subscriber,
+        secrets: Sequence[str],
+        *,
+        on_progress: Callable[[Progress], None],
+        on_input_end: Callable[[EndCause | None], None],
+        log_prefix: str,
+    ) -> None:
+        self._argv = list(argv)
+        self._subscriber = subscriber
+        self._secrets = tuple(secrets)
+        self._on_progress = on_progress
+        self._on_input_end = on_input_end
+        self._log_prefix = log_prefix
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._readers: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._killed = False
+        self._refused = False
+        self._last_error: str | None = None
+        self.recent_lines: deque[str] = deque(maxlen=_KEEP_LINES)
+        self.bytes_in = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    async def start(self) -> None:
+        """Spawn ffmpeg; raises OSError if it cannot be started."""
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
+        self._readers = [self._spawn(self._read_progress()), self._spawn(self._read_log())]
+        self._spawn(self._feed())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def exited(self) -> int:
+        """Wait for the exit only (the pipes may still be draining)."""
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def wait(self) -> PushExit:
+        """Wait for the exit and for the pipes to drain; reaps the child and every task."""
+        assert self._proc is not None
+        try:
+            returncode = await self._proc.wait()
+            with contextlib.suppress(TimeoutError):
+                # A grandchild holding the pipes open must not keep us waiting.
+                await asyncio.wait_for(asyncio.gather(*self._readers, return_exceptions=True), 2.0)
+        finally:
+            await self._cancel_tasks()
+        clean = returncode == 0 or (self._stopped and returncode in (255, -signal.SIGINT))
+        return PushExit(
+            returncode=returncode,
+            clean=clean and not self._killed,
+            stopped=self._stopped,
+            killed=self._killed,
+            refused=self._refused,
+            last_error=self._last_error,
+            input_end=self._subscriber.end_cause,
+        )
+
+    def interrupt(self) -> None:
+        """Ask for a clean end: close stdin (so ffmpeg writes its trailer), then SIGINT the group."""
+        self._stopped = True
+        self._close_stdin()
+        self._signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group now."""
+        self._killed = True
+        self._signal(signal.SIGKILL)
+
+    async def stop(self, timeout_seconds: float) -> PushExit:
+        """End cleanly if ffmpeg can, within `timeout_seconds`: EOF on stdin first (it then writes the
+        FLV trailer and closes the destination properly), SIGINT to the group if that is not enough,
+        SIGKILL at the end. Always reaps."""
+        assert self._proc is not None
+        self._stopped = True
+        self._close_stdin()
+        if not await self._exited_within(min(1.0, timeout_seconds / 3)):
+            self._signal(signal.SIGINT)
+            if not await self._exited_within(timeout_seconds - min(1.0, timeout_seconds / 3)):
+                log.warning("%s: ffmpeg did not stop within %.1fs, killing", self._log_prefix,
+                            timeout_seconds)
+                self.kill()
+        return await self.wait()
+
+    async def _exited_within(self, seconds: float) -> bool:
+        assert self._proc is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Last resort (cancellation paths): kill and reap without waiting for a clean end."""
+        if self._proc is not None and self._proc.returncode is None:
+            self.kill()
+            with contextlib.suppress(ProcessLookupError):
+                await self._proc.wait()
+        await self._cancel_tasks()
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _signal(self, signum: int) -> None:
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signum)
+
+    def _close_stdin(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _feed(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        stdin = self._proc.stdin
+        try:
+            while True:
+                data = await self._subscriber.read()
+                if not data:
+                    break
+                stdin.write(data)
+                self.bytes_in += len(data)
+                await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # ffmpeg is gone; wait() reports how
+        self._close_stdin()
+        self._on_input_end(self._subscriber.end_cause)
+
+    async def _read_progress(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        parser = ProgressParser()
+        async for line in _lines(self._proc.stdout):
+            progress = parser.feed_line(line)
+            if progress is not None:
+                self._on_progress(progress)
+
+    async def _read_log(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        async for raw in _lines(self._proc.stderr):
+            line = mask_secrets(raw, self._secrets)
+            self.recent_lines.append(line)
+            kind = classify_error(line)
+            if kind is None:
+                log.debug("%s: %s", self._log_prefix, line)
+                continue
+            # A refusal is the most telling line: the generic "Error opening output" after it is not.
+            if kind is ErrorKind.REFUSED or not self._refused:
+                self._last_error = line
+            if kind is ErrorKind.REFUSED:
+                self._refused = True
+            log.warning("%s: %s", self._log_prefix, line)

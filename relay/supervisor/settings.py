@@ -1,0 +1,27 @@
+"""Supervisor settings; every name carries its unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay.push.command import CommandSettings
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    """Restart, stall and stop timings of every push, and the ffmpeg command tunables."""
+
+    restart_initial_delay_seconds: float = 0.5
+    """First retry delay; with jitter it stays under 1 s."""
+    restart_max_delay_seconds: float = 30.0
+    """Cap of the backoff, and the retry period of a destination that refused us."""
+    restart_multiplier: float = 2.0
+    restart_jitter_ratio: float = 0.2
+    """Each delay is scaled by a random factor in [1 - ratio, 1 + ratio] (never above the cap)."""
+    stable_after_seconds: float = 60.0
+    """A push that ran this long before failing restarts from the initial delay again."""
+    stall_timeout_seconds: float = 15.0
+    """No output progress for this long while input flows: kill and restart."""
+    stop_timeout_seconds: float = 5.0
+    """From stop request (EOF, then SIGINT) to SIGKILL."""
+    command: CommandSettings = field(default_factory=CommandSettings)

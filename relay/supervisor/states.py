@@ -1,0 +1,82 @@
+"""Push states, orders and the status the API exposes.
+
+What the user wants (`Order`) is kept apart from what is observed (`PushState`); `TRANSITIONS` is the
+one table of legal state changes, checked on every change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Order(StrEnum):
+    START = "start"
+    STOP = "stop"
+
+
+class PushState(StrEnum):
+    IDLE = "idle"
+    """Wanted but the stream is not live (or nothing started yet)."""
+    STARTING = "starting"
+    """ffmpeg runs but has not shown output progress yet."""
+    RUNNING = "running"
+    """Output progress seen."""
+    STOPPING = "stopping"
+    RETRYING = "retrying"
+    """Failed; a restart is scheduled with backoff."""
+    FAILED = "failed"
+    """The destination refused us; retried only at the backoff cap, or at once on `retry_now`."""
+    DISABLED = "disabled"
+    """Not wanted (restream inactive or removed)."""
+
+
+TRANSITIONS: dict[PushState, frozenset[PushState]] = {
+    PushState.IDLE: frozenset({PushState.STARTING, PushState.DISABLED}),
+    PushState.STARTING: frozenset({PushState.RUNNING, PushState.STOPPING, PushState.RETRYING,
+                                   PushState.FAILED, PushState.IDLE, PushState.DISABLED}),
+    PushState.RUNNING: frozenset({PushState.STOPPING, PushState.RETRYING, PushState.FAILED,
+                                  PushState.IDLE, PushState.STARTING, PushState.DISABLED}),
+    PushState.STOPPING: frozenset({PushState.IDLE, PushState.DISABLED, PushState.STARTING}),
+    PushState.RETRYING: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
+    PushState.FAILED: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
+    PushState.DISABLED: frozenset({PushState.IDLE, PushState.STARTING}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the supervisor tried a state change the table does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    """One wanted push, as the engine derives it from the store."""
+
+    restream_id: int
+    stream_id: int
+    uri: str
+    no_audio: bool = False
+    no_audio_mode: str = "drop"
+    tls_verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PushStatus:
+    """A snapshot of one push, safe to expose: the URI is masked, errors are masked."""
+
+    restream_id: int
+    state: PushState
+    since: float
+    """Wall-clock time (Unix seconds) of the last state change."""
+    stream_id: int | None = None
+    uri: str = ""
+    """Masked."""
+    bytes_out: int = 0
+    bitrate_kbps: float | None = None
+    frames: int = 0
+    out_time_seconds: float = 0.0
+    speed: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    next_retry_seconds: float | None = None
+    """Seconds until the scheduled retry (RETRYING, FAILED)."""

@@ -1,0 +1,112 @@
+"""The supervisor: reconciles wanted pushes with running ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+
+from relay.hub.clock import Clock
+from relay.hub.hub import Hub
+from relay.supervisor.backoff import Backoff
+from relay.supervisor.push_runner import PushRunner
+from relay.supervisor.settings import SupervisorSettings
+from relay.supervisor.states import Order, PushSpec, PushState, PushStatus
+
+log = logging.getLogger("relay.supervisor")
+
+
+class Supervisor:
+    """Owns one PushRunner per known restream (and through them every ffmpeg child).
+
+    `reconcile` is idempotent and cheap: the engine calls it on every change (restream added, toggled,
+    edited, removed; a stream going live or not) and periodically. Each runner then starts, stops or
+    restarts its own push without touching the others.
+    """
+
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        hub_lookup: Callable[[int], Hub | None],
+        ffmpeg_path: str,
+        clock: Clock,
+        on_status: Callable[[int, PushStatus], None],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._hub_lookup = hub_lookup
+        self._ffmpeg_path = ffmpeg_path
+        self._clock = clock
+        self._on_status = on_status
+        self._wall_clock = wall_clock
+        self._rand = rand
+        self._runners: dict[int, PushRunner] = {}
+        self._closed = False
+
+    def reconcile(self, desired: Iterable[PushSpec]) -> None:
+        """Make the running pushes match `desired` (the active restreams) and the streams' liveness."""
+        if self._closed:
+            return
+        wanted = {spec.restream_id: spec for spec in desired}
+        for restream_id, runner in list(self._runners.items()):
+            if restream_id not in wanted:
+                if runner.order is Order.START:
+                    runner.stop()
+                if runner.state is PushState.DISABLED and not runner.busy:
+                    del self._runners[restream_id]
+        for restream_id, spec in wanted.items():
+            existing = self._runners.get(restream_id)
+            if existing is None:
+                runner = PushRunner(
+                    spec, self._settings, self._hub_lookup, self._ffmpeg_path, self._clock,
+                    self._wall_clock, self._on_status, Backoff(self._settings, self._rand),
+                )
+                self._runners[restream_id] = runner
+            else:
+                runner = existing
+                runner.update_spec(spec)
+            if runner.order is not Order.START:
+                runner.start()
+            else:
+                runner.sync()
+
+    def status(self, restream_id: int) -> PushStatus:
+        """The push's status; an unknown restream is reported as disabled."""
+        runner = self._runners.get(restream_id)
+        if runner is None:
+            return PushStatus(restream_id=restream_id, state=PushState.DISABLED, since=self._wall_clock())
+        return runner.status()
+
+    def statuses(self) -> dict[int, PushStatus]:
+        return {rid: runner.status() for rid, runner in self._runners.items()}
+
+    def retry_now(self, restream_id: int) -> None:
+        """Retry a failed or backing-off push at once (e.g. the user toggled `active`)."""
+        runner = self._runners.get(restream_id)
+        if runner is not None:
+            runner.retry_now()
+
+    def restart_stream(self, stream_id: int, reason: str = "restart requested") -> None:
+        """Restart every push of one stream (its source changed)."""
+        for runner in self._runners.values():
+            if runner.spec.stream_id == stream_id and runner.order is Order.START:
+                runner.restart(reason)
+
+    def restart_push(self, restream_id: int, reason: str = "restart requested") -> None:
+        runner = self._runners.get(restream_id)
+        if runner is not None and runner.order is Order.START:
+            runner.restart(reason)
+
+    async def close(self) -> None:
+        """Stop every push and wait until every ffmpeg child is reaped."""
+        self._closed = True
+        runners = list(self._runners.values())
+        results = await asyncio.gather(*(r.close() for r in runners), return_exceptions=True)
+        for runner, result in zip(runners, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("restream %d: error while closing: %r", runner.spec.restream_id, result)
+        self._runners.clear()
