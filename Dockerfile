@@ -1,0 +1,17 @@
+# The relay in a container: Python, the system's libsrt for SRT ingest, the ffmpeg from imageio-ffmpeg.
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libsrt1.5-openssl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY relay ./relay
+COPY api ./api
+RUN pip install --no-cache-dir .
+ENV RELAY_DATA_DIR=/data \
+    RELAY_BIND=0.0.0.0
+VOLUME ["/data"]
+EXPOSE 8080 1935 1936 5001/udp
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["restream-relay"]
+CMD ["serve", "--announce"]
