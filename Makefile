@@ -22,7 +22,7 @@ test-system-deps:
 	@bash scripts/system-deps.sh test
 
 run: setup
-	$(PY) -m api serve --announce
+	$(PY) -m api serve --announce --self-signed-tls
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check relay api tests

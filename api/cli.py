@@ -22,6 +22,7 @@ from relay import logs
 from relay.app import ADMIN_CLIENT_ID, RelayNode
 from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.engine import BoundPorts, Relay
+from relay.ingest.tls import write_self_signed
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
@@ -165,6 +166,17 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def self_signed_tls(settings: Settings) -> Settings:
+    """Point RTMPS at a self-signed pair in the data dir, made on first use: for local tests only."""
+    directory = settings.data_dir / "tls"
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not (cert.exists() and key.exists()):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        cert, key = write_self_signed(directory, settings.public_host)
+    log.warning("RTMPS uses a self-signed certificate (%s): fine for local tests, encoders must not verify it", cert)
+    return with_overrides(settings, tls_cert_file=cert, tls_key_file=key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restream-relay", description=__doc__)
     parser.add_argument("--data-dir", type=Path, help="where the database lives (RELAY_DATA_DIR, ./data)")
@@ -181,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--tls-key", type=Path, help="RTMPS private key (RELAY_TLS_KEY)")
     serve_p.add_argument("--ffmpeg", help="ffmpeg binary for pushes (RELAY_FFMPEG)")
     serve_p.add_argument("--announce", action="store_true", help="print addresses, key and a publish command")
+    serve_p.add_argument("--self-signed-tls", action="store_true",
+                         help="without a certificate, make a self-signed one in the data dir (local use)")
     keys_p = sub.add_parser("keys", help="create, list or revoke API keys")
     keys_sub = keys_p.add_subparsers(dest="keys_command", required=True)
     create_p = keys_sub.add_parser("create", help="create a key; the key alone is the last line printed")
@@ -209,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if args.command == "serve" and args.self_signed_tls and not settings.rtmps_enabled:
+        settings = self_signed_tls(settings)
     if args.command == "serve":
         try:
             return asyncio.run(serve(settings, announce_start=args.announce))

@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from relay.config import Settings
+from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
+from relay.ingest.tls import load_server_context
 from relay.ingest.gate import (
     EndReason,
     IngestSink,
@@ -75,6 +77,7 @@ class Relay:
         self._live: dict[int, LiveSession] = {}
         self._last_sessions: dict[int, LiveSession] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._servers: list[RtmpServer] = []
 
     # Events for observers (API event feed, metrics) -------------------------------------------
     def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
@@ -204,9 +207,33 @@ class Relay:
         """Bring running pushes in line with definitions and live state (pushes arrive with the hub)."""
 
     async def start(self) -> None:
-        """Start the ingest listeners and the push supervisor (each added as it lands)."""
+        """Start the ingest listeners; on failure, whatever was started is closed again."""
+        settings = self.settings
+        rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port,
+                                           takeover_idle_seconds=settings.takeover_idle_seconds)
+        try:
+            rtmp = RtmpServer(self, rtmp_settings)
+            await rtmp.start()
+            self._servers.append(rtmp)
+            rtmps_port: int | None = None
+            if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+                context = load_server_context(settings.tls_cert_file, settings.tls_key_file)
+                rtmps = RtmpServer(self, replace(rtmp_settings, port=settings.rtmps_port), ssl_context=context)
+                await rtmps.start()
+                self._servers.append(rtmps)
+                rtmps_port = rtmps.port
+            self.ports = replace(self.ports, rtmp=rtmp.port, rtmps=rtmps_port)
+            log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,
+                     f", RTMPS on port {rtmps_port}" if rtmps_port else "")
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
+        """Stop listening, end every publishing session, then stop the pushes. Idempotent."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await server.close()
         for stream_id in list(self._live):
             self.disconnect_publisher(stream_id)
 
