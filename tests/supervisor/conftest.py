@@ -50,15 +50,13 @@ class Rig:
     def spec(self, restream_id: int = 1, mode: str = "run", key: str = "sekrit-key") -> PushSpec:
         return PushSpec(restream_id, 7, f"rtmp://127.0.0.1:1/live/{key}?fake={mode}", False, "drop", True)
 
-    async def wait_state(self, restream_id: int, *states: PushState, timeout: float = 10.0) -> PushStatus:
-        async def poll() -> PushStatus:
+    async def wait_state(self, restream_id: int, *states: PushState, within: float = 10.0) -> PushStatus:
+        async with asyncio.timeout(within):
             while True:
                 status = self.supervisor.status(restream_id)
                 if status.state in states:
                     return status
                 await asyncio.sleep(0.02)
-
-        return await asyncio.wait_for(poll(), timeout)
 
     def states(self, restream_id: int) -> list[PushState]:
         out: list[PushState] = []
