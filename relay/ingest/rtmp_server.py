@@ -291,7 +291,18 @@ class RtmpConnection:
             await self._process_events()
             await self._flush()
             if self._close_after_flush is not None:
+                await self._close_gracefully()
                 raise _ConnectionClosed(self._close_after_flush, warn=False)
+
+    async def _close_gracefully(self) -> None:
+        # close() sends what is still buffered (the refusal the client should see) before closing;
+        # abort() in run()'s cleanup would drop it.
+        self._writer.close()
+        try:
+            async with asyncio.timeout(self._server.settings.handshake_timeout_seconds):
+                await self._writer.wait_closed()
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass  # the cleanup aborts the transport anyway
 
     async def _flush(self) -> None:
         out = self._session.data_to_send()
