@@ -1,0 +1,82 @@
+"""Settings from the environment, and the log line formats with their secret filter."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from relay.config import ConfigError, Settings, from_environment, with_overrides
+from relay.logs import JsonFormatter, SecretFilter
+
+
+def test_defaults_are_safe_and_documented() -> None:
+    s = from_environment({})
+    assert (s.media_bind, s.api_bind) == ("0.0.0.0", "127.0.0.1")
+    assert (s.http_port, s.rtmp_port, s.rtmps_port, s.srt_port) == (8080, 1935, 1936, 5001)
+    assert s.data_dir == Path("data") and not s.rtmps_enabled and s.srt_enabled
+
+
+def test_environment_overrides() -> None:
+    s = from_environment({
+        "RELAY_BIND": "10.1.2.3", "RELAY_HTTP_PORT": "9000", "RELAY_PUBLIC_HOST": "relay.example.com",
+        "RELAY_TLS_CERT": "/c.pem", "RELAY_TLS_KEY": "/k.pem", "RELAY_API_KEY": "1$abc", "RELAY_SRT": "off",
+        "RELAY_DATA_DIR": "/var/lib/relay", "RELAY_FFMPEG": "/usr/bin/ffmpeg", "RELAY_LOG_FORMAT": "json",
+    })
+    assert (s.media_bind, s.api_bind, s.http_port) == ("10.1.2.3", "10.1.2.3", 9000)
+    assert s.public_host == "relay.example.com" and s.rtmps_enabled and not s.srt_enabled
+    assert s.data_dir == Path("/var/lib/relay") and s.ffmpeg_path == "/usr/bin/ffmpeg"
+    assert "1$abc" not in repr(s)  # the key stays out of reprs (and so out of logs of settings)
+    assert from_environment({"RELAY_BIND": "0.0.0.0", "RELAY_API_BIND": "127.0.0.1"}).api_bind == "127.0.0.1"
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"RELAY_HTTP_PORT": "http"}, "RELAY_HTTP_PORT"),
+    ({"RELAY_RTMP_PORT": "70000"}, "RELAY_RTMP_PORT"),
+    ({"RELAY_SRT": "maybe"}, "RELAY_SRT"),
+    ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
+])
+def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        from_environment(env)
+
+
+def test_flags_override_only_when_given() -> None:
+    base = Settings(http_port=1)
+    assert with_overrides(base, http_port=None, rtmp_port=2) == Settings(http_port=1, rtmp_port=2)
+
+
+def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO, SecretFilter]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    secrets = SecretFilter()
+    handler.addFilter(secrets)
+    logger = logging.getLogger(f"test.logs.{id(stream)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger, stream, secrets
+
+
+def test_secret_filter_scrubs_messages_arguments_and_tracebacks() -> None:
+    logger, out, secrets = _logger(logging.Formatter("%(message)s"))
+    secrets.add("s3cr3t-stream-key")
+    logger.info("pushing to %s", "rtmp://h/app/s3cr3t-stream-key")
+    try:
+        raise RuntimeError("failed at rtmp://h/app/s3cr3t-stream-key")
+    except RuntimeError:
+        logger.exception("push failed")
+    text = out.getvalue()
+    assert "s3cr3t-stream-key" not in text and text.count("***") >= 2 and "push failed" in text
+
+
+def test_json_lines_carry_extra_ids() -> None:
+    logger, out, _ = _logger(JsonFormatter())
+    logger.info("push running", extra={"stream_id": 3, "restream_id": 9})
+    entry = json.loads(out.getvalue())
+    assert entry["message"] == "push running" and entry["level"] == "info"
+    assert entry["stream_id"] == 3 and entry["restream_id"] == 9 and entry["time"].endswith("+00:00")
