@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from relay.ingest.gate import (
 )
 from relay.live import LiveSession
 from relay.media.packets import ContainerFormat, MediaPacket
+from relay.stats import RateMeter
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
 
@@ -78,6 +80,9 @@ class Relay:
         self._last_sessions: dict[int, LiveSession] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._servers: list[RtmpServer] = []
+        self._ingest_rates: dict[int, RateMeter] = {}
+        self.refusals: Counter[tuple[str, str]] = Counter()
+        """Publish attempts refused, by (transport, reason): for metrics."""
 
     # Events for observers (API event feed, metrics) -------------------------------------------
     def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
@@ -93,6 +98,17 @@ class Relay:
 
     # PublishGate ------------------------------------------------------------------------------
     async def open_publish(self, request: PublishRequest) -> IngestSink:
+        try:
+            return await self._open_publish(request)
+        except PublishRefused as refused:
+            self.refusals[(request.publisher.transport.value, refused.reason.value)] += 1
+            raise
+
+    def count_refusal(self, transport: Transport, reason: RefusalReason) -> None:
+        """For refusals decided before the gate (connection limits, SRT handshake rejections)."""
+        self.refusals[(transport.value, reason.value)] += 1
+
+    async def _open_publish(self, request: PublishRequest) -> IngestSink:
         stream_id, token = split_stream_key(request.stream_key)
         stream = await self.store.get_stream(stream_id)
         if stream is None:
@@ -104,13 +120,16 @@ class Relay:
         transport = request.publisher.transport
         session = LiveSession(
             stream_id=stream_id,
+            client_id=stream.client_id,
             source_type=SourceType.SRT if transport is Transport.SRT else SourceType.RTMP,
             started_at=datetime.now(UTC),
             publisher=request.publisher,
         )
         self._live[stream_id] = session
+        self._ingest_rates[stream_id] = RateMeter(self.clock)
         log.info("stream %d live from %s via %s", stream_id, request.publisher.peer, transport.value)
-        self._emit("stream.live", {"stream_id": stream_id, "live": True})
+        self._emit("stream.live", {"client_id": stream.client_id, "stream_id": stream_id, "live": True,
+                                   "transport": transport.value})
         return _SessionSink(self, stream_id, request.container, session)
 
     def _take_over_or_refuse(self, stream_id: int) -> None:
@@ -130,14 +149,24 @@ class Relay:
         del self._live[stream_id]
         self._last_sessions[stream_id] = replace(session, live=False, publisher=None,
                                                  finished_at=datetime.now(UTC))
+        self._ingest_rates.pop(stream_id, None)
         log.info("stream %d publishing ended (%s)", stream_id, reason.value)
-        self._emit("stream.live", {"stream_id": stream_id, "live": False, "reason": reason.value})
+        self._emit("stream.live", {"client_id": session.client_id, "stream_id": stream_id, "live": False,
+                                   "reason": reason.value})
 
     def _update_info(self, stream_id: int, session: LiveSession, info: StreamInfo) -> LiveSession:
         if self._live.get(stream_id) is session:
             session = session.with_info(info)
             self._live[stream_id] = session
+            self._emit("stream.info", {"client_id": session.client_id, "stream_id": stream_id,
+                                       "video_width": info.video_width, "video_height": info.video_height,
+                                       "frame_rate": info.frame_rate})
         return session
+
+    def _count_ingest(self, stream_id: int, size: int) -> None:
+        meter = self._ingest_rates.get(stream_id)
+        if meter is not None:
+            meter.add(size)
 
     # What the API asks -------------------------------------------------------------------------
     def live_session(self, stream_id: int) -> LiveSession | None:
@@ -153,13 +182,18 @@ class Relay:
     def stream_status(self, stream_id: int) -> dict[str, Any]:
         """Extension object on a stream: what the ingest sees of the source."""
         session = self._live.get(stream_id)
-        if session is None:
-            return {"state": "offline", "transport": None, "video_codec": None, "audio_codec": None}
+        meter = self._ingest_rates.get(stream_id)
+        if session is None or meter is None:
+            return {"state": "offline", "transport": None, "video_codec": None, "audio_codec": None,
+                    "bitrate_kbps": 0, "bytes_in": 0, "uptime_seconds": 0}
         return {
             "state": "live",
             "transport": session.publisher.transport.value if session.publisher else None,
             "video_codec": session.info.video_codec,
             "audio_codec": session.info.audio_codec,
+            "bitrate_kbps": meter.bitrate_kbps(),
+            "bytes_in": meter.total_bytes,
+            "uptime_seconds": round(self.clock() - meter.started_at, 1),
         }
 
     def restream_status(self, restream: RestreamRecord) -> dict[str, Any]:
@@ -251,6 +285,7 @@ class _SessionSink:
     def write(self, packet: MediaPacket) -> None:
         if self._closed:
             return
+        self._relay._count_ingest(self._stream_id, len(packet.payload))
 
     def update_info(self, info: StreamInfo) -> None:
         self._session = self._relay._update_info(self._stream_id, self._session, info)

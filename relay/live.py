@@ -17,6 +17,7 @@ class LiveSession:
     """The current (or last) publishing session of one stream."""
 
     stream_id: int
+    client_id: int
     source_type: SourceType
     started_at: datetime
     publisher: PublisherHandle | None
