@@ -17,8 +17,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from relay.config import Settings
-from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
-from relay.ingest.tls import load_server_context
 from relay.ingest.gate import (
     EndReason,
     IngestSink,
@@ -29,6 +27,8 @@ from relay.ingest.gate import (
     StreamInfo,
     Transport,
 )
+from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
+from relay.ingest.tls import load_server_context
 from relay.live import LiveSession
 from relay.media.packets import ContainerFormat, MediaPacket
 from relay.stats import RateMeter
