@@ -10,9 +10,11 @@ Global
   from the log lines on stderr; one per second is enough for status and stall detection.
 
 Input (`-f flv` or `-f mpegts` on `pipe:0`)
-  `-probesize 500000 -analyzeduration 500000 -fflags +nobuffer`: the hub hands over the codec
-  configuration and a whole GOP at once, so a short probe finds every stream; the defaults (5 MB, up to
-  5 s of media) would only add start-up delay. Never `-re`: the hub already delivers at the source's pace.
+  `-probesize 500000 -analyzeduration 500000`: the hub hands over the codec configuration and a whole
+  GOP at once, so a short probe finds every stream; the defaults (5 MB, up to 5 s of media) would only
+  add start-up delay. Not `-fflags +nobuffer`: it discards the packets read while probing, which are
+  exactly the cached GOP that lets the destination start on a keyframe (measured: the first GOP was
+  lost). Never `-re`: the hub already delivers at the source's pace.
 
 Output
   `-map 0:v? -map 0:a? -c copy`: bytes of audio and video unchanged (architecture invariant 1); the `?`
@@ -26,7 +28,8 @@ Output
   RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
   may opt out for self-signed test servers.
   SRT: `-f mpegts`, the URI passed as given (latency, pkt_size, passphrase, streamid are the user's);
-  `-timeout` bounds a blocked send. PAT/PMT are repeated by the mpegts muxer; parameter sets before
+  `-timeout` bounds a blocked send; `-linger 2` lets the last packets reach the destination on a
+  clean end. PAT/PMT are repeated by the mpegts muxer; parameter sets before
   each keyframe come from the automatic `h264_mp4toannexb`/`hevc_mp4toannexb` for FLV sources and are
   already in-band for MPEG-TS sources, so `dump_extra` is not added (for TS sources it would rewrite
   video packets that the relay promises to pass unchanged).
@@ -73,11 +76,17 @@ class CommandSettings:
 
     rw_timeout_seconds: float = 10.0
     srt_timeout_seconds: float = 10.0
+    srt_linger_seconds: int = 2
+    """On a clean end, keep the SRT socket until sent packets are acknowledged (libsrt drops them in live
+    mode otherwise: the destination lost the last frames in our tests)."""
     probe_size_bytes: int = 500_000
     analyze_duration_seconds: float = 0.5
     progress_period_seconds: float = 1.0
     silence_sample_rate_hz: int = 48_000
     silence_bitrate_bps: int = 128_000
+    tcp_send_buffer_bytes: int | None = None
+    """RTMP(S): cap the kernel send buffer (`-send_buffer_size`); None keeps Linux autotuning (up to
+    tcp_wmem's 4 MB), which hides a slow destination for seconds of media."""
     ca_file: str | None = None
     """CA bundle for RTMPS; None finds one (certifi, then the system's)."""
 
@@ -129,7 +138,6 @@ def build_command(
         f=container.value,
         probesize=settings.probe_size_bytes,
         analyzeduration=int(settings.analyze_duration_seconds * 1_000_000),
-        fflags="+nobuffer",
     )
     streams: list[Any] = [source["v?"]]
     out: dict[str, Any] = {}
@@ -150,6 +158,8 @@ def build_command(
         output_format = "flv"
         out["flvflags"] = "no_duration_filesize"
         out["rw_timeout"] = int(settings.rw_timeout_seconds * 1_000_000)
+        if settings.tcp_send_buffer_bytes:
+            out["send_buffer_size"] = settings.tcp_send_buffer_bytes
         fourcc = _ENHANCED_CODECS.get((video_codec or "").lower())
         if fourcc is not None:
             out["rtmp_enhanced_codecs"] = fourcc
@@ -161,6 +171,7 @@ def build_command(
     else:
         output_format = "mpegts"
         out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
+        out["linger"] = settings.srt_linger_seconds
     out["f"] = output_format
 
     global_args: Sequence[str] = (

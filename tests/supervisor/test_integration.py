@@ -1,0 +1,260 @@
+"""Real ffmpeg pushing hub output to real receivers on 127.0.0.1 (RTMP, RTMPS via a TLS proxy, SRT)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from relay.hub import Hub, HubSettings, LoopClock, SubscriberLimits, TsPacketizer
+from relay.ingest.gate import EndReason, SourceType
+from relay.media.packets import ContainerFormat, MediaPacket
+from relay.push import CommandSettings
+from relay.supervisor import PushSpec, PushState, PushStatus, Supervisor, SupervisorSettings
+from tests.supervisor.realtime import (
+    Receiver,
+    feed_realtime,
+    flv_packets,
+    free_port,
+    is_contiguous_run,
+    self_signed_context,
+    tcp_proxy,
+    video_md5s,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.supervisor.realtime import make_samples
+
+    return make_samples(FFMPEG, tmp_path_factory.mktemp("samples"))
+
+
+@dataclass
+class Engine:
+    hub: Hub
+    supervisor: Supervisor
+    receivers: list[Receiver] = field(default_factory=list)
+    statuses: list[tuple[int, PushStatus]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, rid: int, status: PushStatus) -> None:
+        self.statuses.append((rid, status))
+        self.changed.set()
+
+    async def wait_state(self, rid: int, *states: PushState, within: float = 20.0) -> PushStatus:
+        async with asyncio.timeout(within):
+            while (status := self.supervisor.status(rid)).state not in states:
+                self.changed.clear()
+                await self.changed.wait()
+            return status
+
+    async def receiver(self, url: str, out: Path, fmt: str, port: int, udp: bool = False) -> Receiver:
+        r = Receiver(FFMPEG, url, out, fmt)
+        self.receivers.append(r)
+        return await r.start(port, udp)
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    clock = LoopClock()
+    hub = Hub(1, HubSettings(subscriber=SubscriberLimits(max_bytes=4_000_000)), clock, lambda e: None)
+    settings = SupervisorSettings(restart_initial_delay_seconds=0.2, restart_max_delay_seconds=1.0,
+                                  stall_timeout_seconds=5.0, stop_timeout_seconds=3.0)
+    e = Engine(hub, None)  # type: ignore[arg-type]
+    sup = Supervisor(settings, {1: hub}.get, FFMPEG, clock, e.record)
+    e.supervisor = sup
+    try:
+        yield e
+    finally:
+        await asyncio.wait_for(sup.close(), 20)
+        for r in e.receivers:
+            await r.close()
+
+
+def rtmp(port: int, key: str = "key", scheme: str = "rtmp") -> str:
+    return f"{scheme}://127.0.0.1:{port}/live/{key}"
+
+
+async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    flv, ts = samples
+    p_rtmp, p_backend, p_tls = free_port(), free_port(), free_port()
+    p_srt = free_port(__import__("socket").SOCK_DGRAM)
+    await engine.receiver(rtmp(p_rtmp), tmp_path / "rtmp.flv", "flv", p_rtmp)
+    await engine.receiver(rtmp(p_backend), tmp_path / "rtmps.flv", "flv", p_backend)
+    await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt,
+                          udp=True)
+    async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
+        sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+        packets = flv_packets(flv)
+        engine.supervisor.reconcile([
+            PushSpec(1, 1, rtmp(p_rtmp), False, "drop", True),
+            PushSpec(2, 1, rtmp(p_tls, scheme="rtmps"), False, "drop", tls_verify=False),
+            PushSpec(3, 1, f"srt://127.0.0.1:{p_srt}?mode=caller&latency=120000", False, "drop", True),
+        ])
+        await feed_realtime(sink, packets, speed=1.5)
+        for rid in (1, 2, 3):
+            status = await engine.wait_state(rid, PushState.RUNNING, within=5)
+            assert status.bytes_out > 0
+        sink.close(EndReason.UNPUBLISH)
+        for rid in (1, 2, 3):
+            await engine.wait_state(rid, PushState.IDLE)
+        for r in engine.receivers:
+            if not await r.finished(8):
+                await r.close()
+    source = video_md5s(FFMPEG, flv)
+    for name in ("rtmp.flv", "rtmps.flv"):
+        got = video_md5s(FFMPEG, tmp_path / name)
+        assert got == source, name
+    # FLV -> MPEG-TS converts H.264 to Annex B exactly as `ffmpeg -c copy -f mpegts` made the sample.
+    got_ts = video_md5s(FFMPEG, tmp_path / "srt.ts")
+    assert got_ts == video_md5s(FFMPEG, ts)
+    assert all(s.restarts == 0 for _, s in engine.statuses)
+
+
+async def test_rtmps_verification_rejects_self_signed(engine: Engine, samples: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    p_backend, p_tls = free_port(), free_port()
+    await engine.receiver(rtmp(p_backend), tmp_path / "x.flv", "flv", p_backend)
+    async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
+        sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+        engine.supervisor.reconcile([PushSpec(1, 1, rtmp(p_tls, "topsecret", "rtmps"), False, "drop", True)])
+        feeder = asyncio.create_task(feed_realtime(sink, flv_packets(samples[0]), speed=2))
+        try:
+            status = await engine.wait_state(1, PushState.RETRYING, PushState.FAILED, within=15)
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+    assert status.last_error and "topsecret" not in status.last_error
+    assert "topsecret" not in repr(engine.statuses)
+
+
+async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    _, ts = samples
+    p_srt = free_port(__import__("socket").SOCK_DGRAM)
+    receiver = await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts",
+                                     p_srt, udp=True)
+    sink = engine.hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
+    packetizer = TsPacketizer()
+    data = ts.read_bytes()
+    chunk = 188 * 7
+    packets: list[MediaPacket] = []
+    # About 3 s of media: pace the 1316-byte chunks evenly (a TS source's timestamps are receive times).
+    per_chunk_ms = 3000 / (len(data) / chunk)
+    for i, pos in enumerate(range(0, len(data), chunk)):
+        packets += packetizer.feed(data[pos:pos + chunk], int(i * per_chunk_ms))
+    engine.supervisor.reconcile([PushSpec(1, 1, f"srt://127.0.0.1:{p_srt}?mode=caller", False, "drop", True)])
+    await feed_realtime(sink, packets, speed=1.5)
+    await engine.wait_state(1, PushState.RUNNING, within=5)
+    sink.close(EndReason.UNPUBLISH)
+    await engine.wait_state(1, PushState.IDLE)
+    if not await receiver.finished(8):
+        await receiver.close()
+    source = video_md5s(FFMPEG, ts)
+    got = video_md5s(FFMPEG, tmp_path / "srt.ts")
+    assert got and is_contiguous_run(got, source)
+    assert len(got) >= len(source) - 31  # at most one GOP missed by a late start
+
+
+async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
+    engine: Engine, samples: tuple[Path, Path], tmp_path: Path
+) -> None:
+    flv, _ = samples
+    p_a, p_b = free_port(), free_port()
+    loops = 3
+    packets = flv_packets(flv, loops=loops)
+    sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    b = await engine.receiver(rtmp(p_b), tmp_path / "b.flv", "flv", p_b)
+    engine.supervisor.reconcile([PushSpec(1, 1, rtmp(p_a), False, "drop", True),
+                                 PushSpec(2, 1, rtmp(p_b), False, "drop", True)])
+    feeder = asyncio.create_task(feed_realtime(sink, packets, speed=1.5))
+    try:
+        # A is down at start: refused connections, retried with backoff (never marked "failed").
+        status = await engine.wait_state(1, PushState.RETRYING, within=10)
+        assert "Connection refused" in (status.last_error or "")
+        await engine.receiver(rtmp(p_a), tmp_path / "a1.flv", "flv", p_a)
+        await engine.wait_state(1, PushState.RUNNING, within=10)
+        # A's receiver dies mid-stream: the push is restarted when it comes back; B is untouched.
+        a1 = engine.receivers[-1]
+        assert a1.proc is not None
+        a1.proc.kill()
+        await a1.proc.wait()
+        await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=15)
+        await engine.receiver(rtmp(p_a), tmp_path / "a2.flv", "flv", p_a)
+        await engine.wait_state(1, PushState.RUNNING, within=10)
+        # ffmpeg itself is SIGKILLed: restarted.
+        runner = engine.supervisor._runners[1]
+        assert runner._process is not None and runner._process.pid is not None
+        os.killpg(runner._process.pid, signal.SIGKILL)
+        await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=10)
+        a2 = engine.receivers[-1]
+        await a2.finished(5)
+        await engine.receiver(rtmp(p_a), tmp_path / "a3.flv", "flv", p_a)
+        await engine.wait_state(1, PushState.RUNNING, within=10)
+        assert engine.supervisor.status(2).restarts == 0
+        await feeder
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+    sink.close(EndReason.UNPUBLISH)
+    await engine.wait_state(2, PushState.IDLE)
+    await b.finished(8)
+    source = video_md5s(FFMPEG, flv) * loops
+    assert video_md5s(FFMPEG, tmp_path / "b.flv") == source  # no gap on the healthy destination
+    assert engine.supervisor.status(1).restarts >= 3
+    a3 = video_md5s(FFMPEG, tmp_path / "a3.flv")
+    assert a3 and is_contiguous_run(a3, source)
+
+
+async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, Path], tmp_path: Path) -> None:
+    flv, _ = samples
+    clock = LoopClock()
+    limits = SubscriberLimits(max_bytes=150_000, max_seconds=2.0, overflow_restart_count=1000)
+    hub = Hub(1, HubSettings(subscriber=limits), clock, lambda e: None)
+    settings = SupervisorSettings(stall_timeout_seconds=30, stop_timeout_seconds=2,
+                                  command=CommandSettings(tcp_send_buffer_bytes=32_768))
+    watcher = Engine(hub, None)  # type: ignore[arg-type]
+    sup = Supervisor(settings, {1: hub}.get, FFMPEG, clock, watcher.record)
+    watcher.supervisor = sup
+    p_fast, p_slow_backend, p_slow = free_port(), free_port(), free_port()
+    fast = Receiver(FFMPEG, rtmp(p_fast), tmp_path / "fast.flv", "flv")
+    slow = Receiver(FFMPEG, rtmp(p_slow_backend), tmp_path / "slow.flv", "flv")
+    try:
+        await fast.start(p_fast)
+        await slow.start(p_slow_backend)
+        async with tcp_proxy(p_slow, p_slow_backend, upstream_bytes_per_second=5_000):
+            sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+            sup.reconcile([PushSpec(1, 1, rtmp(p_fast), False, "drop", True),
+                           PushSpec(2, 1, rtmp(p_slow), False, "drop", True)])
+            packets = flv_packets(flv, loops=2)
+            peak = overflows = 0
+            feeder = asyncio.create_task(feed_realtime(sink, packets, speed=1.5))
+            while not feeder.done():
+                await asyncio.sleep(0.05)
+                slow_runner = sup._runners[2]
+                if slow_runner._subscriber is not None:
+                    peak = max(peak, slow_runner._subscriber.queued_bytes)
+                    overflows = max(overflows, slow_runner._subscriber.overflows)
+            await feeder
+            assert overflows > 0
+            assert peak <= limits.max_bytes
+            sink.close(EndReason.UNPUBLISH)
+            await watcher.wait_state(1, PushState.IDLE, within=15)
+            await fast.finished(8)
+            assert video_md5s(FFMPEG, tmp_path / "fast.flv") == video_md5s(FFMPEG, flv) * 2
+    finally:
+        await asyncio.wait_for(sup.close(), 20)
+        await fast.close()
+        await slow.close()
