@@ -331,6 +331,8 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "srt_bind": (_int, [ctypes.c_int32, ctypes.c_void_p, _int]),
     "srt_listen": (_int, [ctypes.c_int32, _int]),
     "srt_accept": (ctypes.c_int32, [ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(_int)]),
+    "srt_connect": (_int, [ctypes.c_int32, ctypes.c_void_p, _int]),
+    "srt_sendmsg": (_int, [ctypes.c_int32, ctypes.c_void_p, _int, _int, _int]),
     "srt_listen_callback": (_int, [ctypes.c_int32, ListenCallback, ctypes.c_void_p]),
     "srt_close": (_int, [ctypes.c_int32]),
     "srt_getsockname": (_int, [ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(_int)]),
@@ -561,6 +563,20 @@ class LibSrt:
         """`srt_setrejectreason`, best effort (it is only called while already rejecting)."""
         if self._lib.srt_setrejectreason(sock, code) == SRT_ERROR:
             self._lib.srt_clearlasterror()
+
+    def connect(self, sock: int, host: str, port: int) -> None:
+        """Blocking caller-mode connect (SRTO_CONNTIMEO bounds it); `SrtError` if refused."""
+        addr = sockaddr_bytes(host, port)
+        buf = ctypes.create_string_buffer(addr, len(addr))
+        self._check("srt_connect", self._lib.srt_connect(sock, buf, len(addr)))
+
+    def reject_reason(self, sock: int) -> int:
+        """Why a connect failed: a libsrt SRT_REJ_* value (< 1000) or the listener's code (>= 1000)."""
+        return int(self._lib.srt_getrejectreason(sock))
+
+    def send(self, sock: int, data: bytes) -> int:
+        """Send one message (live mode: at most the payload size); returns the bytes sent."""
+        return self._check("srt_sendmsg", self._lib.srt_sendmsg(sock, data, len(data), -1, 0))
 
     def accept(self, sock: int) -> tuple[int, tuple[str, int] | None] | None:
         """Accept one pending connection on a non-blocking listener; None when there is none."""

@@ -116,14 +116,19 @@ class ListenerHandler(Protocol):
 
     def on_data(self, sock: int, messages: list[bytes]) -> None: ...
 
-    def on_closed(self, sock: int, cause: CloseCause) -> None: ...
+    def on_closed(self, sock: int, cause: CloseCause, silence_seconds: float) -> None:
+        """`silence_seconds`: how long nothing had arrived when the connection broke or was closed."""
+        ...
 
 
 @dataclass(slots=True)
 class _Conn:
     info: Connected
+    last_data: float
     drain_deadline: float | None = None
     """Set when libsrt reported the connection broken: see `_start_drain`."""
+    silence_seconds: float | None = None
+    """Time between the last message and the break (drained messages do not count)."""
 
 
 @dataclass(slots=True)
@@ -337,7 +342,7 @@ class SrtListener:
                 self._shared.connections -= 1
             return
         info = Connected(sock, peer, pending.streamid, latency_ms, encrypted, pending.accept.context)
-        self._conns[sock] = _Conn(info)
+        self._conns[sock] = _Conn(info, time.monotonic())
         try:
             self._handler.on_connected(info)
         except Exception:
@@ -358,6 +363,7 @@ class SrtListener:
             if n > 0:
                 messages.append(buf.raw[:n])
         if messages:
+            conn.last_data = time.monotonic()
             self._deliver(conn.info.sock, messages)
         if lost or (broken and not messages):
             self._start_drain(conn)
@@ -380,7 +386,9 @@ class SrtListener:
             return
         assert self._eid is not None
         self._lib.epoll_remove(self._eid, conn.info.sock)  # a broken socket is always "ready": no spin
-        conn.drain_deadline = time.monotonic() + (conn.info.latency_ms + 100) / 1000
+        now = time.monotonic()
+        conn.silence_seconds = now - conn.last_data
+        conn.drain_deadline = now + (conn.info.latency_ms + 250) / 1000
 
     def _run_drains(self, buf: ctypes.Array[ctypes.c_char]) -> None:
         now = time.monotonic()
@@ -408,8 +416,9 @@ class SrtListener:
         self._lib.close(sock)
         with self._shared.lock:
             self._shared.connections -= 1
+        silence = conn.silence_seconds if conn.silence_seconds is not None else time.monotonic() - conn.last_data
         try:
-            self._handler.on_closed(sock, cause)
+            self._handler.on_closed(sock, cause, silence)
         except Exception:
             log.exception("SRT close handler failed")
 

@@ -5,8 +5,8 @@ Accepted forms (the id comes first, the secret token after a `#`):
 - Gcore's plain form `<id>#<token>`;
 - the same with the `#` percent-encoded, `<id>%23<token>` (a `#` cannot appear raw in a URL, and
   some callers such as srt-live-transmit pass the query value through undecoded);
-- SRT's access-control syntax `#!::r=<id>#<token>,m=publish` (or `r=<id>%23<token>`), where keys
-  other than `r` and `m` are ignored and a mode other than `publish` is refused.
+- SRT's access-control syntax `#!::r=<id>#<token>,m=publish` (any `#` may be written `%23`),
+  where keys other than `r` and `m` are ignored and a mode other than `publish` is refused.
 
 Pure functions, no I/O; the error messages never contain the token.
 """
@@ -30,10 +30,10 @@ class InvalidStreamId(ValueError):
 
 def parse_streamid(streamid: str) -> tuple[str, str]:
     """Return `(stream id, token)` from a publisher's streamid, or raise `InvalidStreamId`."""
-    resource = streamid
-    if streamid.startswith(_AC_PREFIX):
-        resource = _access_control_resource(streamid[len(_AC_PREFIX) :])
-    resource = _ENCODED_HASH.sub("#", resource)
+    # Decode %23 first: an undecoding caller sends the access-control prefix as "%23!::" too.
+    resource = _ENCODED_HASH.sub("#", streamid)
+    if resource.startswith(_AC_PREFIX):
+        resource = _access_control_resource(resource[len(_AC_PREFIX) :])
     stream_id, sep, token = resource.partition("#")
     if not sep:
         raise InvalidStreamId("streamid has no '#' between stream id and token")

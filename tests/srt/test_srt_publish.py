@@ -1,0 +1,192 @@
+"""Real publishers (two ffmpeg builds, srt-live-transmit) against the SRT ingest on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from relay.ingest.gate import EndReason
+from relay.ingest.srt_server import SrtServer, SrtSettings
+from relay.srt.libsrt import LinkStats
+from tests.srt.helpers import (
+    IMAGEIO_FFMPEG,
+    SRT_LIVE_TRANSMIT,
+    SYSTEM_FFMPEG,
+    FakeEngine,
+    Finished,
+    Publisher,
+    StreamDef,
+    background,
+    ffmpeg_publish_cmd,
+    free_udp_port,
+    remux,
+    run_process,
+    srt_url,
+    video_framemd5,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+PASSPHRASE = "correcthorse2024"
+
+
+def settings(**overrides: object) -> SrtSettings:
+    values: dict[str, object] = {"host": "127.0.0.1", "port": free_udp_port(), "idle_timeout_seconds": 2.0}
+    values.update(overrides)
+    return SrtSettings(**values)  # type: ignore[arg-type]
+
+
+def engine_for(tmp_path: Path) -> FakeEngine:
+    return FakeEngine(
+        {
+            1: StreamDef("tok1"),
+            2: StreamDef("tok2", PASSPHRASE),
+            3: StreamDef("tok3", active=False),
+            4: StreamDef("tok4", PASSPHRASE),
+        },
+        tmp_path,
+    )
+
+
+def assert_sane_stats(stats: LinkStats | None) -> None:
+    assert stats is not None
+    assert 0 <= stats.rtt_ms < 100
+    assert stats.pkt_received_total > 10
+    assert stats.pkt_recv_unique_total <= stats.pkt_received_total
+    assert stats.bytes_received_total >= stats.pkt_received_total * 188
+    assert 0 < stats.recv_rate_mbps < 100
+    assert stats.latency_ms >= 120
+    assert stats.pkt_recv_drop_total == 0 and stats.pkt_recv_undecrypt_total == 0
+    assert 0 < stats.uptime_ms < 60_000
+
+
+FFMPEGS = [pytest.param(IMAGEIO_FFMPEG, id="imageio-ffmpeg")]
+FFMPEGS.append(
+    pytest.param(
+        SYSTEM_FFMPEG, id="system-ffmpeg", marks=pytest.mark.skipif(not SYSTEM_FFMPEG, reason="no /usr/bin/ffmpeg")
+    )
+)
+
+
+@pytest.mark.parametrize("ffmpeg", FFMPEGS)
+async def test_ffmpeg_publishes_while_intruders_are_refused(ffmpeg: str, src_ts: Path, tmp_path: Path) -> None:
+    engine = engine_for(tmp_path)
+    async with SrtServer(engine, engine, settings()) as server:
+        port = server.port
+        assert port is not None
+        plain_url = srt_url(port, "1%23tok1")
+        secret_url = srt_url(port, "2%23tok2", passphrase=PASSPHRASE, pbkeylen="16")
+        intruders = {
+            "wrong passphrase": srt_url(port, "4%23tok4", passphrase="wrongpassword99", pbkeylen="16"),
+            "missing passphrase": srt_url(port, "4%23tok4"),
+            "unexpected passphrase": srt_url(port, "1%23tok1", passphrase=PASSPHRASE),
+            "wrong token": srt_url(port, "1%23nope"),
+            "unknown stream": srt_url(port, "99%23tok1"),
+            "inactive stream": srt_url(port, "3%23tok3"),
+            "second publisher": srt_url(port, "1%23tok1"),
+            "mode request": srt_url(port, "%23!::r=1%23tok1,m=request"),
+        }
+        async with (
+            background(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, plain_url))) as plain,
+            background(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, secret_url))) as secret,
+        ):
+            sink1 = await engine.wait_sink(1)
+            sink2 = await engine.wait_sink(2)
+            refused: list[Finished] = await asyncio.gather(
+                *(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, url), limit_seconds=20) for url in intruders.values())
+            )
+            await asyncio.sleep(0.5)
+            handle = engine.live[2]
+            assert handle.encrypted and not engine.live[1].encrypted
+            assert_sane_stats(handle.link_stats())
+            done1, done2 = await plain, await secret
+        async with asyncio.timeout(10):
+            await sink1.closed.wait()
+            await sink2.closed.wait()
+    assert done1.returncode == 0, done1.output
+    assert done2.returncode == 0, done2.output
+    for name, result in zip(intruders, refused, strict=True):
+        assert result.returncode != 0, f"{name} was not refused: {result.output}"
+    assert sorted(engine.sinks) == [1, 2] and len(engine.sinks[1]) == len(engine.sinks[2]) == 1
+    # ffmpeg as an SRT caller never sends the last ~100 ms it muxes (it closes the socket first, with
+    # or without `linger`; srt-live-transmit as receiver gets even less). So: the relay's output must
+    # be a byte-exact prefix of what this ffmpeg muxes, and every complete video frame must match.
+    muxed = remux(ffmpeg, src_ts, tmp_path / "muxed.ts").read_bytes()
+    expected = video_framemd5(src_ts)
+    assert len(expected) == 75
+    for sink in (sink1, sink2):
+        received = sink.path.read_bytes()
+        assert muxed.startswith(received) and len(received) > 0.9 * len(muxed)
+        frames = video_framemd5(sink.path)
+        assert len(frames) >= 70 and frames[:-1] == expected[: len(frames) - 1]
+        assert sink.close_reasons == [EndReason.UNPUBLISH]
+        assert sink.keyframes >= 3 and sink.configs >= 2
+        info = sink.infos[-1]
+        assert (info.video_width, info.video_height, info.frame_rate) == (320, 240, 25.0)
+        assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+
+
+@pytest.mark.skipif(not SRT_LIVE_TRANSMIT, reason="srt-live-transmit (srt-tools) is not installed")
+async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: Path) -> None:
+    engine = engine_for(tmp_path)
+    # srt-live-transmit sends what it reads from stdin in `-chunk` pieces and drops a short last
+    # piece, so feed it whole 1316-byte messages only: then every byte must arrive.
+    data = await asyncio.to_thread(src_ts.read_bytes)
+    data = data[: len(data) // 1316 * 1316]
+    slt = [SRT_LIVE_TRANSMIT, "-q", "-a:no", "-chunk:1316", "-t:20", "file://con"]
+    async with SrtServer(engine, engine, settings()) as server:
+        assert server.port is not None
+        urls = {
+            1: srt_url(server.port, "1%23tok1"),
+            2: srt_url(server.port, "%23!::u=someone,r=2%23tok2,m=publish", passphrase=PASSPHRASE, pbkeylen="16"),
+        }
+        wrong = srt_url(server.port, "4%23tok4", passphrase="wrongpassword99", pbkeylen="16")
+        # srt-live-transmit keeps its connection after stdin ends: stop it (SIGINT) once all arrived.
+        async with (
+            Publisher([*slt, urls[1]]) as one,
+            Publisher([*slt, urls[2]]) as two,
+            Publisher([*slt, wrong]) as bad,
+        ):
+            await asyncio.gather(one.feed(data, 2.5), two.feed(data, 2.5), bad.feed(data, 0.5))
+            sinks = [await engine.wait_bytes(sid, len(data)) for sid in urls]
+            results = [await one.stop(), await two.stop(), await bad.stop(limit_seconds=1.0)]
+        async with asyncio.timeout(10):
+            for sink in sinks:
+                await sink.closed.wait()
+    assert sorted(engine.sinks) == [1, 2] and len(engine.sinks[2]) == 1
+    for sink in sinks:
+        assert sink.path.read_bytes() == data
+        assert sink.close_reasons == [EndReason.UNPUBLISH]
+    assert video_framemd5(sinks[0].path) == video_framemd5(src_ts)
+    assert "incorrect passphrase" in results[-1].output.lower(), results[-1].output
+
+
+async def test_lost_link_is_a_drop_and_close_leaves_no_thread(src_ts: Path, tmp_path: Path) -> None:
+    engine = engine_for(tmp_path)
+    server = SrtServer(engine, engine, settings(idle_timeout_seconds=1.0))
+    assert await server.start()
+    try:
+        assert server.port is not None
+        proc = await asyncio.create_subprocess_exec(
+            *ffmpeg_publish_cmd(IMAGEIO_FFMPEG, src_ts, srt_url(server.port, "1%23tok1")),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            sink = await engine.wait_sink(1)
+            await asyncio.sleep(0.5)
+            proc.send_signal(19)  # SIGSTOP: the encoder's SRT threads freeze, no more keepalives
+            async with asyncio.timeout(10):
+                await sink.closed.wait()
+            assert sink.close_reasons == [EndReason.DROP]
+        finally:
+            proc.kill()
+            await proc.wait()
+    finally:
+        await server.close()
+        await server.close()  # idempotent
+    assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
