@@ -1,11 +1,18 @@
 """The engine: decides who may publish, keeps live state, and keeps pushes in line with definitions.
 
 It is the `PublishGate` behind every ingest server and the object the control API talks to. It owns
-the live registry; hubs and the push supervisor hang off it (see ARCHITECTURE.md, data flow).
+the live registry, one hub per live stream and the push supervisor (see ARCHITECTURE.md, data flow):
+
+    ingest server --open_publish--> Relay --open_session--> Hub <--subscribe-- push (Supervisor)
+
+Desired pushes are the active restreams of active streams, read from the store on every definition
+change and every `reconcile_interval_seconds`; the supervisor starts those whose stream is live.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -16,7 +23,21 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+import imageio_ffmpeg
+
 from relay.config import Settings
+from relay.hub.clock import LoopClock
+from relay.hub.hub import (
+    Hub,
+    HubEvent,
+    HubSettings,
+    HubState,
+    LiveEnded,
+    LiveStarted,
+    PublisherDropped,
+    SourceChanged,
+    SourceResumed,
+)
 from relay.ingest.gate import (
     EndReason,
     IngestSink,
@@ -30,10 +51,13 @@ from relay.ingest.gate import (
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.ingest.tls import load_server_context
 from relay.live import LiveSession
-from relay.media.packets import ContainerFormat, MediaPacket
+from relay.media.packets import MediaPacket
 from relay.stats import RateMeter
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
+from relay.supervisor.settings import SupervisorSettings
+from relay.supervisor.states import PushSpec, PushState, PushStatus
+from relay.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("relay.engine")
 
@@ -68,8 +92,15 @@ def check_token(stream: StreamRecord, token: str) -> None:
         raise PublishRefused(RefusalReason.BAD_TOKEN, f"wrong token for stream {stream.id}")
 
 
+def _iso(wall_seconds: float | None) -> str | None:
+    if wall_seconds is None:
+        return None
+    moment = datetime.fromtimestamp(wall_seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class Relay:
-    """Owns live state and the link between definitions (store) and media (ingest, hubs, pushes)."""
+    """Owns live state, the hubs, the supervisor and the ingest listeners; the API's view of media."""
 
     def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
@@ -83,6 +114,18 @@ class Relay:
         self._ingest_rates: dict[int, RateMeter] = {}
         self.refusals: Counter[tuple[str, str]] = Counter()
         """Publish attempts refused, by (transport, reason): for metrics."""
+        self._hubs: dict[int, Hub] = {}
+        self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
+        self.ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
+        self.supervisor = Supervisor(SupervisorSettings(), self._hubs.get, self.ffmpeg_path, LoopClock(),
+                                     self._on_push_status)
+        self._specs: dict[int, PushSpec] = {}
+        self._restream_clients: dict[int, int] = {}
+        self._stream_clients: dict[int, int] = {}
+        self._push_states: dict[int, PushState] = {}
+        self._reconcile_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # Events for observers (API event feed, metrics) -------------------------------------------
     def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
@@ -109,6 +152,8 @@ class Relay:
         self.refusals[(transport.value, reason.value)] += 1
 
     async def _open_publish(self, request: PublishRequest) -> IngestSink:
+        if self._closed:
+            raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
         stream_id, token = split_stream_key(request.stream_key)
         stream = await self.store.get_stream(stream_id)
         if stream is None:
@@ -118,19 +163,25 @@ class Relay:
             raise PublishRefused(RefusalReason.INACTIVE, f"stream {stream_id} is not active")
         self._take_over_or_refuse(stream_id)
         transport = request.publisher.transport
+        source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
         session = LiveSession(
             stream_id=stream_id,
             client_id=stream.client_id,
-            source_type=SourceType.SRT if transport is Transport.SRT else SourceType.RTMP,
+            source_type=source_type,
             started_at=datetime.now(UTC),
             publisher=request.publisher,
         )
         self._live[stream_id] = session
+        self._stream_clients[stream_id] = stream.client_id
         self._ingest_rates[stream_id] = RateMeter(self.clock)
+        hub = self._hubs.get(stream_id)
+        if hub is None:
+            hub = Hub(stream_id, self._hub_settings, LoopClock(), self._on_hub_event)
+            self._hubs[stream_id] = hub
         log.info("stream %d live from %s via %s", stream_id, request.publisher.peer, transport.value)
-        self._emit("stream.live", {"client_id": stream.client_id, "stream_id": stream_id, "live": True,
-                                   "transport": transport.value})
-        return _SessionSink(self, stream_id, request.container, session)
+        hub_sink = hub.open_session(request.container, source_type, transport)
+        self._emit_live(stream_id)
+        return _SessionSink(self, stream_id, session, hub_sink)
 
     def _take_over_or_refuse(self, stream_id: int) -> None:
         current = self._live.get(stream_id)
@@ -141,18 +192,18 @@ class Relay:
             raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a publisher")
         log.warning("stream %d: publisher silent for %.1f s, the newcomer takes over", stream_id, idle)
         current.publisher.disconnect(EndReason.KICKED)
-        self._session_ended(stream_id, current, EndReason.KICKED)
+        # Not KICKED towards the hub: the newcomer's session replaces this one as a reconnect would.
+        self._session_ended(stream_id, current, EndReason.DROP)
 
     def _session_ended(self, stream_id: int, session: LiveSession, reason: EndReason) -> None:
         if self._live.get(stream_id) is not session:
             return  # already replaced by a newer session
         del self._live[stream_id]
+        self._ingest_rates.pop(stream_id, None)
         self._last_sessions[stream_id] = replace(session, live=False, publisher=None,
                                                  finished_at=datetime.now(UTC))
-        self._ingest_rates.pop(stream_id, None)
         log.info("stream %d publishing ended (%s)", stream_id, reason.value)
-        self._emit("stream.live", {"client_id": session.client_id, "stream_id": stream_id, "live": False,
-                                   "reason": reason.value})
+        self._emit_live(stream_id, reason.value)
 
     def _update_info(self, stream_id: int, session: LiveSession, info: StreamInfo) -> LiveSession:
         if self._live.get(stream_id) is session:
@@ -168,24 +219,72 @@ class Relay:
         if meter is not None:
             meter.add(size)
 
+    # Hub and push events ----------------------------------------------------------------------
+    def _on_hub_event(self, event: HubEvent) -> None:
+        stream_id = event.stream_id
+        if isinstance(event, LiveStarted):
+            self._sync_pushes()
+        elif isinstance(event, LiveEnded):
+            # The hub is idle with an empty GOP cache; dropping it guarantees no stale replay later.
+            hub = self._hubs.get(stream_id)
+            if hub is not None and hub.state is HubState.IDLE:
+                del self._hubs[stream_id]
+            log.info("stream %d: pushes end (%s)", stream_id, event.reason.value)
+            self._sync_pushes()
+            self._emit_live(stream_id, event.reason.value)
+        elif isinstance(event, PublisherDropped):
+            log.info("stream %d: holding destinations for %.0f s", stream_id, event.grace_period_seconds)
+        elif isinstance(event, SourceResumed):
+            log.info("stream %d: publisher back, destinations continue (offset %d ms)", stream_id,
+                     event.timestamp_offset_ms)
+        elif isinstance(event, SourceChanged):
+            log.info("stream %d: publisher back with another configuration, pushes restart", stream_id)
+
+    def _on_push_status(self, restream_id: int, status: PushStatus) -> None:
+        previous = self._push_states.get(restream_id)
+        self._push_states[restream_id] = status.state
+        if previous is status.state:
+            return  # progress ticks arrive every second; observers get state changes
+        client_id = self._restream_clients.get(restream_id)
+        if client_id is not None:
+            self._emit("restream.status", {"client_id": client_id, "stream_id": status.stream_id,
+                                           "restream_id": restream_id, "status": self._status_body(status)})
+
+    def _emit_live(self, stream_id: int, reason: str | None = None) -> None:
+        client_id = self._stream_clients.get(stream_id)
+        if client_id is None:
+            return
+        payload: dict[str, Any] = {"client_id": client_id, "stream_id": stream_id,
+                                   "live": self.is_live(stream_id), "state": self._stream_state(stream_id)}
+        if reason:
+            payload["reason"] = reason
+        self._emit("stream.live", payload)
+
     # What the API asks -------------------------------------------------------------------------
     def live_session(self, stream_id: int) -> LiveSession | None:
         """The session now publishing, or else the last one since start-up (with live=False)."""
         return self._live.get(stream_id) or self._last_sessions.get(stream_id)
 
     def live_count(self) -> int:
-        return len(self._live)
+        return sum(1 for stream_id in set(self._live) | set(self._hubs) if self.is_live(stream_id))
 
     def is_live(self, stream_id: int) -> bool:
-        return stream_id in self._live
+        """A publisher is connected, or one dropped and the destinations are held for its return."""
+        hub = self._hubs.get(stream_id)
+        return stream_id in self._live or (hub is not None and hub.live)
+
+    def _stream_state(self, stream_id: int) -> str:
+        if stream_id in self._live:
+            return "live"
+        return "reconnecting" if self.is_live(stream_id) else "offline"
 
     def stream_status(self, stream_id: int) -> dict[str, Any]:
         """Extension object on a stream: what the ingest sees of the source."""
         session = self._live.get(stream_id)
         meter = self._ingest_rates.get(stream_id)
         if session is None or meter is None:
-            return {"state": "offline", "transport": None, "video_codec": None, "audio_codec": None,
-                    "bitrate_kbps": 0, "bytes_in": 0, "uptime_seconds": 0}
+            return {"state": self._stream_state(stream_id), "transport": None, "video_codec": None,
+                    "audio_codec": None, "bitrate_kbps": 0, "bytes_in": 0, "uptime_seconds": 0}
         return {
             "state": "live",
             "transport": session.publisher.transport.value if session.publisher else None,
@@ -197,9 +296,27 @@ class Relay:
         }
 
     def restream_status(self, restream: RestreamRecord) -> dict[str, Any]:
-        state = "disabled" if not restream.active else "idle"
-        return {"state": state, "since": None, "bitrate_kbps": 0, "bytes": 0, "restarts": 0,
-                "last_error": None}
+        """Extension object on a restream: its push's observed state (never secrets)."""
+        status = self.supervisor.status(restream.id)
+        body = self._status_body(status)
+        if not restream.active or (restream.id not in self._specs and status.state is PushState.DISABLED):
+            # Not supervised: switched off, or its stream is inactive. No push, so no "since" either.
+            body.update(state="disabled" if not restream.active else "idle", since=None)
+        return body
+
+    def _status_body(self, status: PushStatus) -> dict[str, Any]:
+        running = status.state is PushState.RUNNING
+        return {
+            "state": status.state.value,
+            "since": _iso(status.since),
+            "uptime_seconds": round(max(0.0, time.time() - status.since), 1) if running else 0,
+            "bitrate_kbps": round(status.bitrate_kbps or 0) if running else 0,
+            "bytes": status.bytes_out,
+            "frames": status.frames,
+            "restarts": status.restarts,
+            "last_error": status.last_error,
+            "next_retry_seconds": status.next_retry_seconds,
+        }
 
     def push_urls(self, stream: StreamRecord) -> dict[str, str | None]:
         host = self.settings.public_host
@@ -220,32 +337,63 @@ class Relay:
     async def stream_changed(self, stream: StreamRecord) -> None:
         """A stream was updated: an inactive stream refuses publishers and stops its pushes."""
         if not stream.active:
-            self.disconnect_publisher(stream.id)
+            self.end_stream(stream.id)
         await self.reconcile()
 
     async def stream_deleted(self, stream_id: int) -> None:
-        self.disconnect_publisher(stream_id)
+        self.end_stream(stream_id)
         self._last_sessions.pop(stream_id, None)
         await self.reconcile()
 
-    async def restreams_changed(self, stream_id: int) -> None:
+    async def restream_changed(self, before: RestreamRecord | None, after: RestreamRecord | None) -> None:
+        """A restream was created, updated or deleted: only that push starts, stops or restarts."""
         await self.reconcile()
+        if after is not None and after.active and (before is None or not before.active):
+            self.supervisor.retry_now(after.id)  # switched on: no waiting out a backoff
 
-    def disconnect_publisher(self, stream_id: int) -> None:
+    def end_stream(self, stream_id: int) -> None:
+        """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
         session = self._live.get(stream_id)
         if session is not None and session.publisher is not None:
             session.publisher.disconnect(EndReason.KICKED)
             self._session_ended(stream_id, session, EndReason.KICKED)
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.live:
+            hub.close()
 
     async def reconcile(self) -> None:
-        """Bring running pushes in line with definitions and live state (pushes arrive with the hub)."""
+        """Read what should push from the store and bring the supervisor in line with it."""
+        async with self._reconcile_lock:
+            records = await self.store.active_restreams()
+            self._specs = {
+                r.id: PushSpec(restream_id=r.id, stream_id=r.stream_id, uri=r.uri, no_audio=r.no_audio,
+                               no_audio_mode=r.no_audio_mode, tls_verify=r.tls_verify)
+                for r in records
+            }
+            self._restream_clients.update({r.id: r.client_id for r in records})
+            self._sync_pushes()
 
+    def _sync_pushes(self) -> None:
+        if not self._closed:
+            self.supervisor.reconcile(self._specs.values())
+
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await self.reconcile()
+            except Exception:  # the store may be briefly locked by another process; next round retries
+                log.exception("periodic reconcile failed")
+
+    # Lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the ingest listeners; on failure, whatever was started is closed again."""
+        """Start the supervisor and the ingest listeners; on failure, what was started is closed."""
         settings = self.settings
         rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port,
                                            takeover_idle_seconds=settings.takeover_idle_seconds)
         try:
+            await self.reconcile()
+            self._spawn(self._reconcile_periodically())
             rtmp = RtmpServer(self, rtmp_settings)
             await rtmp.start()
             self._servers.append(rtmp)
@@ -263,35 +411,54 @@ class Relay:
             await self.close()
             raise
 
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
-        """Stop listening, end every publishing session, then stop the pushes. Idempotent."""
+        """Stop listening, end every publishing session and hub, then stop every push. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         servers, self._servers = self._servers, []
         for server in servers:
             await server.close()
         for stream_id in list(self._live):
-            self.disconnect_publisher(stream_id)
+            self.end_stream(stream_id)
+        for hub in list(self._hubs.values()):
+            hub.close()
+        await self.supervisor.close()
 
 
 class _SessionSink:
-    """The sink one publishing connection writes into; forwards to the stream's hub."""
+    """The sink one publishing connection writes into: counts, then hands media to the stream's hub."""
 
-    def __init__(self, relay: Relay, stream_id: int, container: ContainerFormat, session: LiveSession) -> None:
+    def __init__(self, relay: Relay, stream_id: int, session: LiveSession, hub_sink: IngestSink) -> None:
         self._relay = relay
         self._stream_id = stream_id
-        self._container = container
         self._session = session
+        self._hub_sink = hub_sink
         self._closed = False
 
     def write(self, packet: MediaPacket) -> None:
         if self._closed:
             return
         self._relay._count_ingest(self._stream_id, len(packet.payload))
+        self._hub_sink.write(packet)
 
     def update_info(self, info: StreamInfo) -> None:
         self._session = self._relay._update_info(self._stream_id, self._session, info)
+        self._hub_sink.update_info(info)
 
     def close(self, reason: EndReason) -> None:
         if self._closed:
             return
         self._closed = True
+        self._hub_sink.close(reason)
         self._relay._session_ended(self._stream_id, self._session, reason)

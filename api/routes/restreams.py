@@ -61,7 +61,7 @@ async def create_restream(request: web.Request) -> web.Response:
         restream = await relay.store.create_restream(client_id(request), values)
     except StoreError:
         raise ValidationFailed({"stream": ["must exist"]}) from None
-    await relay.restreams_changed(restream.stream_id)
+    await relay.restream_changed(None, restream)
     return json_response(restream_body(relay, restream))
 
 
@@ -95,9 +95,7 @@ async def update_restream(request: web.Request) -> web.Response:
         raise ValidationFailed({"stream": ["must exist"]}) from None
     if restream is None:
         return not_found()
-    await relay.restreams_changed(restream.stream_id)
-    if before.stream_id != restream.stream_id:
-        await relay.restreams_changed(before.stream_id)
+    await relay.restream_changed(before, restream)
     return json_response(restream_body(relay, restream))
 
 
@@ -108,5 +106,5 @@ async def delete_restream(request: web.Request) -> web.Response:
     restream = await relay.store.get_restream(restream_id, owner)
     if restream is None or not await relay.store.delete_restream(restream_id, owner):
         return not_found()
-    await relay.restreams_changed(restream.stream_id)
+    await relay.restream_changed(restream, None)
     return web.Response(status=204)

@@ -18,8 +18,8 @@ routes = web.RouteTableDef()
 
 def stream_body(relay: Relay, stream: StreamRecord) -> dict[str, Any]:
     session = relay.live_session(stream.id)
-    live = session is not None and session.live
-    info = session.info if session is not None and session.live else None
+    live = relay.is_live(stream.id)
+    info = session.info if session is not None and live else None
     return {
         "id": stream.id,
         "name": stream.name,

@@ -67,7 +67,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def active_restreams(self) -> list[RestreamRecord]:
-        """Every active restream of every client (what the supervisor wants running when live)."""
+        """Every active restream of every active stream, all clients: what should push when live."""
 
     @abc.abstractmethod
     async def update_restream(

@@ -275,7 +275,10 @@ class SqliteStore(Store):
 
     async def active_restreams(self) -> list[RestreamRecord]:
         def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
-            rows = conn.execute("SELECT * FROM restreams WHERE active = 1 ORDER BY id")
+            rows = conn.execute(
+                "SELECT r.* FROM restreams r JOIN streams s ON s.id = r.stream_id"
+                " WHERE r.active = 1 AND s.active = 1 ORDER BY r.id"
+            )
             return [_restream(r) for r in rows]
         return await self._run(work)
 
