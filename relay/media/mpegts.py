@@ -618,12 +618,20 @@ class MpegTsReader:
         pos = 0
         end = len(buf)
         while end - pos >= TS_PACKET_SIZE:
-            confirmed = self._in_sync or end - pos < 2 * TS_PACKET_SIZE or buf[pos + TS_PACKET_SIZE] == SYNC_BYTE
-            if buf[pos] == SYNC_BYTE and confirmed:
-                self._in_sync = True
-                self._packet(bytes(buf[pos : pos + TS_PACKET_SIZE]))
-                pos += TS_PACKET_SIZE
-                continue
+            if buf[pos] == SYNC_BYTE:
+                # A packet counts when the next one starts with a sync byte too; the last packet in
+                # the buffer is trusted only while in sync (SRT messages hold whole packets).
+                if end - pos > TS_PACKET_SIZE:
+                    confirmed = buf[pos + TS_PACKET_SIZE] == SYNC_BYTE
+                elif self._in_sync:
+                    confirmed = True
+                else:
+                    break  # wait for one more byte to confirm
+                if confirmed:
+                    self._in_sync = True
+                    self._packet(bytes(buf[pos : pos + TS_PACKET_SIZE]))
+                    pos += TS_PACKET_SIZE
+                    continue
             # Lost sync: skip to the next 0x47 that is followed by another one a packet later.
             self._in_sync = False
             nxt = buf.find(SYNC_BYTE, pos + 1)
@@ -638,6 +646,9 @@ class MpegTsReader:
 
     def flush(self, now_ms: int) -> list[MediaPacket]:
         """End of stream: decide held packets and return everything still held."""
+        if len(self._buf) >= TS_PACKET_SIZE and self._buf[0] == SYNC_BYTE:  # an unconfirmed last packet
+            self._packet(bytes(self._buf[:TS_PACKET_SIZE]))
+            del self._buf[:TS_PACKET_SIZE]
         for scan in self._scans.values():
             scan.finish()
         self._apply_scans()

@@ -235,8 +235,12 @@ class SrtListener:
             try:
                 if decision.passphrase:
                     self._lib.set_str(ns, SockOpt.PASSPHRASE, decision.passphrase)
-                if decision.latency_ms is not None:
-                    self._lib.set_int(ns, SockOpt.LATENCY, decision.latency_ms)
+                latency_ms = decision.latency_ms if decision.latency_ms is not None else self._config.latency_ms
+                self._lib.set_int(ns, SockOpt.LATENCY, latency_ms)
+                # Set per connection rather than trusting inheritance from the listener. Note that
+                # libsrt 1.5.1 also waits for 16 unanswered EXP checks (about 5 s) before it
+                # declares a peer gone, so shorter timeouts behave like ~5 s.
+                self._lib.set_int(ns, SockOpt.PEERIDLETIMEO, self._config.peer_idle_timeout_ms)
             except SrtError as exc:
                 # e.g. a stored passphrase outside libsrt's 10..79 characters; exc never holds it.
                 log.error("SRT handshake from %s refused: cannot apply stream settings: %s", format_peer(peer), exc)

@@ -124,6 +124,7 @@ class StreamDef:
     token: str
     passphrase: str | None = None
     active: bool = True
+    latency_ms: int | None = None
 
 
 class FakeEngine:
@@ -164,7 +165,7 @@ class FakeEngine:
             current = self.live.get(sid)
             if current is not None and current.idle_seconds() < self.takeover_idle_seconds:
                 raise PublishRefused(RefusalReason.ALREADY_LIVE)
-            return SrtAdmit(stream_id=sid, passphrase=stream.passphrase)
+            return SrtAdmit(stream_id=sid, passphrase=stream.passphrase, latency_ms=stream.latency_ms)
 
     async def open_publish(self, request: PublishRequest) -> IngestSink:
         sid, _stream = self._lookup(request.stream_key)
@@ -187,8 +188,8 @@ class FakeEngine:
             if self.live.get(sid) is handle:
                 del self.live[sid]
 
-    async def wait_bytes(self, sid: int, size: int, limit_seconds: float = 15.0) -> RecordingSink:
-        sink = await self.wait_sink(sid, limit_seconds=limit_seconds)
+    async def wait_bytes(self, sid: int, size: int, index: int = 0, limit_seconds: float = 15.0) -> RecordingSink:
+        sink = await self.wait_sink(sid, index, limit_seconds=limit_seconds)
         async with asyncio.timeout(limit_seconds):
             while sink.bytes_written < size:
                 sink.progress.clear()
