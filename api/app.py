@@ -1,4 +1,5 @@
-"""The control API application: Gcore-compatible streams and restreams, health and OpenAPI."""
+"""The control API application: Gcore-compatible streams and restreams, health and OpenAPI, the event
+feed, Prometheus metrics and the operators' dashboard."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from aiohttp import web
 
 from api.auth import auth_middleware
 from api.errors import error_middleware
-from api.routes import restreams, status, streams
+from api.routes import dashboard, events, metrics, restreams, status, streams
 from api.routes.common import MAX_BODY_BYTES, RELAY
 from relay.engine import Relay
 
 
-def create_app(relay: Relay) -> web.Application:
+def create_app(relay: Relay, *, feed_settings: events.FeedSettings | None = None) -> web.Application:
     """An aiohttp application serving the control API of `relay` (which the caller starts and stops)."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(relay)],
@@ -21,4 +22,10 @@ def create_app(relay: Relay) -> web.Application:
     app.add_routes(status.routes)
     app.add_routes(streams.routes)
     app.add_routes(restreams.routes)
+    app.add_routes(events.routes)
+    app.add_routes(metrics.routes)
+    app.add_routes(dashboard.routes)
+    feed_context, end_feeds = events.feed_context(feed_settings)
+    app.cleanup_ctx.append(feed_context)
+    app.on_shutdown.append(end_feeds)
     return app

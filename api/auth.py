@@ -1,7 +1,9 @@
 """API-key authentication: `Authorization: APIKey <key>`, the scheme word in any case.
 
 Keys are looked up by hash; the client they belong to is put on the request for the handlers, which
-scope every query by it.
+scope every query by it. Everything under /streaming/ (the event feed included) and /metrics needs a
+key; the health check, the API description and the dashboard page with its static assets (`/`,
+`/dashboard/...`) are public: the page holds no data and sends the key with every request it makes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from relay.engine import Relay
 
 CLIENT_ID = web.RequestKey("client_id", int)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/"})
+AUTHENTICATED_PATHS = frozenset({"/metrics"})
 UNAUTHORIZED_BODY = {"errors": {"auth": ["invalid api key"]}}
 
 
@@ -32,7 +35,7 @@ def presented_key(header: str | None) -> str | None:
 def auth_middleware(relay: Relay) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/streaming/"):
+        if not (request.path.startswith("/streaming/") or request.path in AUTHENTICATED_PATHS):
             return await handler(request)
         key = presented_key(request.headers.get("Authorization"))
         client_id = await relay.store.client_for_key(key) if key else None
@@ -45,5 +48,5 @@ def auth_middleware(relay: Relay) -> Middleware:
 
 
 def client_id(request: web.Request) -> int:
-    """The authenticated client of a /streaming/ request (the middleware guarantees one)."""
+    """The authenticated client of a /streaming/ or /metrics request (the middleware guarantees one)."""
     return request[CLIENT_ID]

@@ -1,0 +1,207 @@
+"""Prometheus exposition of what the relay is doing, read from the engine at scrape time.
+
+Every scrape builds its own `CollectorRegistry` (never prometheus_client's global one): the relay's
+series for one client, the process figures of this process, and the ffmpeg processes it runs.
+Labels carry ids and names, never tokens, keys or destination URIs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from relay.engine import Relay
+from relay.store.base import Store
+from relay.store.models import RestreamRecord, StreamRecord
+
+RESTREAM_STATES = ("idle", "starting", "running", "retrying", "failed", "disabled")
+"""Every state a push can be in (the `state` label of relay_restream_state)."""
+
+MAX_OBJECTS_PER_KIND = 2000
+"""A bound on how many streams (and restreams) of one client a scrape or a stats event covers."""
+_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDefinitions:
+    """One client's streams and restreams as the store holds them (newest first)."""
+
+    client_id: int
+    streams: list[StreamRecord]
+    restreams: list[RestreamRecord]
+
+
+async def load_definitions(store: Store, client_id: int) -> ClientDefinitions:
+    """All streams and restreams of a client, up to MAX_OBJECTS_PER_KIND of each."""
+    streams: list[StreamRecord] = []
+    while len(streams) < MAX_OBJECTS_PER_KIND:
+        page = await store.list_streams(client_id, len(streams), _PAGE)
+        streams += page.items
+        if len(page.items) < _PAGE:
+            break
+    restreams: list[RestreamRecord] = []
+    while len(restreams) < MAX_OBJECTS_PER_KIND:
+        rpage = await store.list_restreams(client_id, len(restreams), _PAGE)
+        restreams += rpage.items
+        if len(rpage.items) < _PAGE:
+            break
+    return ClientDefinitions(client_id, streams, restreams)
+
+
+def restream_uptime_seconds(status: dict[str, Any], now: float | None = None) -> float:
+    """The push's uptime: the engine's own figure when it gives one, else derived from `since`."""
+    uptime = status.get("uptime_seconds")
+    if isinstance(uptime, int | float):
+        return float(uptime)
+    since = status.get("since")
+    if status.get("state") != "running" or not isinstance(since, str):
+        return 0.0
+    try:
+        started = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - started)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+class RelayCollector(Collector):
+    """The relay's own series for one client's definitions, with live figures read on `collect()`."""
+
+    def __init__(self, relay: Relay, definitions: ClientDefinitions) -> None:
+        self._relay = relay
+        self._definitions = definitions
+
+    def collect(self) -> Iterator[Metric]:
+        relay, defs = self._relay, self._definitions
+        stream_labels = ["stream_id", "name", "client_id"]
+        live = GaugeMetricFamily("relay_stream_live", "1 while a publisher is connected to the stream",
+                                 labels=stream_labels)
+        active = GaugeMetricFamily("relay_stream_active", "1 when the stream accepts publishers (its `active` field)",
+                                   labels=stream_labels)
+        ingest_bytes = CounterMetricFamily("relay_stream_ingest_bytes",
+                                           "Media bytes received in the current publishing session",
+                                           labels=stream_labels)
+        ingest_rate = GaugeMetricFamily("relay_stream_ingest_bitrate_bits_per_second",
+                                        "Ingest bitrate over the last seconds", labels=stream_labels)
+        ingest_uptime = GaugeMetricFamily("relay_stream_uptime_seconds",
+                                          "Seconds since the current publishing session started",
+                                          labels=stream_labels)
+        for stream in defs.streams:
+            labels = [str(stream.id), stream.name, str(stream.client_id)]
+            status = relay.stream_status(stream.id)
+            live.add_metric(labels, 1.0 if relay.is_live(stream.id) else 0.0)
+            active.add_metric(labels, 1.0 if stream.active else 0.0)
+            ingest_bytes.add_metric(labels, _number(status.get("bytes_in")))
+            ingest_rate.add_metric(labels, _number(status.get("bitrate_kbps")) * 1000)
+            ingest_uptime.add_metric(labels, _number(status.get("uptime_seconds")))
+        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime)
+
+        restream_labels = ["restream_id", "stream_id", "name", "client_id"]
+        state = GaugeMetricFamily("relay_restream_state", "1 for the push's current state, 0 for the others",
+                                  labels=[*restream_labels, "state"])
+        r_active = GaugeMetricFamily("relay_restream_active", "1 when the destination is enabled (`active`)",
+                                     labels=restream_labels)
+        r_bytes = CounterMetricFamily("relay_restream_bytes", "Bytes pushed to the destination",
+                                      labels=restream_labels)
+        r_rate = GaugeMetricFamily("relay_restream_bitrate_bits_per_second", "Push bitrate over the last seconds",
+                                   labels=restream_labels)
+        r_restarts = CounterMetricFamily("relay_restream_restarts", "Times the push was restarted after a failure",
+                                         labels=restream_labels)
+        r_uptime = GaugeMetricFamily("relay_restream_uptime_seconds", "Seconds the push has been running",
+                                     labels=restream_labels)
+        for restream in defs.restreams:
+            labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
+            status = relay.restream_status(restream)
+            current = status.get("state")
+            for name in RESTREAM_STATES:
+                state.add_metric([*labels, name], 1.0 if current == name else 0.0)
+            r_active.add_metric(labels, 1.0 if restream.active else 0.0)
+            r_bytes.add_metric(labels, _number(status.get("bytes")))
+            r_rate.add_metric(labels, _number(status.get("bitrate_kbps")) * 1000)
+            r_restarts.add_metric(labels, _number(status.get("restarts")))
+            r_uptime.add_metric(labels, restream_uptime_seconds(status))
+        yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
+
+        refusals = CounterMetricFamily("relay_ingest_refusals",
+                                       "Publish attempts refused by the relay (whole node), by transport and reason",
+                                       labels=["transport", "reason"])
+        for (transport, reason), count in sorted(relay.refusals.items()):
+            refusals.add_metric([transport, reason], float(count))
+        yield refusals
+
+
+@dataclass(frozen=True, slots=True)
+class ChildProcess:
+    pid: int
+    name: str
+    resident_bytes: int
+
+
+def child_processes(parent: int, proc: Path = Path("/proc")) -> list[ChildProcess]:
+    """Direct children of `parent`, read from /proc (empty where there is no /proc)."""
+    page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    children: list[ChildProcess] = []
+    try:
+        entries = [entry for entry in proc.iterdir() if entry.name.isdigit()]
+    except OSError:
+        return children
+    for entry in entries:
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone since the listing
+        # `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split at the last ')'.
+        head, _, rest = stat.rpartition(")")
+        fields = rest.split()
+        if len(fields) < 22 or not fields[1].isdigit() or int(fields[1]) != parent:
+            continue
+        name = head.partition("(")[2]
+        children.append(ChildProcess(int(entry.name), name, int(fields[21]) * page_size))
+    return children
+
+
+class FfmpegProcessCollector(Collector):
+    """How many ffmpeg processes this relay runs (its pushes) and the memory they hold."""
+
+    def __init__(self, proc: Path = Path("/proc"), pid: int | None = None) -> None:
+        self._proc = proc
+        self._pid = pid
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._proc.is_dir():
+            return
+        ffmpegs = [child for child in child_processes(self._pid or os.getpid(), self._proc)
+                   if "ffmpeg" in child.name]
+        yield GaugeMetricFamily("relay_ffmpeg_processes", "ffmpeg child processes of the relay", value=len(ffmpegs))
+        yield GaugeMetricFamily("relay_ffmpeg_resident_memory_bytes", "Resident memory of the ffmpeg child processes",
+                                value=sum(child.resident_bytes for child in ffmpegs))
+
+
+def registry_for(relay: Relay, definitions: ClientDefinitions) -> CollectorRegistry:
+    """A fresh registry holding everything one scrape reports."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RelayCollector(relay, definitions))
+    registry.register(FfmpegProcessCollector())
+    ProcessCollector(registry=registry)
+    return registry
+
+
+async def render(relay: Relay, client_id: int, accept: str | None) -> tuple[bytes, str]:
+    """The exposition for one client's scrape, in the format the `Accept` header asks for."""
+    definitions = await load_definitions(relay.store, client_id)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry_for(relay, definitions)), content_type
+

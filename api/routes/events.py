@@ -1,0 +1,281 @@
+"""GET /streaming/events: a Server-Sent Events feed of one client's streams and restreams.
+
+The engine calls its listeners synchronously in the event loop; `EventFeed` hands each event to the
+subscriptions of the event's client without ever waiting (a slow reader only loses stats snapshots,
+never stalls the engine), and every `stats_interval_seconds` it offers each subscribed client a
+snapshot of its streams' and restreams' figures.
+
+Wire format (UTF-8, `\\n` line ends, one JSON object per `data:` line)::
+
+    event: hello                 once, first: {"client_id", "stats_interval_seconds", "heartbeat_seconds"}
+    event: stream.live           engine events, as the engine sends them: {"client_id", "stream_id", ...}
+    event: stream.info
+    event: restream.status
+    event: stats                 periodic: {"client_id", "time", "streams": [...], "restreams": [...]}
+    event: resync                this subscriber lost events (it read too slowly): reload everything
+    : heartbeat                  a comment every `heartbeat_seconds` while nothing else was sent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import client_id
+from api.errors import generic_error
+from api.metrics import load_definitions
+from api.routes.common import RELAY
+from relay.engine import Relay
+
+log = logging.getLogger("relay.api.events")
+
+routes = web.RouteTableDef()
+
+STATS = "stats"
+RESYNC = "resync"
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """Bounds and rhythm of the feed."""
+
+    stats_interval_seconds: float = 2.0
+    heartbeat_seconds: float = 15.0
+    max_queued_events: int = 256
+    """Per subscription; stats snapshots are dropped first, then the whole queue is replaced by `resync`."""
+    max_subscriptions: int = 128
+    max_subscriptions_per_client: int = 32
+
+
+class Subscription:
+    """One reader's bounded mailbox: events in order, and at most one (the latest) stats snapshot."""
+
+    def __init__(self, client_id: int, max_queued_events: int) -> None:
+        self.client_id = client_id
+        self._max = max(2, max_queued_events)
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.resyncs = 0
+        """How often this reader fell so far behind that its queue was replaced by a `resync`."""
+
+    def offer(self, kind: str, payload: dict[str, Any]) -> None:
+        """Queue an event; never blocks, never grows past the bound."""
+        if self.closed:
+            return
+        if kind == STATS:
+            self._drop_stats()  # only the newest snapshot matters
+        if len(self._queue) >= self._max and not self._drop_stats():
+            # State changes cannot be dropped one by one without the reader showing a wrong state,
+            # so it is told to reload instead.
+            self._queue.clear()
+            self.resyncs += 1
+            self._queue.append((RESYNC, {"client_id": self.client_id, "reason": "slow reader"}))
+            if kind != STATS:
+                return  # the reload covers it
+        self._queue.append((kind, payload))
+        self._wake.set()
+
+    def _drop_stats(self) -> bool:
+        for index, (kind, _) in enumerate(self._queue):
+            if kind == STATS:
+                del self._queue[index]
+                return True
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def next_batch(self, wait_seconds: float) -> list[tuple[str, dict[str, Any]]] | None:
+        """What is queued (waiting up to `wait_seconds` for something); [] if nothing came, None once closed."""
+        if not self._queue and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_seconds):
+                    await self._wake.wait()
+        self._wake.clear()
+        if self.closed:
+            return None
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch
+
+
+class FeedFull(Exception):
+    """Too many open feeds (for the node or for this client)."""
+
+
+class EventFeed:
+    """Owns the subscriptions, the engine listener and the stats task; `start()`, then `close()`."""
+
+    def __init__(self, relay: Relay, settings: FeedSettings | None = None) -> None:
+        self.relay = relay
+        self.settings = settings or FeedSettings()
+        self._subscriptions: set[Subscription] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._unsubscribe = self.relay.add_listener(self._on_event)
+        self._stats_task = asyncio.create_task(self._stats_loop(), name="event-feed-stats")
+
+    async def close(self) -> None:
+        """End every open feed (their handlers return at once) and stop listening. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+            self._stats_task = None
+
+    def subscribe(self, client: int) -> Subscription:
+        if self._closed:
+            raise FeedFull("shutting down")
+        same_client = sum(1 for s in self._subscriptions if s.client_id == client)
+        if (len(self._subscriptions) >= self.settings.max_subscriptions
+                or same_client >= self.settings.max_subscriptions_per_client):
+            raise FeedFull("too many open event feeds")
+        subscription = Subscription(client, self.settings.max_queued_events)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
+        self._subscriptions.discard(subscription)
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._subscriptions)
+
+    def _on_event(self, kind: str, payload: dict[str, Any]) -> None:
+        owner = payload.get("client_id")
+        if not isinstance(owner, int) or not _EVENT_NAME.match(kind) or kind in (STATS, RESYNC):
+            return
+        for subscription in list(self._subscriptions):
+            if subscription.client_id == owner:
+                subscription.offer(kind, payload)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_interval_seconds)
+            for client in sorted({s.client_id for s in self._subscriptions}):
+                try:
+                    snapshot = await client_stats(self.relay, client)
+                except Exception:  # a failing store must not end the feed; the next round retries
+                    log.exception("stats for the event feed failed")
+                    continue
+                for subscription in list(self._subscriptions):
+                    if subscription.client_id == client:
+                        subscription.offer(STATS, snapshot)
+
+
+async def client_stats(relay: Relay, client: int) -> dict[str, Any]:
+    """A snapshot of one client's live figures (no tokens, no destination URIs)."""
+    definitions = await load_definitions(relay.store, client)
+    streams = []
+    for stream in definitions.streams:
+        session = relay.live_session(stream.id)
+        live = relay.is_live(stream.id)
+        info = session.info if session is not None and live else None
+        streams.append({
+            "id": stream.id, "name": stream.name, "active": stream.active, "live": live,
+            "stream_source_type": session.source_type.value if session is not None and live else None,
+            "video_width": info.video_width if info else None,
+            "video_height": info.video_height if info else None,
+            "frame_rate": info.frame_rate if info else None,
+            "status": relay.stream_status(stream.id),
+        })
+    restreams = [{
+        "id": restream.id, "stream_id": restream.stream_id, "name": restream.name, "active": restream.active,
+        "live": relay.is_live(restream.stream_id), "status": relay.restream_status(restream),
+    } for restream in definitions.restreams]
+    return {"client_id": client, "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "streams": streams, "restreams": restreams}
+
+
+def encode_event(kind: str, payload: dict[str, Any]) -> bytes:
+    data = json.dumps(payload, separators=(",", ":"), default=str)  # json never emits a raw newline
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+HEARTBEAT = b": heartbeat\n\n"
+EVENT_FEED = web.AppKey("event_feed", EventFeed)
+
+
+AppHook = Callable[[web.Application], Awaitable[None]]
+AppContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def feed_context(settings: FeedSettings | None = None) -> tuple[AppContext, AppHook]:
+    """The app's cleanup_ctx entry that owns the feed, and an on_shutdown hook that ends open feeds.
+
+    aiohttp waits for running handlers *before* cleanup_ctx teardown, so the open SSE responses are
+    ended from on_shutdown, which runs first; otherwise every stop would wait the full grace period.
+    """
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        feed = EventFeed(app[RELAY], settings)
+        app[EVENT_FEED] = feed
+        feed.start()
+        yield
+        await feed.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await app[EVENT_FEED].close()
+
+    return context, on_shutdown
+
+
+@routes.get("/streaming/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    feed = request.app[EVENT_FEED]
+    owner = client_id(request)
+    try:
+        subscription = feed.subscribe(owner)
+    except FeedFull as exc:
+        return generic_error(503, str(exc))
+    try:
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # a buffering reverse proxy would hold events back
+        })
+        await response.prepare(request)
+        settings = feed.settings
+        await response.write(encode_event("hello", {
+            "client_id": owner, "stats_interval_seconds": settings.stats_interval_seconds,
+            "heartbeat_seconds": settings.heartbeat_seconds,
+        }))
+        while True:
+            batch = await subscription.next_batch(settings.heartbeat_seconds)
+            if batch is None:
+                break
+            await response.write(b"".join(encode_event(k, p) for k, p in batch) if batch else HEARTBEAT)
+    except ConnectionResetError:
+        pass  # the reader went away
+    finally:
+        feed.unsubscribe(subscription)
+    return response

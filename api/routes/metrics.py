@@ -1,0 +1,23 @@
+"""GET /metrics: Prometheus exposition, authenticated with an API key and scoped to its client.
+
+Per-stream and per-restream series cover the key's own client only (a client never sees another's
+objects); process, ffmpeg and ingest-refusal figures are node-wide and carry no ids.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import metrics
+from api.auth import client_id
+from api.routes.common import relay_of
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    body, content_type = await metrics.render(relay_of(request), client_id(request), request.headers.get("Accept"))
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = content_type
+    return response
