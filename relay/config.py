@@ -32,6 +32,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     srt_enabled: bool = True
+    srt_latency_ms: int = 120
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
@@ -62,6 +63,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_LOG_LEVEL": "log_level",
     "RELAY_LOG_FORMAT": "log_format",
     "RELAY_SRT": "srt_enabled",
+    "RELAY_SRT_LATENCY_MS": "srt_latency_ms",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
 }

@@ -49,9 +49,11 @@ from relay.ingest.gate import (
     Transport,
 )
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
+from relay.ingest.srt_server import SrtAdmit, SrtPublisher, SrtServer, SrtSettings
 from relay.ingest.tls import load_server_context
 from relay.live import LiveSession
 from relay.media.packets import MediaPacket
+from relay.srt.streamid import InvalidStreamId, parse_streamid
 from relay.stats import RateMeter
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
@@ -111,6 +113,7 @@ class Relay:
         self._last_sessions: dict[int, LiveSession] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._servers: list[RtmpServer] = []
+        self._srt: SrtServer | None = None
         self._ingest_rates: dict[int, RateMeter] = {}
         self.refusals: Counter[tuple[str, str]] = Counter()
         """Publish attempts refused, by (transport, reason): for metrics."""
@@ -151,16 +154,53 @@ class Relay:
         """For refusals decided before the gate (connection limits, SRT handshake rejections)."""
         self.refusals[(transport.value, reason.value)] += 1
 
-    async def _open_publish(self, request: PublishRequest) -> IngestSink:
-        if self._closed:
-            raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
-        stream_id, token = split_stream_key(request.stream_key)
-        stream = await self.store.get_stream(stream_id)
+    def check(self, streamid: str) -> SrtAdmit:
+        """SrtAdmission: decide an SRT handshake on libsrt's thread, before it completes.
+
+        Runs off the event loop, so it reads the store through its blocking reader and only reads
+        live state; the loop decides again (takeover or refusal) when the gate is asked.
+        """
+        try:
+            stream_id, token = self._stream_key(streamid, Transport.SRT)
+            stream = self.store.get_stream_blocking(stream_id)
+            self._check_stream(stream_id, stream, token)
+            assert stream is not None
+            current = self._live.get(stream_id)
+            if current is not None and current.publisher is not None and (
+                    current.publisher.idle_seconds() < self.settings.takeover_idle_seconds):
+                raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a publisher")
+        except PublishRefused as refused:
+            self.refusals[(Transport.SRT.value, refused.reason.value)] += 1
+            raise
+        return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None)
+
+    @staticmethod
+    def _stream_key(stream_key: str, transport: Transport) -> tuple[int, str]:
+        if transport is not Transport.SRT:
+            return split_stream_key(stream_key)
+        try:
+            ident, token = parse_streamid(stream_key)
+        except InvalidStreamId as exc:
+            raise PublishRefused(RefusalReason.BAD_REQUEST, "malformed SRT streamid") from exc
+        if not ident.isdigit() or len(ident) > 18:
+            raise PublishRefused(RefusalReason.UNKNOWN_STREAM, "streamid does not name a stream")
+        return int(ident), token
+
+    @staticmethod
+    def _check_stream(stream_id: int, stream: StreamRecord | None, token: str) -> None:
         if stream is None:
             raise PublishRefused(RefusalReason.UNKNOWN_STREAM, f"no stream {stream_id}")
         check_token(stream, token)
         if not stream.active:
             raise PublishRefused(RefusalReason.INACTIVE, f"stream {stream_id} is not active")
+
+    async def _open_publish(self, request: PublishRequest) -> IngestSink:
+        if self._closed:
+            raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
+        stream_id, token = self._stream_key(request.stream_key, request.publisher.transport)
+        stream = await self.store.get_stream(stream_id)
+        self._check_stream(stream_id, stream, token)
+        assert stream is not None
         self._take_over_or_refuse(stream_id)
         transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
@@ -285,7 +325,7 @@ class Relay:
         if session is None or meter is None:
             return {"state": self._stream_state(stream_id), "transport": None, "video_codec": None,
                     "audio_codec": None, "bitrate_kbps": 0, "bytes_in": 0, "uptime_seconds": 0}
-        return {
+        body: dict[str, Any] = {
             "state": "live",
             "transport": session.publisher.transport.value if session.publisher else None,
             "video_codec": session.info.video_codec,
@@ -294,6 +334,17 @@ class Relay:
             "bytes_in": meter.total_bytes,
             "uptime_seconds": round(self.clock() - meter.started_at, 1),
         }
+        if isinstance(session.publisher, SrtPublisher):
+            link = session.publisher.link_stats()
+            if link is not None:
+                body["srt"] = {
+                    "rtt_ms": round(link.rtt_ms, 2), "recv_rate_mbps": round(link.recv_rate_mbps, 3),
+                    "latency_ms": link.latency_ms, "packets_received": link.pkt_received_total,
+                    "packets_lost": link.pkt_recv_loss_total, "packets_dropped": link.pkt_recv_drop_total,
+                    "packets_retransmitted": link.pkt_recv_retrans_total,
+                    "encrypted": session.publisher.encrypted,
+                }
+        return body
 
     def restream_status(self, restream: RestreamRecord) -> dict[str, Any]:
         """Extension object on a restream: its push's observed state (never secrets)."""
@@ -407,6 +458,14 @@ class Relay:
             self.ports = replace(self.ports, rtmp=rtmp.port, rtmps=rtmps_port)
             log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,
                      f", RTMPS on port {rtmps_port}" if rtmps_port else "")
+            if settings.srt_enabled:
+                srt = SrtServer(self, self, SrtSettings(host=settings.media_bind, port=settings.srt_port,
+                                                        latency_ms=settings.srt_latency_ms))
+                self._srt = srt
+                if await srt.start():
+                    self.ports = replace(self.ports, srt=srt.port)
+            else:
+                log.info("SRT ingest off (RELAY_SRT=off)")
         except BaseException:
             await self.close()
             raise
@@ -429,6 +488,9 @@ class Relay:
         servers, self._servers = self._servers, []
         for server in servers:
             await server.close()
+        srt, self._srt = self._srt, None
+        if srt is not None:
+            await srt.close()
         for stream_id in list(self._live):
             self.end_stream(stream_id)
         for hub in list(self._hubs.values()):
