@@ -91,6 +91,8 @@ _STREAM_INPUT = {
         "active": {"type": "boolean", "default": True},
         "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
         "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,80}$"},
+        "srt_latency_ms": {"type": "integer", "nullable": True, "minimum": 20, "maximum": 8000,
+                           "description": "Extension (ours): SRT receiver latency for this stream"},
     },
 }
 _RESTREAM_INPUT = {
@@ -116,7 +118,8 @@ _STREAM = {
         "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "client_id": _INT,
         "client_user_id": _NULL_INT, "token": {"type": "string"},
         "push_url": {"type": "string"}, "push_url_srt": {"type": "string"}, "push_url_rtmps": _NULL_STR,
-        "srt_passphrase": _NULL_STR, "live": {"type": "boolean"}, "backup_live": {"type": "boolean"},
+        "srt_passphrase": _NULL_STR, "srt_latency_ms": _NULL_INT,
+        "live": {"type": "boolean"}, "backup_live": {"type": "boolean"},
         "stream_source_type": {"type": "string", "enum": ["rtmp", "srt"], "nullable": True},
         "started_at_primary": _TIME, "finished_at_primary": _TIME,
         "video_width": _NULL_NUM, "video_height": _NULL_NUM, "frame_rate": _NULL_NUM,

@@ -35,6 +35,7 @@ class StreamFields(_Strict):
     active: bool = True
     client_user_id: int | None = Field(default=None, ge=-INT64, le=INT64)
     srt_passphrase: str | None = None
+    srt_latency_ms: int | None = Field(default=None, ge=20, le=8000)
 
     @field_validator("srt_passphrase")
     @classmethod
@@ -153,8 +154,9 @@ def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     values = {name: getattr(model, name) for name in fields}
     if "client_user_id" in values and "client_user_id" not in model.model_fields_set:
         values.pop("client_user_id")
-    if values.get("srt_passphrase") is None and "srt_passphrase" not in model.model_fields_set:
-        values.pop("srt_passphrase", None)
+    for optional in ("srt_passphrase", "srt_latency_ms"):
+        if values.get(optional) is None and optional not in model.model_fields_set:
+            values.pop(optional, None)
     return values
 
 

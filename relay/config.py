@@ -33,6 +33,8 @@ class Settings:
     log_format: str = "text"
     srt_enabled: bool = True
     srt_latency_ms: int = 120
+    srt_max_connections: int = 64
+    srt_handshake_timeout_seconds: float = 3.0
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
@@ -64,6 +66,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_LOG_FORMAT": "log_format",
     "RELAY_SRT": "srt_enabled",
     "RELAY_SRT_LATENCY_MS": "srt_latency_ms",
+    "RELAY_SRT_MAX_CONNECTIONS": "srt_max_connections",
+    "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
 }

@@ -172,7 +172,8 @@ class Relay:
         except PublishRefused as refused:
             self.refusals[(Transport.SRT.value, refused.reason.value)] += 1
             raise
-        return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None)
+        return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None,
+                        latency_ms=stream.srt_latency_ms)
 
     @staticmethod
     def _stream_key(stream_key: str, transport: Transport) -> tuple[int, str]:
@@ -459,8 +460,10 @@ class Relay:
             log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,
                      f", RTMPS on port {rtmps_port}" if rtmps_port else "")
             if settings.srt_enabled:
-                srt = SrtServer(self, self, SrtSettings(host=settings.media_bind, port=settings.srt_port,
-                                                        latency_ms=settings.srt_latency_ms))
+                srt = SrtServer(self, self, SrtSettings(
+                    host=settings.media_bind, port=settings.srt_port, latency_ms=settings.srt_latency_ms,
+                    max_connections=settings.srt_max_connections,
+                    handshake_timeout_seconds=settings.srt_handshake_timeout_seconds))
                 self._srt = srt
                 if await srt.start():
                     self.ports = replace(self.ports, srt=srt.port)

@@ -29,6 +29,7 @@ def stream_body(relay: Relay, stream: StreamRecord) -> dict[str, Any]:
         "token": stream.token,
         **relay.push_urls(stream),
         "srt_passphrase": stream.srt_passphrase,
+        "srt_latency_ms": stream.srt_latency_ms,
         "live": live,
         "backup_live": False,
         "stream_source_type": session.source_type.value if session is not None and live else None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
-STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase"})
+STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms"})
 RESTREAM_FIELDS = frozenset(
     {"name", "active", "uri", "stream_id", "client_user_id", "no_audio", "no_audio_mode", "tls_verify"}
 )

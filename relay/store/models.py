@@ -21,6 +21,8 @@ class StreamRecord:
     created_at: datetime
     client_user_id: int | None = None
     srt_passphrase: str | None = field(default=None, repr=False)
+    srt_latency_ms: int | None = None
+    """SRT receiver latency for this stream's publishers; None uses the relay's default."""
 
 
 @dataclass(frozen=True, slots=True)

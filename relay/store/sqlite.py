@@ -62,6 +62,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX restreams_by_client ON restreams (client_id, id);
     CREATE INDEX restreams_by_stream ON restreams (stream_id);
     """,
+    """
+    ALTER TABLE streams ADD COLUMN srt_latency_ms INTEGER;
+    """,
 ]
 
 
@@ -88,6 +91,7 @@ def _stream(row: sqlite3.Row) -> StreamRecord:
         id=row["id"], client_id=row["client_id"], name=row["name"], active=bool(row["active"]),
         token=row["token"], created_at=_when(row["created_at"]) or datetime.now(UTC),
         client_user_id=row["client_user_id"], srt_passphrase=row["srt_passphrase"],
+        srt_latency_ms=row["srt_latency_ms"],
     )
 
 
@@ -180,9 +184,10 @@ class SqliteStore(Store):
             def insert(c: sqlite3.Connection) -> StreamRecord:
                 cur = c.execute(
                     "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " srt_latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (client_id, values.get("name", ""), int(values.get("active", True)), new_token(),
-                     values.get("client_user_id"), values.get("srt_passphrase"), _now()),
+                     values.get("client_user_id"), values.get("srt_passphrase"), values.get("srt_latency_ms"),
+                     _now()),
                 )
                 return _stream(c.execute("SELECT * FROM streams WHERE id = ?", (cur.lastrowid,)).fetchone())
             return self._write(conn, insert)

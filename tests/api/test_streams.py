@@ -129,3 +129,13 @@ async def test_healthz_and_openapi_need_no_key(api: ApiClient) -> None:
     assert status == 200 and spec["openapi"].startswith("3.")
     assert {"/streaming/streams", "/streaming/streams/{id}", "/streaming/restreams",
             "/streaming/restreams/{id}"} <= set(spec["paths"])
+
+
+async def test_srt_latency_extension_field(api: ApiClient) -> None:
+    status, stream, _ = await api.call("POST", "/streaming/streams", {"name": "srt", "srt_latency_ms": 500})
+    assert status == 200 and stream["srt_latency_ms"] == 500
+    for bad in (5, 10**6, "500", 1.5):
+        status, body, _ = await api.call("PATCH", f"/streaming/streams/{stream['id']}", {"srt_latency_ms": bad})
+        assert status == 422 and set(body["errors"]) == {"srt_latency_ms"}, bad
+    status, cleared, _ = await api.call("PATCH", f"/streaming/streams/{stream['id']}", {"srt_latency_ms": None})
+    assert status == 200 and cleared["srt_latency_ms"] is None and cleared["name"] == "srt"

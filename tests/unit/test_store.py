@@ -1,0 +1,74 @@
+"""The SQLite store: versioned migrations keep data, writes are durable, ids are never reused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay.store.base import StoreError
+from relay.store.sqlite import MIGRATIONS, SqliteStore, migrate
+
+
+async def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO streams (client_id, name, active, token, created_at)"
+                 " VALUES (1, 'old', 1, 'tok-123456', '2026-01-01T00:00:00.000+00:00')")
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        stream = await store.get_stream(1)
+        assert stream is not None and stream.name == "old" and stream.token == "tok-123456"
+        assert stream.srt_latency_ms is None
+        updated = await store.update_stream(1, 1, {"srt_latency_ms": 400})
+        assert updated is not None and updated.srt_latency_ms == 400
+    finally:
+        await store.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "new.sqlite3", isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        migrate(conn)
+    conn.close()
+
+
+async def test_ids_are_never_reused_and_cascade_deletes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ids.sqlite3")
+    try:
+        first = await store.create_stream(1, {"name": "a"})
+        restream = await store.create_restream(1, {"stream_id": first.id, "uri": "rtmp://h/app/k"})
+        assert await store.delete_stream(first.id, 1)
+        assert await store.get_restream(restream.id) is None
+        second = await store.create_stream(1, {"name": "b"})
+        assert second.id > first.id  # a deleted stream's id (and so its push URL) never comes back
+        assert second.token != first.token
+        with pytest.raises(StoreError):
+            await store.create_restream(1, {"stream_id": first.id, "uri": "rtmp://h/app/k"})
+        assert not await store.delete_stream(second.id, 2)  # another client's: untouched
+        assert await store.get_stream(second.id, 1) is not None
+    finally:
+        await store.close()
+
+
+async def test_keys_are_stored_hashed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "keys.sqlite3")
+    try:
+        key, record = await store.create_api_key(3, "label")
+        assert await store.client_for_key(key) == 3 and record.prefix in key
+    finally:
+        await store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.sqlite3*"))
+    assert key.encode() not in raw
