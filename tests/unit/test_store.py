@@ -70,5 +70,8 @@ async def test_keys_are_stored_hashed(tmp_path: Path) -> None:
         assert await store.client_for_key(key) == 3 and record.prefix in key
     finally:
         await store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.sqlite3*"))
-    assert key.encode() not in raw
+    assert key.encode() not in _database_bytes(tmp_path)
+
+
+def _database_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.glob("keys.sqlite3*"))
