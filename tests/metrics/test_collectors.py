@@ -1,0 +1,48 @@
+"""Pieces of the exporter that need no relay: /proc parsing and the push uptime."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from api.metrics import FfmpegProcessCollector, child_processes, restream_uptime_seconds
+
+
+def fake_proc(root: Path, pid: int, comm: str, ppid: int, rss_pages: int) -> None:
+    (root / str(pid)).mkdir(parents=True)
+    # Fields after `(comm)`: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    # cutime cstime priority nice threads itrealvalue starttime vsize rss ...
+    rest = f"S {ppid} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 1000 {rss_pages} 0 0"
+    (root / str(pid) / "stat").write_text(f"{pid} ({comm}) {rest}\n")
+
+
+def test_children_are_read_from_proc(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 10, "ffmpeg-linux-x8", 7, 100)
+    fake_proc(tmp_path, 11, "odd) name (ffmpeg", 7, 50)  # comm may hold ") (" and spaces
+    fake_proc(tmp_path, 12, "ffmpeg", 8, 70)  # someone else's
+    fake_proc(tmp_path, 13, "python3", 7, 30)
+    (tmp_path / "self").mkdir()
+    children = child_processes(7, tmp_path)
+    assert sorted((c.pid, c.name) for c in children) == [
+        (10, "ffmpeg-linux-x8"), (11, "odd) name (ffmpeg"), (13, "python3")]
+    registry = CollectorRegistry()
+    registry.register(FfmpegProcessCollector(tmp_path, pid=7))
+    text = generate_latest(registry).decode()
+    assert "relay_ffmpeg_processes 2.0" in text
+    assert f"relay_ffmpeg_resident_memory_bytes {float(150 * os.sysconf('SC_PAGE_SIZE'))}" in text
+
+
+def test_no_proc_no_series(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    registry.register(FfmpegProcessCollector(tmp_path / "absent", pid=7))
+    assert b"relay_ffmpeg" not in generate_latest(registry)
+
+
+def test_restream_uptime() -> None:
+    assert restream_uptime_seconds({"state": "running", "uptime_seconds": 12.5}) == 12.5
+    assert restream_uptime_seconds({"state": "running", "since": "2026-01-01T00:00:00.000Z"},
+                                   now=1767225610.0) == 10.0
+    assert restream_uptime_seconds({"state": "retrying", "since": "2026-01-01T00:00:00.000Z"}) == 0.0
+    assert restream_uptime_seconds({"state": "running", "since": "garbage"}) == 0.0
