@@ -150,6 +150,62 @@ _RESTREAM = {
 }
 
 
+_EVENTS_DESCRIPTION = """\
+Server-Sent Events (extension, ours): the caller's client only, never another client's objects, and no
+tokens or destination URIs. Each event is `event: <name>` and one `data: <JSON object>` line, then a
+blank line:
+
+- `hello` first: `{"client_id", "stats_interval_seconds", "heartbeat_seconds"}`;
+- `stream.live` when a stream starts, holds (publisher dropped, destinations kept for its return) or
+  ends publishing: `{"client_id", "stream_id", "live", "state": "live"|"reconnecting"|"offline", "reason"?}`;
+- `stream.info` when the source's video is known: `{"client_id", "stream_id", "video_width",
+  "video_height", "frame_rate"}`;
+- `restream.status` when a push changes state: `{"client_id", "stream_id", "restream_id", "status"}`
+  (`status` as on a restream);
+- `stats` every 2 s: `{"client_id", "time", "streams": [{"id", "name", "active", "live",
+  "stream_source_type", "video_width", "video_height", "frame_rate", "status"}], "restreams": [{"id",
+  "stream_id", "name", "active", "live", "status"}]}`;
+- `resync` when this reader fell too far behind and events were dropped: reload everything.
+
+A comment line `: heartbeat` comes every 15 s while nothing else is sent. Only the latest `stats` is
+kept for a slow reader. The stream never ends by itself (the relay ends it when it stops): a reader
+opens it again after a drop. Browsers read it with `fetch()` (EventSource cannot send the header).
+The request must accept `text/event-stream` explicitly (otherwise 406), so that no client is left
+holding an endless response it did not ask for."""
+
+_METRICS_DESCRIPTION = """\
+Prometheus exposition (extension, ours), OpenMetrics when the `Accept` header asks for it. Needs an
+API key like /streaming/ (Prometheus: `authorization: {type: APIKey, credentials_file: ...}`). Series
+per stream (`relay_stream_*`, labels stream_id, name, client_id) and per restream (`relay_restream_*`,
+labels restream_id, stream_id, name, client_id; `relay_restream_state` has a `state` label, 1 for the
+current state) cover the key's client only; `relay_ingest_refusals_total{transport, reason}`,
+`relay_ffmpeg_processes`, `relay_ffmpeg_resident_memory_bytes` and `process_*` are node-wide. Labels
+never carry tokens, keys or URIs."""
+
+_OBSERVABILITY: dict[str, Any] = {
+    "/streaming/events": {"get": {
+        "summary": "Live event feed (Server-Sent Events)", "operationId": "stream_events",
+        "description": _EVENTS_DESCRIPTION,
+        "responses": {
+            "200": {"description": "An endless text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "406": _json(_ref("GenericError"), "The request does not accept text/event-stream"),
+            "503": _json(_ref("GenericError"), "Too many open feeds (for the relay or for this client)"),
+            **_ERRORS,
+        },
+    }},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics", "operationId": "metrics", "description": _METRICS_DESCRIPTION,
+        "responses": {
+            "200": {"description": "The exposition, text format 0.0.4 or OpenMetrics 1.0.0",
+                    "content": {"text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}}}},
+            **_ERRORS,
+        },
+    }},
+}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
@@ -158,6 +214,7 @@ def openapi_document() -> dict[str, Any]:
                                                          "properties": {"status": {"type": "string"}}},
                                                         "The relay is up")}}},
     }
+    paths.update(_OBSERVABILITY)
     paths.update(_resource("stream", "streams", "Stream", _STREAM_INPUT,
                            {"oneOf": [{"type": "object", "required": ["stream"],
                                        "properties": {"stream": _STREAM_INPUT}}, _STREAM_INPUT]}))

@@ -5,7 +5,8 @@ subscriptions of the event's client without ever waiting (a slow reader only los
 never stalls the engine), and every `stats_interval_seconds` it offers each subscribed client a
 snapshot of its streams' and restreams' figures.
 
-Wire format (UTF-8, `\\n` line ends, one JSON object per `data:` line)::
+The request must accept `text/event-stream` explicitly (406 otherwise). Wire format (UTF-8, `\\n`
+line ends, one JSON object per `data:` line)::
 
     event: hello                 once, first: {"client_id", "stats_interval_seconds", "heartbeat_seconds"}
     event: stream.live           engine events, as the engine sends them: {"client_id", "stream_id", ...}
@@ -251,6 +252,9 @@ def feed_context(settings: FeedSettings | None = None) -> tuple[AppContext, AppH
 
 @routes.get("/streaming/events")
 async def events(request: web.Request) -> web.StreamResponse:
+    if "text/event-stream" not in request.headers.get("Accept", "").lower():
+        # An endless response only for those who ask for one (EventSource and SSE libraries do).
+        return generic_error(406, "this feed is text/event-stream: send 'Accept: text/event-stream'")
     feed = request.app[EVENT_FEED]
     owner = client_id(request)
     try:

@@ -80,8 +80,12 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"APIKey {key}"}
 
 
+def sse(key: str) -> dict[str, str]:
+    return {**auth(key), "Accept": "text/event-stream"}
+
+
 async def open_feed(http: aiohttp.ClientSession, base: str, key: str) -> FeedReader:
-    response = await http.get(f"{base}/streaming/events", headers=auth(key))
+    response = await http.get(f"{base}/streaming/events", headers=sse(key))
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     reader = FeedReader(response)
@@ -92,10 +96,13 @@ async def open_feed(http: aiohttp.ClientSession, base: str, key: str) -> FeedRea
 
 async def test_feed_needs_a_valid_key(quick_service: RelayService, http: aiohttp.ClientSession) -> None:
     base = f"http://127.0.0.1:{quick_service.http_port}"
-    for headers in ({}, auth("1$not-a-key")):
+    for headers in ({"Accept": "text/event-stream"}, sse("1$not-a-key")):
         async with http.get(f"{base}/streaming/events", headers=headers) as response:
             assert response.status == 401
             assert await response.json() == {"errors": {"auth": ["invalid api key"]}}
+    # A client that did not ask for an endless event stream does not get one.
+    async with http.get(f"{base}/streaming/events", headers=auth(ADMIN_KEY)) as response:
+        assert response.status == 406
 
 
 @pytest.mark.integration
@@ -160,12 +167,12 @@ async def test_heartbeats_and_the_subscription_limit(quick_service: RelayService
     try:
         port = runner.addresses[0][1]
         base = f"http://127.0.0.1:{port}"
-        response = await http.get(f"{base}/streaming/events", headers=auth(ADMIN_KEY))
+        response = await http.get(f"{base}/streaming/events", headers=sse(ADMIN_KEY))
         reader = FeedReader(response)
         assert (await reader.next() or ("", None))[0] == "hello"
         assert await reader.next() == ("comment", "heartbeat")
         assert await reader.next() == ("comment", "heartbeat")
-        async with http.get(f"{base}/streaming/events", headers=auth(ADMIN_KEY)) as second:
+        async with http.get(f"{base}/streaming/events", headers=sse(ADMIN_KEY)) as second:
             assert second.status == 503
         response.close()
     finally:
