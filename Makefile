@@ -32,7 +32,8 @@ test: $(STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: setup test-system-deps
-	$(PY) -m tests.bench.relay_bench
+	@bash scripts/system-deps.sh bench
+	$(PY) -m tests.bench.relay_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the relay (run) or its test suite (test) needs, when missing and when we
+# Installs the system packages the relay (run), its tests (test) or its benchmark (bench) need, when missing and when we
 # may (root, or passwordless sudo). Never fails the build: what cannot be installed is said plainly and
 # the relay or the tests that need it turn the feature off with a visible reason.
 set -u
@@ -21,7 +21,15 @@ if [ "$mode" = test ]; then
   command -v ffmpeg >/dev/null || test_pkgs+=(ffmpeg)
 fi
 
-pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}")
+bench_pkgs=()
+if [ "$mode" = bench ]; then
+  # make bench runs the same scenarios through nginx-rtmp's `push` for comparison.
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx)
+  [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || bench_pkgs+=(libnginx-mod-rtmp)
+  command -v srt-live-transmit >/dev/null || bench_pkgs+=(srt-tools)
+fi
+
+pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}")
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else

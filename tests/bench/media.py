@@ -1,0 +1,71 @@
+"""The source clip (encoded once, cached) and what its packets look like at each kind of destination."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.media.flv import is_video_config
+from tests.bench.receivers import digest, ts_video_packets
+
+CLIP_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Digests of the clip's video packets: as FLV tag bodies (what RTMP carries) and as the PES payloads
+    of the same ffmpeg's `-c copy -f mpegts` remux (what an SRT destination should receive)."""
+
+    flv_video: frozenset[bytes]
+    ts_video: frozenset[bytes]
+    ts_to_flv: dict[bytes, bytes]
+    """PES digest -> digest of the same frame as an FLV tag body (matched by order)."""
+    video_packets: int
+
+
+def encode_clip(ffmpeg: str, directory: Path, seconds: int = CLIP_SECONDS, size: str = "1920x1080",
+                video_kbps: int = 4500) -> Path:
+    """H.264 (libx264 veryfast, CBR-ish, 30 fps, keyint 60) + AAC 128k, as FLV; cached by its parameters."""
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30,noise=alls=6:allf=t",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{video_kbps}k", "-maxrate", f"{video_kbps}k",
+            "-bufsize", f"{2 * video_kbps}k",
+            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv"]
+    key = hashlib.sha1(" ".join(args).encode()).hexdigest()[:10]
+    path = directory / f"clip-{size}p30-{seconds}s-{key}.flv"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *args, str(tmp)], check=True,
+                       timeout=300)
+        tmp.rename(path)
+    return path
+
+
+def flv_video_tags(data: bytes) -> list[bytes]:
+    """Bodies of the video tags of a whole FLV file."""
+    pos = int.from_bytes(data[5:9], "big") + 4
+    out = []
+    while pos + 11 <= len(data):
+        tag_type = data[pos] & 0x1F
+        size = int.from_bytes(data[pos + 1:pos + 4], "big")
+        body = data[pos + 11:pos + 11 + size]
+        if tag_type == 9:
+            out.append(body)
+        pos += 11 + size + 4
+    return out
+
+
+def build_reference(ffmpeg: str, clip: Path) -> Reference:
+    tags = flv_video_tags(clip.read_bytes())
+    frames = [t for t in tags if not is_video_config(t)]
+    ts = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(clip), "-map", "0", "-c", "copy",
+                         "-f", "mpegts", "pipe:1"], check=True, capture_output=True, timeout=120).stdout
+    pes = [payload for _, payload in ts_video_packets(ts)]
+    ts_to_flv = {}
+    if len(pes) == len(frames):
+        ts_to_flv = {digest(p): digest(f) for p, f in zip(pes, frames, strict=True)}
+    return Reference(frozenset(digest(t) for t in tags), frozenset(digest(p) for p in pes), ts_to_flv, len(frames))

@@ -1,0 +1,563 @@
+"""`make bench`: the relay beside nginx-rtmp, one 1080p30 ~4.5 Mbit/s H.264+AAC stream to N destinations.
+
+    .venv/bin/python -m tests.bench.relay_bench [--rtmp-n 1,4,16] [--srt-n 1,4] [--window 15] [--no-nginx]
+
+One publisher (`ffmpeg -re -stream_loop -1 -c copy`, tee muxer) sends the same packets to the system under
+test and to a *direct* receiver; every receiver stamps each packet on arrival, so the relay's added delay
+is the arrival at a relay-fed receiver minus the arrival of the same packet (same payload digest) at the
+direct receiver. Results: a markdown table on stdout and in bench-results/bench.md, raw JSON beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import itertools
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+
+from tests.bench.media import Reference, build_reference, encode_clip
+from tests.bench.procstat import load_samples, machine_busy_share, tree_pids
+from tests.bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
+from tests.bench.systems import NginxSystem, RelaySystem, System, nginx_available
+from tests.support import ROOT, free_port
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+RESULTS = ROOT / "bench-results"
+
+TARGETS = {
+    "startup_behind_ms": 150.0,
+    "delay_median_ms": 15.0,
+    "delay_p95_ms": 40.0,
+    "cpu_s_per_min_per_dest": 0.5,
+    "pss_mb_per_dest": 15.0,
+    "live_add_s": 0.5,
+    "recovery_s": 1.0,
+    "others_gap_excess_ms": 100.0,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Extra ffmpeg flags for the relay's pushes, injected by a wrapper given as RELAY_FFMPEG."""
+
+    label: str
+    input_flags: tuple[str, ...] = ()
+    output_flags: tuple[str, ...] = ()
+
+
+BASELINE = Variant("baseline")
+FLAG_VARIANTS = (
+    Variant("-flush_packets 1", output_flags=("-flush_packets", "1")),
+    Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0")),
+    Variant("-fflags +nobuffer -probesize 32k -analyzeduration 0",
+            input_flags=("-fflags", "+nobuffer", "-probesize", "32768", "-analyzeduration", "0")),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    system: str
+    protocol: str
+    n: int
+    variant: Variant = BASELINE
+
+    @property
+    def label(self) -> str:
+        suffix = "" if self.variant is BASELINE else f" [{self.variant.label}]"
+        return f"{self.system} {self.protocol} N={self.n}{suffix}"
+
+
+@dataclass
+class Options:
+    window_s: float = 15.0
+    warmup_s: float = 2.0
+    down_s: float = 2.0
+    recovery_timeout_s: float = 12.0
+    sample_interval_s: float = 0.5
+    clip_seconds: int = 20
+    clip_size: str = "1920x1080"
+    clip_kbps: int = 4500
+    live_add: bool = True
+    recovery: bool = True
+
+
+@dataclass
+class Result:
+    scenario: str
+    system: str
+    protocol: str
+    n: int
+    variant: str
+    ok: bool = True
+    error: str | None = None
+    startup_ms: dict[str, float | None] = field(default_factory=dict)
+    startup_behind_ms: dict[str, float | None] = field(default_factory=dict)
+    delay_ms: dict[str, float | None] = field(default_factory=dict)
+    identical_share: float | None = None
+    loss_share: float | None = None
+    cpu_s_per_min: float | None = None
+    cpu_s_per_min_per_dest: float | None = None
+    rss_mb: float | None = None
+    pss_mb: float | None = None
+    pss_mb_per_dest: float | None = None
+    children_pss_mb_per_dest: float | None = None
+    processes: int | None = None
+    live_add_s: float | None = None
+    live_add_note: str | None = None
+    recovery_s: float | None = None
+    recovery_note: str | None = None
+    others_max_gap_ms: float | None = None
+    direct_max_gap_ms: float | None = None
+    others_gap_excess_ms: float | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float | None]:
+    return {"median": _r(pct(values, 0.5)), "p95": _r(pct(values, 0.95)), "max": _r(max(values, default=None)),
+            "count": len(values)}
+
+
+def _r(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def times_by_digest(arrivals: Iterable[Arrival], mapping: dict[bytes, bytes] | None = None) -> dict[bytes, list[float]]:
+    out: dict[bytes, list[float]] = {}
+    for a in arrivals:
+        key = mapping.get(a.digest, a.digest) if mapping is not None else a.digest
+        out.setdefault(key, []).append(a.t)
+    for times in out.values():
+        times.sort()
+    return out
+
+
+def nearest(times: list[float], t: float) -> float | None:
+    i = bisect.bisect_left(times, t)
+    candidates = [times[j] for j in (i - 1, i) if 0 <= j < len(times)]
+    return min(candidates, key=lambda c: abs(c - t), default=None)
+
+
+def max_gap(arrivals: Iterable[Arrival]) -> float:
+    ts = sorted(a.t for a in arrivals)
+    return max((b - a for a, b in itertools.pairwise(ts)), default=0.0)
+
+
+# -- one scenario ----------------------------------------------------------------------------------
+
+
+def wrapper_script(directory: Path, variant: Variant) -> str | None:
+    """A bash wrapper exec'ing the real ffmpeg with the variant's flags before `-i` and before the URL."""
+    if variant is BASELINE:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ffmpeg-wrapper.sh"
+    path.write_text(f"""#!/bin/bash
+in_extra=({shlex.join(variant.input_flags)})
+out_extra=({shlex.join(variant.output_flags)})
+args=(); i=0
+for a in "$@"; do
+  i=$((i+1))
+  [ "$a" = "-i" ] && args+=("${{in_extra[@]}}")
+  [ $i -eq $# ] && args+=("${{out_extra[@]}}")
+  args+=("$a")
+done
+exec {shlex.quote(FFMPEG)} "${{args[@]}}"
+""")
+    path.chmod(0o755)
+    return str(path)
+
+
+async def wait_until(check: Any, within: float, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(step)
+    return bool(check())
+
+
+def kill_leftovers(pids: Iterable[tuple[int, str]]) -> list[int]:
+    """SIGKILL processes we started (recorded by pid and name) that are still alive after a stop."""
+    killed = []
+    for pid, comm in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                alive_comm = f.read().split("(", 1)[1].rsplit(")", 1)[0]
+        except OSError:
+            continue
+        if alive_comm == comm:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
+def tree_names(root: int) -> list[tuple[int, str]]:
+    out = []
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            out.append((pid, f.read().split("(", 1)[1].rsplit(")", 1)[0]))
+    return out
+
+
+async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, workdir: Path) -> Result:
+    result = Result(sc.label, sc.system, sc.protocol, sc.n, sc.variant.label)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    system: System
+    if sc.system == "relay":
+        system = RelaySystem(workdir, ffmpeg=wrapper_script(workdir, sc.variant))
+    else:
+        system = NginxSystem(workdir)
+    direct = RtmpReceiver("direct", free_port())
+    dests: list[RtmpReceiver | SrtReceiver]
+    late: RtmpReceiver | SrtReceiver
+    if sc.protocol == "srt":
+        dests = [SrtReceiver(f"d{i}", free_port()) for i in range(sc.n)]
+        late = SrtReceiver("late", free_port())
+    else:
+        dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(sc.n)]
+        late = RtmpReceiver("late", free_port())
+    publisher: asyncio.subprocess.Process | None = None
+    sampler: asyncio.subprocess.Process | None = None
+    samples_path = workdir / "samples.jsonl"
+    samples_path.unlink(missing_ok=True)
+    started: list[tuple[int, str]] = []
+    marks: dict[str, float] = {}
+    try:
+        await direct.start()
+        for d in dests:
+            await d.start()
+        await system.start([d.url() for d in dests])
+        started = tree_names(system.root_pid)
+        sampler = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.procstat", str(samples_path), str(opts.sample_interval_s),
+            f"system={system.root_pid}", f"bench={os.getpid()}", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True)
+        await asyncio.sleep(2 * opts.sample_interval_s)  # an idle sample before the publisher starts
+        tee = f"[f=flv:onfail=ignore]{system.ingest_url}|[f=flv:onfail=ignore]{direct.url('live')}"
+        marks["publish"] = time.monotonic()
+        publisher = await asyncio.create_subprocess_exec(
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
+            "-map", "0", "-c", "copy", "-f", "tee", tee, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=(workdir / "publisher.log").open("ab"),
+            start_new_session=True)
+        all_started = await wait_until(lambda: all(d.track.first_video() for d in dests), 15)
+        if not all_started:
+            result.ok = False
+            result.error = (f"{sum(1 for d in dests if d.track.first_video())}/{len(dests)} destinations "
+                            "received video within 15 s")
+        first = [d.track.first_video() for d in dests]
+        marks["window_start"] = max([f for f in first if f] or [time.monotonic()]) + opts.warmup_s
+        marks["window_end"] = marks["window_start"] + opts.window_s
+        await asyncio.sleep(max(0.0, marks["window_end"] - time.monotonic()))
+        started = sorted(set(started) | set(tree_names(system.root_pid)))
+
+        if opts.live_add:
+            await late.start()
+            marks["add_call"] = time.monotonic()
+            added = await system.add_destination(late.url())
+            marks["add_return"] = time.monotonic()
+            if added:
+                await wait_until(lambda: late.track.first_video(keyframe=True) is not None, 5)
+                first_key = late.track.first_video(keyframe=True)
+                result.live_add_s = _r(first_key - marks["add_return"], 3) if first_key else None
+                result.live_add_note = None if first_key else "no keyframe within 5 s"
+            else:
+                result.live_add_note = "n/a: no way to add a push to a live stream"
+        if opts.recovery and dests:
+            victim = dests[0]
+            marks["kill"] = time.monotonic()
+            await victim.kill()
+            await asyncio.sleep(opts.down_s)
+            await victim.start()
+            marks["listen"] = victim.track.listening_since
+            got = await wait_until(lambda: victim.track.first_media(marks["listen"]) is not None,
+                                   opts.recovery_timeout_s)
+            back = victim.track.first_media(marks["listen"])
+            result.recovery_s = _r(back - marks["listen"], 3) if back else None
+            result.recovery_note = None if got else f"nothing within {opts.recovery_timeout_s:.0f} s"
+            marks["recovered"] = back or time.monotonic()
+            await asyncio.sleep(1.5)
+            marks["recovery_end"] = time.monotonic()
+        started = sorted(set(started) | set(tree_names(system.root_pid)))
+    except Exception as exc:
+        result.ok = False
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if publisher is not None and publisher.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                publisher.kill()
+            await publisher.wait()
+        with contextlib.suppress(Exception):
+            await system.stop()
+        leftovers = kill_leftovers(started)
+        if leftovers:
+            result.context["leftover_pids_killed"] = leftovers
+        if sampler is not None and sampler.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                sampler.kill()
+            await sampler.wait()
+        for r in [direct, *dests, late]:
+            with contextlib.suppress(Exception):
+                await r.close()
+    if isinstance(system, RelaySystem) and not result.ok:
+        result.context["relay_log_tail"] = system.log_tail()
+    elif isinstance(system, NginxSystem) and not result.ok:
+        result.context["nginx_log_tail"] = system.log_tail()
+    analyse(result, sc, ref, direct.track, [d.track for d in dests], marks, samples_path, opts)
+    return result
+
+
+def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: list[Track],
+            marks: dict[str, float], samples_path: Path, opts: Options) -> None:
+    t_pub = marks.get("publish")
+    w0, w1 = marks.get("window_start"), marks.get("window_end")
+    if t_pub is None or w0 is None or w1 is None:
+        return
+    srt = sc.protocol == "srt"
+    mapping = ref.ts_to_flv if srt else None
+    source = ref.ts_video if srt else ref.flv_video
+
+    # Start-up.
+    direct_first = direct.first_video(t_pub)
+    firsts = [d.first_video(t_pub) for d in dests]
+    startups = [(f - t_pub) * 1000 for f in firsts if f is not None]
+    result.startup_ms = {"direct": _r((direct_first - t_pub) * 1000) if direct_first else None,
+                         "median": _r(pct(startups, 0.5)), "max": _r(max(startups, default=None))}
+    if direct_first is not None:
+        behind = [(f - direct_first) * 1000 for f in firsts if f is not None]
+        result.startup_behind_ms = {"median": _r(pct(behind, 0.5)), "max": _r(max(behind, default=None))}
+
+    # Added delay, loss and identity in the steady window.
+    direct_times = times_by_digest(direct.video(t_pub))
+    delays: list[float] = []
+    unmatched = 0
+    expected = missing = 0
+    identical = total = 0
+    for track in dests:
+        for a in track.video(t_pub, marks.get("kill", float("inf"))):
+            total += 1
+            identical += a.digest in source
+        window = list(track.video(w0, w1))
+        for a in window:
+            key = mapping.get(a.digest, a.digest) if mapping is not None else a.digest
+            ref_t = nearest(direct_times.get(key, []), a.t)
+            if ref_t is None or abs(a.t - ref_t) > 5:
+                unmatched += 1
+                continue
+            delays.append((a.t - ref_t) * 1000)
+        got = times_by_digest(track.video(w0 - 1, w1 + 3), mapping)
+        for a in direct.video(w0, w1 - 1):
+            expected += 1
+            t = nearest(got.get(a.digest, []), a.t)
+            if t is None or not -0.5 <= t - a.t <= 3:
+                missing += 1
+    result.delay_ms = {**summary_ms(delays), "unmatched": unmatched}
+    result.identical_share = _r(identical / total, 5) if total else None
+    result.loss_share = _r(missing / expected, 5) if expected else None
+
+    # Recovery: the others' longest silence around the victim's outage, against the direct receiver's.
+    if "kill" in marks and "recovery_end" in marks and len(dests) > 1:
+        g0, g1 = marks["kill"] - 1.0, marks["recovery_end"]
+        gaps = [max_gap(d.video(g0, g1)) for d in dests[1:]]
+        direct_gap = max_gap(direct.video(g0, g1))
+        result.others_max_gap_ms = _r(max(gaps) * 1000)
+        result.direct_max_gap_ms = _r(direct_gap * 1000)
+        result.others_gap_excess_ms = _r((max(gaps) - direct_gap) * 1000)
+
+    # CPU and memory of the system's process tree.
+    trees, machine = load_samples(samples_path)
+    tree = trees.get("system")
+    if tree is not None:
+        cpu = tree.cpu_seconds_per_minute(w0, w1)
+        result.cpu_s_per_min = _r(cpu, 2)
+        result.cpu_s_per_min_per_dest = _r(cpu / sc.n, 3) if cpu is not None else None
+        rss, pss = tree.peak(2, t_pub, w1), tree.peak(3, t_pub, w1)
+        result.rss_mb = _r(rss / 1e6)
+        result.pss_mb = _r(pss / 1e6)
+        result.pss_mb_per_dest = _r(pss / 1e6 / sc.n, 2)
+        result.children_pss_mb_per_dest = _r(tree.peak(5, t_pub, w1) / 1e6 / sc.n, 2)
+        result.processes = tree.peak(4, t_pub, w1)
+    bench = trees.get("bench")
+    result.context.update({
+        "machine_busy_share": _r(machine_busy_share(machine, w0, w1), 3),
+        "bench_process_cpu_s_per_min": _r(bench.cpu_seconds_per_minute(w0, w1), 2) if bench else None,
+        "direct_video_packets_in_window": sum(1 for _ in direct.video(w0, w1)),
+        "receiver_errors": {t.name: t.errors for t in [direct, *dests] if t.errors},
+        "reconnects": {t.name: len(t.publishes) for t in dests},
+    })
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def mark(value: float | None, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g} {'✅' if value <= target else '❌'}"
+
+
+def table(results: Sequence[Result]) -> str:
+    head = ["scenario", "start-up median/max ms", "behind direct median/max ms (≤150)", "added delay median ms (≤15)",
+            "p95 ms (≤40)", "bit-identical video", "loss", "CPU s/min total", "CPU s/min per dest (≤0.5)",
+            "peak RSS MB", "peak PSS MB", "PSS MB per dest (≤15)", "live add → keyframe s (≤0.5)",
+            "recovery s (≤1)", "others' gap beyond direct ms (≤100)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        if not r.startup_ms:
+            lines.append(f"| {r.scenario} | failed: {r.error} |" + " |" * (len(head) - 2))
+            continue
+        behind = r.startup_behind_ms
+        live_add = r.live_add_note if r.live_add_s is None else mark(r.live_add_s, TARGETS["live_add_s"])
+        recovery = r.recovery_note if r.recovery_s is None else mark(r.recovery_s, TARGETS["recovery_s"])
+        row = [
+            r.scenario + ("" if r.ok else f" ⚠ {r.error}"),
+            f"{r.startup_ms.get('median')} / {r.startup_ms.get('max')} (direct {r.startup_ms.get('direct')})",
+            f"{mark(behind.get('median'), TARGETS['startup_behind_ms'])} / {behind.get('max')}",
+            mark(r.delay_ms.get("median"), TARGETS["delay_median_ms"]),
+            mark(r.delay_ms.get("p95"), TARGETS["delay_p95_ms"]),
+            "n/a" if r.identical_share is None else f"{r.identical_share * 100:.2f}%",
+            "n/a" if r.loss_share is None else f"{r.loss_share * 100:.2f}%",
+            str(r.cpu_s_per_min),
+            mark(r.cpu_s_per_min_per_dest, TARGETS["cpu_s_per_min_per_dest"]),
+            str(r.rss_mb), str(r.pss_mb),
+            mark(r.pss_mb_per_dest, TARGETS["pss_mb_per_dest"]),
+            live_add or "n/a", recovery or "n/a",
+            "n/a (N=1)" if r.others_gap_excess_ms is None else mark(r.others_gap_excess_ms,
+                                                                    TARGETS["others_gap_excess_ms"]),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
+    main = [r for r in results if r.variant == BASELINE.label]
+    variants = [r for r in results if r.variant != BASELINE.label]
+    parts = [
+        "# restream-relay benchmark",
+        "",
+        f"{meta['started']}: {meta['machine']}; clip {meta['clip']} ({meta['clip_video_kbps']} kbit/s video), "
+        f"steady window {meta['options']['window_s']} s, receiver down {meta['options']['down_s']} s for recovery.",
+        "Publisher: ffmpeg -re -stream_loop -1 -c copy -f tee to the system and to a direct receiver. "
+        "nginx-rtmp: `push` per destination, default push_reconnect (3 s); it has no SRT push and no live add.",
+        "",
+        table(main),
+    ]
+    nginx_skip = meta.get("nginx_skipped")
+    if nginx_skip:
+        parts += ["", f"nginx-rtmp not run: {nginx_skip}"]
+    if variants:
+        parts += ["", "## ffmpeg flag variants of the relay's pushes (same scenario, wrapper via RELAY_FFMPEG)", "",
+                  table([r for r in main if r.system == "relay" and r.protocol == variants[0].protocol
+                         and r.n == variants[0].n] + variants)]
+    return "\n".join(parts) + "\n"
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.relay_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rtmp-n", default="1,4,16", help="RTMP destination counts (comma-separated)")
+    p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' for none)")
+    p.add_argument("--window", type=float, default=15.0, help="steady measurement window, seconds")
+    p.add_argument("--warmup", type=float, default=2.0, help="after the last destination's first frame")
+    p.add_argument("--down", type=float, default=2.0, help="how long the killed receiver stays down")
+    p.add_argument("--no-nginx", action="store_true", help="skip the nginx-rtmp comparison")
+    p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
+    p.add_argument("--variant-n", type=int, default=4, help="RTMP destination count of the flag variants")
+    p.add_argument("--clip-seconds", type=int, default=20)
+    p.add_argument("--clip-size", default="1920x1080")
+    p.add_argument("--clip-kbps", type=int, default=4500)
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    return p.parse_args(argv)
+
+
+def counts(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+async def amain(args: argparse.Namespace) -> list[Result]:
+    opts = Options(window_s=args.window, warmup_s=args.warmup, down_s=args.down, clip_seconds=args.clip_seconds,
+                   clip_size=args.clip_size, clip_kbps=args.clip_kbps)
+    out: Path = args.out
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    began = time.monotonic()
+    print(f"encoding/using the clip ({opts.clip_size}, {opts.clip_seconds} s) ...", flush=True)
+    clip = await asyncio.to_thread(encode_clip, FFMPEG, out / "clips", opts.clip_seconds, opts.clip_size,
+                                   opts.clip_kbps)
+    ref = await asyncio.to_thread(build_reference, FFMPEG, clip)
+    nginx_skip = "--no-nginx" if args.no_nginx else nginx_available()
+    scenarios = [Scenario("relay", "rtmp", n) for n in counts(args.rtmp_n)]
+    scenarios += [Scenario("relay", "srt", n) for n in counts(args.srt_n)]
+    if not nginx_skip:
+        scenarios += [Scenario("nginx-rtmp", "rtmp", n) for n in counts(args.rtmp_n)]
+    if not args.no_variants:
+        scenarios += [Scenario("relay", "rtmp", args.variant_n, v) for v in FLAG_VARIANTS]
+    results: list[Result] = []
+    for i, sc in enumerate(scenarios):
+        print(f"[{i + 1}/{len(scenarios)}] {sc.label} ...", flush=True)
+        t0 = time.monotonic()
+        slug = sc.label.replace(" ", "_").replace("=", "").replace("[", "").replace("]", "").replace("/", "")
+        result = await run_scenario(sc, clip, ref, opts, out / "runs" / slug[:60])
+        results.append(result)
+        print(f"    done in {time.monotonic() - t0:.0f} s: start-up behind direct {result.startup_behind_ms}, "
+              f"delay {result.delay_ms}, cpu {result.cpu_s_per_min} s/min, pss {result.pss_mb} MB"
+              + (f", ERROR {result.error}" if result.error else ""), flush=True)
+    meta = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{os.cpu_count()} CPUs, {os.uname().release}",
+        "clip": f"{opts.clip_size}p30 {opts.clip_seconds} s H.264 veryfast keyint 60 + AAC 128k",
+        "clip_video_kbps": opts.clip_kbps,
+        "clip_bytes": clip.stat().st_size,
+        "reference_video_packets": ref.video_packets,
+        "ts_reference_matched": bool(ref.ts_to_flv),
+        "ffmpeg": FFMPEG,
+        "options": asdict(opts),
+        "nginx_skipped": nginx_skip,
+        "targets": TARGETS,
+        "elapsed_s": round(time.monotonic() - began, 1),
+    }
+    md = render(results, meta)
+    (out / "bench.md").write_text(md)
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    print()
+    print(md)
+    print(f"written: {out / 'bench.md'}, {out / 'bench.json'} ({meta['elapsed_s']} s)")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = asyncio.run(amain(args))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
