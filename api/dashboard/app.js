@@ -194,9 +194,11 @@
     ctx.stroke();
     if (!points.length) return;
     const now = points[points.length - 1][0];
+    // The time axis spans the history there is: at least a minute, at most HISTORY_SECONDS.
+    const span = Math.min(HISTORY_SECONDS, Math.max(60, now - points[0][0]));
     const peak = Math.max(1, ...points.map((p) => p[1]));
-    canvas.title = `last ${HISTORY_SECONDS / 60} minutes, peak ${fmtRate(peak)}`;
-    const x = (t) => width - ((now - t) / HISTORY_SECONDS) * width;
+    canvas.title = `last ${fmtDuration(span)}, peak ${fmtRate(peak)}`;
+    const x = (t) => width - ((now - t) / span) * width;
     const y = (v) => height - 2 - (v / peak) * (height - 5);
     ctx.beginPath();
     points.forEach(([t, v], index) => (index ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
@@ -254,7 +256,7 @@
       view.facts.append(el('div', {}, el('dt', { text: label }), view.factValues[key]));
     }
     view.graph = el('canvas', { class: 'graph graph-stream', width: 220, height: 44, role: 'img',
-      'aria-label': 'ingest bitrate, last five minutes' });
+      'aria-label': 'ingest bitrate, up to the last five minutes' });
     view.ingest = el('div', { class: 'ingest' });
     view.rows = el('tbody');
     view.emptyRow = el('tr', { class: 'empty-row' }, el('td', { colspan: 8, text: 'No destinations yet.' }));
@@ -292,7 +294,7 @@
         remove),
       el('div', { class: 'stream-body' },
         el('div', { class: 'source' }, view.facts, el('div', { class: 'graph-box' }, view.graph,
-          el('span', { class: 'muted small-text', text: 'ingest, last 5 min' }))),
+          el('span', { class: 'muted small-text', text: 'ingest bitrate (up to 5 min)' }))),
         view.ingest),
       el('h3', { text: 'Destinations' }), table, addForm);
     return view;
@@ -308,6 +310,7 @@
     setText(view.badge, state === 'live' ? 'LIVE' : state);
     view.badge.dataset.live = String(Boolean(stream.live));
     view.badge.dataset.state = state;
+    view.graph.dataset.state = state;
     view.root.classList.toggle('is-live', Boolean(stream.live));
     const values = view.factValues;
     setText(values.size, stream.video_width && stream.video_height
@@ -373,7 +376,7 @@
     view.uptime = el('td', { class: 'num' });
     view.bitrateText = el('span', { class: 'num' });
     view.graph = el('canvas', { class: 'graph graph-dest', width: 110, height: 26, role: 'img',
-      'aria-label': 'push bitrate, last five minutes' });
+      'aria-label': 'push bitrate, up to the last five minutes' });
     view.restarts = el('td', { class: 'num' });
     view.error = el('td', { class: 'last-error' });
     view.active = el('input', { type: 'checkbox', class: 'active-toggle', role: 'switch',
