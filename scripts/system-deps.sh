@@ -19,6 +19,8 @@ if [ "$mode" = test ]; then
   ls /usr/lib/*/gstreamer-1.0/libgstvideotestsrc.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-base)
   ls /usr/lib/*/gstreamer-1.0/libgstflv.so >/dev/null 2>&1 || test_pkgs+=(gstreamer1.0-plugins-good)
   command -v ffmpeg >/dev/null || test_pkgs+=(ffmpeg)
+  # The dashboard's browser test drives Debian's Chromium with Playwright (never Playwright's download).
+  [ -x /usr/bin/chromium ] || test_pkgs+=(chromium)
 fi
 
 bench_pkgs=()
