@@ -61,7 +61,8 @@ def flv_video_tags(data: bytes) -> list[bytes]:
 
 def build_reference(ffmpeg: str, clip: Path) -> Reference:
     tags = flv_video_tags(clip.read_bytes())
-    frames = [t for t in tags if not is_video_config(t)]
+    # Coded frames only: not the sequence header, not the AVC end-of-sequence tag (ffmpeg drops it on read).
+    frames = [t for t in tags if not is_video_config(t) and not (len(t) > 1 and t[0] & 0x0F == 7 and t[1] == 2)]
     ts = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(clip), "-map", "0", "-c", "copy",
                          "-f", "mpegts", "pipe:1"], check=True, capture_output=True, timeout=120).stdout
     pes = [payload for _, payload in ts_video_packets(ts)]

@@ -359,10 +359,14 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
     unmatched = 0
     expected = missing = 0
     identical = total = 0
+    odd: list[dict[str, Any]] = []
     for track in dests:
-        for a in track.video(t_pub, marks.get("kill", float("inf"))):
+        for i, a in enumerate(track.video(t_pub, marks.get("kill", float("inf")))):
             total += 1
-            identical += a.digest in source
+            if a.digest in source:
+                identical += 1
+            elif len(odd) < 5:
+                odd.append({"dest": track.name, "index": i, "ts_ms": a.ts_ms, "keyframe": a.keyframe})
         window = list(track.video(w0, w1))
         for a in window:
             key = mapping.get(a.digest, a.digest) if mapping is not None else a.digest
@@ -377,6 +381,7 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
             t = nearest(got.get(a.digest, []), a.t)
             if t is None or not -0.5 <= t - a.t <= 3:
                 missing += 1
+    result.context["non_identical_examples"] = odd
     result.delay_ms = {**summary_ms(delays), "unmatched": unmatched}
     result.identical_share = _r(identical / total, 5) if total else None
     result.loss_share = _r(missing / expected, 5) if expected else None
@@ -425,8 +430,8 @@ def mark(value: float | None, target: float) -> str:
 def table(results: Sequence[Result]) -> str:
     head = ["scenario", "start-up median/max ms", "behind direct median/max ms (≤150)", "added delay median ms (≤15)",
             "p95 ms (≤40)", "bit-identical video", "loss", "CPU s/min total", "CPU s/min per dest (≤0.5)",
-            "peak RSS MB", "peak PSS MB", "PSS MB per dest (≤15)", "live add → keyframe s (≤0.5)",
-            "recovery s (≤1)", "others' gap beyond direct ms (≤100)"]
+            "peak RSS MB", "peak PSS MB", "PSS MB per dest (≤15)", "pusher PSS MB per dest",
+            "live add → keyframe s (≤0.5)", "recovery s (≤1)", "others' gap beyond direct ms (≤100)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if not r.startup_ms:
@@ -447,6 +452,7 @@ def table(results: Sequence[Result]) -> str:
             mark(r.cpu_s_per_min_per_dest, TARGETS["cpu_s_per_min_per_dest"]),
             str(r.rss_mb), str(r.pss_mb),
             mark(r.pss_mb_per_dest, TARGETS["pss_mb_per_dest"]),
+            str(r.children_pss_mb_per_dest),
             live_add or "n/a", recovery or "n/a",
             "n/a (N=1)" if r.others_gap_excess_ms is None else mark(r.others_gap_excess_ms,
                                                                     TARGETS["others_gap_excess_ms"]),

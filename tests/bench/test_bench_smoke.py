@@ -1,0 +1,33 @@
+"""The benchmark harness runs end to end (N = 1, a small clip, a few seconds), so that it cannot rot.
+
+It asserts that the harness measures, not that the relay meets the benchmark's targets: those are
+`make bench`'s business, on a quiet machine and a 1080p stream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.bench.relay_bench import main as bench_main
+from tests.bench.relay_bench import parse_args
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["--rtmp-n", "1", "--srt-n", "", "--no-nginx", "--no-variants", "--window", "2", "--warmup", "0.5",
+            "--down", "0.3", "--clip-seconds", "2", "--clip-size", "320x180", "--clip-kbps", "300", "--out", str(out)]
+    assert parse_args(argv).rtmp_n == "1"
+    bench_main(argv)
+    report = (out / "bench.md").read_text()
+    assert "| relay rtmp N=1 |" in report
+    result = json.loads((out / "bench.json").read_text())["results"][0]
+    assert result["ok"], result["error"]
+    assert result["delay_ms"]["count"] > 0 and result["delay_ms"]["median"] is not None
+    assert result["identical_share"] == 1.0 and result["loss_share"] == 0.0
+    assert result["cpu_s_per_min"] is not None and result["pss_mb"] > 0
+    assert result["live_add_s"] is not None and result["recovery_s"] is not None
