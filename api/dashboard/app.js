@@ -714,6 +714,7 @@
       await api('GET', '/streaming/streams?page=1');
     } catch (error) {
       if (!(error instanceof ApiError && error.status === 401)) {
+        $('login').hidden = false;
         setText($('login-error'), `The relay did not answer: ${error.message}`);
       }
       return;
