@@ -77,15 +77,15 @@ class Subscription:
             return
         if kind == STATS:
             self._drop_stats()  # only the newest snapshot matters
-        if len(self._queue) >= self._max and not self._drop_stats():
+        resync = len(self._queue) >= self._max and not self._drop_stats()
+        if resync:
             # State changes cannot be dropped one by one without the reader showing a wrong state,
             # so it is told to reload instead.
             self._queue.clear()
             self.resyncs += 1
             self._queue.append((RESYNC, {"client_id": self.client_id, "reason": "slow reader"}))
-            if kind != STATS:
-                return  # the reload covers it
-        self._queue.append((kind, payload))
+        if kind == STATS or not resync:  # a state change that overflowed is covered by the reload
+            self._queue.append((kind, payload))
         self._wake.set()
 
     def _drop_stats(self) -> bool:
