@@ -37,8 +37,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 
 @pytest.fixture(scope="session")
 def long_media(tmp_path_factory: pytest.TempPathFactory) -> Media:
-    """12 s of video: for tests that change things while the stream is live."""
-    return Media.make(tmp_path_factory.mktemp("media-long"), 12.0, "long")
+    """9 s of video: for tests that change things while the stream is live."""
+    return Media.make(tmp_path_factory.mktemp("media-long"), 9.0, "long")
 
 
 @dataclass

@@ -74,10 +74,15 @@ def md5s(path: Path) -> list[str]:
 
 
 def stream_kinds(path: Path) -> list[str]:
-    """codec_type of each stream of a file, in order (ffprobe of the system's ffmpeg)."""
-    out = _run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "csv=p=0",
+    """"codec,type" of each stream of a file, in index order (ffprobe of the system's ffmpeg)."""
+    out = _run(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_name,codec_type", "-of", "csv=p=0",
                 str(path)])
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    by_index: dict[int, str] = {}  # MPEG-TS lists each stream twice (also under its program)
+    for line in out.splitlines():
+        if line.strip():
+            index, kind = line.strip().split(",", 1)
+            by_index[int(index)] = kind
+    return [by_index[i] for i in sorted(by_index)]
 
 
 @dataclass(frozen=True)
