@@ -3,17 +3,25 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit bench setup system-deps test-system-deps clean
+.PHONY: run test lint bench setup system-deps test-system-deps clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); bash scripts/system-deps.sh venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
 
-setup: $(STAMP) system-deps
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(TEST_STAMP) $(RUN_STAMP)
+
+setup: $(RUN_STAMP) system-deps
 
 system-deps:
 	@bash scripts/system-deps.sh run
@@ -24,14 +32,14 @@ test-system-deps:
 run: setup
 	$(PY) -m api serve --announce --self-signed-tls
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check relay api tests
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps test-system-deps lint
+test: $(TEST_STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
-bench: setup test-system-deps
+bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench
 	$(PY) -m tests.bench.relay_bench $(BENCH_ARGS)
 

@@ -6,6 +6,9 @@ set -u
 mode=${1:-run}
 
 run_pkgs=()
+if [ "$mode" = venv ]; then
+  run_pkgs+=(python3-venv)
+fi
 have_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "$1"; }
 have_lib 'libsrt\(-gnutls\|-openssl\)\?\.so\.1' || run_pkgs+=(libsrt1.5-openssl)
 
