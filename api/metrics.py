@@ -92,7 +92,7 @@ class RelayCollector(Collector):
         active = GaugeMetricFamily("relay_stream_active", "1 when the stream accepts publishers (its `active` field)",
                                    labels=stream_labels)
         ingest_bytes = CounterMetricFamily("relay_stream_ingest_bytes",
-                                           "Media bytes received in the current publishing session",
+                                           "Media bytes received since the relay started, all sessions",
                                            labels=stream_labels)
         ingest_rate = GaugeMetricFamily("relay_stream_ingest_bitrate_bits_per_second",
                                         "Ingest bitrate over the last seconds", labels=stream_labels)
@@ -104,7 +104,7 @@ class RelayCollector(Collector):
             status = relay.stream_status(stream.id)
             live.add_metric(labels, 1.0 if relay.is_live(stream.id) else 0.0)
             active.add_metric(labels, 1.0 if stream.active else 0.0)
-            ingest_bytes.add_metric(labels, _number(status.get("bytes_in")))
+            ingest_bytes.add_metric(labels, _number(status.get("bytes_in_total")))
             ingest_rate.add_metric(labels, _number(status.get("bitrate_kbps")) * 1000)
             ingest_uptime.add_metric(labels, _number(status.get("uptime_seconds")))
         yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime)

@@ -113,11 +113,11 @@ _RESTREAM_INPUT = {
 
 _STREAM = {
     "type": "object",
-    "required": ["id", "name", "active", "client_id", "token", "push_url", "push_url_srt", "live", "created_at"],
+    "required": ["id", "name", "active", "client_id", "token", "push_url", "live", "created_at"],
     "properties": {
         "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "client_id": _INT,
         "client_user_id": _NULL_INT, "token": {"type": "string"},
-        "push_url": {"type": "string"}, "push_url_srt": {"type": "string"}, "push_url_rtmps": _NULL_STR,
+        "push_url": {"type": "string"}, "push_url_srt": _NULL_STR, "push_url_rtmps": _NULL_STR,
         "srt_passphrase": _NULL_STR, "srt_latency_ms": _NULL_INT,
         "live": {"type": "boolean"}, "backup_live": {"type": "boolean"},
         "stream_source_type": {"type": "string", "enum": ["rtmp", "srt"], "nullable": True},

@@ -115,6 +115,8 @@ class Relay:
         self._servers: list[RtmpServer] = []
         self._srt: SrtServer | None = None
         self._ingest_rates: dict[int, RateMeter] = {}
+        self._ingest_totals: Counter[int] = Counter()
+        """Bytes received per stream since start-up, across publishing sessions (for counters)."""
         self.refusals: Counter[tuple[str, str]] = Counter()
         """Publish attempts refused, by (transport, reason): for metrics."""
         self._hubs: dict[int, Hub] = {}
@@ -256,6 +258,7 @@ class Relay:
         return session
 
     def _count_ingest(self, stream_id: int, size: int) -> None:
+        self._ingest_totals[stream_id] += size
         meter = self._ingest_rates.get(stream_id)
         if meter is not None:
             meter.add(size)
@@ -323,9 +326,11 @@ class Relay:
         """Extension object on a stream: what the ingest sees of the source."""
         session = self._live.get(stream_id)
         meter = self._ingest_rates.get(stream_id)
+        total = self._ingest_totals.get(stream_id, 0)
         if session is None or meter is None:
             return {"state": self._stream_state(stream_id), "transport": None, "video_codec": None,
-                    "audio_codec": None, "bitrate_kbps": 0, "bytes_in": 0, "uptime_seconds": 0}
+                    "audio_codec": None, "bitrate_kbps": 0, "bytes_in": 0, "bytes_in_total": total,
+                    "uptime_seconds": 0}
         body: dict[str, Any] = {
             "state": "live",
             "transport": session.publisher.transport.value if session.publisher else None,
@@ -333,6 +338,7 @@ class Relay:
             "audio_codec": session.info.audio_codec,
             "bitrate_kbps": meter.bitrate_kbps(),
             "bytes_in": meter.total_bytes,
+            "bytes_in_total": total,
             "uptime_seconds": round(self.clock() - meter.started_at, 1),
         }
         if isinstance(session.publisher, SrtPublisher):
@@ -374,10 +380,11 @@ class Relay:
         host = self.settings.public_host
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         rtmp_port = self.ports.rtmp or self.settings.rtmp_port
-        srt_port = self.ports.srt or self.settings.srt_port
+        srt_port = self.ports.srt if self._srt is not None and self._srt.enabled else None
         urls: dict[str, str | None] = {
             "push_url": f"rtmp://{host}:{rtmp_port}/in/{stream.id}?{stream.token}",
-            "push_url_srt": f"srt://{host}:{srt_port}?streamid={stream.id}#{stream.token}",
+            # Null while SRT ingest is off (disabled, or libsrt missing): no URL that cannot work.
+            "push_url_srt": f"srt://{host}:{srt_port}?streamid={stream.id}#{stream.token}" if srt_port else None,
             "push_url_rtmps": None,
         }
         if self.settings.rtmps_enabled:
@@ -395,6 +402,7 @@ class Relay:
     async def stream_deleted(self, stream_id: int) -> None:
         self.end_stream(stream_id)
         self._last_sessions.pop(stream_id, None)
+        self._ingest_totals.pop(stream_id, None)
         await self.reconcile()
 
     async def restream_changed(self, before: RestreamRecord | None, after: RestreamRecord | None) -> None:

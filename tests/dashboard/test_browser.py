@@ -121,17 +121,10 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: RelayServi
         # The destination's stream key ("test", the path) is never shown.
         assert await row.locator(".dest-uri").inner_text() == f"rtmp://127.0.0.1:{receiver_port}/\u2026"
 
-        # Until the engine pushes, an active restream of a live stream shows "idle". Once pushes land
-        # it must turn "running" (the lead tightens this to require it).
-        try:
-            await page.wait_for_function(
-                "id => document.querySelector(`tr[data-restream-id='${id}'] .state`)?.textContent === 'running'",
-                arg=restream_id, timeout=8_000)
-            reached_running = True
-        except Exception:  # playwright's TimeoutError
-            reached_running = False
-        print(f"destination reached running: {reached_running}")
-        assert reached_running or await state.inner_text() in {"idle", "starting", "retrying"}
+        # The push starts and the page shows it running, from the event feed, without a reload.
+        await page.wait_for_function(
+            "id => document.querySelector(`tr[data-restream-id='${id}'] .state`)?.textContent === 'running'",
+            arg=restream_id, timeout=10_000)
 
         # The ingest figures arrive from the periodic stats events.
         await page.wait_for_function(
