@@ -80,7 +80,8 @@ def announce(service: RelayService, demo_stream: dict[str, str | None] | None) -
     lines = [
         "",
         "restream-relay is running (Ctrl-C stops it)",
-        f"  control API   http://{api_host}:{service.http_port}   (Authorization: APIKey <key>)",
+        f"  dashboard     http://{api_host}:{service.http_port}/",
+        f"  control API   http://{api_host}:{service.http_port}/streaming   (Authorization: APIKey <key>)",
         f"  API key       {service.node.admin_key or '(managed with: restream-relay keys create --client ID)'}",
         f"  RTMP ingest   rtmp://{settings.public_host}:{relay.ports.rtmp or settings.rtmp_port}/in",
     ]
