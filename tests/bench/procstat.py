@@ -100,26 +100,41 @@ def machine_busy_ticks() -> tuple[int, int]:
 
 @dataclass
 class TreeSeries:
-    """Samples of one tree over time: (t, cpu ticks, rss bytes, pss bytes, processes, children pss bytes)."""
+    """Samples of one tree over time: (t, cpu ticks, rss bytes, pss bytes, processes, children pss bytes,
+    root process's own cpu ticks)."""
 
-    points: list[tuple[float, int, int, int, int, int]] = field(default_factory=list)
+    points: list[tuple[float, int, int, int, int, int, int]] = field(default_factory=list)
 
-    def cpu_seconds_per_minute(self, t0: float, t1: float) -> float | None:
+    def cpu_seconds_per_minute(self, t0: float, t1: float, index: int = 1) -> float | None:
+        """CPU seconds per wall minute between the first and last samples in [t0, t1]: the whole tree's
+        (index 1) or the root process's own, without its children (index 6)."""
         inside = [p for p in self.points if t0 <= p[0] <= t1]
         if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
             return None
-        return (inside[-1][1] - inside[0][1]) / CLK_TCK / (inside[-1][0] - inside[0][0]) * 60.0
+        return (inside[-1][index] - inside[0][index]) / CLK_TCK / (inside[-1][0] - inside[0][0]) * 60.0
 
     def peak(self, index: int, t0: float = 0.0, t1: float = float("inf")) -> int:
         return max((p[index] for p in self.points if t0 <= p[0] <= t1), default=0)
 
 
-def tree_point(root: int) -> tuple[int, int, int, int, int] | None:
+def tree_point(root: int) -> tuple[int, int, int, int, int, int] | None:
     procs = sample_tree(root)
     if not procs:
         return None
+    own = _own_ticks(root)
     return (sum(p.cpu_ticks for p in procs), sum(p.rss_bytes for p in procs), sum(p.pss_bytes for p in procs),
-            len(procs), sum(p.pss_bytes for p in procs if p.pid != root))
+            len(procs), sum(p.pss_bytes for p in procs if p.pid != root), own)
+
+
+def _own_ticks(pid: int) -> int:
+    """utime + stime of the process alone (its reaped children excluded)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return 0
+    fields = raw[raw.rfind(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def load_samples(path: Path) -> tuple[dict[str, TreeSeries], list[tuple[float, int, int]]]:

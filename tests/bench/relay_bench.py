@@ -59,12 +59,17 @@ class Variant:
 
 
 BASELINE = Variant("baseline")
-FLAG_VARIANTS = (
-    Variant("-flush_packets 1", output_flags=("-flush_packets", "1")),
-    Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0")),
-    Variant("-fflags +nobuffer -probesize 32k -analyzeduration 0",
-            input_flags=("-fflags", "+nobuffer", "-probesize", "32768", "-analyzeduration", "0")),
+TCP_NODELAY = Variant("-tcp_nodelay 1", output_flags=("-tcp_nodelay", "1"))
+FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1"))
+SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
+FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
+    ("rtmp", 4, TCP_NODELAY),
+    ("rtmp", 16, TCP_NODELAY),
+    ("rtmp", 4, FLUSH_PACKETS),
+    ("rtmp", 4, SMALL_PROBE),
+    ("srt", 4, FLUSH_PACKETS),
 )
+"""(protocol, N, variant) runs beside the baseline scenario of the same protocol and N."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class Options:
     clip_seconds: int = 20
     clip_size: str = "1920x1080"
     clip_kbps: int = 4500
+    srt_latency_ms: int = 20
     live_add: bool = True
     recovery: bool = True
 
@@ -237,8 +243,8 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
     dests: list[RtmpReceiver | SrtReceiver]
     late: RtmpReceiver | SrtReceiver
     if sc.protocol == "srt":
-        dests = [SrtReceiver(f"d{i}", free_port()) for i in range(sc.n)]
-        late = SrtReceiver("late", free_port())
+        dests = [SrtReceiver(f"d{i}", free_port(), latency_ms=opts.srt_latency_ms) for i in range(sc.n)]
+        late = SrtReceiver("late", free_port(), latency_ms=opts.srt_latency_ms)
     else:
         dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(sc.n)]
         late = RtmpReceiver("late", free_port())
@@ -352,6 +358,11 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
     if direct_first is not None:
         behind = [(f - direct_first) * 1000 for f in firsts if f is not None]
         result.startup_behind_ms = {"median": _r(pct(behind, 0.5)), "max": _r(max(behind, default=None))}
+        # Where start-up goes: until the destination's publish began, and from there to the first frame.
+        publish = [(d.publishes[0] - direct_first) * 1000 for d in dests if d.publishes]
+        after = [(f - d.publishes[0]) * 1000 for d, f in zip(dests, firsts, strict=True) if f and d.publishes]
+        result.context["startup_publish_behind_direct_ms"] = summary_ms(publish)
+        result.context["startup_publish_to_first_video_ms"] = summary_ms(after)
 
     # Added delay, loss and identity in the steady window.
     direct_times = times_by_digest(direct.video(t_pub))
@@ -400,7 +411,11 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
     tree = trees.get("system")
     if tree is not None:
         cpu = tree.cpu_seconds_per_minute(w0, w1)
+        root_cpu = tree.cpu_seconds_per_minute(w0, w1, index=6)
         result.cpu_s_per_min = _r(cpu, 2)
+        if cpu is not None and root_cpu is not None:
+            result.context["cpu_s_per_min_root_process"] = _r(root_cpu, 2)
+            result.context["cpu_s_per_min_children_per_dest"] = _r((cpu - root_cpu) / sc.n, 3)
         result.cpu_s_per_min_per_dest = _r(cpu / sc.n, 3) if cpu is not None else None
         rss, pss = tree.peak(2, t_pub, w1), tree.peak(3, t_pub, w1)
         result.rss_mb = _r(rss / 1e6)
@@ -478,9 +493,13 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
     if nginx_skip:
         parts += ["", f"nginx-rtmp not run: {nginx_skip}"]
     if variants:
-        parts += ["", "## ffmpeg flag variants of the relay's pushes (same scenario, wrapper via RELAY_FFMPEG)", "",
-                  table([r for r in main if r.system == "relay" and r.protocol == variants[0].protocol
-                         and r.n == variants[0].n] + variants)]
+        keys = list(dict.fromkeys((r.protocol, r.n) for r in variants))
+        rows = []
+        for proto, n in keys:
+            rows += [r for r in main if r.system == "relay" and (r.protocol, r.n) == (proto, n)]
+            rows += [r for r in variants if (r.protocol, r.n) == (proto, n)]
+        parts += ["", "## ffmpeg flag variants of the relay's pushes (extra flags injected by a wrapper given as "
+                  "RELAY_FFMPEG; baseline = the row of the same scenario above)", "", table(rows)]
     return "\n".join(parts) + "\n"
 
 
@@ -495,9 +514,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=float, default=15.0, help="steady measurement window, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="after the last destination's first frame")
     p.add_argument("--down", type=float, default=2.0, help="how long the killed receiver stays down")
+    p.add_argument("--srt-latency-ms", type=int, default=20, help="SRT latency of both ends (receiver TSBPD is off)")
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx-rtmp comparison")
     p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
-    p.add_argument("--variant-n", type=int, default=4, help="RTMP destination count of the flag variants")
+    p.add_argument("--only-variants", action="store_true", help="run only the flag variants (and their baselines)")
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)
@@ -511,7 +531,7 @@ def counts(text: str) -> list[int]:
 
 async def amain(args: argparse.Namespace) -> list[Result]:
     opts = Options(window_s=args.window, warmup_s=args.warmup, down_s=args.down, clip_seconds=args.clip_seconds,
-                   clip_size=args.clip_size, clip_kbps=args.clip_kbps)
+                   clip_size=args.clip_size, clip_kbps=args.clip_kbps, srt_latency_ms=args.srt_latency_ms)
     out: Path = args.out
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     began = time.monotonic()
@@ -522,10 +542,12 @@ async def amain(args: argparse.Namespace) -> list[Result]:
     nginx_skip = "--no-nginx" if args.no_nginx else nginx_available()
     scenarios = [Scenario("relay", "rtmp", n) for n in counts(args.rtmp_n)]
     scenarios += [Scenario("relay", "srt", n) for n in counts(args.srt_n)]
-    if not nginx_skip:
+    if args.only_variants:
+        scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in FLAG_RUNS))
+    elif not nginx_skip:
         scenarios += [Scenario("nginx-rtmp", "rtmp", n) for n in counts(args.rtmp_n)]
     if not args.no_variants:
-        scenarios += [Scenario("relay", "rtmp", args.variant_n, v) for v in FLAG_VARIANTS]
+        scenarios += [Scenario("relay", proto, n, v) for proto, n, v in FLAG_RUNS]
     results: list[Result] = []
     for i, sc in enumerate(scenarios):
         print(f"[{i + 1}/{len(scenarios)}] {sc.label} ...", flush=True)
