@@ -374,6 +374,7 @@ class Relay:
             "restarts": status.restarts,
             "last_error": status.last_error,
             "next_retry_seconds": status.next_retry_seconds,
+            "log_tail": list(status.log_tail),
         }
 
     def push_urls(self, stream: StreamRecord) -> dict[str, str | None]:

@@ -62,6 +62,8 @@ class PushRunner:
         self._stall_timer: TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._process: FfmpegProcess | None = None
+        self._log_tail: tuple[str, ...] = ()
+        """The last ffmpeg's last log lines (masked), kept after it exits: why did it fail?"""
         self._subscriber: Subscriber | None = None
         self._stop_event = asyncio.Event()
         self._restart_requested = False
@@ -106,6 +108,7 @@ class PushRunner:
             restarts=self._restarts,
             last_error=self._last_error,
             next_retry_seconds=next_retry,
+            log_tail=tuple(self._process.recent_lines) if self._process is not None else self._log_tail,
         )
 
     # -- orders --------------------------------------------------------------------------------------
@@ -247,6 +250,7 @@ class PushRunner:
         finally:
             subscriber.close()
         self._task = None
+        self._log_tail = tuple(process.recent_lines)
         self._process = None
         self._subscriber = None
         self._on_exit(result, error)

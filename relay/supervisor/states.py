@@ -80,3 +80,5 @@ class PushStatus:
     last_error: str | None = None
     next_retry_seconds: float | None = None
     """Seconds until the scheduled retry (RETRYING, FAILED)."""
+    log_tail: tuple[str, ...] = ()
+    """ffmpeg's last log lines (warnings and errors), masked; of the running process or the last one."""

@@ -12,7 +12,7 @@ import imageio_ffmpeg
 import pytest
 
 from relay.ingest.tls import write_self_signed
-from tests.support import RelayProcess
+from tests.support import RelayProcess, free_port
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -111,3 +111,26 @@ def test_deleting_a_live_stream_disconnects_the_publisher(tls_relay: RelayProces
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.integration
+def test_a_failing_destination_explains_itself_without_its_key(tls_relay: RelayProcess) -> None:
+    stream = tls_relay.api("POST", "/streaming/streams", {"name": "failing"}).body
+    dead_port = free_port()  # nothing listens there
+    secret = "live_8812_DestinationKeyX"
+    restream = tls_relay.api("POST", "/streaming/restreams", {"restream": {
+        "uri": f"rtmp://127.0.0.1:{dead_port}/app/{secret}", "stream_id": stream["id"]}}).body
+    proc = publisher(stream["push_url"], 15)
+    try:
+        def failed_once() -> bool:
+            status = tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["status"]
+            return bool(status["last_error"]) and status["state"] in ("retrying", "failed", "starting")
+
+        wait_for(failed_once, timeout=15)
+        status = tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["status"]
+        assert status["log_tail"] and all(isinstance(line, str) for line in status["log_tail"])
+        assert secret not in repr(status) and "***" in " ".join(status["log_tail"] + [status["last_error"]])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert secret not in tls_relay.log()
