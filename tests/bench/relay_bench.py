@@ -56,17 +56,21 @@ class Variant:
     label: str
     input_flags: tuple[str, ...] = ()
     output_flags: tuple[str, ...] = ()
+    ffmpeg: str | None = None
+    """Another ffmpeg binary for the pushes (None: imageio-ffmpeg's, the relay's default)."""
 
 
 BASELINE = Variant("baseline")
 TCP_NODELAY = Variant("-tcp_nodelay 1", output_flags=("-tcp_nodelay", "1"))
 FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1"))
+DEBIAN_FFMPEG = Variant("Debian /usr/bin/ffmpeg (5.1, shared libs)", ffmpeg="/usr/bin/ffmpeg")
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
     ("rtmp", 16, TCP_NODELAY),
     ("rtmp", 4, FLUSH_PACKETS),
     ("rtmp", 4, SMALL_PROBE),
+    ("rtmp", 16, DEBIAN_FFMPEG),
     ("srt", 4, FLUSH_PACKETS),
 )
 """(protocol, N, variant) runs beside the baseline scenario of the same protocol and N."""
@@ -192,7 +196,7 @@ for a in "$@"; do
   [ $i -eq $# ] && args+=("${{out_extra[@]}}")
   args+=("$a")
 done
-exec {shlex.quote(FFMPEG)} "${{args[@]}}"
+exec {shlex.quote(variant.ffmpeg or FFMPEG)} "${{args[@]}}"
 """)
     path.chmod(0o755)
     return str(path)
@@ -518,6 +522,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx-rtmp comparison")
     p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
     p.add_argument("--only-variants", action="store_true", help="run only the flag variants (and their baselines)")
+    p.add_argument("--variant", default="", help="run only the flag variants whose label contains this")
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)
@@ -542,12 +547,13 @@ async def amain(args: argparse.Namespace) -> list[Result]:
     nginx_skip = "--no-nginx" if args.no_nginx else nginx_available()
     scenarios = [Scenario("relay", "rtmp", n) for n in counts(args.rtmp_n)]
     scenarios += [Scenario("relay", "srt", n) for n in counts(args.srt_n)]
+    runs = [(proto, n, v) for proto, n, v in FLAG_RUNS if args.variant in v.label]
     if args.only_variants:
-        scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in FLAG_RUNS))
+        scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in runs))
     elif not nginx_skip:
         scenarios += [Scenario("nginx-rtmp", "rtmp", n) for n in counts(args.rtmp_n)]
     if not args.no_variants:
-        scenarios += [Scenario("relay", proto, n, v) for proto, n, v in FLAG_RUNS]
+        scenarios += [Scenario("relay", proto, n, v) for proto, n, v in runs]
     results: list[Result] = []
     for i, sc in enumerate(scenarios):
         print(f"[{i + 1}/{len(scenarios)}] {sc.label} ...", flush=True)
