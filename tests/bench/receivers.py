@@ -357,7 +357,7 @@ class SrtReceiver:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(protocol.exited), 5)
         transport.close()
-        self.parser.flush()
+        # The PES being received when the listener died is cut short: it is dropped, not flushed.
 
     async def close(self) -> None:
         await self.kill()

@@ -492,6 +492,16 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "nginx-rtmp: `push` per destination, default push_reconnect (3 s); it has no SRT push and no live add.",
         "",
         table(main),
+        "",
+        "Start-up: publisher spawn → first video frame at each destination; behind direct = minus the direct "
+        "receiver's first frame. Added delay: per video frame, arrival at a destination minus arrival of the same "
+        "payload at the direct receiver, steady window. Bit-identical: video payload digests found among the "
+        "source clip's (FLV tag bodies; for SRT the PES payloads of the same ffmpeg's -c copy MPEG-TS remux). "
+        "Loss: direct frames of the window missing at a destination. CPU and PSS: the system's whole process tree "
+        "(relay + ffmpeg pushes, nginx master + worker) from /proc; per dest = total / N; pusher PSS = children "
+        "only. Live add: API call returned → first keyframe. Recovery: killed receiver listening again → first "
+        "packet. Others' gap: longest inter-frame gap of the untouched destinations around the outage minus the "
+        "direct receiver's. SRT receivers: srt-live-transmit with TSBPD off, so SRT's latency window is excluded.",
     ]
     nginx_skip = meta.get("nginx_skipped")
     if nginx_skip:
