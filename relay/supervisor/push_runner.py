@@ -304,7 +304,7 @@ class PushRunner:
             delay = self._backoff.cap_delay()
             self._set_state(PushState.FAILED, f"refused by destination, retry in {delay:.1f}s")
         else:
-            delay = self._backoff.next_delay(ran_for)
+            delay = self._backoff.next_delay(ran_for, self._clock.now())
             self._set_state(PushState.RETRYING, f"retry in {delay:.2f}s")
         self._retry_at = self._clock.now() + delay
         self._retry_timer = self._clock.call_later(delay, self._retry_due)

@@ -20,6 +20,13 @@ class SupervisorSettings:
     """Each delay is scaled by a random factor in [1 - ratio, 1 + ratio] (never above the cap)."""
     stable_after_seconds: float = 60.0
     """A push that ran this long before failing restarts from the initial delay again."""
+    fast_retry_min_run_seconds: float = 5.0
+    """A push that had run at least this long and then broke gets the fast-retry window below; a
+    destination that drops us within seconds of every connect gets plain exponential backoff."""
+    fast_retry_window_seconds: float = 15.0
+    """After such a break, retry every `restart_initial_delay_seconds` (no growth) for this long, so a
+    destination that restarts (a server reboot, a receiver restart) is reconnected within a second of
+    its return; past the window the delay grows as usual. Measured by `make bench` (recovery)."""
     stall_timeout_seconds: float = 15.0
     """No output progress for this long while input flows: kill and restart."""
     stop_timeout_seconds: float = 5.0

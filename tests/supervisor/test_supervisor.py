@@ -180,3 +180,28 @@ async def test_drop_and_grace_expiry_ends_push(rig: Rig) -> None:
     rig.clock.advance(11)
     await rig.wait_state(1, PushState.IDLE)
     assert not children_alive(pid)
+
+
+def test_backoff_retries_fast_after_a_running_push_breaks_then_grows() -> None:
+    from relay.supervisor.backoff import Backoff
+    from relay.supervisor.settings import SupervisorSettings
+
+    settings = SupervisorSettings(restart_initial_delay_seconds=0.5, restart_jitter_ratio=0.0,
+                                  fast_retry_min_run_seconds=5.0, fast_retry_window_seconds=15.0)
+    backoff = Backoff(settings, rand=lambda: 0.5)
+    # Never got running: plain exponential growth.
+    assert [backoff.next_delay(0.0, now) for now in (0.0, 1.0, 2.0)] == [0.5, 1.0, 2.0]
+    # It then ran for a minute and broke: every retry within the window comes at the initial delay.
+    backoff.reset()
+    now = 100.0
+    delays = [backoff.next_delay(60.0, now)]
+    while now < 114.0:
+        now += delays[-1]
+        delays.append(backoff.next_delay(0.0, now))
+    assert len(delays) == 29 and set(delays) == {0.5}
+    # Past the window the delay grows again (a long outage does not mean a retry storm).
+    later = [backoff.next_delay(0.0, 116.0 + i) for i in range(4)]
+    assert later == [0.5, 1.0, 2.0, 4.0]
+    # A destination that drops us seconds after each connect gets no fast window.
+    flapping = Backoff(settings, rand=lambda: 0.5)
+    assert [flapping.next_delay(2.0, float(t)) for t in range(4)] == [0.5, 1.0, 2.0, 4.0]
