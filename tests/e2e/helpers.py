@@ -214,13 +214,13 @@ class Receiver:
     @property
     def listen_url(self) -> str:
         if self.srt:
-            return f"srt://127.0.0.1:{self.port}?mode=listener&latency=120000"
+            return f"srt://127.0.0.1:{self.port}?mode=listener&latency=120000&passphrase={self.key}"
         return f"rtmp://127.0.0.1:{self.port}/live/{self.key}"
 
     def uri(self, scheme: str | None = None, port: int | None = None) -> str:
         """What the relay pushes to (`rtmps` through a TLS proxy on `port`)."""
-        if self.srt:
-            return f"srt://127.0.0.1:{self.port}?mode=caller&latency=120000"
+        if self.srt:  # the passphrase is the SRT destination's secret: the relay must never log it
+            return f"srt://127.0.0.1:{self.port}?mode=caller&latency=120000&passphrase={self.key}"
         return f"{scheme or 'rtmp'}://127.0.0.1:{port or self.port}/live/{self.key}"
 
     async def start(self) -> Receiver:
@@ -233,11 +233,12 @@ class Receiver:
                  str(self.out)]
         if self.watch_frames:
             argv += ["-map", "0:v", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "pipe:1"]
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if self.watch_frames else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if self.watch_frames else asyncio.subprocess.DEVNULL,
+                stderr=log, start_new_session=True,
+            )
         if self.watch_frames:
             self._reader = asyncio.create_task(self._read_frames())
         await wait_listening(self.port, self.srt)
@@ -256,6 +257,14 @@ class Receiver:
         return self.frame_times[0]
 
     @property
+    def log_path(self) -> Path:
+        return self.out.with_suffix(self.out.suffix + ".log")
+
+    def log(self) -> str:
+        """What the receiver's ffmpeg said (errors only)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
@@ -266,6 +275,13 @@ class Receiver:
             return await asyncio.wait_for(asyncio.shield(self.proc.wait()), within)
         except TimeoutError:
             return None
+
+    async def ends_cleanly(self, within: float | None = None) -> None:
+        """It ends by itself within `within` seconds with exit code 0 (a complete recording). An
+        encrypted SRT listener sees its caller go only at its peer idle timeout (5 s) after the close."""
+        code = await self.finished(within or (12.0 if self.srt else 8.0))
+        state = "is still running" if code is None else f"exited with {code}"
+        assert code == 0, f"{self.out.name}: the receiver {state}: {self.log()[-600:]}"
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -396,11 +412,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def srt_tail_ok(got: list[str], want: list[str], tail: int = SRT_TAIL_FRAMES) -> bool:
-    """`got` is `want` from the first packet on, except for a lost tail of at most `tail` packets
-    (the last one received may be cut short): what an SRT leg delivers on a clean end."""
-    if len(got) < len(want) - tail or len(got) > len(want):
+    """`got` is `want` from the first packet on, except for a lost tail of at most `tail` packets, the
+    last one received possibly cut short: what an SRT leg delivers on a clean end (see Media.make)."""
+    if not len(want) - tail <= len(got) <= len(want):
         return False
-    return got[:-1] == want[:len(got) - 1] and (got[-1:] == want[len(got) - 1:len(got)] or len(got) < len(want))
+    return got[:-1] == want[:len(got) - 1]
 
 
 def split_as_two_plays(got: list[str], source: list[str]) -> tuple[int, int] | None:

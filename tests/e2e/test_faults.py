@@ -56,7 +56,7 @@ async def test_destination_down_at_start_is_retried_until_it_listens(rig: Rig, l
     assert status["restarts"] >= 1
     code, err = await publisher.wait(within=long_media.seconds + 15)
     assert code == 0, err
-    assert await receiver.finished(within=8) == 0
+    await receiver.ends_cleanly()
     # It joined late, on a keyframe (the hub's cached GOP), and got everything from there on.
     got = receiver.frames()
     ends_with_run(got, long_media.ref_flv, max_missing_head=len(long_media.ref_flv) - 5 * GOP)
@@ -85,7 +85,7 @@ async def test_killed_destination_is_restarted_and_the_other_sees_no_gap(rig: Ri
     code, err = await publisher.wait(within=long_media.seconds + 15)
     assert code == 0, err
     for receiver in (steady, again):
-        assert await receiver.finished(within=8) == 0
+        await receiver.ends_cleanly()
     assert steady.frames() == long_media.ref_flv, "the healthy destination saw a gap"
     assert (await api.status(steady_id))["restarts"] == 0
     ends_with_run(again.frames(), long_media.ref_flv, max_missing_head=len(long_media.ref_flv) - 2 * GOP)
@@ -121,8 +121,8 @@ async def test_slow_destination_does_not_hold_back_the_others(rig: Rig, long_med
         await asyncio.gather(watcher, return_exceptions=True)
     assert code == 0, err
     assert 0 < peak < RSS_CEILING_KIB, f"relay RSS peaked at {peak // 1024} MB"
-    assert await fast.finished(within=8) == 0
-    assert await srt.finished(within=8) == 0
+    await fast.ends_cleanly()
+    await srt.ends_cleanly()
     assert fast.frames() == long_media.ref_flv, "the fast destination saw a gap"
     assert srt_tail_ok(srt.frames(), long_media.ref_flv_to_ts), "the SRT destination saw a gap"
     for rid in (fast_id, srt_id):
@@ -151,7 +151,7 @@ async def test_sigkilled_push_ffmpeg_is_restarted(rig: Rig, long_media: Media) -
     assert new_pids and pids[0] not in new_pids and not pid_alive(pids[0])
     code, err = await publisher.wait(within=long_media.seconds + 15)
     assert code == 0, err
-    assert await second.finished(within=8) == 0
+    await second.ends_cleanly()
     ends_with_run(second.frames(), long_media.ref_flv, max_missing_head=len(long_media.ref_flv) - 2 * GOP)
     api.assert_no_secrets()
 
@@ -183,7 +183,7 @@ async def test_relay_killed_and_restarted_keeps_definitions_and_pushes_again(
     await api.wait_state(restream["id"], "running", within=10)
     code, err = await publisher.wait(within=media.seconds + 15)
     assert code == 0, err
-    assert await after.finished(within=8) == 0
+    await after.ends_cleanly()
     assert after.frames() == media.ref_flv
     api.assert_no_secrets()
 

@@ -42,7 +42,7 @@ async def test_publisher_drop_and_return_keeps_the_destination_connected(rig: Ri
     second = await rig.publish(media.flv, stream["push_url"])
     code, err = await second.wait(within=media.seconds + 15)
     assert code == 0, err
-    assert await receiver.finished(within=8) == 0
+    await receiver.ends_cleanly()
     status = await api.wait_state(restream_id, "idle", within=5)
     assert status["restarts"] == 0
     assert push_starts(api.log(), restream_id) == 1, "the push was restarted"
@@ -104,7 +104,7 @@ async def test_destinations_added_paused_resumed_moved_and_deleted_while_live(
 
     code, err = await publisher.wait(within=long_media.seconds + 15)
     assert code == 0, err
-    assert await steady.finished(within=8) == 0
+    await steady.ends_cleanly()
     assert steady.frames() == source, "the untouched destination saw a gap"
     assert (await api.status(steady_id))["restarts"] == 0
     for receiver in (late, resumed, moved):
@@ -132,7 +132,7 @@ async def test_no_audio_drop_and_silence(rig: Rig, media: Media) -> None:
     code, err = await publisher.wait(within=media.seconds + 15)
     assert code == 0, err
     for receiver in (dropped, silenced, srt_silenced):
-        assert await receiver.finished(within=8) == 0, receiver.out.name
+        await receiver.ends_cleanly()
     for rid in ids:
         assert (await api.wait_state(rid, "idle", within=5))["restarts"] == 0
 

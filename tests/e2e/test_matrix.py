@@ -46,9 +46,13 @@ async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media,
 
     # A deliberate end: the pushes end at once and cleanly.
     receivers = {"rtmp": rtmp, "rtmps": rtmps_backend, "srt": srt}
-    for name, receiver in receivers.items():
-        assert await receiver.finished(within=8) == 0, f"{name} receiver did not end cleanly"
-    assert time.monotonic() - ended_at < 8
+    for name in ("rtmp", "rtmps"):
+        await receivers[name].ends_cleanly()
+        assert time.monotonic() - ended_at < 3, f"{name}: the push did not end at once"
+    # ffmpeg's SRT caller lingers 2 s for acknowledgements before it closes; an encrypted listener then
+    # notices the end only when its peer idle timeout fires, so time the relay's side here.
+    await api.wait_state(ids["srt"], "idle", within=6 - (time.monotonic() - ended_at))
+    await srt.ends_cleanly()
     for name, rid in ids.items():
         status = await api.wait_state(rid, "idle", within=5)
         assert status["restarts"] == 0, (name, status)
