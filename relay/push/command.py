@@ -32,11 +32,18 @@ Output
   RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
   may opt out for self-signed test servers.
   SRT: `-f mpegts`, the URI passed as given (latency, pkt_size, passphrase, streamid are the user's);
-  `-timeout` bounds a blocked send; `-linger 2` lets the last packets reach the destination on a
-  clean end. PAT/PMT are repeated by the mpegts muxer; parameter sets before
-  each keyframe come from the automatic `h264_mp4toannexb`/`hevc_mp4toannexb` for FLV sources and are
-  already in-band for MPEG-TS sources, so `dump_extra` is not added (for TS sources it would rewrite
-  video packets that the relay promises to pass unchanged).
+  `-timeout` bounds a blocked send; `-linger 2` keeps the socket while sent packets are acknowledged.
+  `-max_interleave_delta 1` (microseconds): write each packet as soon as it arrives instead of holding
+  video until an audio packet with a later timestamp comes (an audio PES of an MPEG-TS source spans up to
+  ~250 ms): ffmpeg's libsrt socket is non-blocking, so libsrt never transmits what is queued right before
+  `srt_close` (strace: no data datagram after the close, `-linger` or not); whatever ffmpeg still held
+  at stdin EOF was lost. Measured on a clean end of an SRT-ingested stream: 0-2 video frames lost
+  instead of 5-7 (what may remain is the last PES, which the MPEG-TS demuxer completes only at EOF); none
+  for an RTMP-ingested one. The input is already interleaved by the publisher. PAT/PMT are repeated by
+  the mpegts muxer; parameter sets before each keyframe come from the automatic
+  `h264_mp4toannexb`/`hevc_mp4toannexb` for FLV sources and are already in-band for MPEG-TS sources,
+  so `dump_extra` is not added (for TS sources it would rewrite video packets that the relay promises to pass
+  unchanged).
 
 The destination URI, with its key, is on ffmpeg's argv: ffmpeg has no way to take an output URL or a
 protocol option from a file descriptor (`-/option file` covers only its own option table), so the key
@@ -177,6 +184,7 @@ def build_command(
         output_format = "mpegts"
         out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
         out["linger"] = settings.srt_linger_seconds
+        out["max_interleave_delta"] = 1
     out["f"] = output_format
 
     global_args: Sequence[str] = (

@@ -34,6 +34,8 @@ def test_mpegts_source_to_srt() -> None:
     assert (a[-1] == uri and a[-3:-1] == ["-timeout", "10000000"]) or opt(a, "-timeout") == "10000000"
     assert a[len(a) - 1 - a[::-1].index("-f") + 1] == "mpegts"
     assert "-flvflags" not in a
+    # Nothing held back at EOF: libsrt drops what ffmpeg queues right before its (non-blocking) close.
+    assert opt(a, "-max_interleave_delta") == "1" and "-max_interleave_delta" not in argv("rtmp://h/live/k")
 
 
 def test_rtmps_verifies_by_default_and_may_opt_out() -> None:

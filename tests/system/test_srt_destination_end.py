@@ -1,0 +1,98 @@
+"""A publisher that ends normally: its SRT destination gets (nearly) every video frame, like an RTMP one.
+
+ffmpeg's libsrt socket is non-blocking, so libsrt never transmits the packets queued right before
+`srt_close` (`-linger` or not): whatever the push's ffmpeg still holds when its stdin ends is lost.
+Without `-max_interleave_delta 1` an SRT-ingested stream lost its last 7 video frames of 120 (the video
+waited for a later audio PES); with it only the last PES, which the MPEG-TS demuxer completes at EOF.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from tests.support import RelayProcess, free_port
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FRAMES = 120
+SRT_TAIL = 2
+"""At most the last video PES of an MPEG-TS source (complete only at EOF) and one cut short."""
+
+
+def video_frames(path: Path) -> int:
+    out = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy", "-f", "framemd5",
+                          "-"], capture_output=True, text=True, timeout=30).stdout
+    return sum(1 for line in out.splitlines() if line and not line.startswith("#"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    flv, ts = d / "clip.flv", d / "clip.ts"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
+                    str(flv)], check=True, timeout=60)
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(flv), "-c", "copy", "-f", "mpegts", str(ts)],
+                   check=True, timeout=60)
+    assert video_frames(flv) == FRAMES
+    return {"rtmp": flv, "srt": ts}
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(tmp_path / "data").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _reap(proc: subprocess.Popen[bytes], within: float) -> int:
+    try:
+        return proc.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("ingest", ["rtmp", "srt"])
+def test_srt_destination_gets_the_tail_on_a_clean_end(relay: RelayProcess, clips: dict[str, Path], tmp_path: Path,
+                                                       ingest: str) -> None:
+    stream = relay.api("POST", "/streaming/streams", {"name": "end"}).body
+    srt_port, rtmp_port = free_port(socket.SOCK_DGRAM), free_port()
+    srt_out, rtmp_out = tmp_path / "srt.ts", tmp_path / "rtmp.flv"
+    receivers = [
+        subprocess.Popen([FFMPEG, "-v", "error", "-y", "-i", f"srt://127.0.0.1:{srt_port}?mode=listener",
+                          "-c", "copy", "-f", "mpegts", str(srt_out)], stdin=subprocess.DEVNULL),
+        subprocess.Popen([FFMPEG, "-v", "error", "-y", "-listen", "1", "-i", f"rtmp://127.0.0.1:{rtmp_port}/live/k",
+                          "-c", "copy", "-f", "flv", str(rtmp_out)], stdin=subprocess.DEVNULL),
+    ]
+    publisher: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(0.3)
+        for uri in (f"srt://127.0.0.1:{srt_port}?mode=caller", f"rtmp://127.0.0.1:{rtmp_port}/live/k"):
+            assert relay.api("POST", "/streaming/restreams", {"restream": {
+                "uri": uri, "stream_id": stream["id"], "active": True}}).status in (200, 201)
+        url = stream["push_url"] if ingest == "rtmp" else stream["push_url_srt"]
+        publisher = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-i", str(clips[ingest]), "-c", "copy",
+                                      "-f", "flv" if ingest == "rtmp" else "mpegts", url], stdin=subprocess.DEVNULL)
+        assert publisher.wait(timeout=30) == 0
+        # The SRT receiver notices the end at its peer idle timeout (~5 s after the push's close).
+        for receiver in receivers:
+            _reap(receiver, 15)
+    finally:
+        for proc in [*receivers, *([publisher] if publisher else [])]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+    assert video_frames(rtmp_out) == FRAMES
+    got = video_frames(srt_out)
+    assert FRAMES - SRT_TAIL <= got <= FRAMES, f"SRT destination got {got} of {FRAMES} video frames"
