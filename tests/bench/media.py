@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.media.flv import is_video_config
@@ -23,6 +23,11 @@ class Reference:
     ts_to_flv: dict[bytes, bytes]
     """PES digest -> digest of the same frame as an FLV tag body (matched by order)."""
     video_packets: int
+    tsflv_video: frozenset[bytes] = frozenset()
+    """The TS remux taken back to FLV by the same ffmpeg: what an RTMP destination of an SRT-ingested stream
+    should receive (Annex B -> AVCC, parameter sets in band)."""
+    tsflv_to_ts: dict[bytes, bytes] = field(default_factory=dict)
+    """FLV-of-TS digest -> PES digest of the same frame (matched by order)."""
 
 
 def encode_clip(ffmpeg: str, directory: Path, seconds: int = CLIP_SECONDS, size: str = "1920x1080",
@@ -69,4 +74,13 @@ def build_reference(ffmpeg: str, clip: Path) -> Reference:
     ts_to_flv = {}
     if len(pes) == len(frames):
         ts_to_flv = {digest(p): digest(f) for p, f in zip(pes, frames, strict=True)}
-    return Reference(frozenset(digest(t) for t in tags), frozenset(digest(p) for p in pes), ts_to_flv, len(frames))
+    back = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "mpegts", "-i", "pipe:0", "-map", "0",
+                           "-c", "copy", "-f", "flv", "pipe:1"], input=ts, check=True, capture_output=True,
+                          timeout=120).stdout
+    back_frames = [t for t in flv_video_tags(back) if not is_video_config(t)
+                   and not (len(t) > 1 and t[0] & 0x0F == 7 and t[1] == 2)]
+    tsflv_to_ts = {}
+    if len(back_frames) == len(pes):
+        tsflv_to_ts = {digest(f): digest(p) for f, p in zip(back_frames, pes, strict=True)}
+    return Reference(frozenset(digest(t) for t in tags), frozenset(digest(p) for p in pes), ts_to_flv, len(frames),
+                     frozenset(digest(f) for f in back_frames), tsflv_to_ts)

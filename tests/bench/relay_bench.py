@@ -1,6 +1,6 @@
 """`make bench`: the relay beside nginx-rtmp, one 1080p30 ~4.5 Mbit/s H.264+AAC stream to N destinations.
 
-    .venv/bin/python -m tests.bench.relay_bench [--rtmp-n 1,4,16] [--srt-n 1,4] [--window 15] [--no-nginx]
+    .venv/bin/python -m tests.bench.relay_bench [--rtmp-n 1,4,16] [--srt-n 1,4] [--ingest rtmp,srt] [--no-nginx]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy`, tee muxer) sends the same packets to the system under
 test and to a *direct* receiver; every receiver stamps each packet on arrival, so the relay's added delay
@@ -82,11 +82,14 @@ class Scenario:
     protocol: str
     n: int
     variant: Variant = BASELINE
+    ingest: str = "rtmp"
+    """How the publisher reaches the system (and the direct receiver): "rtmp" (FLV) or "srt" (MPEG-TS)."""
 
     @property
     def label(self) -> str:
         suffix = "" if self.variant is BASELINE else f" [{self.variant.label}]"
-        return f"{self.system} {self.protocol} N={self.n}{suffix}"
+        prefix = "" if self.ingest == "rtmp" else "srt-in "
+        return f"{self.system} {prefix}{self.protocol} N={self.n}{suffix}"
 
 
 @dataclass
@@ -243,7 +246,13 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         system = RelaySystem(workdir, ffmpeg=wrapper_script(workdir, sc.variant))
     else:
         system = NginxSystem(workdir)
-    direct = RtmpReceiver("direct", free_port())
+    # The direct receiver gets what the system gets, over the same protocol: for SRT ingest an SRT
+    # listener (srt-live-transmit, TSBPD off) fed by the same tee over SRT, so the added delay is the relay's.
+    direct: RtmpReceiver | SrtReceiver
+    if sc.ingest == "srt":
+        direct = SrtReceiver("direct", free_port(), latency_ms=opts.srt_latency_ms)
+    else:
+        direct = RtmpReceiver("direct", free_port())
     dests: list[RtmpReceiver | SrtReceiver]
     late: RtmpReceiver | SrtReceiver
     if sc.protocol == "srt":
@@ -269,7 +278,12 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
             f"system={system.root_pid}", f"bench={os.getpid()}", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True)
         await asyncio.sleep(2 * opts.sample_interval_s)  # an idle sample before the publisher starts
-        tee = f"[f=flv:onfail=ignore]{system.ingest_url}|[f=flv:onfail=ignore]{direct.url('live')}"
+        if isinstance(direct, SrtReceiver):
+            assert isinstance(system, RelaySystem)
+            latency = f"&latency={opts.srt_latency_ms * 1000}"
+            tee = f"[f=mpegts:onfail=ignore]{system.srt_ingest_url}{latency}|[f=mpegts:onfail=ignore]{direct.url()}"
+        else:
+            tee = f"[f=flv:onfail=ignore]{system.ingest_url}|[f=flv:onfail=ignore]{direct.url('live')}"
         marks["publish"] = time.monotonic()
         publisher = await asyncio.create_subprocess_exec(
             FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
@@ -350,8 +364,14 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
     if t_pub is None or w0 is None or w1 is None:
         return
     srt = sc.protocol == "srt"
-    mapping = ref.ts_to_flv if srt else None
-    source = ref.ts_video if srt else ref.flv_video
+    mapping: dict[bytes, bytes] | None
+    if sc.ingest == "srt":
+        # The direct receiver holds PES payloads; an RTMP destination gets ffmpeg's TS -> FLV of them.
+        mapping = None if srt else ref.tsflv_to_ts
+        source = ref.ts_video if srt else ref.tsflv_video
+    else:
+        mapping = ref.ts_to_flv if srt else None
+        source = ref.ts_video if srt else ref.flv_video
 
     # Start-up.
     direct_first = direct.first_video(t_pub)
@@ -501,7 +521,9 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "(relay + ffmpeg pushes, nginx master + worker) from /proc; per dest = total / N; pusher PSS = children "
         "only. Live add: API call returned → first keyframe. Recovery: killed receiver listening again → first "
         "packet. Others' gap: longest inter-frame gap of the untouched destinations around the outage minus the "
-        "direct receiver's. SRT receivers: srt-live-transmit with TSBPD off, so SRT's latency window is excluded.",
+        "direct receiver's. SRT receivers: srt-live-transmit with TSBPD off, so SRT's latency window is excluded. "
+        "srt-in: the publisher sends MPEG-TS over SRT to the relay and to a direct SRT receiver (TSBPD off); the "
+        "relay's SRT ingest delivers after its TSBPD latency (120 ms by default), counted in its added delay.",
     ]
     nginx_skip = meta.get("nginx_skipped")
     if nginx_skip:
@@ -525,6 +547,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rtmp-n", default="1,4,16", help="RTMP destination counts (comma-separated)")
     p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' for none)")
+    p.add_argument("--ingest", default="rtmp", help="publisher protocols (comma-separated: rtmp,srt); with srt the "
+                   "direct receiver is an SRT listener too, and nginx and the flag variants run on rtmp only")
     p.add_argument("--window", type=float, default=15.0, help="steady measurement window, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="after the last destination's first frame")
     p.add_argument("--down", type=float, default=2.0, help="how long the killed receiver stays down")
@@ -555,14 +579,17 @@ async def amain(args: argparse.Namespace) -> list[Result]:
                                    opts.clip_kbps)
     ref = await asyncio.to_thread(build_reference, FFMPEG, clip)
     nginx_skip = "--no-nginx" if args.no_nginx else nginx_available()
-    scenarios = [Scenario("relay", "rtmp", n) for n in counts(args.rtmp_n)]
-    scenarios += [Scenario("relay", "srt", n) for n in counts(args.srt_n)]
+    ingests = [x.strip() for x in args.ingest.split(",") if x.strip()]
+    if not set(ingests) <= {"rtmp", "srt"}:
+        raise SystemExit(f"--ingest: rtmp and/or srt, not {args.ingest!r}")
+    scenarios = [Scenario("relay", "rtmp", n, ingest=i) for i in ingests for n in counts(args.rtmp_n)]
+    scenarios += [Scenario("relay", "srt", n, ingest=i) for i in ingests for n in counts(args.srt_n)]
     runs = [(proto, n, v) for proto, n, v in FLAG_RUNS if args.variant in v.label]
     if args.only_variants:
         scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in runs))
-    elif not nginx_skip:
+    elif not nginx_skip and "rtmp" in ingests:
         scenarios += [Scenario("nginx-rtmp", "rtmp", n) for n in counts(args.rtmp_n)]
-    if not args.no_variants:
+    if not args.no_variants and "rtmp" in ingests:
         scenarios += [Scenario("relay", proto, n, v) for proto, n, v in runs]
     results: list[Result] = []
     for i, sc in enumerate(scenarios):
@@ -582,6 +609,8 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         "clip_bytes": clip.stat().st_size,
         "reference_video_packets": ref.video_packets,
         "ts_reference_matched": bool(ref.ts_to_flv),
+        "ts_flv_reference_matched": bool(ref.tsflv_to_ts),
+        "ingest": args.ingest,
         "ffmpeg": FFMPEG,
         "options": asdict(opts),
         "nginx_skipped": nginx_skip,

@@ -67,6 +67,11 @@ class RelaySystem:
         return str(self._stream["push_url"])
 
     @property
+    def srt_ingest_url(self) -> str:
+        """The SRT push URL with the streamid's `#` escaped (ffmpeg URL-decodes the streamid option)."""
+        return str(self._stream["push_url_srt"]).replace("#", "%23")
+
+    @property
     def root_pid(self) -> int:
         assert self.process.process is not None
         return self.process.process.pid
