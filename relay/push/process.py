@@ -26,6 +26,7 @@ log = logging.getLogger("relay.push")
 _READ_BYTES = 64 * 1024
 _MAX_LINE_BYTES = 4096
 _KEEP_LINES = 20
+_TRAILER_FAILED = "Error writing trailer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,3 +250,7 @@ class FfmpegProcess:
             if kind is ErrorKind.REFUSED:
                 self._refused = True
             log.warning("%s: %s", self._log_prefix, line)
+            if _TRAILER_FAILED in line and not self._stopped:
+                # The output already failed; closing it would only wait (libsrt's cleanup blocks ~1 s on a
+                # broken SRT socket before ffmpeg exits). Nothing is left to deliver: end it now.
+                self.kill()
