@@ -90,6 +90,7 @@ class FfmpegProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._readers: list[asyncio.Task[None]] = []
+        self._feeder: asyncio.Task[None] | None = None
         self._stopped = False
         self._killed = False
         self._refused = False
@@ -116,7 +117,7 @@ class FfmpegProcess:
         )
         log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
         self._readers = [self._spawn(self._read_progress()), self._spawn(self._read_log())]
-        self._spawn(self._feed())
+        self._feeder = self._spawn(self._feed())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -167,8 +168,15 @@ class FfmpegProcess:
         SIGKILL at the end. Always reaps."""
         assert self._proc is not None
         self._stopped = True
+        phase = min(1.0, timeout_seconds / 3)
+        feeder = self._feeder
+        if self._subscriber.end_cause is not None and feeder is not None and not feeder.done():
+            # The stream itself ended: what is still queued is the end of the broadcast, and the feeder
+            # closes stdin after it. Give it the first phase to deliver that before we cut the input.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(feeder), phase)
         self._close_stdin()
-        if not await self._exited_within(min(1.0, timeout_seconds / 3)):
+        if not await self._exited_within(phase):
             self._signal(signal.SIGINT)
             if not await self._exited_within(timeout_seconds - min(1.0, timeout_seconds / 3)):
                 log.warning("%s: ffmpeg did not stop within %.1fs, killing", self._log_prefix,
