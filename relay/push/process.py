@@ -258,7 +258,8 @@ class FfmpegProcess:
             if kind is ErrorKind.REFUSED:
                 self._refused = True
             log.warning("%s: %s", self._log_prefix, line)
-            if _TRAILER_FAILED in line and not self._stopped:
+            # Decide on ffmpeg's own words (`raw`); masking is for what we show, and could hide them.
+            if _TRAILER_FAILED in raw and not self._stopped:
                 # The output already failed; closing it would only wait (libsrt's cleanup blocks ~1 s on a
                 # broken SRT socket before ffmpeg exits). Nothing is left to deliver: end it now.
                 self.kill()

@@ -29,8 +29,9 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 GOP = 30
 """Frames per GOP of the test media (and the most a legitimately late receiver may miss)."""
 
-SRT_TAIL_FRAMES = 15
-"""Video packets an SRT leg may lose at a clean end (see Media.make); half a second."""
+SRT_TAIL_FRAMES = 3
+"""Video packets an SRT leg may lose at a clean end (see Media.make): the last TS video packet completes only
+at the end of input and races ffmpeg's close of its SRT socket (tests/system/test_srt_destination_end.py)."""
 
 T = TypeVar("T")
 

@@ -4,7 +4,8 @@
 Modes: run (read stdin, print progress, exit 0 at EOF), refuse (RTMP BadName), exit<N> (exit N at once),
 fail<N> (refuse the connection on the first N runs, counted in $FAKE_FFMPEG_DIR, then run),
 stall (progress stops while stdin is still read), ignoreint (run, but ignore SIGINT),
-noprogress (read stdin, never report progress).
+noprogress (read stdin, never report progress), trailer (run, then the output breaks: "Error writing
+trailer" and a long hang in cleanup, as ffmpeg on a broken SRT socket).
 SIGINT ends a run with 255, as ffmpeg does. Progress goes to stdout in `-progress` format.
 """
 
@@ -78,6 +79,11 @@ def main() -> int:
         out_us = int((time.monotonic() - start) * 1_000_000)
         reported += 1
         emit_progress(out_us, received[0], reported)
+        if mode == "trailer" and reported == 3:
+            sys.stderr.write("[out#0/mpegts @ 0x1] [error] Error writing trailer: Input/output error\n")
+            sys.stderr.flush()
+            time.sleep(30)  # ffmpeg blocked in its protocol's cleanup
+            return 1
 
 
 if __name__ == "__main__":

@@ -111,6 +111,17 @@ async def test_stall_kills_and_restarts(rig: Rig) -> None:
     assert not children_alive(pid)
 
 
+async def test_broken_output_is_killed_at_once_not_left_in_cleanup(rig: Rig) -> None:
+    rig.go_live()
+    rig.supervisor.reconcile([rig.spec(1, mode="trailer")])
+    await rig.wait_state(1, PushState.RUNNING)
+    pid = runner_pid(rig, 1)
+    # The fake hangs 30 s after its trailer error; the push must not wait for it.
+    status = await asyncio.wait_for(rig.wait_state(1, PushState.RETRYING), 5.0)
+    assert "Error writing" in (status.last_error or "")  # the mode name is masked like any query value
+    assert not children_alive(pid)
+
+
 async def test_no_stall_when_input_stops(rig: Rig) -> None:
     sink = rig.go_live()
     rig.supervisor.reconcile([rig.spec(1, mode="noprogress")])
