@@ -16,7 +16,6 @@ from relay.hub.hub import (
     SourceResumed,
     SubscriberOverflowed,
 )
-from relay.hub.mpegts import TsPacketizer
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 
 __all__ = [
@@ -40,5 +39,4 @@ __all__ = [
     "SubscriberLimits",
     "SubscriberOverflowed",
     "TimerHandle",
-    "TsPacketizer",
 ]

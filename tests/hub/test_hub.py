@@ -11,11 +11,11 @@ from relay.hub import (
     LiveEndReason,
     SourceResumed,
     SubscriberLimits,
-    TsPacketizer,
 )
 from relay.ingest.gate import EndReason, SourceType
 from relay.media.flv import FLV_HEADER_SIZE, flv_header
-from relay.media.packets import ContainerFormat, MediaKind
+from relay.media.mpegts import MpegTsReader, crc32_mpeg2
+from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 from tests.fakes.clock import FakeClock
 from tests.hub.helpers import (
     AUDIO_CONFIG,
@@ -251,8 +251,14 @@ def test_subscribe_when_idle_ends_at_once() -> None:
     assert sub.end_cause is EndCause.SOURCE_LOST
 
 
-def ts_packets(path_bytes: bytes) -> list:  # type: ignore[type-arg]
-    return list(TsPacketizer().feed(path_bytes, 0))
+def ts_packets(data: bytes) -> list[MediaPacket]:
+    """What the SRT ingest hands the hub for these TS bytes."""
+    reader = MpegTsReader()
+    return reader.feed(data, 0) + reader.flush(0)
+
+
+def _with_crc(section: bytes) -> bytes:
+    return section + crc32_mpeg2(section).to_bytes(4, "big")
 
 
 def _ts(pid: int, cc: int, payload: bytes = b"", pusi: bool = True, rai: bool = False) -> bytes:
@@ -265,44 +271,30 @@ def _ts(pid: int, cc: int, payload: bytes = b"", pusi: bool = True, rai: bool = 
 
 
 def _pat(cc: int) -> bytes:
-    section = bytes([0x00, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00]) + b"\x00" * 4
+    section = _with_crc(bytes([0x00, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00]))
     return _ts(0, cc, b"\x00" + section)
 
 
 def _pmt(cc: int, stream_type: int = 0x1B) -> bytes:
-    section = bytes([0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0,
-                     stream_type, 0xE1, 0x00, 0xF0, 0]) + b"\x00" * 4
+    section = _with_crc(bytes([0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0,
+                               stream_type, 0xE1, 0x00, 0xF0, 0]))
     return _ts(0x1000, cc, b"\x00" + section)
-
-
-def test_ts_packetizer_flags_config_and_keyframes() -> None:
-    stream = _pat(0) + _pmt(0) + _ts(0x100, 0, b"key", rai=True) + _ts(0x100, 1, b"p", pusi=False)
-    pkts = list(TsPacketizer().feed(stream[:100], 0)) + list(TsPacketizer().feed(b"", 0))
-    assert pkts == []
-    tp = TsPacketizer()
-    pkts = list(tp.feed(stream[:300], 0)) + list(tp.feed(stream[300:], 0))
-    assert [(p.config, p.keyframe, p.kind) for p in pkts] == [
-        (True, False, MediaKind.DATA), (True, False, MediaKind.DATA),
-        (False, True, MediaKind.VIDEO), (False, False, MediaKind.VIDEO),
-    ]
 
 
 def test_ts_resume_ignores_continuity_counters_and_keeps_bytes() -> None:
     hub, _, rec = make_hub()
     sink = hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
-    tp = TsPacketizer()
-    feed(sink, list(tp.feed(_pat(0) + _pmt(0) + _ts(0x100, 0, b"k", rai=True), 0)))
+    feed(sink, ts_packets(_pat(0) + _pmt(0) + _ts(0x100, 0, b"k", rai=True)))
     sub = hub.subscribe()
     head = drain(sub)
     assert head[:188] == _pat(0) and head[188:376] == _pmt(0) and len(head) == 3 * 188
     sink.close(EndReason.DROP)
     sink2 = hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
-    tp2 = TsPacketizer()
-    feed(sink2, list(tp2.feed(_pat(5) + _pmt(9) + _ts(0x100, 3, b"k2", rai=True), 0)))
+    feed(sink2, ts_packets(_pat(5) + _pmt(9) + _ts(0x100, 3, b"k2", rai=True)))
     assert sub.end_cause is None and rec.kinds()[-1] == "SourceResumed"
     assert drain(sub) == _ts(0x100, 3, b"k2", rai=True)  # bytes unchanged
     sink2.close(EndReason.DROP)
     sink3 = hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
-    feed(sink3, list(TsPacketizer().feed(_pat(0) + _pmt(0, stream_type=0x24) + _ts(0x100, 0, rai=True), 0)))
+    feed(sink3, ts_packets(_pat(0) + _pmt(0, stream_type=0x24) + _ts(0x100, 0, rai=True)))
     assert sub.end_cause is EndCause.SOURCE_CHANGED
     assert FLV_HEADER_SIZE == 9

@@ -12,8 +12,9 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 
-from relay.hub import Hub, HubSettings, LoopClock, SubscriberLimits, TsPacketizer
+from relay.hub import Hub, HubSettings, LoopClock, SubscriberLimits
 from relay.ingest.gate import EndReason, SourceType
+from relay.media.mpegts import MpegTsReader
 from relay.media.packets import ContainerFormat, MediaPacket
 from relay.push import CommandSettings
 from relay.supervisor import PushSpec, PushState, PushStatus, Supervisor, SupervisorSettings
@@ -147,7 +148,7 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
     receiver = await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts",
                                      p_srt, udp=True)
     sink = engine.hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
-    packetizer = TsPacketizer()
+    packetizer = MpegTsReader()
     data = ts.read_bytes()
     chunk = 188 * 7
     packets: list[MediaPacket] = []
@@ -155,6 +156,7 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
     per_chunk_ms = 3000 / (len(data) / chunk)
     for i, pos in enumerate(range(0, len(data), chunk)):
         packets += packetizer.feed(data[pos:pos + chunk], int(i * per_chunk_ms))
+    packets += packetizer.flush(3000)
     engine.supervisor.reconcile([PushSpec(1, 1, f"srt://127.0.0.1:{p_srt}?mode=caller", False, "drop", True)])
     await feed_realtime(sink, packets, speed=1.5)
     await engine.wait_state(1, PushState.RUNNING, within=5)
