@@ -139,7 +139,10 @@ async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: 
     data = await asyncio.to_thread(src_ts.read_bytes)
     data = data[: len(data) // 1316 * 1316]
     slt = [SRT_LIVE_TRANSMIT, "-q", "-a:no", "-chunk:1316", "-t:20", "file://con"]
-    async with SrtServer(engine, engine, settings()) as server:
+    # The end is judged by media silence before the close (< 0.8 x idle timeout = unpublish): keep the
+    # production timeout here, and stop the publishers together, so a busy machine cannot turn a
+    # deliberate end into a drop.
+    async with SrtServer(engine, engine, settings(idle_timeout_seconds=5.0)) as server:
         assert server.port is not None
         urls = {
             1: srt_url(server.port, "1%23tok1"),
@@ -154,7 +157,7 @@ async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: 
         ):
             await asyncio.gather(one.feed(data, 2.5), two.feed(data, 2.5), bad.feed(data, 0.5))
             sinks = [await engine.wait_bytes(sid, len(data)) for sid in urls]
-            results = [await one.stop(), await two.stop(), await bad.stop(limit_seconds=1.0)]
+            results = list(await asyncio.gather(one.stop(), two.stop(), bad.stop(limit_seconds=1.0)))
         async with asyncio.timeout(10):
             for sink in sinks:
                 await sink.closed.wait()
