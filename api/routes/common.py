@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from aiohttp import web
 
-from api.errors import ValidationFailed
+from api.auth import client_id
+from api.errors import ValidationFailed, json_response
 from relay.engine import Relay
+from relay.store.models import Page
+
+T = TypeVar("T")
 
 RELAY = web.AppKey("relay", Relay)
 PAGE_SIZE = 25
@@ -39,6 +46,17 @@ def page_headers(request: web.Request, page: int, total: int) -> dict[str, str]:
         # inject control characters (and nothing else in the query means anything to a listing).
         headers["Link"] = f'<{request.path}?page={page + 1}>; rel="next"'
     return headers
+
+
+async def paged_response(
+    request: web.Request,
+    fetch: Callable[[int, int, int], Awaitable[Page[T]]],
+    render: Callable[[T], dict[str, Any]],
+) -> web.Response:
+    """A listing as Gcore serves it: `?page=N`, 25 a page, a bare JSON array, X-Total-Count and Link."""
+    page = page_number(request)
+    found = await fetch(client_id(request), (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    return json_response([render(item) for item in found.items], headers=page_headers(request, page, found.total))
 
 
 async def read_body(request: web.Request) -> bytes:

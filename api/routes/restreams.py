@@ -8,7 +8,7 @@ from aiohttp import web
 
 from api.auth import client_id
 from api.errors import ValidationFailed, json_response, not_found
-from api.routes.common import PAGE_SIZE, page_headers, page_number, path_id, read_body, relay_of
+from api.routes.common import paged_response, path_id, read_body, relay_of
 from api.schemas import parse_body, validate_restream
 from relay.engine import Relay
 from relay.store.base import StoreError
@@ -68,10 +68,7 @@ async def create_restream(request: web.Request) -> web.Response:
 @routes.get("/streaming/restreams")
 async def list_restreams(request: web.Request) -> web.Response:
     relay = relay_of(request)
-    page = page_number(request)
-    found = await relay.store.list_restreams(client_id(request), (page - 1) * PAGE_SIZE, PAGE_SIZE)
-    return json_response([restream_body(relay, r) for r in found.items],
-                         headers=page_headers(request, page, found.total))
+    return await paged_response(request, relay.store.list_restreams, lambda item: restream_body(relay, item))
 
 
 @routes.get(r"/streaming/restreams/{id}")

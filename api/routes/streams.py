@@ -8,7 +8,7 @@ from aiohttp import web
 
 from api.auth import client_id
 from api.errors import json_response, not_found
-from api.routes.common import PAGE_SIZE, page_headers, page_number, path_id, read_body, relay_of
+from api.routes.common import paged_response, path_id, read_body, relay_of
 from api.schemas import iso, parse_body, validate_stream
 from relay.engine import Relay
 from relay.store.models import StreamRecord
@@ -56,10 +56,7 @@ async def create_stream(request: web.Request) -> web.Response:
 @routes.get("/streaming/streams")
 async def list_streams(request: web.Request) -> web.Response:
     relay = relay_of(request)
-    page = page_number(request)
-    found = await relay.store.list_streams(client_id(request), (page - 1) * PAGE_SIZE, PAGE_SIZE)
-    return json_response([stream_body(relay, s) for s in found.items],
-                         headers=page_headers(request, page, found.total))
+    return await paged_response(request, relay.store.list_streams, lambda stream: stream_body(relay, stream))
 
 
 @routes.get(r"/streaming/streams/{id}")
