@@ -16,7 +16,6 @@ from relay.engine import Relay
 
 CLIENT_ID = web.RequestKey("client_id", int)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/"})
 AUTHENTICATED_PATHS = frozenset({"/metrics"})
 UNAUTHORIZED_BODY = {"errors": {"auth": ["invalid api key"]}}
 

@@ -167,10 +167,7 @@ class Relay:
             stream = self.store.get_stream_blocking(stream_id)
             self._check_stream(stream_id, stream, token)
             assert stream is not None
-            current = self._live.get(stream_id)
-            if current is not None and current.publisher is not None and (
-                    current.publisher.idle_seconds() < self.settings.takeover_idle_seconds):
-                raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a publisher")
+            self._silent_publisher(stream_id)  # refuses while a publisher is sending
         except PublishRefused as refused:
             self.refusals[(Transport.SRT.value, refused.reason.value)] += 1
             raise
@@ -226,14 +223,22 @@ class Relay:
         self._emit_live(stream_id)
         return _SessionSink(self, stream_id, session, hub_sink)
 
-    def _take_over_or_refuse(self, stream_id: int) -> None:
+    def _silent_publisher(self, stream_id: int) -> LiveSession | None:
+        """The one rule for a second publisher: refused while the current one sends; a current one silent
+        for `takeover_idle_seconds` (a crashed encoder) is returned, to be replaced."""
         current = self._live.get(stream_id)
         if current is None or current.publisher is None:
-            return
-        idle = current.publisher.idle_seconds()
-        if idle < self.settings.takeover_idle_seconds:
+            return None
+        if current.publisher.idle_seconds() < self.settings.takeover_idle_seconds:
             raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a publisher")
-        log.warning("stream %d: publisher silent for %.1f s, the newcomer takes over", stream_id, idle)
+        return current
+
+    def _take_over_or_refuse(self, stream_id: int) -> None:
+        current = self._silent_publisher(stream_id)
+        if current is None or current.publisher is None:
+            return
+        log.warning("stream %d: publisher silent for %.1f s, the newcomer takes over", stream_id,
+                    current.publisher.idle_seconds())
         current.publisher.disconnect(EndReason.KICKED)
         # Not KICKED towards the hub: the newcomer's session replaces this one as a reconnect would.
         self._session_ended(stream_id, current, EndReason.DROP)
@@ -243,7 +248,7 @@ class Relay:
             return  # already replaced by a newer session
         del self._live[stream_id]
         self._ingest_rates.pop(stream_id, None)
-        self._last_sessions[stream_id] = replace(session, live=False, publisher=None,
+        self._last_sessions[stream_id] = replace(session, publisher=None,
                                                  finished_at=datetime.now(UTC))
         log.info("stream %d publishing ended (%s)", stream_id, reason.value)
         self._emit_live(stream_id, reason.value)
@@ -306,7 +311,7 @@ class Relay:
 
     # What the API asks -------------------------------------------------------------------------
     def live_session(self, stream_id: int) -> LiveSession | None:
-        """The session now publishing, or else the last one since start-up (with live=False)."""
+        """The session now publishing, or else the last one since start-up (for its times and source)."""
         return self._live.get(stream_id) or self._last_sessions.get(stream_id)
 
     def live_count(self) -> int:

@@ -22,7 +22,6 @@ class LiveSession:
     started_at: datetime
     publisher: PublisherHandle | None
     info: StreamInfo = field(default_factory=StreamInfo)
-    live: bool = True
     finished_at: datetime | None = None
 
     def with_info(self, info: StreamInfo) -> LiveSession:
