@@ -150,14 +150,9 @@ def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         errors["name"] = [CANT_BE_BLANK]
     if errors or model is None:
         raise ValidationFailed(errors)
-    fields = model.model_fields_set if not creating else set(StreamFields.model_fields)
-    values = {name: getattr(model, name) for name in fields}
-    if "client_user_id" in values and "client_user_id" not in model.model_fields_set:
-        values.pop("client_user_id")
-    for optional in ("srt_passphrase", "srt_latency_ms"):
-        if values.get(optional) is None and optional not in model.model_fields_set:
-            values.pop(optional, None)
-    return values
+    # On create every field (unsent ones at their defaults); on update only those sent.
+    fields = StreamFields.model_fields if creating else model.model_fields_set
+    return {name: getattr(model, name) for name in fields}
 
 
 def validate_restream(body: dict[str, Any], *, creating: bool) -> tuple[dict[str, Any], dict[str, list[str]]]:
