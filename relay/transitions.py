@@ -26,6 +26,6 @@ class IllegalTransition(RuntimeError):
 
 
 def check_transition(table: Mapping[S, frozenset[S]], machine: str, old: S, new: S) -> None:
-    """Raise `IllegalTransition` unless `table` allows `old -> new` (staying put is always allowed)."""
-    if new is not old and new not in table[old]:
+    """Raise `IllegalTransition` unless `table` allows `old -> new` (staying put only where it lists it)."""
+    if new not in table[old]:
         raise IllegalTransition(machine, old, new)
