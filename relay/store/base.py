@@ -11,6 +11,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
+from relay.store.changes import ChangeFeed
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
 STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms"})
@@ -24,7 +25,13 @@ class StoreError(Exception):
 
 
 class Store(abc.ABC):
-    """Persistent definitions: clients' API keys, streams and restreams."""
+    """Persistent definitions: clients' API keys, streams and restreams.
+
+    Every stream and restream write is announced on `changes` once durable (see relay/store/changes.py).
+    """
+
+    def __init__(self) -> None:
+        self.changes = ChangeFeed()
 
     # Streams ------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -49,7 +56,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_stream(self, stream_id: int, client_id: int) -> bool:
-        """Delete the stream and its restreams; False if the client has no such stream."""
+        """Delete the stream and its restreams; False if the client has no such stream.
+
+        One `StreamChanged` announces it; its restreams go with it without a change of their own."""
 
     # Restreams ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -61,9 +70,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_restreams(self, client_id: int, offset: int, limit: int) -> Page[RestreamRecord]:
         """Newest first."""
-
-    @abc.abstractmethod
-    async def restreams_of_stream(self, stream_id: int) -> list[RestreamRecord]: ...
 
     @abc.abstractmethod
     async def active_restreams(self) -> list[RestreamRecord]:

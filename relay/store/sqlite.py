@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, Store, StoreError
+from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
 T = TypeVar("T")
@@ -143,6 +144,7 @@ class SqliteStore(Store):
     """Definitions in one SQLite file; owns its connections and its worker thread."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._conn = _connect(path)
@@ -192,7 +194,9 @@ class SqliteStore(Store):
                 return _stream(c.execute("SELECT * FROM streams WHERE id = ?", (cur.lastrowid,)).fetchone())
             return self._write(conn, insert)
 
-        return await self._run(work)
+        stream = await self._run(work)
+        await self.changes.publish(StreamChanged(stream.id, None, stream))
+        return stream
 
     async def get_stream(self, stream_id: int, client_id: int | None = None) -> StreamRecord | None:
         def work(conn: sqlite3.Connection) -> StreamRecord | None:
@@ -218,23 +222,36 @@ class SqliteStore(Store):
     ) -> StreamRecord | None:
         values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
 
-        def work(conn: sqlite3.Connection) -> StreamRecord | None:
-            def update(c: sqlite3.Connection) -> StreamRecord | None:
-                if _select_stream(c, stream_id, client_id) is None:
+        def work(conn: sqlite3.Connection) -> tuple[StreamRecord, StreamRecord] | None:
+            def update(c: sqlite3.Connection) -> tuple[StreamRecord, StreamRecord] | None:
+                before = _select_stream(c, stream_id, client_id)
+                if before is None:
                     return None
                 _update_row(c, "streams", stream_id, values)
-                return _select_stream(c, stream_id, client_id)
+                after = _select_stream(c, stream_id, client_id)
+                assert after is not None
+                return before, after
             return self._write(conn, update)
-        return await self._run(work)
+        result = await self._run(work)
+        if result is None:
+            return None
+        await self.changes.publish(StreamChanged(stream_id, *result))
+        return result[1]
 
     async def delete_stream(self, stream_id: int, client_id: int) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            def delete(c: sqlite3.Connection) -> bool:
-                c.execute("DELETE FROM restreams WHERE stream_id = ? AND client_id = ?", (stream_id, client_id))
-                cur = c.execute("DELETE FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id))
-                return cur.rowcount > 0
+        def work(conn: sqlite3.Connection) -> StreamRecord | None:
+            def delete(c: sqlite3.Connection) -> StreamRecord | None:
+                before = _select_stream(c, stream_id, client_id)
+                if before is not None:
+                    c.execute("DELETE FROM restreams WHERE stream_id = ? AND client_id = ?", (stream_id, client_id))
+                    c.execute("DELETE FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id))
+                return before
             return self._write(conn, delete)
-        return await self._run(work)
+        before = await self._run(work)
+        if before is None:
+            return False
+        await self.changes.publish(StreamChanged(stream_id, before, None))
+        return True
 
     # Restreams ----------------------------------------------------------------------------
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
@@ -253,9 +270,11 @@ class SqliteStore(Store):
                 return _restream(row)
             return self._write(conn, insert)
         try:
-            return await self._run(work)
+            restream = await self._run(work)
         except sqlite3.IntegrityError as exc:  # the stream vanished between validation and insert
             raise StoreError("stream does not exist") from exc
+        await self.changes.publish(RestreamChanged(restream.id, None, restream))
+        return restream
 
     async def get_restream(self, restream_id: int, client_id: int | None = None) -> RestreamRecord | None:
         def work(conn: sqlite3.Connection) -> RestreamRecord | None:
@@ -272,12 +291,6 @@ class SqliteStore(Store):
             return Page([_restream(r) for r in rows], total)
         return await self._run(work)
 
-    async def restreams_of_stream(self, stream_id: int) -> list[RestreamRecord]:
-        def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
-            rows = conn.execute("SELECT * FROM restreams WHERE stream_id = ? ORDER BY id", (stream_id,))
-            return [_restream(r) for r in rows]
-        return await self._run(work)
-
     async def active_restreams(self) -> list[RestreamRecord]:
         def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
             rows = conn.execute(
@@ -292,25 +305,38 @@ class SqliteStore(Store):
     ) -> RestreamRecord | None:
         values = {k: v for k, v in changes.items() if k in RESTREAM_FIELDS}
 
-        def work(conn: sqlite3.Connection) -> RestreamRecord | None:
-            def update(c: sqlite3.Connection) -> RestreamRecord | None:
-                if _select_restream(c, restream_id, client_id) is None:
+        def work(conn: sqlite3.Connection) -> tuple[RestreamRecord, RestreamRecord] | None:
+            def update(c: sqlite3.Connection) -> tuple[RestreamRecord, RestreamRecord] | None:
+                before = _select_restream(c, restream_id, client_id)
+                if before is None:
                     return None
                 _update_row(c, "restreams", restream_id, values)
-                return _select_restream(c, restream_id, client_id)
+                after = _select_restream(c, restream_id, client_id)
+                assert after is not None
+                return before, after
             return self._write(conn, update)
         try:
-            return await self._run(work)
+            result = await self._run(work)
         except sqlite3.IntegrityError as exc:
             raise StoreError("stream does not exist") from exc
+        if result is None:
+            return None
+        await self.changes.publish(RestreamChanged(restream_id, *result))
+        return result[1]
 
     async def delete_restream(self, restream_id: int, client_id: int) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            def delete(c: sqlite3.Connection) -> bool:
-                cur = c.execute("DELETE FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id))
-                return cur.rowcount > 0
+        def work(conn: sqlite3.Connection) -> RestreamRecord | None:
+            def delete(c: sqlite3.Connection) -> RestreamRecord | None:
+                before = _select_restream(c, restream_id, client_id)
+                if before is not None:
+                    c.execute("DELETE FROM restreams WHERE id = ?", (restream_id,))
+                return before
             return self._write(conn, delete)
-        return await self._run(work)
+        before = await self._run(work)
+        if before is None:
+            return False
+        await self.changes.publish(RestreamChanged(restream_id, before, None))
+        return True
 
     # API keys -----------------------------------------------------------------------------
     async def create_api_key(
