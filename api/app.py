@@ -8,17 +8,20 @@ from aiohttp import web
 from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.routes import dashboard, events, metrics, restreams, status, streams
-from api.routes.common import MAX_BODY_BYTES, RELAY
-from relay.engine import Relay
+from api.routes.common import MAX_BODY_BYTES, NODE, Node
+from relay.engine import Engine
+from relay.ingest.addresses import IngestAddresses
+from relay.store.base import Store
 
 
-def create_app(relay: Relay, *, feed_settings: events.FeedSettings | None = None) -> web.Application:
-    """An aiohttp application serving the control API of `relay` (which the caller starts and stops)."""
+def create_app(engine: Engine, store: Store, addresses: IngestAddresses, *,
+               feed_settings: events.FeedSettings | None = None) -> web.Application:
+    """An aiohttp application serving the control API of one node (whose parts the caller starts and stops)."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(relay)],
+        middlewares=[error_middleware, auth_middleware(store)],
         client_max_size=MAX_BODY_BYTES,
     )
-    app[RELAY] = relay
+    app[NODE] = Node(engine, store, addresses)
     app.add_routes(status.routes)
     app.add_routes(streams.routes)
     app.add_routes(restreams.routes)

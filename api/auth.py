@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from api.errors import Handler, json_response
-from relay.engine import Relay
+from relay.store.base import Store
 
 CLIENT_ID = web.RequestKey("client_id", int)
 
@@ -31,13 +31,13 @@ def presented_key(header: str | None) -> str | None:
     return key
 
 
-def auth_middleware(relay: Relay) -> Middleware:
+def auth_middleware(store: Store) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not (request.path.startswith("/streaming/") or request.path in AUTHENTICATED_PATHS):
             return await handler(request)
         key = presented_key(request.headers.get("Authorization"))
-        client_id = await relay.store.client_for_key(key) if key else None
+        client_id = await store.client_for_key(key) if key else None
         if client_id is None:
             return json_response(UNAUTHORIZED_BODY, status=401)
         request[CLIENT_ID] = client_id

@@ -1,99 +1,49 @@
 """`restream-relay`: `serve` runs the relay and its control API; `keys` manages API keys.
 
-This is the composition root: it is the one place that sees both the engine (relay/) and the HTTP
-API (api/), so that the engine never imports the API.
+Command-line parsing, the key commands and the announcement; the node itself is api/server.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
-from api.app import create_app
+from api.server import Server, serve
 from relay import logs
-from relay.app import ADMIN_CLIENT_ID, RelayNode
 from relay.config import ConfigError, Settings, from_environment, with_overrides
-from relay.engine import BoundPorts, Relay
 from relay.ingest.tls import write_self_signed
+from relay.keys import ADMIN_CLIENT_ID
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
-GRACEFUL_STOP_SECONDS = 10.0
 
 
-class RelayService:
-    """A running relay with its HTTP site: `start()`, then `close()`; used by `serve` and by tests."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.node = RelayNode(settings)
-        self._runner: web.AppRunner | None = None
-        self.http_port: int | None = None
-
-    @property
-    def relay(self) -> Relay:
-        assert self.node.relay is not None, "start() first"
-        return self.node.relay
-
-    async def start(self) -> None:
-        relay = await self.node.start()
-        try:
-            self._runner = web.AppRunner(create_app(relay), access_log=None, handle_signals=False,
-                                         shutdown_timeout=GRACEFUL_STOP_SECONDS)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.api_bind, self.settings.http_port,
-                               reuse_address=True)
-            await site.start()
-            self.http_port = _bound_port(site, self.settings.http_port)
-            relay.ports = BoundPorts(http=self.http_port, rtmp=relay.ports.rtmp, rtmps=relay.ports.rtmps,
-                                     srt=relay.ports.srt)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        # Listeners first (no new requests), then the engine (pushes, publishers), then the store.
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        await self.node.close()
-
-
-def _bound_port(site: web.TCPSite, configured: int) -> int:
-    server = site._server  # aiohttp keeps the asyncio server private; port 0 needs the real one
-    sockets = getattr(server, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else configured
-
-
-def announce(service: RelayService, demo_stream: dict[str, str | None] | None) -> str:
-    settings = service.settings
-    relay = service.relay
+def announce(server: Server, demo_stream: dict[str, str | None] | None) -> str:
+    """What `make run` prints: where the dashboard, the API and the ingest listen, the key, a demo stream."""
+    settings = server.settings
+    ports = server.ports
     api_host = "127.0.0.1" if settings.api_bind in ("0.0.0.0", "::") else settings.api_bind
     lines = [
         "",
         "restream-relay is running (Ctrl-C stops it)",
-        f"  dashboard     http://{api_host}:{service.http_port}/",
-        f"  control API   http://{api_host}:{service.http_port}/streaming   (Authorization: APIKey <key>)",
-        f"  API key       {service.node.admin_key or '(managed with: restream-relay keys create --client ID)'}",
-        f"  RTMP ingest   rtmp://{settings.public_host}:{relay.ports.rtmp or settings.rtmp_port}/in",
+        f"  dashboard     http://{api_host}:{ports.http}/",
+        f"  control API   http://{api_host}:{ports.http}/streaming   (Authorization: APIKey <key>)",
+        f"  API key       {server.admin_key or '(managed with: restream-relay keys create --client ID)'}",
+        f"  RTMP ingest   rtmp://{settings.public_host}:{ports.rtmp}/in",
     ]
-    if settings.rtmps_enabled:
-        lines.append(f"  RTMPS ingest  rtmps://{settings.public_host}:{relay.ports.rtmps or settings.rtmps_port}/in")
-    if relay.ports.srt:
-        lines.append(f"  SRT ingest    srt://{settings.public_host}:{relay.ports.srt}")
+    if ports.rtmps:
+        lines.append(f"  RTMPS ingest  rtmps://{settings.public_host}:{ports.rtmps}/in")
+    if ports.srt:
+        lines.append(f"  SRT ingest    srt://{settings.public_host}:{ports.srt}")
     if demo_stream and demo_stream.get("push_url"):
         lines += [
             "",
             f"Demo stream '{demo_stream['name']}': OBS server rtmp://{settings.public_host}:"
-            f"{relay.ports.rtmp or settings.rtmp_port}/in, stream key {demo_stream['key']}",
+            f"{ports.rtmp}/in, stream key {demo_stream['key']}",
             "Publish a test pattern to it:",
             "  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\",
             "    -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -f flv \\",
@@ -102,49 +52,19 @@ def announce(service: RelayService, demo_stream: dict[str, str | None] | None) -
     return "\n".join(lines) + "\n"
 
 
-async def _demo_stream(relay: Relay) -> dict[str, str | None] | None:
+async def _demo_stream(server: Server) -> dict[str, str | None] | None:
     """The admin client's first stream, created as "demo" on first start, for the announcement."""
-    page = await relay.store.list_streams(ADMIN_CLIENT_ID, 0, 1)
-    stream = page.items[0] if page.items else await relay.store.create_stream(ADMIN_CLIENT_ID, {"name": "demo"})
-    urls = relay.push_urls(stream)
-    return {"name": stream.name, "push_url": urls["push_url"], "key": f"{stream.id}?{stream.token}"}
+    store, addresses = server.store, server.addresses
+    page = await store.list_streams(ADMIN_CLIENT_ID, 0, 1)
+    stream = page.items[0] if page.items else await store.create_stream(ADMIN_CLIENT_ID, {"name": "demo"})
+    urls = addresses.push_urls(stream.id, stream.token)
+    return {"name": stream.name, "push_url": urls.rtmp, "key": f"{stream.id}?{stream.token}"}
 
 
-async def serve(settings: Settings, *, announce_start: bool = False) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals_seen = 0
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            log.info("stopping (again to force)")
-            stop.set()
-        else:
-            log.warning("forced stop")
-            main_task.cancel()
-
-    current = asyncio.current_task()
-    assert current is not None
-    main_task: asyncio.Task[object] = current
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    service = RelayService(settings)
-    try:
-        await service.start()
-        if announce_start:
-            demo = await _demo_stream(service.relay) if service.node.admin_key else None
-            sys.stdout.write(announce(service, demo))
-            sys.stdout.flush()
-        log.info("relay started: API on %s:%s", settings.api_bind, service.http_port)
-        await stop.wait()
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await service.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return 0
+async def _announce(server: Server) -> None:
+    demo = await _demo_stream(server) if server.admin_key else None
+    sys.stdout.write(announce(server, demo))
+    sys.stdout.flush()
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -228,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = self_signed_tls(settings)
     if args.command == "serve":
         try:
-            return asyncio.run(serve(settings, announce_start=args.announce))
+            return asyncio.run(serve(settings, _announce if args.announce else None))
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -8,23 +8,22 @@ Labels carry ids and names, never tokens, keys or destination URIs.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from relay.engine import Relay
+from api.routes.common import Node
+from relay.engine.status import RestreamStatus
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
+from relay.supervisor.states import PushState
 
-RESTREAM_STATES = ("idle", "starting", "running", "retrying", "failed", "disabled")
+RESTREAM_STATES = tuple(state.value for state in PushState)
 """Every state a push can be in (the `state` label of relay_restream_state)."""
 
 MAX_OBJECTS_PER_KIND = 2000
@@ -58,34 +57,15 @@ async def load_definitions(store: Store, client_id: int) -> ClientDefinitions:
     return ClientDefinitions(client_id, streams, restreams)
 
 
-def restream_uptime_seconds(status: dict[str, Any], now: float | None = None) -> float:
-    """The push's uptime: the engine's own figure when it gives one, else derived from `since`."""
-    uptime = status.get("uptime_seconds")
-    if isinstance(uptime, int | float):
-        return float(uptime)
-    since = status.get("since")
-    if status.get("state") != "running" or not isinstance(since, str):
-        return 0.0
-    try:
-        started = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-    return max(0.0, (time.time() if now is None else now) - started)
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
 class RelayCollector(Collector):
     """The relay's own series for one client's definitions, with live figures read on `collect()`."""
 
-    def __init__(self, relay: Relay, definitions: ClientDefinitions) -> None:
-        self._relay = relay
+    def __init__(self, node: Node, definitions: ClientDefinitions) -> None:
+        self._node = node
         self._definitions = definitions
 
     def collect(self) -> Iterator[Metric]:
-        relay, defs = self._relay, self._definitions
+        engine, defs = self._node.engine, self._definitions
         stream_labels = ["stream_id", "name", "client_id"]
         live = GaugeMetricFamily("relay_stream_live", "1 while a publisher is connected to the stream",
                                  labels=stream_labels)
@@ -101,12 +81,12 @@ class RelayCollector(Collector):
                                           labels=stream_labels)
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
-            status = relay.stream_status(stream.id)
-            live.add_metric(labels, 1.0 if relay.is_live(stream.id) else 0.0)
+            snapshot = engine.stream_snapshot(stream.id)
+            live.add_metric(labels, 1.0 if snapshot.live else 0.0)
             active.add_metric(labels, 1.0 if stream.active else 0.0)
-            ingest_bytes.add_metric(labels, _number(status.get("bytes_in_total")))
-            ingest_rate.add_metric(labels, _number(status.get("bitrate_kbps")) * 1000)
-            ingest_uptime.add_metric(labels, _number(status.get("uptime_seconds")))
+            ingest_bytes.add_metric(labels, snapshot.status.bytes_in_total)
+            ingest_rate.add_metric(labels, snapshot.status.bitrate_kbps * 1000)
+            ingest_uptime.add_metric(labels, snapshot.status.uptime_seconds)
         yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
@@ -124,21 +104,20 @@ class RelayCollector(Collector):
                                      labels=restream_labels)
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
-            status = relay.restream_status(restream)
-            current = status.get("state")
+            status: RestreamStatus = engine.restream_status(restream)
             for name in RESTREAM_STATES:
-                state.add_metric([*labels, name], 1.0 if current == name else 0.0)
+                state.add_metric([*labels, name], 1.0 if status.state.value == name else 0.0)
             r_active.add_metric(labels, 1.0 if restream.active else 0.0)
-            r_bytes.add_metric(labels, _number(status.get("bytes")))
-            r_rate.add_metric(labels, _number(status.get("bitrate_kbps")) * 1000)
-            r_restarts.add_metric(labels, _number(status.get("restarts")))
-            r_uptime.add_metric(labels, restream_uptime_seconds(status))
+            r_bytes.add_metric(labels, status.bytes)
+            r_rate.add_metric(labels, status.bitrate_kbps * 1000)
+            r_restarts.add_metric(labels, status.restarts)
+            r_uptime.add_metric(labels, status.uptime_seconds)
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
 
         refusals = CounterMetricFamily("relay_ingest_refusals",
                                        "Publish attempts refused by the relay (whole node), by transport and reason",
                                        labels=["transport", "reason"])
-        for (transport, reason), count in sorted(relay.refusals.items()):
+        for (transport, reason), count in sorted(engine.admission.refusals.items()):
             refusals.add_metric([transport, reason], float(count))
         yield refusals
 
@@ -190,18 +169,18 @@ class FfmpegProcessCollector(Collector):
                                 value=sum(child.resident_bytes for child in ffmpegs))
 
 
-def registry_for(relay: Relay, definitions: ClientDefinitions) -> CollectorRegistry:
+def registry_for(node: Node, definitions: ClientDefinitions) -> CollectorRegistry:
     """A fresh registry holding everything one scrape reports."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(relay, definitions))
+    registry.register(RelayCollector(node, definitions))
     registry.register(FfmpegProcessCollector())
     ProcessCollector(registry=registry)
     return registry
 
 
-async def render(relay: Relay, client_id: int, accept: str | None) -> tuple[bytes, str]:
+async def render(node: Node, client_id: int, accept: str | None) -> tuple[bytes, str]:
     """The exposition for one client's scrape, in the format the `Accept` header asks for."""
-    definitions = await load_definitions(relay.store, client_id)
+    definitions = await load_definitions(node.store, client_id)
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry_for(relay, definitions)), content_type
+    return encoder(registry_for(node, definitions)), content_type
 

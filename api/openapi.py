@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from relay.supervisor.states import PushState
+
 _INT = {"type": "integer", "format": "int64"}
 _NULL_INT = {"type": "integer", "format": "int64", "nullable": True}
 _NULL_STR = {"type": "string", "nullable": True}
@@ -142,7 +144,7 @@ _RESTREAM = {
             "type": "object", "description": "Extension (ours): the push's observed state",
             "properties": {
                 "state": {"type": "string",
-                          "enum": ["idle", "starting", "running", "retrying", "failed", "disabled"]},
+                          "enum": [state.value for state in PushState]},
             },
             "additionalProperties": True,
         },

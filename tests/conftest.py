@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from api.cli import RelayService
+from api.server import Server
 from relay.config import Settings
 from tests.support import ADMIN_KEY, RelayProcess
 
@@ -34,9 +34,9 @@ def service_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[RelayService]:
+async def service(tmp_path: Path) -> AsyncIterator[Server]:
     """The relay and its API running in this test's event loop."""
-    relay_service = RelayService(service_settings(tmp_path))
+    relay_service = Server(service_settings(tmp_path))
     await relay_service.start()
     try:
         yield relay_service
@@ -72,6 +72,6 @@ class ApiClient:
 
 
 @pytest.fixture
-async def api(service: RelayService) -> AsyncIterator[ApiClient]:
+async def api(service: Server) -> AsyncIterator[ApiClient]:
     async with aiohttp.ClientSession() as session:
-        yield ApiClient(session, f"http://127.0.0.1:{service.http_port}", ADMIN_KEY)
+        yield ApiClient(session, f"http://127.0.0.1:{service.ports.http}", ADMIN_KEY)

@@ -1,27 +1,42 @@
-"""Helpers shared by the resource routes: relay access, paging, ids from the path."""
+"""Helpers shared by the resource routes: the node's parts, paging, ids from the path."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from api.auth import client_id
 from api.errors import ValidationFailed, json_response
-from relay.engine import Relay
+from relay.engine import Engine
+from relay.ingest.addresses import IngestAddresses
+from relay.store.base import Store
 from relay.store.models import Page
 
 T = TypeVar("T")
 
-RELAY = web.AppKey("relay", Relay)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What the API serves: the store it writes definitions to, the engine it reads live state from,
+    and the ingest addresses written into push URLs."""
+
+    engine: Engine
+    store: Store
+    addresses: IngestAddresses
+
+
+NODE = web.AppKey("node", Node)
 PAGE_SIZE = 25
 MAX_BODY_BYTES = 64 * 1024
 _MAX_ID = 2**63 - 1
 
 
-def relay_of(request: web.Request) -> Relay:
-    return request.app[RELAY]
+def node_of(request: web.Request) -> Node:
+    return request.app[NODE]
 
 
 def path_id(request: web.Request) -> int:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,10 +32,11 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import client_id
+from api.bodies import event_body, live_fields, restream_status_body
 from api.errors import generic_error
 from api.metrics import load_definitions
-from api.routes.common import RELAY
-from relay.engine import Relay
+from api.routes.common import NODE, Node
+from relay.engine.events import EngineEvent
 
 log = logging.getLogger("relay.api.events")
 
@@ -44,7 +44,6 @@ routes = web.RouteTableDef()
 
 STATS = "stats"
 RESYNC = "resync"
-_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +122,8 @@ class FeedFull(Exception):
 class EventFeed:
     """Owns the subscriptions, the engine listener and the stats task; `start()`, then `close()`."""
 
-    def __init__(self, relay: Relay, settings: FeedSettings | None = None) -> None:
-        self.relay = relay
+    def __init__(self, node: Node, settings: FeedSettings | None = None) -> None:
+        self.node = node
         self.settings = settings or FeedSettings()
         self._subscriptions: set[Subscription] = set()
         self._unsubscribe: Callable[[], None] | None = None
@@ -132,7 +131,7 @@ class EventFeed:
         self._closed = False
 
     def start(self) -> None:
-        self._unsubscribe = self.relay.add_listener(self._on_event)
+        self._unsubscribe = self.node.engine.subscribe(self._on_event)
         self._stats_task = asyncio.create_task(self._stats_loop(), name="event-feed-stats")
 
     async def close(self) -> None:
@@ -171,10 +170,11 @@ class EventFeed:
     def subscriptions(self) -> int:
         return len(self._subscriptions)
 
-    def _on_event(self, kind: str, payload: dict[str, Any]) -> None:
-        owner = payload.get("client_id")
-        if not isinstance(owner, int) or not _EVENT_NAME.match(kind) or kind in (STATS, RESYNC):
-            return
+    def _on_event(self, event: EngineEvent) -> None:
+        owner = event.client_id
+        if not any(s.client_id == owner for s in self._subscriptions):
+            return  # nobody of that client listens: no JSON to make
+        kind, payload = event_body(event)
         for subscription in list(self._subscriptions):
             if subscription.client_id == owner:
                 subscription.offer(kind, payload)
@@ -184,7 +184,7 @@ class EventFeed:
             await asyncio.sleep(self.settings.stats_interval_seconds)
             for client in sorted({s.client_id for s in self._subscriptions}):
                 try:
-                    snapshot = await client_stats(self.relay, client)
+                    snapshot = await client_stats(self.node, client)
                 except Exception:  # a failing store must not end the feed; the next round retries
                     log.exception("stats for the event feed failed")
                     continue
@@ -193,25 +193,16 @@ class EventFeed:
                         subscription.offer(STATS, snapshot)
 
 
-async def client_stats(relay: Relay, client: int) -> dict[str, Any]:
+async def client_stats(node: Node, client: int) -> dict[str, Any]:
     """A snapshot of one client's live figures (no tokens, no destination URIs)."""
-    definitions = await load_definitions(relay.store, client)
-    streams = []
-    for stream in definitions.streams:
-        session = relay.live_session(stream.id)
-        live = relay.is_live(stream.id)
-        info = session.info if session is not None and live else None
-        streams.append({
-            "id": stream.id, "name": stream.name, "active": stream.active, "live": live,
-            "stream_source_type": session.source_type.value if session is not None and live else None,
-            "video_width": info.video_width if info else None,
-            "video_height": info.video_height if info else None,
-            "frame_rate": info.frame_rate if info else None,
-            "status": relay.stream_status(stream.id),
-        })
+    definitions = await load_definitions(node.store, client)
+    engine = node.engine
+    streams = [{"id": stream.id, "name": stream.name, "active": stream.active,
+                **live_fields(engine.stream_snapshot(stream.id))} for stream in definitions.streams]
     restreams = [{
         "id": restream.id, "stream_id": restream.stream_id, "name": restream.name, "active": restream.active,
-        "live": relay.is_live(restream.stream_id), "status": relay.restream_status(restream),
+        "live": engine.is_live(restream.stream_id),
+        "status": restream_status_body(engine.restream_status(restream)),
     } for restream in definitions.restreams]
     return {"client_id": client, "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "streams": streams, "restreams": restreams}
@@ -238,7 +229,7 @@ def feed_context(settings: FeedSettings | None = None) -> tuple[AppContext, AppH
     """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        feed = EventFeed(app[RELAY], settings)
+        feed = EventFeed(app[NODE], settings)
         app[EVENT_FEED] = feed
         feed.start()
         yield

@@ -10,14 +10,14 @@ from aiohttp import web
 
 from api import metrics
 from api.auth import client_id
-from api.routes.common import relay_of
+from api.routes.common import node_of
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    body, content_type = await metrics.render(relay_of(request), client_id(request), request.headers.get("Accept"))
+    body, content_type = await metrics.render(node_of(request), client_id(request), request.headers.get("Accept"))
     response = web.Response(body=body, headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = content_type
     return response

@@ -6,15 +6,14 @@ from aiohttp import web
 
 from api.errors import json_response
 from api.openapi import openapi_document
-from api.routes.common import relay_of
+from api.routes.common import node_of
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    relay = relay_of(request)
-    return json_response({"status": "ok", "live_streams": relay.live_count()})
+    return json_response({"status": "ok", "live_streams": node_of(request).engine.live_count()})
 
 
 @routes.get("/openapi.json")

@@ -51,6 +51,8 @@ class RefusalReason(str, Enum):
     ALREADY_LIVE = "already_live"
     BAD_REQUEST = "bad_request"
     UNAVAILABLE = "unavailable"
+    CONNECTION_LIMIT = "connection_limit"
+    """Too many connections (in all, or from the publisher's address): refused before the gate."""
 
 
 class PublishRefused(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from relay.ingest.gate import (
     PublishGate,
     PublishRefused,
     PublishRequest,
+    RefusalReason,
     StreamInfo,
     Transport,
 )
@@ -377,8 +379,11 @@ class RtmpServer:
     """
 
     def __init__(self, gate: PublishGate, settings: RtmpServerSettings | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 on_refused: Callable[[Transport, RefusalReason], None] | None = None) -> None:
         self.gate = gate
+        self._on_refused = on_refused
+        """Told of the refusals decided here, before the gate (connection limits): for metrics."""
         self.settings = settings or RtmpServerSettings()
         self.ssl_context = ssl_context
         self.transport = Transport.RTMPS if ssl_context is not None else Transport.RTMP
@@ -441,12 +446,12 @@ class RtmpServer:
             return
         if len(self._connections) >= self.settings.max_connections:
             log.warning("rtmp %s %s: refused: too many connections", self.transport.value, peer)
-            writer.transport.abort()
+            self._refuse(writer)
             return
         if self._per_address.get(address, 0) >= self.settings.max_connections_per_address:
             log.warning("rtmp %s %s: refused: too many connections from this address",
                         self.transport.value, peer)
-            writer.transport.abort()
+            self._refuse(writer)
             return
         connection = RtmpConnection(self, reader, writer, peer, address)
         self._connections.add(connection)
@@ -454,6 +459,11 @@ class RtmpServer:
         task = asyncio.get_running_loop().create_task(self._run(connection), name=f"rtmp {peer}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+        if self._on_refused is not None:
+            self._on_refused(self.transport, RefusalReason.CONNECTION_LIMIT)
 
     async def _run(self, connection: RtmpConnection) -> None:
         try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from api.cli import RelayService
 from api.errors import NOT_FOUND_MESSAGE
+from api.server import Server
 from tests.conftest import ApiClient
 
 UNAUTHORIZED = {"errors": {"auth": ["invalid api key"]}}
@@ -25,15 +25,15 @@ async def test_scheme_word_in_any_case_and_keys_with_dollar(api: ApiClient) -> N
         assert status == 200, scheme
 
 
-async def test_revoked_key_is_401(service: RelayService, api: ApiClient) -> None:
-    key, record = await service.relay.store.create_api_key(5, "temp")
+async def test_revoked_key_is_401(service: Server, api: ApiClient) -> None:
+    key, record = await service.store.create_api_key(5, "temp")
     assert (await api.as_key(key).call("GET", "/streaming/streams"))[0] == 200
-    assert await service.relay.store.revoke_api_key(str(record.id)) == 1
+    assert await service.store.revoke_api_key(str(record.id)) == 1
     assert (await api.as_key(key).call("GET", "/streaming/streams"))[1] == UNAUTHORIZED
 
 
-async def test_client_b_cannot_touch_client_a(service: RelayService, api: ApiClient) -> None:
-    key_b, _ = await service.relay.store.create_api_key(2, "client B")
+async def test_client_b_cannot_touch_client_a(service: Server, api: ApiClient) -> None:
+    key_b, _ = await service.store.create_api_key(2, "client B")
     b = api.as_key(key_b)
     _, stream_a, _ = await api.call("POST", "/streaming/streams", {"name": "A's"})
     _, restream_a, _ = await api.call("POST", "/streaming/restreams",

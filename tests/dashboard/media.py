@@ -12,7 +12,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 
-from api.cli import RelayService
+from api.server import Server
 from tests.conftest import service_settings
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -20,9 +20,9 @@ GRACE_SECONDS = 1.0
 
 
 @pytest.fixture
-async def quick_service(tmp_path: Path) -> AsyncIterator[RelayService]:
+async def quick_service(tmp_path: Path) -> AsyncIterator[Server]:
     """The relay and its API in this test's loop; a dropped publisher ends the stream after 1 s."""
-    relay_service = RelayService(service_settings(tmp_path, publisher_grace_seconds=GRACE_SECONDS))
+    relay_service = Server(service_settings(tmp_path, publisher_grace_seconds=GRACE_SECONDS))
     await relay_service.start()
     try:
         yield relay_service

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api.cli import RelayService
+from api.server import Server
 from tests.dashboard.media import publisher, rtmp_receiver
 from tests.support import ADMIN_KEY, ROOT, free_port
 
@@ -69,9 +69,9 @@ async def api_get(base: str, path: str) -> tuple[int, Any]:
         return response.status, (await response.json() if response.status == 200 else None)
 
 
-async def test_operator_runs_a_show_from_the_dashboard(quick_service: RelayService, page: Any,
+async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, page: Any,
                                                        tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{quick_service.http_port}"
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
     await page.goto(base + "/")
 
     # Sign in: the key is asked once and kept for the tab.

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from api.app import create_app
-from api.cli import RelayService
 from api.routes.events import RESYNC, STATS, FeedSettings, Subscription
+from api.server import Server
 from tests.dashboard.media import publisher
 from tests.support import ADMIN_KEY
 
@@ -94,8 +94,8 @@ async def open_feed(http: aiohttp.ClientSession, base: str, key: str) -> FeedRea
     return reader
 
 
-async def test_feed_needs_a_valid_key(quick_service: RelayService, http: aiohttp.ClientSession) -> None:
-    base = f"http://127.0.0.1:{quick_service.http_port}"
+async def test_feed_needs_a_valid_key(quick_service: Server, http: aiohttp.ClientSession) -> None:
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
     for headers in ({"Accept": "text/event-stream"}, sse("1$not-a-key")):
         async with http.get(f"{base}/streaming/events", headers=headers) as response:
             assert response.status == 401
@@ -106,10 +106,10 @@ async def test_feed_needs_a_valid_key(quick_service: RelayService, http: aiohttp
 
 
 @pytest.mark.integration
-async def test_live_events_and_stats_reach_only_the_owner(quick_service: RelayService,
+async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server,
                                                           http: aiohttp.ClientSession) -> None:
-    base = f"http://127.0.0.1:{quick_service.http_port}"
-    other_key, _ = await quick_service.relay.store.create_api_key(2, "other tenant")
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
+    other_key, _ = await quick_service.store.create_api_key(2, "other tenant")
     async with http.post(f"{base}/streaming/streams", json={"name": "mine"}, headers=auth(ADMIN_KEY)) as response:
         stream = await response.json()
     mine = await open_feed(http, base, ADMIN_KEY)
@@ -145,9 +145,9 @@ async def test_live_events_and_stats_reach_only_the_owner(quick_service: RelaySe
     theirs.response.close()
 
 
-async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: RelayService,
+async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: Server,
                                                            http: aiohttp.ClientSession) -> None:
-    reader = await open_feed(http, f"http://127.0.0.1:{quick_service.http_port}", ADMIN_KEY)
+    reader = await open_feed(http, f"http://127.0.0.1:{quick_service.ports.http}", ADMIN_KEY)
     started = time.monotonic()
     await quick_service.close()
     assert time.monotonic() - started < 3.0  # not the 10 s grace aiohttp gives running handlers
@@ -156,9 +156,9 @@ async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: RelayS
             pass
 
 
-async def test_heartbeats_and_the_subscription_limit(quick_service: RelayService,
+async def test_heartbeats_and_the_subscription_limit(quick_service: Server,
                                                      http: aiohttp.ClientSession) -> None:
-    app = create_app(quick_service.relay, feed_settings=FeedSettings(
+    app = create_app(quick_service.engine, quick_service.store, quick_service.addresses, feed_settings=FeedSettings(
         heartbeat_seconds=0.2, stats_interval_seconds=60, max_subscriptions_per_client=1))
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()

@@ -1,4 +1,4 @@
-"""Pieces of the exporter that need no relay: /proc parsing and the push uptime."""
+"""Pieces of the exporter that need no relay: /proc parsing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.metrics import FfmpegProcessCollector, child_processes, restream_uptime_seconds
+from api.metrics import FfmpegProcessCollector, child_processes
 
 
 def fake_proc(root: Path, pid: int, comm: str, ppid: int, rss_pages: int) -> None:
@@ -39,10 +39,3 @@ def test_no_proc_no_series(tmp_path: Path) -> None:
     registry.register(FfmpegProcessCollector(tmp_path / "absent", pid=7))
     assert b"relay_ffmpeg" not in generate_latest(registry)
 
-
-def test_restream_uptime() -> None:
-    assert restream_uptime_seconds({"state": "running", "uptime_seconds": 12.5}) == 12.5
-    assert restream_uptime_seconds({"state": "running", "since": "2026-01-01T00:00:00.000Z"},
-                                   now=1767225610.0) == 10.0
-    assert restream_uptime_seconds({"state": "retrying", "since": "2026-01-01T00:00:00.000Z"}) == 0.0
-    assert restream_uptime_seconds({"state": "running", "since": "garbage"}) == 0.0

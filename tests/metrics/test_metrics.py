@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.cli import RelayService
 from api.metrics import RESTREAM_STATES
+from api.server import Server
 from tests.dashboard.media import FFMPEG, poll_until, publisher
 from tests.support import ADMIN_KEY
 
@@ -46,15 +46,15 @@ class Scraper:
         return (await self.scrape()).get((name, frozenset(labels.items())))
 
 
-async def test_metrics_need_a_key(quick_service: RelayService, http: aiohttp.ClientSession) -> None:
+async def test_metrics_need_a_key(quick_service: Server, http: aiohttp.ClientSession) -> None:
     for headers in ({}, auth("1$wrong")):
-        async with http.get(f"http://127.0.0.1:{quick_service.http_port}/metrics", headers=headers) as response:
+        async with http.get(f"http://127.0.0.1:{quick_service.ports.http}/metrics", headers=headers) as response:
             assert response.status == 401
 
 
 @pytest.mark.integration
-async def test_metrics_follow_reality(quick_service: RelayService, http: aiohttp.ClientSession) -> None:
-    base = f"http://127.0.0.1:{quick_service.http_port}"
+async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.ClientSession) -> None:
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
     scraper = Scraper(http, base)
     async with http.post(f"{base}/streaming/streams", json={"name": "Late show"}, headers=auth(ADMIN_KEY)) as r:
         stream = await r.json()
@@ -124,10 +124,10 @@ async def test_metrics_follow_reality(quick_service: RelayService, http: aiohttp
             assert secret not in text
 
 
-async def test_series_are_scoped_to_the_key_s_client(quick_service: RelayService,
+async def test_series_are_scoped_to_the_key_s_client(quick_service: Server,
                                                     http: aiohttp.ClientSession) -> None:
-    base = f"http://127.0.0.1:{quick_service.http_port}"
-    other_key, _ = await quick_service.relay.store.create_api_key(2, "other tenant")
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
+    other_key, _ = await quick_service.store.create_api_key(2, "other tenant")
     async with http.post(f"{base}/streaming/streams", json={"name": "client one's"}, headers=auth(ADMIN_KEY)):
         pass
     async with http.post(f"{base}/streaming/streams", json={"name": "client two's"}, headers=auth(other_key)):
@@ -140,8 +140,8 @@ async def test_series_are_scoped_to_the_key_s_client(quick_service: RelayService
     assert names == {"client two's"}
 
 
-async def test_openmetrics_when_asked(quick_service: RelayService, http: aiohttp.ClientSession) -> None:
+async def test_openmetrics_when_asked(quick_service: Server, http: aiohttp.ClientSession) -> None:
     headers = {**auth(ADMIN_KEY), "Accept": "application/openmetrics-text; version=1.0.0"}
-    async with http.get(f"http://127.0.0.1:{quick_service.http_port}/metrics", headers=headers) as response:
+    async with http.get(f"http://127.0.0.1:{quick_service.ports.http}/metrics", headers=headers) as response:
         assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         assert (await response.text()).endswith("# EOF\n")

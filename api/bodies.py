@@ -1,0 +1,136 @@
+"""JSON at the edge: the API's bodies made from store records and the engine's typed snapshots.
+
+The engine hands out dataclasses (relay/engine/status.py, relay/engine/events.py); only here do they
+become the dictionaries Gcore's clients, the event feed and the dashboard read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.schemas import iso
+from relay.engine import Engine
+from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.status import IngestStatus, RestreamStatus, StreamSnapshot
+from relay.ingest.addresses import IngestAddresses
+from relay.store.models import RestreamRecord, StreamRecord
+
+
+def ingest_status_body(status: IngestStatus) -> dict[str, Any]:
+    """The extension `status` of a stream."""
+    body: dict[str, Any] = {
+        "state": status.state.value,
+        "transport": status.transport.value if status.transport is not None else None,
+        "video_codec": status.video_codec,
+        "audio_codec": status.audio_codec,
+        "bitrate_kbps": status.bitrate_kbps,
+        "bytes_in": status.bytes_in,
+        "bytes_in_total": status.bytes_in_total,
+        "uptime_seconds": status.uptime_seconds,
+    }
+    link = status.srt
+    if link is not None:
+        body["srt"] = {
+            "rtt_ms": link.rtt_ms, "recv_rate_mbps": link.recv_rate_mbps, "latency_ms": link.latency_ms,
+            "packets_received": link.packets_received, "packets_lost": link.packets_lost,
+            "packets_dropped": link.packets_dropped, "packets_retransmitted": link.packets_retransmitted,
+            "encrypted": link.encrypted,
+        }
+    return body
+
+
+def restream_status_body(status: RestreamStatus) -> dict[str, Any]:
+    """The extension `status` of a restream (never a secret: errors and log lines come masked)."""
+    return {
+        "state": status.state.value,
+        "since": iso(status.since),
+        "uptime_seconds": status.uptime_seconds,
+        "bitrate_kbps": status.bitrate_kbps,
+        "bytes": status.bytes,
+        "frames": status.frames,
+        "restarts": status.restarts,
+        "last_error": status.last_error,
+        "next_retry_seconds": status.next_retry_seconds,
+        "log_tail": list(status.log_tail),
+    }
+
+
+def live_fields(snapshot: StreamSnapshot) -> dict[str, Any]:
+    """What a stream shows of its live source, in the stream body and in the feed's stats."""
+    info = snapshot.info
+    return {
+        "live": snapshot.live,
+        "stream_source_type": snapshot.source_type.value if snapshot.source_type is not None else None,
+        "video_width": info.video_width if info else None,
+        "video_height": info.video_height if info else None,
+        "frame_rate": info.frame_rate if info else None,
+        "status": ingest_status_body(snapshot.status),
+    }
+
+
+def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord) -> dict[str, Any]:
+    snapshot = engine.stream_snapshot(stream.id)
+    urls = addresses.push_urls(stream.id, stream.token)
+    live = live_fields(snapshot)
+    return {
+        "id": stream.id,
+        "name": stream.name,
+        "active": stream.active,
+        "client_id": stream.client_id,
+        "client_user_id": stream.client_user_id,
+        "token": stream.token,
+        "push_url": urls.rtmp,
+        "push_url_srt": urls.srt,
+        "push_url_rtmps": urls.rtmps,
+        "srt_passphrase": stream.srt_passphrase,
+        "srt_latency_ms": stream.srt_latency_ms,
+        "live": snapshot.live,
+        "backup_live": False,
+        "stream_source_type": live["stream_source_type"],
+        "started_at_primary": iso(snapshot.started_at),
+        "finished_at_primary": iso(snapshot.finished_at),
+        "video_width": live["video_width"],
+        "video_height": live["video_height"],
+        "frame_rate": live["frame_rate"],
+        "quality_set_id": None,
+        "transcoded_qualities": [],
+        "created_at": iso(stream.created_at),
+        "status": live["status"],
+    }
+
+
+def restream_body(engine: Engine, restream: RestreamRecord) -> dict[str, Any]:
+    return {
+        "id": restream.id,
+        "name": restream.name,
+        "active": restream.active,
+        "uri": restream.uri,
+        "stream_id": restream.stream_id,
+        "client_id": restream.client_id,
+        "client_user_id": restream.client_user_id,
+        "live": engine.is_live(restream.stream_id),
+        "no_audio": restream.no_audio,
+        "no_audio_mode": restream.no_audio_mode,
+        "source": "original",
+        "quality_id": None,
+        "playlist_id": None,
+        "tls_verify": restream.tls_verify,
+        "status": restream_status_body(engine.restream_status(restream)),
+    }
+
+
+def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
+    """An engine event as the feed sends it: its name and its JSON payload."""
+    if isinstance(event, StreamLiveChanged):
+        payload: dict[str, Any] = {"client_id": event.client_id, "stream_id": event.stream_id,
+                                   "live": event.live, "state": event.state.value}
+        if event.reason:
+            payload["reason"] = event.reason
+        return "stream.live", payload
+    if isinstance(event, StreamInfoChanged):
+        return "stream.info", {"client_id": event.client_id, "stream_id": event.stream_id,
+                               "video_width": event.info.video_width, "video_height": event.info.video_height,
+                               "frame_rate": event.info.frame_rate}
+    assert isinstance(event, RestreamStateChanged)
+    return "restream.status", {"client_id": event.client_id, "stream_id": event.stream_id,
+                               "restream_id": event.restream_id, "status": restream_status_body(event.status)}

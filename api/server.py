@@ -1,0 +1,180 @@
+"""The composition root: one relay node, its parts started top to bottom and closed in reverse.
+
+    store -> API keys -> engine -> RTMP -> RTMPS -> SRT -> HTTP
+
+This is the one module that sees both the engine (relay/) and the HTTP API (api/), so that the engine
+never imports the API. `Server` owns the lifecycle only; command-line parsing, key commands and the
+announcement live in api/cli.py (uvicorn's main.py / server.py split).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from api.app import create_app
+from relay.config import Settings
+from relay.engine import Engine
+from relay.ingest.addresses import IngestAddresses
+from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
+from relay.ingest.srt_server import SrtServer, SrtSettings
+from relay.ingest.tls import load_server_context
+from relay.keys import bootstrap_admin_key
+from relay.store.base import Store
+from relay.store.sqlite import SqliteStore
+
+log = logging.getLogger("relay.server")
+GRACEFUL_STOP_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    """Ports the listeners really bound (they differ from the settings where those say 0)."""
+
+    http: int
+    rtmp: int
+    rtmps: int | None
+    """None while RTMPS is off (no certificate)."""
+    srt: int | None
+    """None while SRT ingest is off (disabled, or libsrt missing)."""
+
+
+class Server:
+    """One relay node: `start()` brings every part up and returns the bound ports; `close()` (idempotent)
+    takes them down in reverse: listeners first, then the engine (publishers, pushes), then the store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self._store: Store | None = None
+        self._engine: Engine | None = None
+        self.admin_key: str | None = None
+        """The operator's key in clear when known (given, or generated on first start)."""
+        self._ports: BoundPorts | None = None
+        self._addresses: IngestAddresses | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "start() first"
+        return self._store
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "start() first"
+        return self._engine
+
+    @property
+    def ports(self) -> BoundPorts:
+        assert self._ports is not None, "start() first"
+        return self._ports
+
+    @property
+    def addresses(self) -> IngestAddresses:
+        assert self._addresses is not None, "start() first"
+        return self._addresses
+
+    async def start(self) -> BoundPorts:
+        settings = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            store = self._store = SqliteStore(settings.database_path)
+            stack.push_async_callback(store.close)
+
+            self.admin_key = await bootstrap_admin_key(store, settings)
+
+            engine = self._engine = Engine(settings, store)
+            stack.push_async_callback(engine.close)
+            await engine.start()
+
+            rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port,
+                                               takeover_idle_seconds=settings.takeover_idle_seconds)
+            rtmp = RtmpServer(engine, rtmp_settings, on_refused=engine.admission.refused)
+            await stack.enter_async_context(rtmp)
+
+            rtmps_port: int | None = None
+            if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+                context = load_server_context(settings.tls_cert_file, settings.tls_key_file)
+                rtmps_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmps_port,
+                                                    takeover_idle_seconds=settings.takeover_idle_seconds)
+                rtmps = RtmpServer(engine, rtmps_settings, ssl_context=context, on_refused=engine.admission.refused)
+                rtmps_port = (await stack.enter_async_context(rtmps)).port
+            log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,
+                     f", RTMPS on port {rtmps_port}" if rtmps_port else "")
+
+            srt_port = await self._start_srt(stack, engine)
+
+            addresses = self._addresses = IngestAddresses(settings.public_host, rtmp.port, rtmps_port, srt_port)
+            http_port = await self._start_http(stack, engine, store, addresses)
+
+            self._ports = BoundPorts(http=http_port, rtmp=rtmp.port, rtmps=rtmps_port, srt=srt_port)
+            self._stack = stack.pop_all()
+        return self._ports
+
+    async def _start_srt(self, stack: contextlib.AsyncExitStack, engine: Engine) -> int | None:
+        settings = self.settings
+        if not settings.srt_enabled:
+            log.info("SRT ingest off (RELAY_SRT=off)")
+            return None
+        srt = SrtServer(engine, engine.admission, SrtSettings(
+            host=settings.media_bind, port=settings.srt_port, latency_ms=settings.srt_latency_ms,
+            max_connections=settings.srt_max_connections,
+            handshake_timeout_seconds=settings.srt_handshake_timeout_seconds))
+        stack.push_async_callback(srt.close)
+        return srt.port if await srt.start() else None  # False: libsrt missing, said once in the log
+
+    async def _start_http(self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store,
+                          addresses: IngestAddresses) -> int:
+        runner = web.AppRunner(create_app(engine, store, addresses), access_log=None, handle_signals=False,
+                               shutdown_timeout=GRACEFUL_STOP_SECONDS)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, self.settings.api_bind, self.settings.http_port, reuse_address=True)
+        await site.start()
+        server = site._server  # aiohttp keeps the asyncio server private; port 0 needs the real one
+        sockets = getattr(server, "sockets", None) or ()
+        return int(sockets[0].getsockname()[1]) if sockets else self.settings.http_port
+
+    async def close(self) -> None:
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
+
+
+async def serve(settings: Settings, on_started: Callable[[Server], Awaitable[None]] | None = None) -> int:
+    """Run a node until SIGINT or SIGTERM; a second signal forces the stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("stopping (again to force)")
+            stop.set()
+        else:
+            log.warning("forced stop")
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    server = Server(settings)
+    try:
+        ports = await server.start()
+        if on_started is not None:
+            await on_started(server)
+        log.info("relay started: API on %s:%s", settings.api_bind, ports.http)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0

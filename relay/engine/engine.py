@@ -1,0 +1,273 @@
+"""The engine: keeps media flowing as the definitions say.
+
+It is the `PublishGate` behind every ingest server. It owns one hub per live stream and the push
+supervisor, and delegates the rest: admission decides who may publish, the registry keeps the
+sessions and meters, the supervisor runs the pushes (see docs/architecture.md):
+
+    ingest server --open_publish--> Engine --open_session--> Hub <--subscribe-- push (Supervisor)
+
+Definitions reach it through one seam, the store's change feed. Desired pushes are the active
+restreams of active streams, read from the store on every change and every
+`reconcile_interval_seconds`; the supervisor starts those whose stream is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import imageio_ffmpeg
+
+from relay.config import Settings
+from relay.engine.admission import Admission
+from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.registry import LiveRegistry, LiveSession
+from relay.engine.sink import SessionSink
+from relay.engine.status import RestreamStatus, StreamSnapshot, StreamState
+from relay.hub.clock import LoopClock
+from relay.hub.hub import (
+    Hub,
+    HubEvent,
+    HubSettings,
+    HubState,
+    LiveEnded,
+    LiveStarted,
+    PublisherDropped,
+    SourceChanged,
+    SourceResumed,
+)
+from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.store.base import Store
+from relay.store.changes import Change, StreamChanged
+from relay.store.models import RestreamRecord
+from relay.supervisor.settings import SupervisorSettings
+from relay.supervisor.states import PushSpec, PushState, PushStatus
+from relay.supervisor.supervisor import Supervisor
+
+log = logging.getLogger("relay.engine")
+
+EventListener = Callable[[EngineEvent], None]
+
+
+class Engine:
+    """Owns the hubs, the supervisor and the live registry; answers what the API asks of live state."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = LiveRegistry(clock)
+        self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
+        self._hubs: dict[int, Hub] = {}
+        self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
+        ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
+        self.supervisor = Supervisor(SupervisorSettings(), self._hubs.get, ffmpeg_path, LoopClock(),
+                                     self._on_push_status)
+        self._specs: dict[int, PushSpec] = {}
+        self._restream_clients: dict[int, int] = {}
+        self._push_states: dict[int, PushState] = {}
+        self._listeners: list[EventListener] = []
+        self._reconcile_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe_store: Callable[[], None] | None = None
+        self._closed = False
+
+    # Observers --------------------------------------------------------------------------------
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Call `listener` with every engine event (in the loop); returns the call that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, event: EngineEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # an observer's bug must not break publishing
+                log.exception("event listener failed")
+
+    def _emit_live(self, stream_id: int, reason: str | None = None) -> None:
+        client_id = self.registry.client_of(stream_id)
+        if client_id is not None:
+            self._emit(StreamLiveChanged(client_id, stream_id, self.is_live(stream_id),
+                                         self._stream_state(stream_id), reason))
+
+    # PublishGate ------------------------------------------------------------------------------
+    async def open_publish(self, request: PublishRequest) -> IngestSink:
+        admitted = await self.admission.admit(request)
+        stream = admitted.stream
+        if admitted.replaces is not None:
+            log.warning("stream %d: publisher silent for %.1f s, the newcomer takes over", stream.id,
+                        admitted.replaces.idle_seconds())
+            self._disconnect(stream.id, EndReason.KICKED, ended_as=EndReason.DROP)
+            # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
+        transport = request.publisher.transport
+        source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
+        session = LiveSession(stream_id=stream.id, client_id=stream.client_id, source_type=source_type,
+                              started_at=datetime.now(UTC), publisher=request.publisher)
+        self.registry.open(session)
+        hub = self._hubs.get(stream.id)
+        if hub is None:
+            hub = Hub(stream.id, self._hub_settings, LoopClock(), self._on_hub_event)
+            self._hubs[stream.id] = hub
+        log.info("stream %d live from %s via %s", stream.id, request.publisher.peer, transport.value)
+        hub_sink = hub.open_session(request.container, source_type, transport)
+        self._emit_live(stream.id)
+        return SessionSink(session, hub_sink, self.registry, self._info_changed, self._session_ended)
+
+    def _info_changed(self, session: LiveSession, info: StreamInfo) -> None:
+        self._emit(StreamInfoChanged(session.client_id, session.stream_id, info))
+
+    def _session_ended(self, session: LiveSession, reason: EndReason) -> None:
+        if self.registry.end(session):
+            log.info("stream %d publishing ended (%s)", session.stream_id, reason.value)
+            self._emit_live(session.stream_id, reason.value)
+
+    def _disconnect(self, stream_id: int, reason: EndReason, *, ended_as: EndReason) -> None:
+        session = self.registry.current(stream_id)
+        if session is not None and session.publisher is not None:
+            session.publisher.disconnect(reason)
+            self._session_ended(session, ended_as)
+
+    # Hub and push events ----------------------------------------------------------------------
+    def _on_hub_event(self, event: HubEvent) -> None:
+        stream_id = event.stream_id
+        if isinstance(event, LiveStarted):
+            self._sync_pushes()
+        elif isinstance(event, LiveEnded):
+            # The hub is idle with an empty GOP cache; dropping it guarantees no stale replay later.
+            hub = self._hubs.get(stream_id)
+            if hub is not None and hub.state is HubState.IDLE:
+                del self._hubs[stream_id]
+            log.info("stream %d: pushes end (%s)", stream_id, event.reason.value)
+            self._sync_pushes()
+            self._emit_live(stream_id, event.reason.value)
+        elif isinstance(event, PublisherDropped):
+            log.info("stream %d: holding destinations for %.0f s", stream_id, event.grace_period_seconds)
+        elif isinstance(event, SourceResumed):
+            log.info("stream %d: publisher back, destinations continue (offset %d ms)", stream_id,
+                     event.timestamp_offset_ms)
+        elif isinstance(event, SourceChanged):
+            log.info("stream %d: publisher back with another configuration, pushes restart", stream_id)
+
+    def _on_push_status(self, restream_id: int, status: PushStatus) -> None:
+        previous = self._push_states.get(restream_id)
+        self._push_states[restream_id] = status.state
+        if previous is status.state:
+            return  # progress ticks arrive every second; observers get state changes
+        client_id = self._restream_clients.get(restream_id)
+        if client_id is not None:
+            self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id,
+                                            RestreamStatus.of_push(status)))
+
+    # What the API asks ------------------------------------------------------------------------
+    def is_live(self, stream_id: int) -> bool:
+        """A publisher is connected, or one dropped and the destinations are held for its return."""
+        hub = self._hubs.get(stream_id)
+        return self.registry.current(stream_id) is not None or (hub is not None and hub.live)
+
+    def live_count(self) -> int:
+        return sum(1 for stream_id in set(self.registry.publishing()) | set(self._hubs) if self.is_live(stream_id))
+
+    def _stream_state(self, stream_id: int) -> StreamState:
+        if self.registry.current(stream_id) is not None:
+            return StreamState.LIVE
+        return StreamState.RECONNECTING if self.is_live(stream_id) else StreamState.OFFLINE
+
+    def stream_snapshot(self, stream_id: int) -> StreamSnapshot:
+        session = self.registry.latest(stream_id)
+        live = self.is_live(stream_id)
+        return StreamSnapshot(
+            stream_id=stream_id, live=live,
+            source_type=session.source_type if session is not None and live else None,
+            info=session.info if session is not None and live else None,
+            started_at=session.started_at if session is not None else None,
+            finished_at=session.finished_at if session is not None else None,
+            status=self.registry.ingest_status(stream_id, self._stream_state(stream_id)),
+        )
+
+    def restream_status(self, restream: RestreamRecord) -> RestreamStatus:
+        """The push's observed state; a restream that is not supervised has no push and no `since`."""
+        status = RestreamStatus.of_push(self.supervisor.status(restream.id))
+        if not restream.active:
+            return replace(status, state=PushState.DISABLED, since=None)
+        if restream.id not in self._specs and status.state is PushState.DISABLED:
+            return replace(status, state=PushState.IDLE, since=None)  # its stream is inactive
+        return status
+
+    # Definition changes (the store's change feed) ---------------------------------------------
+    async def _on_change(self, change: Change) -> None:
+        if isinstance(change, StreamChanged):
+            if change.after is None or not change.after.active:
+                self.end_stream(change.stream_id)  # deleted or deactivated: refuse and stop at once
+            if change.after is None:
+                self.registry.forget(change.stream_id)
+            if change.before is not None:  # a new stream has no restreams yet
+                await self.reconcile()
+        else:
+            await self.reconcile()
+            restream, before = change.after, change.before
+            if restream is not None and restream.active and (before is None or not before.active):
+                self.supervisor.retry_now(restream.id)  # switched on: no waiting out a backoff
+
+    def end_stream(self, stream_id: int) -> None:
+        """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
+        self._disconnect(stream_id, EndReason.KICKED, ended_as=EndReason.KICKED)
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.live:
+            hub.close()
+
+    async def reconcile(self) -> None:
+        """Read what should push from the store and bring the supervisor in line with it."""
+        async with self._reconcile_lock:
+            records = await self.store.active_restreams()
+            self._specs = {
+                r.id: PushSpec(restream_id=r.id, stream_id=r.stream_id, uri=r.uri, no_audio=r.no_audio,
+                               no_audio_mode=r.no_audio_mode, tls_verify=r.tls_verify)
+                for r in records
+            }
+            self._restream_clients.update({r.id: r.client_id for r in records})
+            self._sync_pushes()
+
+    def _sync_pushes(self) -> None:
+        if not self._closed:
+            self.supervisor.reconcile(self._specs.values())
+
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await self.reconcile()
+            except Exception:  # the store may be briefly locked by another process; next round retries
+                log.exception("periodic reconcile failed")
+
+    # Lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Follow the store's changes and bring the pushes in line with the definitions."""
+        self._unsubscribe_store = self.store.changes.subscribe(self._on_change)
+        await self.reconcile()
+        task = asyncio.get_running_loop().create_task(self._reconcile_periodically(), name="reconcile")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Refuse publishers, end every publishing session and hub, then stop every push. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.admission.stop_accepting()
+        if self._unsubscribe_store is not None:
+            self._unsubscribe_store()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for stream_id in self.registry.publishing():
+            self.end_stream(stream_id)
+        for hub in list(self._hubs.values()):
+            hub.close()
+        await self.supervisor.close()

@@ -1,0 +1,45 @@
+"""What the engine tells its observers (the API's event feed, the dashboard): typed, one class a kind.
+
+Each event names the client that owns the object, so that an observer can show it to that client only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.engine.status import RestreamStatus, StreamState
+from relay.ingest.gate import StreamInfo
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLiveChanged:
+    """A stream went live, started reconnecting, or ended."""
+
+    client_id: int
+    stream_id: int
+    live: bool
+    state: StreamState
+    reason: str | None = None
+    """Why publishing ended (an ingest end reason or a hub end reason), when it did."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfoChanged:
+    """The ingest learnt what the source looks like (size, frame rate, codecs)."""
+
+    client_id: int
+    stream_id: int
+    info: StreamInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RestreamStateChanged:
+    """A push changed state (progress ticks are not events: they are read from snapshots)."""
+
+    client_id: int
+    stream_id: int | None
+    restream_id: int
+    status: RestreamStatus
+
+
+EngineEvent = StreamLiveChanged | StreamInfoChanged | RestreamStateChanged

@@ -1,0 +1,108 @@
+"""Typed snapshots of live state, as the engine hands them out; the API turns them into JSON.
+
+Nothing here holds a secret: push errors and log lines are masked before they get here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from relay.ingest.gate import SourceType, StreamInfo, Transport
+from relay.supervisor.states import PushState, PushStatus
+
+
+class StreamState(StrEnum):
+    """What the ingest sees of a stream (`status.state`)."""
+
+    LIVE = "live"
+    """A publisher is connected."""
+    RECONNECTING = "reconnecting"
+    """The publisher dropped; destinations are held for its return (the grace period)."""
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class SrtLinkStatus:
+    """libsrt's figures for an SRT publisher's link."""
+
+    rtt_ms: float
+    recv_rate_mbps: float
+    latency_ms: int
+    packets_received: int
+    packets_lost: int
+    packets_dropped: int
+    packets_retransmitted: int
+    encrypted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatus:
+    """The stream's extension `status`: its source as the ingest measures it."""
+
+    state: StreamState
+    transport: Transport | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    bitrate_kbps: int = 0
+    bytes_in: int = 0
+    """Of the current publishing session."""
+    bytes_in_total: int = 0
+    """Since start-up, across sessions."""
+    uptime_seconds: float = 0
+    srt: SrtLinkStatus | None = None
+    """Only for an SRT publisher whose link libsrt reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSnapshot:
+    """Everything live about one stream that the API shows beside its definition."""
+
+    stream_id: int
+    live: bool
+    """A publisher is connected, or one dropped and the destinations are held for its return."""
+    source_type: SourceType | None
+    """While live."""
+    info: StreamInfo | None
+    """What the source looks like, while live."""
+    started_at: datetime | None
+    """Start of the current or last publishing session since start-up."""
+    finished_at: datetime | None
+    status: IngestStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RestreamStatus:
+    """The restream's extension `status`: its push as the supervisor observes it."""
+
+    state: PushState
+    since: datetime | None
+    """Of the last state change; None while no push is supervised."""
+    uptime_seconds: float
+    bitrate_kbps: int
+    bytes: int
+    frames: int
+    restarts: int
+    last_error: str | None
+    next_retry_seconds: float | None
+    log_tail: tuple[str, ...]
+
+    @classmethod
+    def of_push(cls, status: PushStatus, *, now: float | None = None) -> RestreamStatus:
+        """From the supervisor's status; `now` is wall-clock seconds (uptime counts while running)."""
+        running = status.state is PushState.RUNNING
+        wall = time.time() if now is None else now
+        return cls(
+            state=status.state,
+            since=datetime.fromtimestamp(status.since, UTC),
+            uptime_seconds=round(max(0.0, wall - status.since), 1) if running else 0,
+            bitrate_kbps=round(status.bitrate_kbps or 0) if running else 0,
+            bytes=status.bytes_out,
+            frames=status.frames,
+            restarts=status.restarts,
+            last_error=status.last_error,
+            next_retry_seconds=status.next_retry_seconds,
+            log_tail=tuple(status.log_tail),
+        )
