@@ -20,54 +20,10 @@ from typing import Any, TypeVar
 
 from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, Store, StoreError
 from relay.store.changes import RestreamChanged, StreamChanged
+from relay.store.migrations import connect, migrate
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
 T = TypeVar("T")
-
-# Each entry moves the schema from version N to N+1; never edit a released entry, append a new one.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE api_keys (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        client_id INTEGER NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        prefix TEXT NOT NULL,
-        label TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL,
-        revoked_at TEXT
-    );
-    CREATE TABLE streams (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        client_id INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        active INTEGER NOT NULL,
-        token TEXT NOT NULL,
-        client_user_id INTEGER,
-        srt_passphrase TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX streams_by_client ON streams (client_id, id);
-    CREATE TABLE restreams (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        client_id INTEGER NOT NULL,
-        stream_id INTEGER NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
-        name TEXT NOT NULL,
-        active INTEGER NOT NULL,
-        uri TEXT NOT NULL,
-        client_user_id INTEGER,
-        no_audio INTEGER NOT NULL DEFAULT 0,
-        no_audio_mode TEXT NOT NULL DEFAULT 'drop',
-        tls_verify INTEGER NOT NULL DEFAULT 1,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX restreams_by_client ON restreams (client_id, id);
-    CREATE INDEX restreams_by_stream ON restreams (stream_id);
-    """,
-    """
-    ALTER TABLE streams ADD COLUMN srt_latency_ms INTEGER;
-    """,
-]
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -112,34 +68,6 @@ def _key(row: sqlite3.Row) -> ApiKeyRecord:
     )
 
 
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to date; returns the version reached. Safe to run from several processes."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"database schema {version} is newer than this relay ({len(MIGRATIONS)})")
-        for number in range(version, len(MIGRATIONS)):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number + 1}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(MIGRATIONS)
-
-
 class SqliteStore(Store):
     """Definitions in one SQLite file; owns its connections and its worker thread."""
 
@@ -147,12 +75,12 @@ class SqliteStore(Store):
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._conn = _connect(path)
+        self._conn = connect(path)
         self._conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a definition acknowledged to a client survives power loss, not only a process crash.
         self._conn.execute("PRAGMA synchronous = FULL")
         migrate(self._conn)
-        self._reader = _connect(path, readonly=True)
+        self._reader = connect(path, readonly=True)
         self._reader_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-store")
         self._closed = False

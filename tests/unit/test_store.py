@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from relay.store.base import StoreError
-from relay.store.sqlite import MIGRATIONS, SqliteStore, migrate
+from relay.store.migrations import MIGRATIONS, migrate
+from relay.store.sqlite import SqliteStore
 
 
 async def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:

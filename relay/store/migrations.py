@@ -1,0 +1,86 @@
+"""The SQLite schema as versioned migrations, and how a connection to it is opened.
+
+The version lives in `PRAGMA user_version`; each migration moves it by one, inside one transaction,
+so several processes (a running relay and `restream-relay keys`) can open the same file safely.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from relay.store.base import StoreError
+
+# Each entry moves the schema from version N to N+1; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        client_user_id INTEGER,
+        srt_passphrase TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX streams_by_client ON streams (client_id, id);
+    CREATE TABLE restreams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL,
+        stream_id INTEGER NOT NULL REFERENCES streams (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        client_user_id INTEGER,
+        no_audio INTEGER NOT NULL DEFAULT 0,
+        no_audio_mode TEXT NOT NULL DEFAULT 'drop',
+        tls_verify INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX restreams_by_client ON restreams (client_id, id);
+    CREATE INDEX restreams_by_stream ON restreams (stream_id);
+    """,
+    """
+    ALTER TABLE streams ADD COLUMN srt_latency_ms INTEGER;
+    """,
+]
+
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), rows by name, foreign keys on."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version reached. Safe to run from several processes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"database schema {version} is newer than this relay ({len(MIGRATIONS)})")
+        for number in range(version, len(MIGRATIONS)):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
