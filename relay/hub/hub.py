@@ -19,10 +19,10 @@ from enum import StrEnum
 
 from relay.hub.clock import Clock, TimerHandle
 from relay.hub.gop_cache import GopCache
-from relay.hub.mpegts import TS_PACKET_SIZE, packet_pid, without_continuity
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, Transport
 from relay.media.flv import encode_tag, flv_header
+from relay.media.mpegts import TS_PACKET_SIZE, packet_pid, without_continuity
 from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 
 log = logging.getLogger("relay.hub")

@@ -14,8 +14,9 @@ from relay.hub import (
 )
 from relay.ingest.gate import EndReason, SourceType
 from relay.media.flv import FLV_HEADER_SIZE, flv_header
-from relay.media.mpegts import MpegTsReader, crc32_mpeg2
+from relay.media.mpegts import MpegTsReader
 from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
+from relay.media.psi import crc32_mpeg2
 from tests.fakes.clock import FakeClock
 from tests.hub.helpers import (
     AUDIO_CONFIG,
