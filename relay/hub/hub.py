@@ -1,6 +1,6 @@
 """The hub of one live stream: publisher sessions in, subscribers out.
 
-State of the source, as one table (`_TRANSITIONS`):
+State of the source, as one table (`TRANSITIONS`):
 
     IDLE ──open──▶ LIVE ──close(DROP)──▶ GRACE ──open──▶ RESUMING ──first media──▶ LIVE
       ▲              │                     │                 │  (same config: rebased, pushes kept;
@@ -23,6 +23,7 @@ from relay.hub.gop_cache import GopCache
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, Transport
 from relay.media.packets import ContainerFormat, MediaPacket
+from relay.transitions import check_transition
 
 log = logging.getLogger("relay.hub")
 
@@ -112,12 +113,13 @@ HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceCh
     SubscriberOverflowed
 )
 
-_TRANSITIONS: dict[HubState, frozenset[HubState]] = {
+TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.IDLE: frozenset({HubState.LIVE}),
     HubState.LIVE: frozenset({HubState.IDLE, HubState.GRACE, HubState.RESUMING}),
     HubState.GRACE: frozenset({HubState.IDLE, HubState.RESUMING}),
     HubState.RESUMING: frozenset({HubState.IDLE, HubState.LIVE, HubState.GRACE, HubState.RESUMING}),
 }
+"""The only legal changes of `Hub.state` (the diagram above); any other raises `IllegalTransition`."""
 
 class _Session:
     """The IngestSink of one publisher connection; forwards to the hub while it is the current one.
@@ -290,8 +292,7 @@ class Hub:
     # -- internals ----------------------------------------------------------------------------------
 
     def _transition(self, new: HubState) -> None:
-        if new not in _TRANSITIONS[self._state]:
-            raise RuntimeError(f"hub {self.stream_id}: illegal transition {self._state.value} -> {new.value}")
+        check_transition(TRANSITIONS, f"hub {self.stream_id}", self._state, new)
         log.debug("stream %d: %s -> %s", self.stream_id, self._state.value, new.value)
         self._state = new
 

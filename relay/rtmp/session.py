@@ -9,8 +9,9 @@ Use::
 
 The session answers what needs no decision by itself (createStream, pings, acknowledgements per the
 client's window, releaseStream/FCPublish, refusing play) and asks its user only about connect and
-publish.  Commands are checked against one transition table; a peer's illegal move raises
-ProtocolError, a wrong call by our own code raises LocalProtocolError.
+publish.  Commands are checked against one transition table (`next_state`): a peer's illegal move
+raises ProtocolError (their fault: the server closes that connection), an illegal move of our own code
+raises the relay's IllegalTransition (our bug).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from relay.rtmp.events import (
     Unpublished,
 )
 from relay.rtmp.handshake import HandshakeState, ServerHandshake
+from relay.transitions import IllegalTransition
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
@@ -104,7 +106,7 @@ class Move(Enum):
 
 
 _S = SessionState
-_TRANSITIONS: dict[tuple[SessionState, Move], SessionState] = {
+TRANSITIONS: dict[tuple[SessionState, Move], SessionState] = {
     (_S.HANDSHAKE, Move.HANDSHAKE_DONE): _S.AWAIT_CONNECT,
     (_S.AWAIT_CONNECT, Move.CONNECT): _S.CONNECT_PENDING,
     (_S.CONNECT_PENDING, Move.ACCEPT_CONNECT): _S.CONNECTED,
@@ -116,9 +118,21 @@ _TRANSITIONS: dict[tuple[SessionState, Move], SessionState] = {
     (_S.PUBLISHING, Move.UNPUBLISH): _S.CONNECTED,
     (_S.PUBLISHING, Move.REJECT): _S.CLOSED,
 }
-"""The only legal state changes; anything else raises."""
+"""The only legal state changes; anything else raises (see `next_state`)."""
 
-_PEER_MOVES = {Move.HANDSHAKE_DONE, Move.CONNECT, Move.PUBLISH, Move.UNPUBLISH}
+PEER_MOVES = frozenset({Move.HANDSHAKE_DONE, Move.CONNECT, Move.PUBLISH, Move.UNPUBLISH})
+"""Moves the client makes; the others are our decisions."""
+
+
+def next_state(state: SessionState, move: Move) -> SessionState:
+    """The state after `move`, or the error of whoever moved wrongly: ProtocolError for the peer's
+    moves, IllegalTransition for ours."""
+    new = TRANSITIONS.get((state, move))
+    if new is None:
+        if move in PEER_MOVES:
+            raise ProtocolError(f"{move.value} not allowed in state {state.value}")
+        raise IllegalTransition("RTMP session", state, move)
+    return new
 
 
 def _status(level: str, code: str, description: str) -> dict[str, Any]:
@@ -152,12 +166,7 @@ class ServerSession:
     # -- state table -------------------------------------------------------------------------------
 
     def _move(self, move: Move) -> None:
-        next_state = _TRANSITIONS.get((self.state, move))
-        if next_state is None:
-            if move in _PEER_MOVES:
-                raise ProtocolError(f"{move.value} not allowed in state {self.state.value}")
-            raise LocalProtocolError(f"{move.value} not allowed in state {self.state.value}")
-        self.state = next_state
+        self.state = next_state(self.state, move)
 
     # -- bytes in / out ------------------------------------------------------------------------------
 
