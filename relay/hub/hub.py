@@ -95,23 +95,7 @@ class SourceChanged:
     source_type: SourceType
 
 
-@dataclass(frozen=True, slots=True)
-class InfoUpdated:
-    stream_id: int
-    info: StreamInfo
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberOverflowed:
-    """A subscriber was ended for overflowing repeatedly; its owner restarts it."""
-
-    stream_id: int
-    subscriber_id: int
-
-
-HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged | InfoUpdated | (
-    SubscriberOverflowed
-)
+HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged
 
 TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.IDLE: frozenset({HubState.LIVE}),
@@ -272,7 +256,6 @@ class Hub:
     def _on_info(self, session: _Session, info: StreamInfo) -> None:
         if session is self._session:
             self._info = info
-            self._emit(InfoUpdated(self.stream_id, info))
 
     def _on_session_closed(self, session: _Session, reason: EndReason) -> None:
         if session is not self._session:
@@ -330,9 +313,9 @@ class Hub:
     def _forget_subscriber(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.subscriber_id, None)
         if sub.end_cause is EndCause.OVERFLOW:
+            # Its owner (the push) sees the end cause and restarts; the hub only says why.
             log.warning("stream %d: subscriber %d overflowed repeatedly, ended", self.stream_id,
                         sub.subscriber_id)
-            self._emit(SubscriberOverflowed(self.stream_id, sub.subscriber_id))
 
     def _arm_grace_timer(self) -> None:
         self._cancel_grace_timer()
