@@ -8,7 +8,8 @@ import itertools
 import pytest
 
 from relay.rtmp.errors import ProtocolError
-from relay.rtmp.session import PEER_MOVES, TRANSITIONS, Move, ServerSession, SessionState, next_state
+from relay.rtmp.session import ServerSession
+from relay.rtmp.states import PEER_MOVES, TRANSITIONS, Move, SessionState, next_state
 from relay.transitions import IllegalTransition
 
 S = SessionState
