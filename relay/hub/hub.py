@@ -105,6 +105,7 @@ TRANSITIONS: dict[HubState, frozenset[HubState]] = {
 }
 """The only legal changes of `Hub.state` (the diagram above); any other raises `IllegalTransition`."""
 
+
 class _Session:
     """The IngestSink of one publisher connection; forwards to the hub while it is the current one.
 
