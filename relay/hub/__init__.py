@@ -7,14 +7,12 @@ from relay.hub.hub import (
     HubEvent,
     HubSettings,
     HubState,
-    InfoUpdated,
     LiveEnded,
     LiveEndReason,
     LiveStarted,
     PublisherDropped,
     SourceChanged,
     SourceResumed,
-    SubscriberOverflowed,
 )
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 
@@ -27,7 +25,6 @@ __all__ = [
     "HubEvent",
     "HubSettings",
     "HubState",
-    "InfoUpdated",
     "LiveEndReason",
     "LiveEnded",
     "LiveStarted",
@@ -37,6 +34,5 @@ __all__ = [
     "SourceResumed",
     "Subscriber",
     "SubscriberLimits",
-    "SubscriberOverflowed",
     "TimerHandle",
 ]

@@ -1,6 +1,6 @@
 """The hub of one live stream: publisher sessions in, subscribers out.
 
-State of the source, as one table (`_TRANSITIONS`):
+State of the source, as one table (`TRANSITIONS`):
 
     IDLE ──open──▶ LIVE ──close(DROP)──▶ GRACE ──open──▶ RESUMING ──first media──▶ LIVE
       ▲              │                     │                 │  (same config: rebased, pushes kept;
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from relay.hub.clock import Clock, TimerHandle
+from relay.hub.framing import Framing, framing_for
 from relay.hub.gop_cache import GopCache
-from relay.hub.mpegts import TS_PACKET_SIZE, packet_pid, without_continuity
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, Transport
-from relay.media.flv import encode_tag, flv_header
-from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
+from relay.media.packets import ContainerFormat, MediaPacket
+from relay.transitions import check_transition
 
 log = logging.getLogger("relay.hub")
 
@@ -95,44 +95,31 @@ class SourceChanged:
     source_type: SourceType
 
 
-@dataclass(frozen=True, slots=True)
-class InfoUpdated:
-    stream_id: int
-    info: StreamInfo
+HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged
 
-
-@dataclass(frozen=True, slots=True)
-class SubscriberOverflowed:
-    """A subscriber was ended for overflowing repeatedly; its owner restarts it."""
-
-    stream_id: int
-    subscriber_id: int
-
-
-HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged | InfoUpdated | (
-    SubscriberOverflowed
-)
-
-_TRANSITIONS: dict[HubState, frozenset[HubState]] = {
+TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.IDLE: frozenset({HubState.LIVE}),
     HubState.LIVE: frozenset({HubState.IDLE, HubState.GRACE, HubState.RESUMING}),
     HubState.GRACE: frozenset({HubState.IDLE, HubState.RESUMING}),
     HubState.RESUMING: frozenset({HubState.IDLE, HubState.LIVE, HubState.GRACE, HubState.RESUMING}),
 }
-
-_ConfigKey = tuple[int, int]
-"""FLV: (MediaKind, 0); MPEG-TS: (-1, PID)."""
+"""The only legal changes of `Hub.state` (the diagram above); any other raises `IllegalTransition`."""
 
 
 class _Session:
-    """The IngestSink of one publisher connection; forwards to the hub while it is the current one."""
+    """The IngestSink of one publisher connection; forwards to the hub while it is the current one.
+
+    Its `framing` carries the stream when this session starts (or replaces) the source; a session that
+    resumes the source only keeps its configuration there, to be compared with the source's.
+    """
 
     def __init__(self, hub: Hub, container: ContainerFormat, source_type: SourceType,
-                 transport: Transport | None) -> None:
+                 transport: Transport | None, framing: Framing) -> None:
         self._hub = hub
         self.container = container
         self.source_type = source_type
         self.transport = transport
+        self.framing = framing
         self.closed = False
 
     def write(self, packet: MediaPacket) -> None:
@@ -150,8 +137,8 @@ class _Session:
 
 
 class Hub:
-    """Owns one stream's live state: the current publisher session, the codec configuration, the GOP
-    cache, the FLV timestamp rebasing across reconnects, the grace timer and the subscribers.
+    """Owns one stream's live state: the current publisher session, the source's framing (its codec
+    configuration and timestamps, relay.hub.framing), the GOP cache, the grace timer and the subscribers.
 
     `on_event` is called synchronously with each `HubEvent`; it must not call back into the hub's
     session methods (subscribing from it is fine).
@@ -173,19 +160,12 @@ class Hub:
         self._container: ContainerFormat | None = None
         self._source_type: SourceType | None = None
         self._info = StreamInfo()
-        self._config: dict[_ConfigKey, Chunk] = {}
-        self._metadata: Chunk | None = None
+        self._framing: Framing | None = None
+        """The framing of the current source; None while idle."""
         self._gop = GopCache(settings.gop_cache_max_bytes)
-        self._has_video = False
         self._subscribers: dict[int, Subscriber] = {}
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
-        # FLV timestamp rebasing: output = input + offset, monotonic per media kind.
-        self._ts_offset = 0
-        self._last_out_ts: dict[MediaKind, int] = {}
-        # While RESUMING: the newcomer's configuration, compared with ours at its first media packet.
-        self._pending_config: dict[_ConfigKey, Chunk] = {}
-        self._pending_metadata: Chunk | None = None
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -212,7 +192,7 @@ class Hub:
 
     @property
     def has_video(self) -> bool:
-        return self._has_video
+        return self._framing is not None and self._framing.has_video
 
     @property
     def gop_cache_bytes(self) -> int:
@@ -229,7 +209,8 @@ class Hub:
         transport: Transport | None = None,
     ) -> IngestSink:
         """A publisher connection was accepted: return the sink for its media."""
-        session = _Session(self, container, source_type, transport)
+        framing = framing_for(container, resume_gap_ms=self._settings.resume_gap_ms)
+        session = _Session(self, container, source_type, transport, framing)
         old = self._session
         if old is not None and not old.closed:
             # A newcomer took over (the gate disconnects the old one): treat the old as dropped.
@@ -240,8 +221,6 @@ class Hub:
             self._start_live(session)
         else:
             self._transition(HubState.RESUMING)
-            self._pending_config = {}
-            self._pending_metadata = None
         return session
 
     def subscribe(self) -> Subscriber:
@@ -278,7 +257,6 @@ class Hub:
     def _on_info(self, session: _Session, info: StreamInfo) -> None:
         if session is self._session:
             self._info = info
-            self._emit(InfoUpdated(self.stream_id, info))
 
     def _on_session_closed(self, session: _Session, reason: EndReason) -> None:
         if session is not self._session:
@@ -298,8 +276,7 @@ class Hub:
     # -- internals ----------------------------------------------------------------------------------
 
     def _transition(self, new: HubState) -> None:
-        if new not in _TRANSITIONS[self._state]:
-            raise RuntimeError(f"hub {self.stream_id}: illegal transition {self._state.value} -> {new.value}")
+        check_transition(TRANSITIONS, f"hub {self.stream_id}", self._state, new)
         log.debug("stream %d: %s -> %s", self.stream_id, self._state.value, new.value)
         self._state = new
 
@@ -308,31 +285,24 @@ class Hub:
 
     def _start_live(self, session: _Session) -> None:
         self._transition(HubState.LIVE)
-        self._reset_source(session)
+        self._start_source(session)
         log.info("stream %d: live (%s over %s)", self.stream_id, session.container.value,
                  session.source_type.value)
         self._emit(LiveStarted(self.stream_id, session.container, session.source_type, session.transport))
 
-    def _reset_source(self, session: _Session) -> None:
+    def _start_source(self, session: _Session) -> None:
+        """The session's media becomes the source, with the configuration its framing kept so far."""
         self._container = session.container
         self._source_type = session.source_type
-        self._config = {}
-        self._metadata = None
+        self._framing = session.framing
         self._gop.clear()
-        self._has_video = False
-        self._ts_offset = 0
-        self._last_out_ts = {}
 
     def _end_live(self, reason: LiveEndReason, cause: EndCause) -> None:
         self._cancel_grace_timer()
         self._transition(HubState.IDLE)
         self._end_subscribers(cause)
-        self._config = {}
-        self._metadata = None
+        self._framing = None
         self._gop.clear()  # a later session must never replay a stale GOP
-        self._has_video = False
-        self._pending_config = {}
-        self._pending_metadata = None
         log.info("stream %d: live ended (%s)", self.stream_id, reason.value)
         self._emit(LiveEnded(self.stream_id, reason))
 
@@ -344,9 +314,9 @@ class Hub:
     def _forget_subscriber(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.subscriber_id, None)
         if sub.end_cause is EndCause.OVERFLOW:
+            # Its owner (the push) sees the end cause and restarts; the hub only says why.
             log.warning("stream %d: subscriber %d overflowed repeatedly, ended", self.stream_id,
                         sub.subscriber_id)
-            self._emit(SubscriberOverflowed(self.stream_id, sub.subscriber_id))
 
     def _arm_grace_timer(self) -> None:
         self._cancel_grace_timer()
@@ -367,45 +337,26 @@ class Hub:
 
     def _resuming_packet(self, session: _Session, packet: MediaPacket) -> None:
         if packet.config:
-            self._stage_pending_config(session.container, packet)
+            session.framing.keep_configuration(packet)
             return
-        if session.container is ContainerFormat.MPEGTS and not self._pending_config:
-            return  # TS media before a PAT/PMT cannot be judged or decoded
+        if not session.framing.ready_to_compare:
+            return
         if self._same_source(session):
-            self._resume(packet)
+            self._resume(session, packet)
         else:
             self._replace_source(session)
         self._accept(packet)
 
-    def _stage_pending_config(self, container: ContainerFormat, packet: MediaPacket) -> None:
-        for key, chunk in self._config_chunks(container, packet, packet.timestamp_ms):
-            if key is None:
-                self._pending_metadata = chunk
-            else:
-                self._pending_config[key] = chunk
-
     def _same_source(self, session: _Session) -> bool:
         if session.container is not self._container or session.source_type is not self._source_type:
             return False
-        if session.container is ContainerFormat.MPEGTS:
-            return {k: without_continuity(c.data) for k, c in self._pending_config.items()} == {
-                k: without_continuity(c.data) for k, c in self._config.items()
-            }
-        return {k: c.data for k, c in self._pending_config.items()} == {
-            k: c.data for k, c in self._config.items()
-        }
+        return self._framing is not None and self._framing.same_configuration(session.framing)
 
-    def _resume(self, first: MediaPacket) -> None:
+    def _resume(self, session: _Session, first: MediaPacket) -> None:
+        assert self._framing is not None, "resuming without a source"
         self._cancel_grace_timer()
         self._transition(HubState.LIVE)
-        if self._pending_metadata is not None:
-            self._metadata = self._pending_metadata
-        self._pending_config = {}
-        self._pending_metadata = None
-        offset = 0
-        if self._container is ContainerFormat.FLV and self._last_out_ts:
-            offset = max(self._last_out_ts.values()) + self._settings.resume_gap_ms - first.timestamp_ms
-        self._ts_offset = offset
+        offset = self._framing.resume(session.framing, first)
         log.info("stream %d: publisher resumed, timestamp offset %d ms", self.stream_id, offset)
         self._emit(SourceResumed(self.stream_id, offset))
 
@@ -413,72 +364,19 @@ class Hub:
         self._cancel_grace_timer()
         self._transition(HubState.LIVE)
         self._end_subscribers(EndCause.SOURCE_CHANGED)
-        pending, metadata = self._pending_config, self._pending_metadata
-        self._reset_source(session)
-        self._config = pending
-        self._metadata = metadata
-        self._pending_config = {}
-        self._pending_metadata = None
+        self._start_source(session)
         log.info("stream %d: source changed, subscribers restart", self.stream_id)
         self._emit(SourceChanged(self.stream_id, session.container, session.source_type))
 
-    @staticmethod
-    def _config_chunks(
-        container: ContainerFormat, packet: MediaPacket, timestamp_ms: int
-    ) -> list[tuple[_ConfigKey | None, Chunk]]:
-        """Configuration as header chunks: key None is FLV onMetaData (replaced, never compared)."""
-        if container is ContainerFormat.MPEGTS:
-            out: list[tuple[_ConfigKey | None, Chunk]] = []
-            data = packet.payload
-            for pos in range(0, len(data) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE):
-                ts_packet = data[pos:pos + TS_PACKET_SIZE]
-                out.append(((-1, packet_pid(ts_packet)),
-                            Chunk(ts_packet, packet.timestamp_ms, sync=False, config=True)))
-            return out
-        chunk = Chunk(encode_tag(packet.kind, timestamp_ms, packet.payload), timestamp_ms,
-                      sync=False, config=True)
-        if packet.kind is MediaKind.DATA:
-            return [(None, chunk)]
-        return [((int(packet.kind), 0), chunk)]
-
     def _accept(self, packet: MediaPacket) -> None:
-        """A packet of the current source: update configuration and GOP cache, fan out."""
-        if self._container is ContainerFormat.FLV:
-            if packet.kind is MediaKind.VIDEO:
-                self._has_video = True
-            ts = max(0, packet.timestamp_ms + self._ts_offset)
-            if not packet.config:
-                ts = max(ts, self._last_out_ts.get(packet.kind, 0))
-                self._last_out_ts[packet.kind] = ts
-            data = encode_tag(packet.kind, ts, packet.payload)
-        else:
-            if packet.keyframe:
-                self._has_video = True
-            ts = packet.timestamp_ms
-            data = packet.payload
-        if packet.config and self._container is not None:
-            for key, chunk in self._config_chunks(self._container, packet, ts):
-                if key is None:
-                    self._metadata = chunk
-                else:
-                    self._config[key] = chunk
-        sync = packet.keyframe or (not self._has_video and packet.kind is MediaKind.AUDIO)
-        chunk = Chunk(data, ts, sync=sync, config=packet.config)
+        """A packet of the current source: framed (configuration kept), cached, fanned out."""
+        assert self._framing is not None, "media without a source"
+        chunk = self._framing.frame(packet)
         if not packet.config:
-            self._gop.add(chunk, has_video=self._has_video)
+            self._gop.add(chunk, has_video=self._framing.has_video)
         for sub in list(self._subscribers.values()):
             sub.offer(chunk)
 
     def _header_chunks(self) -> list[Chunk]:
-        if self._container is ContainerFormat.MPEGTS:
-            return list(self._config.values())
-        has_audio = (int(MediaKind.AUDIO), 0) in self._config
-        has_video = (int(MediaKind.VIDEO), 0) in self._config
-        if not (has_audio or has_video):
-            has_audio = has_video = True  # nothing known yet: let the reader find out
-        header = Chunk(flv_header(has_audio=has_audio, has_video=has_video), 0, sync=False, config=True)
-        chunks = [header]
-        if self._metadata is not None:
-            chunks.append(self._metadata)
-        chunks.extend(self._config[k] for k in sorted(self._config, key=lambda k: -k[0]))
-        return chunks
+        assert self._framing is not None, "a header without a source"
+        return self._framing.header_chunks()

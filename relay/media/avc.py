@@ -1,4 +1,4 @@
-"""H.264 sequence parameter sets: the picture size and frame rate a stream declares.
+"""The H.264 SPS of an FLV AVC sequence header: the picture size, frame rate, profile and level.
 
 Used when a publisher's onMetaData lacks width/height/framerate: the AVC sequence header carries
 them.  Only configuration records go through here (a few dozen bytes per session).
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.media.mpegts import BitstreamError, parse_h264_sps
+from relay.media.bits import BitstreamError
+from relay.media.sps import parse_h264_sps
 
 _MAX_SPS_BYTES = 4096
 
@@ -32,7 +33,7 @@ class SpsInfo:
 def parse_sps(nal: bytes) -> SpsInfo | None:
     """Parse an SPS NAL unit (with its 1-byte NAL header); None if it is not one we can read.
 
-    The bit-level parse is relay.media.mpegts's (one H.264 SPS parser for RTMP and SRT ingest alike).
+    The bit-level parse is relay.media.sps's (one H.264 SPS parser for RTMP and SRT ingest alike).
     """
     if len(nal) < 4 or nal[0] & 0x1F != 7 or len(nal) > _MAX_SPS_BYTES:
         return None

@@ -1,7 +1,8 @@
 """The RTMP core's errors: one base, split by whose fault it is (as h11 does).
 
 The asyncio layer turns a `ProtocolError` into "close this connection, log one line"; a
-`LocalProtocolError` means our own code drove the state machine wrongly and is a bug to fix.
+`LocalProtocolError` means our own code called the core when it must not, a bug to fix. An illegal
+move of ours in the session's state table is the relay's shared `relay.transitions.IllegalTransition`.
 Messages are safe to log: they never contain stream names or other client-supplied secrets.
 """
 

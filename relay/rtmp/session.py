@@ -9,8 +9,9 @@ Use::
 
 The session answers what needs no decision by itself (createStream, pings, acknowledgements per the
 client's window, releaseStream/FCPublish, refusing play) and asks its user only about connect and
-publish.  Commands are checked against one transition table; a peer's illegal move raises
-ProtocolError, a wrong call by our own code raises LocalProtocolError.
+publish.  Commands are checked against one transition table (relay.rtmp.states): a peer's illegal move
+raises ProtocolError (their fault: the server closes that connection), an illegal move of our own code
+raises the relay's IllegalTransition (our bug).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from relay.media.flv import classify
@@ -42,6 +42,7 @@ from relay.rtmp.events import (
     Unpublished,
 )
 from relay.rtmp.handshake import HandshakeState, ServerHandshake
+from relay.rtmp.states import Move, SessionState, next_state
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
@@ -78,49 +79,6 @@ class SessionConfig:
     """createStream calls allowed per connection."""
 
 
-class SessionState(Enum):
-    """Where the conversation with the client is."""
-
-    HANDSHAKE = "handshake"
-    AWAIT_CONNECT = "await connect"
-    CONNECT_PENDING = "connect pending"
-    CONNECTED = "connected"
-    PUBLISH_PENDING = "publish pending"
-    PUBLISHING = "publishing"
-    CLOSED = "closed"
-    ERROR = "error"
-
-
-class Move(Enum):
-    """Things that change the state: peer commands and our decisions."""
-
-    HANDSHAKE_DONE = "handshake done"
-    CONNECT = "connect"
-    ACCEPT_CONNECT = "accept connect"
-    PUBLISH = "publish"
-    ACCEPT_PUBLISH = "accept publish"
-    UNPUBLISH = "unpublish"
-    REJECT = "reject"
-
-
-_S = SessionState
-_TRANSITIONS: dict[tuple[SessionState, Move], SessionState] = {
-    (_S.HANDSHAKE, Move.HANDSHAKE_DONE): _S.AWAIT_CONNECT,
-    (_S.AWAIT_CONNECT, Move.CONNECT): _S.CONNECT_PENDING,
-    (_S.CONNECT_PENDING, Move.ACCEPT_CONNECT): _S.CONNECTED,
-    (_S.CONNECT_PENDING, Move.REJECT): _S.CLOSED,
-    (_S.CONNECTED, Move.PUBLISH): _S.PUBLISH_PENDING,
-    (_S.CONNECTED, Move.REJECT): _S.CLOSED,
-    (_S.PUBLISH_PENDING, Move.ACCEPT_PUBLISH): _S.PUBLISHING,
-    (_S.PUBLISH_PENDING, Move.REJECT): _S.CLOSED,
-    (_S.PUBLISHING, Move.UNPUBLISH): _S.CONNECTED,
-    (_S.PUBLISHING, Move.REJECT): _S.CLOSED,
-}
-"""The only legal state changes; anything else raises."""
-
-_PEER_MOVES = {Move.HANDSHAKE_DONE, Move.CONNECT, Move.PUBLISH, Move.UNPUBLISH}
-
-
 def _status(level: str, code: str, description: str) -> dict[str, Any]:
     return {"level": level, "code": code, "description": description}
 
@@ -152,12 +110,7 @@ class ServerSession:
     # -- state table -------------------------------------------------------------------------------
 
     def _move(self, move: Move) -> None:
-        next_state = _TRANSITIONS.get((self.state, move))
-        if next_state is None:
-            if move in _PEER_MOVES:
-                raise ProtocolError(f"{move.value} not allowed in state {self.state.value}")
-            raise LocalProtocolError(f"{move.value} not allowed in state {self.state.value}")
-        self.state = next_state
+        self.state = next_state(self.state, move)
 
     # -- bytes in / out ------------------------------------------------------------------------------
 

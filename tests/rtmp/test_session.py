@@ -21,6 +21,7 @@ from relay.rtmp.events import (
     Unpublished,
 )
 from relay.rtmp.session import ServerSession, SessionConfig, SessionState
+from relay.transitions import IllegalTransition
 from tests.rtmp.sessions import (
     AUDIO_CONFIG,
     METADATA,
@@ -261,7 +262,7 @@ def test_amf3_command_wrapper_with_amf0_body_is_accepted() -> None:
 
 def test_our_own_misuse_is_a_local_error() -> None:
     session = ServerSession()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(IllegalTransition):  # an illegal move of ours in the state table
         session.accept_publish()
     session.receive_data(handshake() + publish_script("x")[0])
     session.next_event()

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.media.mpegts import MpegTsReader, TsStreamInfo, crc32_mpeg2
+from relay.media.mpegts import MpegTsReader, TsStreamInfo
 from relay.media.packets import MediaKind, MediaPacket
+from relay.media.psi import crc32_mpeg2
 from tests.srt.helpers import make_ts
 
 MAX_HOLD = 64

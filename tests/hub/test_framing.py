@@ -1,0 +1,177 @@
+"""Each framing alone, on literal bytes: the header a joiner gets, the same-configuration check, the rebase."""
+
+from __future__ import annotations
+
+from relay.hub.framing import FlvFraming, MpegTsFraming, framing_for
+from relay.media.flv import flv_header
+from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
+from tests.hub.helpers import (
+    AUDIO_CONFIG,
+    METADATA,
+    VIDEO_CONFIG,
+    audio,
+    config_packets,
+    tags,
+    ts_packet,
+    ts_pat,
+    ts_pmt,
+    video,
+)
+
+# The AAC sequence header as an FLV tag at 0 ms: type 8, size 4, timestamp 0, stream 0, body, back pointer 15.
+AUDIO_CONFIG_TAG = b"\x08\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00" + AUDIO_CONFIG + b"\x00\x00\x00\x0f"
+
+
+def test_framing_for_picks_the_class_of_the_container() -> None:
+    assert isinstance(framing_for(ContainerFormat.FLV, resume_gap_ms=33), FlvFraming)
+    assert isinstance(framing_for(ContainerFormat.MPEGTS, resume_gap_ms=33), MpegTsFraming)
+
+
+# -- FLV -------------------------------------------------------------------------------------------
+
+
+def flv(*packets: MediaPacket, resume_gap_ms: int = 33) -> FlvFraming:
+    framing = FlvFraming(resume_gap_ms=resume_gap_ms)
+    for packet in packets:
+        framing.frame(packet)
+    return framing
+
+
+def header_bytes(framing: FlvFraming | MpegTsFraming) -> bytes:
+    return b"".join(chunk.data for chunk in framing.header_chunks())
+
+
+def test_flv_header_before_any_configuration_announces_audio_and_video() -> None:
+    assert header_bytes(flv()) == b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
+
+
+def test_flv_header_is_file_header_metadata_then_video_before_audio() -> None:
+    framing = flv(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True), *config_packets()[:2])
+    chunks = framing.header_chunks()
+    assert all(c.config and not c.sync for c in chunks)
+    got = tags(header_bytes(framing))
+    assert [(p.kind, p.payload) for p in got] == [
+        (MediaKind.DATA, METADATA), (MediaKind.VIDEO, VIDEO_CONFIG), (MediaKind.AUDIO, AUDIO_CONFIG)
+    ]
+    assert chunks[0].data == flv_header(has_audio=True, has_video=True)
+
+
+def test_flv_audio_only_header_is_literal() -> None:
+    framing = flv(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True))
+    assert header_bytes(framing) == flv_header(has_audio=True, has_video=False) + AUDIO_CONFIG_TAG
+    assert header_bytes(framing)[4] == 0x04
+
+
+def test_flv_frame_makes_a_tag_and_keeps_the_latest_sequence_header() -> None:
+    framing = flv()
+    chunk = framing.frame(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True))
+    assert chunk.data == AUDIO_CONFIG_TAG and chunk.config
+    newer = b"\xaf\x00\x11\x90"
+    framing.frame(MediaPacket(MediaKind.AUDIO, 40, newer, config=True))
+    assert [p.payload for p in tags(header_bytes(framing))] == [newer]
+
+
+def test_flv_sync_points_follow_video_once_seen() -> None:
+    framing = flv()
+    assert framing.frame(audio(0)).sync  # no video yet: audio is where a joiner starts
+    assert not framing.has_video
+    assert framing.frame(video(10, key=True)).sync
+    assert framing.has_video
+    assert not framing.frame(video(43)).sync
+    assert not framing.frame(audio(50)).sync
+
+
+def test_flv_timestamps_never_go_back_per_kind() -> None:
+    framing = flv()
+    assert framing.frame(video(100, key=True)).timestamp_ms == 100
+    assert framing.frame(video(90)).timestamp_ms == 100
+    assert framing.frame(audio(20)).timestamp_ms == 20  # audio has its own clock
+
+
+def test_flv_same_configuration_compares_sequence_headers_not_metadata() -> None:
+    current = flv(*config_packets())
+    same = FlvFraming(resume_gap_ms=33)
+    same.keep_configuration(MediaPacket(MediaKind.DATA, 0, METADATA + b"\x00", config=True))
+    for packet in config_packets()[1:]:
+        same.keep_configuration(packet)
+    assert current.same_configuration(same)
+    changed = FlvFraming(resume_gap_ms=33)
+    for packet in config_packets(video_config=b"\x17\x00\x00\x00\x00\x01\x4d\x00\x1f"):
+        changed.keep_configuration(packet)
+    assert not current.same_configuration(changed)
+    assert not current.same_configuration(MpegTsFraming())
+
+
+def test_flv_kept_configuration_is_not_video_yet() -> None:
+    newcomer = FlvFraming(resume_gap_ms=33)
+    for packet in config_packets():
+        newcomer.keep_configuration(packet)
+    assert not newcomer.has_video and newcomer.ready_to_compare
+    assert len(newcomer.header_chunks()) == 4
+
+
+def test_flv_resume_rebases_after_the_last_timestamp_sent() -> None:
+    current = flv(*config_packets(), video(5000, key=True), audio(5010), video(5033))
+    newcomer = FlvFraming(resume_gap_ms=33)
+    new_metadata = MediaPacket(MediaKind.DATA, 0, METADATA + b"\x01", config=True)
+    newcomer.keep_configuration(new_metadata)
+    offset = current.resume(newcomer, video(0, key=True))
+    assert offset == 5033 + 33 - 0
+    assert [current.frame(p).timestamp_ms for p in (video(0, key=True), audio(10), video(33))] == [5066, 5076, 5099]
+    # The newcomer's onMetaData replaces ours in the header; the sequence headers stay ours.
+    assert [p.payload for p in tags(header_bytes(current))] == [new_metadata.payload, VIDEO_CONFIG, AUDIO_CONFIG]
+
+
+def test_flv_resume_before_any_media_keeps_timestamps() -> None:
+    current = flv(*config_packets())
+    assert current.resume(FlvFraming(resume_gap_ms=33), video(700, key=True)) == 0
+    assert current.frame(video(700, key=True)).timestamp_ms == 700
+
+
+# -- MPEG-TS ---------------------------------------------------------------------------------------
+
+
+def tables(pat_cc: int = 0, pmt_cc: int = 0, stream_type: int = 0x1B) -> MediaPacket:
+    return MediaPacket(MediaKind.DATA, 0, ts_pat(pat_cc) + ts_pmt(pmt_cc, stream_type), config=True)
+
+
+def test_ts_header_is_the_latest_pat_and_pmt_in_first_seen_order() -> None:
+    framing = MpegTsFraming()
+    assert framing.header_chunks() == [] and not framing.ready_to_compare
+    framing.frame(tables())
+    framing.frame(MediaPacket(MediaKind.DATA, 40, ts_pat(1), config=True))
+    assert header_bytes(framing) == ts_pat(1) + ts_pmt(0)
+    assert framing.ready_to_compare
+    assert all(c.config and not c.sync for c in framing.header_chunks())
+
+
+def test_ts_frame_passes_bytes_and_time_unchanged() -> None:
+    framing = MpegTsFraming()
+    key = MediaPacket(MediaKind.VIDEO, 1234, ts_packet(0x100, 7, b"k", rai=True), keyframe=True)
+    chunk = framing.frame(key)
+    assert (chunk.data, chunk.timestamp_ms, chunk.sync) == (key.payload, 1234, True)
+    assert framing.has_video
+    assert not framing.frame(MediaPacket(MediaKind.VIDEO, 1240, ts_packet(0x100, 8, b"p", pusi=False))).sync
+
+
+def test_ts_same_configuration_ignores_continuity_counters_only() -> None:
+    current = MpegTsFraming()
+    current.frame(tables())
+    restarted = MpegTsFraming()
+    restarted.keep_configuration(tables(pat_cc=5, pmt_cc=9))
+    assert current.same_configuration(restarted)
+    hevc = MpegTsFraming()
+    hevc.keep_configuration(tables(stream_type=0x24))
+    assert not current.same_configuration(hevc)
+    assert not current.same_configuration(flv(*config_packets()))
+
+
+def test_ts_resume_keeps_bytes_and_timestamps() -> None:
+    current = MpegTsFraming()
+    current.frame(tables())
+    newcomer = MpegTsFraming()
+    newcomer.keep_configuration(tables(pat_cc=5, pmt_cc=9))
+    first = MediaPacket(MediaKind.VIDEO, 3, ts_packet(0x100, 3, b"k2", rai=True), keyframe=True)
+    assert current.resume(newcomer, first) == 0
+    assert current.frame(first).data == first.payload
+    assert header_bytes(current) == ts_pat(0) + ts_pmt(0)  # the header stays the source's
