@@ -47,8 +47,9 @@ from relay.ingest.gate import (
 )
 from relay.media.mpegts import MpegTsReader, TsStreamInfo
 from relay.media.packets import ContainerFormat
+from relay.srt.handshake import Accept, Peer, Reject
 from relay.srt.libsrt import LibSrt, LinkStats, RejectCode, SrtUnavailable, format_peer, version_string
-from relay.srt.listener import Accept, CloseCause, Connected, ListenerConfig, Peer, Reject, SrtListener
+from relay.srt.listener import CloseCause, Connected, ListenerConfig, SrtListener
 from relay.srt.streamid import InvalidStreamId, parse_streamid
 
 __all__ = [
