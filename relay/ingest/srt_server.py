@@ -1,21 +1,8 @@
 """SRT ingest: one UDP port, publishers routed by streamid, each stream with its own passphrase.
 
-Admission happens twice, for two different reasons:
-
-1. In libsrt's handshake (its receiver thread, synchronous): `SrtAdmission.check(streamid)` says
-   whether the stream exists, the token is right, the stream is active and not already published
-   by a live encoder; it also gives the stream's passphrase, which libsrt then enforces in the
-   same handshake. A refused caller never gets a connection, and its rejection code says why
-   (1400 bad streamid, 1403 wrong token or inactive, 1404 unknown stream, 1405 mode not publish,
-   1409 already live, 1402 server full, 1503 engine unavailable; libsrt's own 1010/1011 for a
-   wrong or missing/unexpected passphrase).
-2. After accept, on the event loop: `PublishGate.open_publish` as for RTMP, which opens the sink
-   (and may kick a silent earlier publisher). If it refuses now (a race with a change in the store),
-   the connection is closed.
-
-Passphrase policy: a stream with a passphrase accepts only callers with that passphrase; a stream
-without one accepts only unencrypted callers (libsrt's enforced-encryption rule: an encrypted caller
-is refused with 1011 rather than silently sending media we could not decrypt).
+The server owns the libsrt listener's lifecycle and the hand-off from its worker thread to the event
+loop. Admission (in the handshake, then by the gate) is in `relay.ingest.srt_admission`; one
+publisher's handle and loop-side state are in `relay.ingest.srt_session`.
 
 Data path: the listener's worker thread reads SRT messages and posts them to the loop with
 `call_soon_threadsafe`; the loop splits them into TS packets (`MpegTsReader`) and writes them to
@@ -27,30 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
 
-from relay.ingest.gate import (
-    EndReason,
-    IngestSink,
-    PublishGate,
-    PublishRefused,
-    PublishRequest,
-    RefusalReason,
-    StreamInfo,
-    Transport,
-)
-from relay.media.mpegts import MpegTsReader, TsStreamInfo
+from relay.ingest.gate import EndReason, PublishGate, PublishRefused, PublishRequest
+from relay.ingest.srt_admission import SrtAdmission, SrtAdmit, admit_handshake, safe_id
+from relay.ingest.srt_session import SrtPublisher, SrtSession, SrtWire
 from relay.media.packets import ContainerFormat
-from relay.srt.libsrt import LibSrt, LinkStats, RejectCode, SrtUnavailable, format_peer, version_string
-from relay.srt.listener import Accept, CloseCause, Connected, ListenerConfig, Peer, Reject, SrtListener
-from relay.srt.streamid import InvalidStreamId, parse_streamid
+from relay.srt.libsrt import LibSrt, LinkStats, SrtUnavailable, format_peer, version_string
+from relay.srt.listener import CloseCause, Connected, ListenerConfig, SrtListener
+from relay.srt.streamid import parse_streamid
 
+# SrtAdmission, SrtAdmit and SrtPublisher live in srt_admission and srt_session; the engine and the
+# tests import them from here.
 __all__ = [
     "LinkStats",
     "SrtAdmission",
@@ -62,28 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SrtAdmit:
-    """The engine's yes to an SRT handshake: which stream, and the settings libsrt must enforce."""
-
-    stream_id: int
-    passphrase: str | None = None
-    """None or empty: the stream accepts unencrypted callers only. Secret: never logged."""
-    latency_ms: int | None = None
-    """Per-stream receiver latency; None uses `SrtSettings.latency_ms`."""
-
-
-class SrtAdmission(Protocol):
-    """The engine's synchronous admission check, called on libsrt's receiver thread.
-
-    It must be thread-safe and quick (no I/O that can block: while it runs, no packet of any SRT
-    connection on the port is processed). Raise `PublishRefused` to refuse; the streamid is the raw
-    value the caller sent (see `parse_streamid`).
-    """
-
-    def check(self, streamid: str) -> SrtAdmit: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,114 +73,6 @@ class SrtSettings:
     stop_timeout_seconds: float = 5.0
 
 
-_REJECT_CODES: dict[RefusalReason, int] = {
-    RefusalReason.UNKNOWN_STREAM: RejectCode.NOTFOUND,
-    RefusalReason.BAD_TOKEN: RejectCode.FORBIDDEN,
-    RefusalReason.INACTIVE: RejectCode.FORBIDDEN,
-    RefusalReason.ALREADY_LIVE: RejectCode.CONFLICT,
-    RefusalReason.BAD_REQUEST: RejectCode.BAD_REQUEST,
-    RefusalReason.UNAVAILABLE: RejectCode.DOWN,
-}
-
-
-def reject_code(reason: RefusalReason) -> int:
-    """The SRT rejection code a caller sees for a refusal reason."""
-    return int(_REJECT_CODES.get(reason, RejectCode.FORBIDDEN))
-
-
-def _safe_id(stream_id: str) -> str:
-    """The (untrusted) stream id as it may appear in a log line."""
-    return repr(stream_id[:64])
-
-
-class _Wire:
-    """What the worker thread and the loop share about one connection, under `lock`."""
-
-    def __init__(self, now: float) -> None:
-        self.lock = threading.Lock()
-        self.in_flight_bytes = 0
-        self.dropped_bytes = 0
-        self.last_data = now
-
-
-class SrtPublisher:
-    """One accepted SRT publisher, as the gate sees it (`PublisherHandle`), plus its link stats."""
-
-    def __init__(self, server: SrtServer, conn: Connected, stream_id: str, wire: _Wire) -> None:
-        self._server = server
-        self._conn = conn
-        self._wire = wire
-        self._stats: LinkStats | None = None
-        self.stream_id = stream_id
-        """The id part of the streamid (safe to log; the token is not kept here)."""
-        self.kick_reason: EndReason | None = None
-
-    @property
-    def transport(self) -> Transport:
-        return Transport.SRT
-
-    @property
-    def peer(self) -> str:
-        return format_peer(self._conn.peer)
-
-    @property
-    def encrypted(self) -> bool:
-        """Whether the connection negotiated a passphrase."""
-        return self._conn.encrypted
-
-    @property
-    def latency_ms(self) -> int:
-        """The receiver latency libsrt negotiated."""
-        return self._conn.latency_ms
-
-    @property
-    def dropped_bytes(self) -> int:
-        """Bytes dropped because the event loop fell behind by more than `max_pending_bytes`."""
-        return self._wire.dropped_bytes
-
-    def idle_seconds(self) -> float:
-        """Seconds since the last received message (thread-safe: the admission check calls it)."""
-        return max(0.0, self._server.clock() - self._wire.last_data)
-
-    def disconnect(self, reason: EndReason) -> None:
-        """Close soon; the sink is then closed with `reason` (non-blocking, idempotent)."""
-        if self.kick_reason is None:
-            self.kick_reason = reason
-        self._server.request_close(self._conn.sock)
-
-    def link_stats(self) -> LinkStats | None:
-        """libsrt's statistics; after the link broke, the last ones read (None if never read)."""
-        stats = self._server.link_stats(self._conn.sock)
-        if stats is not None:
-            self._stats = stats
-        return self._stats
-
-
-@dataclass(slots=True)
-class _Session:
-    handle: SrtPublisher
-    wire: _Wire
-    started: float
-    reader: MpegTsReader = field(default_factory=MpegTsReader)
-    sink: IngestSink | None = None
-    backlog: list[tuple[float, list[bytes]]] = field(default_factory=list)
-    backlog_bytes: int = 0
-    ended: EndReason | None = None
-    task: asyncio.Task[None] | None = None
-
-
-def _to_stream_info(info: TsStreamInfo) -> StreamInfo:
-    extra = {"video_pid": str(info.video_pid)} if info.video_pid is not None else {}
-    return StreamInfo(
-        video_width=info.width,
-        video_height=info.height,
-        frame_rate=info.frame_rate,
-        video_codec=info.video_codec,
-        audio_codec=info.audio_codec,
-        extra=extra,
-    )
-
-
 class SrtServer:
     """The SRT ingest listener of one relay: owns the libsrt listener, its thread and all sessions.
 
@@ -248,8 +98,8 @@ class SrtServer:
         self._lib: LibSrt | None = None
         self._listener: SrtListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sessions: dict[int, _Session] = {}  # loop only
-        self._wires: dict[int, _Wire] = {}  # worker thread only
+        self._sessions: dict[int, SrtSession] = {}  # loop only
+        self._wires: dict[int, SrtWire] = {}  # worker thread only
         self._closed = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -293,7 +143,7 @@ class SrtServer:
             join_timeout_seconds=s.stop_timeout_seconds,
         )
         lib.startup()
-        listener = SrtListener(lib, config, self._admit, _ThreadBridge(self))
+        listener = SrtListener(lib, config, functools.partial(admit_handshake, self._admission), _ThreadBridge(self))
         try:
             listener.start()
         except BaseException:
@@ -348,20 +198,6 @@ class SrtServer:
         """The publishers currently connected (for the API)."""
         return [s.handle for s in self._sessions.values() if s.ended is None]
 
-    # --- libsrt's thread: admission -------------------------------------------------------------
-
-    def _admit(self, streamid: str, peer: Peer) -> Accept | Reject:
-        try:
-            stream_id, _token = parse_streamid(streamid)
-        except InvalidStreamId as exc:
-            code = RejectCode.BAD_MODE if exc.bad_mode else RejectCode.BAD_REQUEST
-            return Reject(code, str(exc))
-        try:
-            admit = self._admission.check(streamid)
-        except PublishRefused as exc:
-            return Reject(reject_code(exc.reason), f"stream {_safe_id(stream_id)}: {exc.reason.value}")
-        return Accept(passphrase=admit.passphrase or None, latency_ms=admit.latency_ms, context=(stream_id, admit))
-
     # --- worker thread: hand-off to the loop ----------------------------------------------------
 
     def _post(self, callback: Callable[..., object], *args: object) -> None:
@@ -372,7 +208,7 @@ class SrtServer:
             loop.call_soon_threadsafe(callback, *args)
 
     def _thread_connected(self, conn: Connected) -> None:
-        wire = _Wire(self.clock())
+        wire = SrtWire(self.clock())
         self._wires[conn.sock] = wire
         self._post(self._connected, conn, wire)
 
@@ -399,23 +235,23 @@ class SrtServer:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def _connected(self, conn: Connected, wire: _Wire) -> None:
+    def _connected(self, conn: Connected, wire: SrtWire) -> None:
         stream_id, _admit = conn.context
         handle = SrtPublisher(self, conn, stream_id, wire)
-        session = _Session(handle, wire, self.clock())
+        session = SrtSession(handle, wire, self.clock())
         self._sessions[conn.sock] = session
         log.info(
             "SRT publisher %s connected for stream %s (latency %d ms, %s)",
             handle.peer,
-            _safe_id(stream_id),
+            safe_id(stream_id),
             conn.latency_ms,
             "encrypted" if conn.encrypted else "unencrypted",
         )
         request = PublishRequest(stream_key=conn.streamid, container=ContainerFormat.MPEGTS, publisher=handle, app="")
         session.task = asyncio.get_running_loop().create_task(self._open(conn.sock, session, request))
 
-    async def _open(self, sock: int, session: _Session, request: PublishRequest) -> None:
-        stream = _safe_id(session.handle.stream_id)
+    async def _open(self, sock: int, session: SrtSession, request: PublishRequest) -> None:
+        stream = safe_id(session.handle.stream_id)
         try:
             async with asyncio.timeout(self.settings.handshake_timeout_seconds):
                 sink = await self._gate.open_publish(request)
@@ -437,7 +273,7 @@ class SrtServer:
         session.sink = sink
         backlog, session.backlog, session.backlog_bytes = session.backlog, [], 0
         for received, messages in backlog:
-            self._feed(session, received, messages)
+            session.feed(received, messages)
 
     def _data(self, sock: int, received: float, messages: list[bytes], size: int) -> None:
         session = self._sessions.get(sock)
@@ -456,19 +292,7 @@ class SrtServer:
             session.backlog.append((received, messages))
             session.backlog_bytes += size
             return
-        self._feed(session, received, messages)
-
-    def _feed(self, session: _Session, received: float, messages: list[bytes]) -> None:
-        sink = session.sink
-        assert sink is not None
-        now_ms = max(0, round((received - session.started) * 1000))
-        reader = session.reader
-        for message in messages:
-            for packet in reader.feed(message, now_ms):
-                sink.write(packet)
-        info = reader.take_info()
-        if info is not None:
-            sink.update_info(_to_stream_info(info))
+        session.feed(received, messages)
 
     def _closed_cb(self, sock: int, cause: CloseCause, silence_seconds: float) -> None:
         session = self._sessions.get(sock)
@@ -497,14 +321,14 @@ class SrtServer:
         log.info(
             "SRT publisher %s for stream %s ended: %s",
             session.handle.peer,
-            _safe_id(session.handle.stream_id),
+            safe_id(session.handle.stream_id),
             reason.value,
         )
         if session.sink is not None:
             try:
                 session.sink.close(reason)
             except Exception:
-                log.exception("closing the sink of SRT stream %s failed", _safe_id(session.handle.stream_id))
+                log.exception("closing the sink of SRT stream %s failed", safe_id(session.handle.stream_id))
 
 
 class _ThreadBridge:

@@ -3,17 +3,15 @@
 Threads and why:
 
 - libsrt's receiver thread ("SRT:RcvQ") runs the listener callback for every handshake, before the
-  connection exists. It reads the streamid, asks `admit` (synchronous, must be quick: while it runs
-  no packet of ANY connection on the port is received), and on success sets the stream's passphrase
-  and latency on the new socket, so that libsrt's own key exchange refuses a wrong or missing
-  passphrase. Nothing of ours may raise into that thread: errors become a rejection.
+  connection exists: `relay.srt.handshake` asks `admit` there and sets the stream's passphrase and
+  latency on the new socket.
 - One worker thread (ours) waits on a libsrt epoll for the listener and all connections, accepts,
   reads messages and hands them to the `ListenerHandler`. It wakes at least every
   `poll_interval_ms` to run close requests and to notice `stop()`, so stopping is prompt and bounded.
 
 The listener never calls back into asyncio; `relay.ingest.srt_server` adapts the handler calls to the
-event loop. No lock of ours is held while calling libsrt, because libsrt may be inside our callback
-(holding its own locks) waiting for that same lock.
+event loop. What the two threads share (admitted handshakes, the connection count) is in `Handshakes`,
+under a lock never held while calling libsrt.
 """
 
 from __future__ import annotations
@@ -23,29 +21,24 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from relay.srt.handshake import Admit, Handshakes, Peer
 from relay.srt.libsrt import (
     SRT_LIVE_MAX_PAYLOAD_BYTES,
     EpollFlag,
     LibSrt,
     LinkStats,
-    RejectCode,
     SockOpt,
     SrtEpollEvent,
     SrtError,
     TransType,
     format_peer,
-    make_listen_callback,
-    read_sockaddr_at,
 )
 
 log = logging.getLogger(__name__)
-
-Peer = tuple[str, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,27 +57,6 @@ class ListenerConfig:
     max_messages_per_wakeup: int = 256
     """Messages read from one connection before the worker serves the others (fairness)."""
     join_timeout_seconds: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """`admit`'s yes: the passphrase (None = unencrypted only) and latency to set on the new socket."""
-
-    passphrase: str | None = None
-    latency_ms: int | None = None
-    context: Any = None
-    """Whatever the admitter wants back in `Connected` (e.g. the stream it resolved)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """`admit`'s no: the rejection code the caller will see, and a log line without secrets."""
-
-    code: int
-    reason: str
-
-
-Admit = Callable[[str, Peer], Accept | Reject]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,33 +103,17 @@ class _Conn:
     """Time between the last message and the break (drained messages do not count)."""
 
 
-@dataclass(slots=True)
-class _Pending:
-    accept: Accept
-    streamid: str
-    created: float
-
-
-@dataclass(slots=True)
-class _Shared:
-    """State the libsrt callback thread and the worker share, always under `lock`."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    connections: int = 0
-
-
 class SrtListener:
-    """Owns one listening SRT socket, its callback object, its epoll and its worker thread."""
+    """Owns one listening SRT socket, its handshake admission (`Handshakes`), its epoll and its worker thread."""
 
     def __init__(self, lib: LibSrt, config: ListenerConfig, admit: Admit, handler: ListenerHandler) -> None:
         self._lib = lib
         self._config = config
-        self._admit = admit
         self._handler = handler
-        self._shared = _Shared()
-        # The C callback object must outlive the listener socket: libsrt keeps only the raw pointer.
-        self._callback = make_listen_callback(self._on_handshake)
+        self._handshakes = Handshakes(lib, admit, max_connections=config.max_connections,
+                                      latency_ms=config.latency_ms,
+                                      peer_idle_timeout_ms=config.peer_idle_timeout_ms,
+                                      connect_timeout_ms=config.connect_timeout_ms)
         self._sock: int | None = None
         self._eid: int | None = None
         self._thread: threading.Thread | None = None
@@ -188,7 +144,7 @@ class SrtListener:
             lib.set_int(sock, SockOpt.ENFORCEDENCRYPTION, 1)
             lib.bind(sock, cfg.host, cfg.port)
             self._bound = lib.sockname(sock)
-            lib.set_listen_callback(sock, self._callback)
+            lib.set_listen_callback(sock, self._handshakes.callback)
             lib.listen(sock, max(1, cfg.max_connections))
             eid = lib.epoll_create()
             lib.epoll_add(eid, sock, EpollFlag.IN | EpollFlag.ERR)
@@ -220,60 +176,6 @@ class SrtListener:
             return self._lib.bistats(sock)
         except SrtError:
             return None
-
-    # --- libsrt's thread ----------------------------------------------------------------------
-
-    def _on_handshake(self, _opaque: int, ns: int, hsversion: int, peer_ptr: int | None, sid: bytes | None) -> int:
-        """Listener callback (libsrt's receiver thread): decide before the connection exists."""
-        try:
-            peer = read_sockaddr_at(peer_ptr)
-            decision = self._decide(hsversion, peer, sid)
-            if isinstance(decision, Reject):
-                log.info("SRT handshake from %s refused (%d): %s", format_peer(peer), decision.code, decision.reason)
-                self._lib.set_reject_reason(ns, decision.code)
-                return -1
-            try:
-                if decision.passphrase:
-                    self._lib.set_str(ns, SockOpt.PASSPHRASE, decision.passphrase)
-                latency_ms = decision.latency_ms if decision.latency_ms is not None else self._config.latency_ms
-                self._lib.set_int(ns, SockOpt.LATENCY, latency_ms)
-                # Set per connection rather than trusting inheritance from the listener. Note that
-                # libsrt 1.5.1 also waits for 16 unanswered EXP checks (about 5 s) before it
-                # declares a peer gone, so shorter timeouts behave like ~5 s.
-                self._lib.set_int(ns, SockOpt.PEERIDLETIMEO, self._config.peer_idle_timeout_ms)
-            except SrtError as exc:
-                # e.g. a stored passphrase outside libsrt's 10..79 characters; exc never holds it.
-                log.error("SRT handshake from %s refused: cannot apply stream settings: %s", format_peer(peer), exc)
-                self._lib.set_reject_reason(ns, RejectCode.ISE)
-                return -1
-            with self._shared.lock:
-                self._shared.pending[ns] = _Pending(decision, (sid or b"").decode(), time.monotonic())
-            return 0
-        except BaseException:
-            log.exception("SRT listener callback failed; refusing the connection")
-            try:
-                self._lib.set_reject_reason(ns, RejectCode.ISE)
-            except BaseException:  # never raise into libsrt
-                pass
-            return -1
-
-    def _decide(self, hsversion: int, peer: Peer, sid: bytes | None) -> Accept | Reject:
-        if hsversion < 5:
-            return Reject(RejectCode.BAD_REQUEST, "HSv4 caller (no streamid support)")
-        try:
-            streamid = (sid or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            return Reject(RejectCode.BAD_REQUEST, "streamid is not UTF-8")
-        now = time.monotonic()
-        stale_after = self._config.connect_timeout_ms / 1000 + 2.0
-        with self._shared.lock:
-            # A handshake can still fail after the callback said yes (bad passphrase): forget those.
-            for ns in [k for k, p in self._shared.pending.items() if now - p.created > stale_after]:
-                del self._shared.pending[ns]
-            busy = self._shared.connections + len(self._shared.pending)
-        if busy >= self._config.max_connections:
-            return Reject(RejectCode.OVERLOAD, f"max_connections ({self._config.max_connections}) reached")
-        return self._admit(streamid, peer)
 
     # --- the worker thread ----------------------------------------------------------------------
 
@@ -326,10 +228,7 @@ class SrtListener:
         if got is None:
             return
         sock, peer = got
-        with self._shared.lock:
-            pending = self._shared.pending.pop(sock, None)
-            if pending is not None:
-                self._shared.connections += 1
+        pending = self._handshakes.claim(sock)
         if pending is None:  # not admitted by our callback: cannot happen, but never serve it
             log.error("SRT connection from %s accepted without admission; closing", format_peer(peer))
             self._lib.close(sock)
@@ -342,8 +241,7 @@ class SrtListener:
         except SrtError as exc:
             log.warning("SRT connection from %s lost while being set up: %s", format_peer(peer), exc)
             self._lib.close(sock)
-            with self._shared.lock:
-                self._shared.connections -= 1
+            self._handshakes.release()
             return
         info = Connected(sock, peer, pending.streamid, latency_ms, encrypted, pending.accept.context)
         self._conns[sock] = _Conn(info, time.monotonic())
@@ -418,8 +316,7 @@ class SrtListener:
         if self._eid is not None and conn.drain_deadline is None:
             self._lib.epoll_remove(self._eid, sock)
         self._lib.close(sock)
-        with self._shared.lock:
-            self._shared.connections -= 1
+        self._handshakes.release()
         silence = conn.silence_seconds if conn.silence_seconds is not None else time.monotonic() - conn.last_data
         try:
             self._handler.on_closed(sock, cause, silence)

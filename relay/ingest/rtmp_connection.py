@@ -1,0 +1,233 @@
+"""One RTMP connection: a thin asyncio layer over `relay.rtmp.session.ServerSession`.
+
+The connection reads at most `read_chunk_bytes` at a time and processes them fully (events to the
+gate's sink) before reading again, so a publisher can never get ahead of us: asyncio's StreamReader
+pauses the socket when its small buffer fills.  Whatever goes wrong with one client ends that
+client's connection with one log line and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from relay.ingest.gate import EndReason, IngestSink, PublishRefused, PublishRequest, Transport
+from relay.ingest.rtmp_info import InfoTracker
+from relay.media.packets import ContainerFormat
+from relay.rtmp.errors import ProtocolError
+from relay.rtmp.events import (
+    NEED_DATA,
+    CloseRequested,
+    ConnectRequested,
+    HandshakeDone,
+    MediaReceived,
+    MetadataReceived,
+    PublishRequested,
+    Unpublished,
+)
+from relay.rtmp.session import ServerSession
+
+if TYPE_CHECKING:
+    from relay.ingest.rtmp_server import RtmpServer
+
+log = logging.getLogger("relay.ingest.rtmp")  # the RTMP ingest logger, shared with rtmp_server
+
+
+def stream_label(stream_key: str) -> str:
+    """The part of a stream key that may be logged (the id before '?'), shortened."""
+    return stream_key.split("?", 1)[0][:64]
+
+
+class _ConnectionClosed(Exception):
+    """Internal: end this connection with the given log reason."""
+
+    def __init__(self, reason: str, *, warn: bool = True) -> None:
+        super().__init__(reason)
+        self.warn = warn
+
+
+class RtmpConnection:
+    """One client connection: owns its session, its sink while publishing, and the socket.
+
+    It is the `PublisherHandle` the gate sees.
+    """
+
+    def __init__(self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: str, address: str) -> None:
+        self._server = server
+        self._reader = reader
+        self._writer = writer
+        self._peer = peer
+        self.address = address
+        """The peer's IP address (for per-address limits)."""
+        self._loop = asyncio.get_running_loop()
+        self._last_receive = self._loop.time()
+        self._kick_reason: EndReason | None = None
+        self._sink: IngestSink | None = None
+        self._label = ""
+        self._app = ""
+        self._info = InfoTracker()
+        settings = server.settings
+        self._session = ServerSession(settings.session_config(),
+                                      epoch_ms=int(self._loop.time() * 1000))
+        self._deadline: float | None = self._last_receive + settings.handshake_timeout_seconds
+        self._deadline_reason = "handshake timeout"
+        self._close_after_flush: str | None = None
+
+    # -- PublisherHandle -----------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        """RTMP or RTMPS."""
+        return self._server.transport
+
+    @property
+    def peer(self) -> str:
+        """`host:port` of the client."""
+        return self._peer
+
+    def idle_seconds(self) -> float:
+        """Seconds since the client last sent any byte."""
+        return max(0.0, self._loop.time() - self._last_receive)
+
+    def disconnect(self, reason: EndReason) -> None:
+        """Close soon; the sink is then closed with `reason` (idempotent, non-blocking)."""
+        if self._kick_reason is None:
+            self._kick_reason = reason
+            # Aborting makes the pending read (or drain) end at once; run() does the rest.
+            self._writer.transport.abort()
+
+    # -- the connection's task -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the client until it leaves, breaks a rule or is kicked; cleans up in every case."""
+        reason, warn = "closed by peer", False
+        end = EndReason.DROP
+        try:
+            await self._serve()
+        except _ConnectionClosed as exc:
+            reason, warn = str(exc), exc.warn
+        except ProtocolError as exc:
+            reason, warn = f"protocol error: {exc}", True
+        except TimeoutError:
+            reason, warn = self._deadline_reason if self._deadline is not None else "idle timeout", True
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            reason, warn = f"connection error: {type(exc).__name__}", True
+        except asyncio.CancelledError:
+            reason = "server closing"
+            raise
+        except Exception:
+            # A bug of ours (or of the gate/sink) must still end only this connection.
+            log.exception("rtmp %s %s: internal error", self.transport.value, self._peer)
+            reason, warn = "internal error", True
+        finally:
+            if self._kick_reason is not None:
+                end = self._kick_reason
+                reason, warn = f"disconnected by relay ({end.value})", False
+            self._close_sink(end)
+            self._writer.transport.abort()
+            label = f" stream {self._label}" if self._label else ""
+            log.log(logging.WARNING if warn else logging.INFO, "rtmp %s %s%s: %s",
+                    self.transport.value, self._peer, label, reason)
+
+    def _close_sink(self, reason: EndReason) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close(reason)
+
+    async def _serve(self) -> None:
+        settings = self._server.settings
+        session = self._session
+        while True:
+            timeout = settings.idle_timeout_seconds
+            if self._deadline is not None:
+                timeout = min(timeout, self._deadline - self._loop.time())
+            async with asyncio.timeout(max(timeout, 0.0)):
+                data = await self._reader.read(settings.read_chunk_bytes)
+            if not data:
+                if self._kick_reason is None and self._sink is not None:
+                    raise _ConnectionClosed("connection closed while publishing (no unpublish)")
+                return
+            self._last_receive = self._loop.time()
+            session.receive_data(data)
+            await self._process_events()
+            await self._flush()
+            if self._close_after_flush is not None:
+                await self._close_gracefully()
+                raise _ConnectionClosed(self._close_after_flush, warn=False)
+
+    async def _close_gracefully(self) -> None:
+        # close() sends what is still buffered (the refusal the client should see) before closing;
+        # abort() in run()'s cleanup would drop it.
+        self._writer.close()
+        try:
+            async with asyncio.timeout(self._server.settings.handshake_timeout_seconds):
+                await self._writer.wait_closed()
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass  # the cleanup aborts the transport anyway
+
+    async def _flush(self) -> None:
+        out = self._session.data_to_send()
+        if out:
+            self._writer.write(out)
+            await self._writer.drain()
+
+    async def _process_events(self) -> None:
+        session = self._session
+        while self._close_after_flush is None:
+            event = session.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, MediaReceived):
+                if self._sink is not None:
+                    packet = event.packet
+                    self._sink.write(packet)
+                    if packet.config:
+                        self._info.from_packet(packet)
+                        self._push_info()
+            elif isinstance(event, MetadataReceived):
+                if self._sink is not None:
+                    self._sink.write(event.packet)
+                    self._info.from_metadata(event.values)
+                    self._push_info()
+            elif isinstance(event, HandshakeDone):
+                self._deadline = self._loop.time() + self._server.settings.publish_timeout_seconds
+                self._deadline_reason = "no publish in time"
+            elif isinstance(event, ConnectRequested):
+                self._app = event.app
+                session.accept_connect()
+            elif isinstance(event, PublishRequested):
+                await self._publish(event)
+            elif isinstance(event, Unpublished):
+                log.info("rtmp %s %s stream %s: unpublished (%s)", self.transport.value, self._peer,
+                         self._label, event.command)
+                self._close_sink(EndReason.UNPUBLISH)
+            elif isinstance(event, CloseRequested):
+                self._close_after_flush = event.reason
+
+    def _push_info(self) -> None:
+        info = self._info.merged()
+        if info is not None and self._sink is not None:
+            self._sink.update_info(info)
+
+    async def _publish(self, event: PublishRequested) -> None:
+        self._label = stream_label(event.name)
+        await self._flush()  # the client should not wait for createStream's answer while we ask the gate
+        request = PublishRequest(stream_key=event.name, container=ContainerFormat.FLV, publisher=self,
+                                 app=self._app)
+        try:
+            sink = await self._server.gate.open_publish(request)
+        except PublishRefused as exc:
+            # BadName for every refusal: encoders know it, and it tells a guesser nothing more.
+            self._session.reject_publish("NetStream.Publish.BadName", "Publish refused.")
+            self._close_after_flush = f"publish refused ({exc.reason.value})"
+            return
+        if self._kick_reason is not None:  # kicked while the gate was deciding
+            sink.close(self._kick_reason)
+            raise _ConnectionClosed("disconnected while publishing started", warn=False)
+        self._sink = sink
+        self._session.accept_publish()
+        self._deadline = None
+        log.info("rtmp %s %s stream %s: publishing", self.transport.value, self._peer, self._label)
