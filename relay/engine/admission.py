@@ -18,7 +18,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from relay.ingest.gate import PublisherHandle, PublishRefused, PublishRequest, RefusalReason, Transport
-from relay.ingest.srt_server import SrtAdmit
+from relay.ingest.srt_admission import SrtAdmit
 from relay.srt.streamid import InvalidStreamId, parse_streamid
 from relay.store.models import StreamRecord
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from relay.engine.status import IngestStatus, SrtLinkStatus, StreamState
 from relay.ingest.gate import PublisherHandle, SourceType, StreamInfo
-from relay.ingest.srt_server import SrtPublisher
+from relay.ingest.srt_session import SrtPublisher
 from relay.stats import RateMeter
 
 
