@@ -92,16 +92,14 @@ class Server:
             stack.push_async_callback(engine.close)
             await engine.start()
 
-            rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port,
-                                               takeover_idle_seconds=settings.takeover_idle_seconds)
+            rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port)
             rtmp = RtmpServer(engine, rtmp_settings, on_refused=engine.admission.refused)
             await stack.enter_async_context(rtmp)
 
             rtmps_port: int | None = None
             if settings.tls_cert_file is not None and settings.tls_key_file is not None:
                 context = load_server_context(settings.tls_cert_file, settings.tls_key_file)
-                rtmps_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmps_port,
-                                                    takeover_idle_seconds=settings.takeover_idle_seconds)
+                rtmps_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmps_port)
                 rtmps = RtmpServer(engine, rtmps_settings, ssl_context=context, on_refused=engine.admission.refused)
                 rtmps_port = (await stack.enter_async_context(rtmps)).port
             log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,

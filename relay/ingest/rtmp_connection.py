@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
 
-from relay.ingest.gate import EndReason, IngestSink, PublishRefused, PublishRequest, Transport
+from relay.ingest.gate import EndReason, IngestSink, PublishGate, PublishRefused, PublishRequest, Transport
 from relay.ingest.rtmp_info import InfoTracker
+from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.media.packets import ContainerFormat
 from relay.rtmp.errors import ProtocolError
 from relay.rtmp.events import (
@@ -28,9 +28,6 @@ from relay.rtmp.events import (
     Unpublished,
 )
 from relay.rtmp.session import ServerSession
-
-if TYPE_CHECKING:
-    from relay.ingest.rtmp_server import RtmpServer
 
 log = logging.getLogger("relay.ingest.rtmp")  # the RTMP ingest logger, shared with rtmp_server
 
@@ -54,9 +51,11 @@ class RtmpConnection:
     It is the `PublisherHandle` the gate sees.
     """
 
-    def __init__(self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: str, address: str) -> None:
-        self._server = server
+    def __init__(self, gate: PublishGate, settings: RtmpServerSettings, transport: Transport,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, address: str) -> None:
+        self._gate = gate
+        self._settings = settings
+        self._transport = transport
         self._reader = reader
         self._writer = writer
         self._peer = peer
@@ -69,7 +68,7 @@ class RtmpConnection:
         self._label = ""
         self._app = ""
         self._info = InfoTracker()
-        settings = server.settings
+        settings = self._settings
         self._session = ServerSession(settings.session_config(),
                                       epoch_ms=int(self._loop.time() * 1000))
         self._deadline: float | None = self._last_receive + settings.handshake_timeout_seconds
@@ -81,7 +80,7 @@ class RtmpConnection:
     @property
     def transport(self) -> Transport:
         """RTMP or RTMPS."""
-        return self._server.transport
+        return self._transport
 
     @property
     def peer(self) -> str:
@@ -138,7 +137,7 @@ class RtmpConnection:
             sink.close(reason)
 
     async def _serve(self) -> None:
-        settings = self._server.settings
+        settings = self._settings
         session = self._session
         while True:
             timeout = settings.idle_timeout_seconds
@@ -163,7 +162,7 @@ class RtmpConnection:
         # abort() in run()'s cleanup would drop it.
         self._writer.close()
         try:
-            async with asyncio.timeout(self._server.settings.handshake_timeout_seconds):
+            async with asyncio.timeout(self._settings.handshake_timeout_seconds):
                 await self._writer.wait_closed()
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass  # the cleanup aborts the transport anyway
@@ -193,7 +192,7 @@ class RtmpConnection:
                     self._info.from_metadata(event.values)
                     self._push_info()
             elif isinstance(event, HandshakeDone):
-                self._deadline = self._loop.time() + self._server.settings.publish_timeout_seconds
+                self._deadline = self._loop.time() + self._settings.publish_timeout_seconds
                 self._deadline_reason = "no publish in time"
             elif isinstance(event, ConnectRequested):
                 self._app = event.app
@@ -218,7 +217,7 @@ class RtmpConnection:
         request = PublishRequest(stream_key=event.name, container=ContainerFormat.FLV, publisher=self,
                                  app=self._app)
         try:
-            sink = await self._server.gate.open_publish(request)
+            sink = await self._gate.open_publish(request)
         except PublishRefused as exc:
             # BadName for every refusal: encoders know it, and it tells a guesser nothing more.
             self._session.reject_publish("NetStream.Publish.BadName", "Publish refused.")

@@ -9,60 +9,14 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
 from relay.ingest.rtmp_connection import RtmpConnection
-from relay.rtmp.amf0 import AmfLimits
-from relay.rtmp.chunks import ChunkLimits
-from relay.rtmp.session import SessionConfig
+from relay.ingest.rtmp_settings import RtmpServerSettings
+
+__all__ = ["RtmpServer", "RtmpServerSettings"]
 
 log = logging.getLogger("relay.ingest.rtmp")
-
-
-@dataclass(frozen=True, slots=True)
-class RtmpServerSettings:
-    """Where the server listens and what it tolerates from a client."""
-
-    host: str = "0.0.0.0"
-    """Listen address (tests use 127.0.0.1)."""
-    port: int = 1935
-    """Listen port; 0 picks a free one (see `RtmpServer.port`)."""
-    handshake_timeout_seconds: float = 10.0
-    """From accept to the end of the RTMP handshake (and the TLS handshake for RTMPS)."""
-    publish_timeout_seconds: float = 30.0
-    """From the end of the handshake to an accepted publish: a client may not idle in between."""
-    idle_timeout_seconds: float = 30.0
-    """Longest silence from a connected client."""
-    max_message_bytes: int = 8 << 20
-    """Largest RTMP message accepted."""
-    max_chunk_size_bytes: int = 1 << 20
-    """Largest Set Chunk Size accepted."""
-    max_partial_bytes: int = 16 << 20
-    """Bytes held in partially received messages of one connection."""
-    max_connections: int = 256
-    """Open connections in total; more are closed at once."""
-    max_connections_per_address: int = 16
-    """Open connections from one IP address."""
-    takeover_idle_seconds: float = 4.0
-    """How long a live publisher must be silent before a newcomer may take its stream over.
-
-    The gate makes that decision with `PublisherHandle.idle_seconds()`; this value is here so the
-    application configures it in one place and hands it to the gate."""
-    read_chunk_bytes: int = 64 * 1024
-    """Most bytes read from a socket before processing them."""
-    amf_limits: AmfLimits = field(default_factory=AmfLimits)
-    """Bounds on AMF0 decoding (nesting, element count, string size)."""
-
-    def session_config(self) -> SessionConfig:
-        """The sans-I/O session's limits derived from these settings."""
-        return SessionConfig(
-            chunk_limits=ChunkLimits(max_chunk_size_bytes=self.max_chunk_size_bytes,
-                                     max_message_bytes=self.max_message_bytes,
-                                     max_partial_bytes=self.max_partial_bytes),
-            amf_limits=self.amf_limits,
-            max_buffered_bytes=self.read_chunk_bytes + 4096,
-        )
 
 
 class RtmpServer:
@@ -147,7 +101,7 @@ class RtmpServer:
                         self.transport.value, peer)
             self._refuse(writer)
             return
-        connection = RtmpConnection(self, reader, writer, peer, address)
+        connection = RtmpConnection(self.gate, self.settings, self.transport, reader, writer, peer, address)
         self._connections.add(connection)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run(connection), name=f"rtmp {peer}")

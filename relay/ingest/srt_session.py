@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from relay.ingest.gate import EndReason, IngestSink, StreamInfo, Transport
 from relay.media.mpegts import MpegTsReader, TsStreamInfo
 from relay.srt.libsrt import LinkStats, format_peer
 from relay.srt.listener import Connected
 
-if TYPE_CHECKING:
-    from relay.ingest.srt_server import SrtServer
+
+class ConnectionOwner(Protocol):
+    """What a publisher needs of the server that accepted it (the `SrtServer`)."""
+
+    def clock(self) -> float: ...
+
+    def request_close(self, sock: int) -> None: ...
+
+    def link_stats(self, sock: int) -> LinkStats | None: ...
 
 
 class SrtWire:
@@ -34,7 +41,7 @@ class SrtWire:
 class SrtPublisher:
     """One accepted SRT publisher, as the gate sees it (`PublisherHandle`), plus its link stats."""
 
-    def __init__(self, server: SrtServer, conn: Connected, stream_id: str, wire: SrtWire) -> None:
+    def __init__(self, server: ConnectionOwner, conn: Connected, stream_id: str, wire: SrtWire) -> None:
         self._server = server
         self._conn = conn
         self._wire = wire
