@@ -21,7 +21,8 @@ from relay.push.process import FfmpegProcess, PushExit
 from relay.push.progress import Progress
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.settings import SupervisorSettings
-from relay.supervisor.states import TRANSITIONS, IllegalTransition, Order, PushSpec, PushState, PushStatus
+from relay.supervisor.states import TRANSITIONS, Order, PushSpec, PushState, PushStatus
+from relay.transitions import check_transition
 
 log = logging.getLogger("relay.supervisor")
 
@@ -386,8 +387,8 @@ class PushRunner:
 
     def _set_state(self, new: PushState, reason: str) -> None:
         old = self._state
-        if new is not old and new not in TRANSITIONS[old]:
-            raise IllegalTransition(f"{self._log_prefix}: {old.value} -> {new.value}")
+        if new is not old:  # staying put refreshes `since` and the status; the table lists no self-loops
+            check_transition(TRANSITIONS, self._log_prefix, old, new)
         self._state = new
         self._since = self._wall_clock()
         if new is not old:
