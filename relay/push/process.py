@@ -151,12 +151,6 @@ class FfmpegProcess:
             input_end=self._subscriber.end_cause,
         )
 
-    def interrupt(self) -> None:
-        """Ask for a clean end: close stdin (so ffmpeg writes its trailer), then SIGINT the group."""
-        self._stopped = True
-        self._close_stdin()
-        self._signal(signal.SIGINT)
-
     def kill(self) -> None:
         """SIGKILL the whole process group now."""
         self._killed = True

@@ -90,17 +90,6 @@ class Supervisor:
         if runner is not None:
             runner.retry_now()
 
-    def restart_stream(self, stream_id: int, reason: str = "restart requested") -> None:
-        """Restart every push of one stream (its source changed)."""
-        for runner in self._runners.values():
-            if runner.spec.stream_id == stream_id and runner.order is Order.START:
-                runner.restart(reason)
-
-    def restart_push(self, restream_id: int, reason: str = "restart requested") -> None:
-        runner = self._runners.get(restream_id)
-        if runner is not None and runner.order is Order.START:
-            runner.restart(reason)
-
     async def close(self) -> None:
         """Stop every push and wait until every ffmpeg child is reaped."""
         self._closed = True
