@@ -24,7 +24,7 @@ def children_alive(pid: int | None) -> bool:
 
 def runner_pid(rig: Rig, restream_id: int) -> int | None:
     runner = rig.supervisor._runners[restream_id]
-    return runner._process.pid if runner._process else None
+    return runner._attempt.process.pid if runner._attempt else None  # type: ignore[attr-defined]
 
 
 async def test_runs_then_ends_cleanly_on_unpublish(rig: Rig) -> None:
