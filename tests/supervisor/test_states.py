@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from relay.supervisor.exits import ExitKind, Verdict
 from relay.supervisor.states import TRANSITIONS, PushState
 from relay.transitions import IllegalTransition, check_transition
 
@@ -13,6 +14,15 @@ LEGAL = sorted((old, new) for old, targets in TRANSITIONS.items() for new in tar
 
 def test_every_state_has_a_row() -> None:
     assert set(TRANSITIONS) == set(PushState)
+
+
+@pytest.mark.parametrize("ended_in", [S.STARTING, S.RUNNING, S.STOPPING])
+def test_every_verdict_is_legal_from_every_state_an_attempt_ends_in(ended_in: PushState) -> None:
+    # An overflow stops the push (STOPPING) and then retries it: STOPPING -> RETRYING must be legal.
+    for kind in ExitKind:
+        new = Verdict(kind).next_state
+        if new is not ended_in:  # staying put is the runner's no-op
+            check_transition(TRANSITIONS, "push", ended_in, new)
 
 
 @pytest.mark.parametrize(("old", "new"), LEGAL, ids=[f"{o.value}->{n.value}" for o, n in LEGAL])
@@ -27,7 +37,6 @@ def test_legal_transition_passes(old: PushState, new: PushState) -> None:
     (S.DISABLED, S.RUNNING),
     (S.DISABLED, S.FAILED),
     (S.STOPPING, S.RUNNING),      # a process asked to stop does not come back to running
-    (S.STOPPING, S.RETRYING),     # the stop was ours: it ends idle, disabled or restarted
     (S.RETRYING, S.RUNNING),      # a retry starts a new process first
     (S.FAILED, S.RETRYING),
     (S.RETRYING, S.STOPPING),
