@@ -11,8 +11,16 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from relay.media.packets import ContainerFormat
+
 INVALID_SCHEME = "invalid uri, supported protocols are rtmp, rtmps, srt"
-SCHEMES = ("rtmp", "rtmps", "srt")
+SCHEME_CONTAINERS: dict[str, ContainerFormat] = {
+    "rtmp": ContainerFormat.FLV,
+    "rtmps": ContainerFormat.FLV,
+    "srt": ContainerFormat.MPEGTS,
+}
+"""The schemes we push to, each with the container ffmpeg writes to it (RTMP carries FLV, SRT MPEG-TS)."""
+SCHEMES = tuple(SCHEME_CONTAINERS)
 MAX_URI_LENGTH = 2048
 
 _HOSTNAME = re.compile(
@@ -44,10 +52,6 @@ class Destination:
     host: str
     port: int
     uri: str
-
-    @property
-    def container(self) -> str:
-        return "mpegts" if self.scheme == "srt" else "flv"
 
 
 def _check_characters(uri: str) -> None:

@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 
 import ffmpeg
 
+from relay.destinations import SCHEME_CONTAINERS
 from relay.media.packets import ContainerFormat
 
 _ENHANCED_CODECS = {"hevc": "hvc1", "h265": "hvc1", "hvc1": "hvc1", "av1": "av01", "av01": "av01",
@@ -140,7 +141,8 @@ def build_command(
     """The argv for one push; raises UnsupportedDestination for a scheme we cannot push to."""
     settings = settings or CommandSettings()
     scheme = urlsplit(uri, allow_fragments=False).scheme.lower()
-    if scheme not in ("rtmp", "rtmps", "srt"):
+    output = SCHEME_CONTAINERS.get(scheme)
+    if output is None:
         raise UnsupportedDestination(f"unsupported destination scheme {scheme or '(none)'!r}")
     mode = NoAudioMode(no_audio_mode) if no_audio else None
 
@@ -165,8 +167,8 @@ def build_command(
         streams.append(silence["a"])
         out.update({"c:v": "copy", "c:a": "aac", "b:a": settings.silence_bitrate_bps, "shortest": None})
 
-    if scheme in ("rtmp", "rtmps"):
-        output_format = "flv"
+    output_format = output.value
+    if output is ContainerFormat.FLV:
         out["flvflags"] = "no_duration_filesize"
         out["rw_timeout"] = int(settings.rw_timeout_seconds * 1_000_000)
         out["tcp_nodelay"] = 1
@@ -181,7 +183,6 @@ def build_command(
             if tls_verify and ca_file:
                 out["ca_file"] = ca_file
     else:
-        output_format = "mpegts"
         out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
         out["linger"] = settings.srt_linger_seconds
         out["max_interleave_delta"] = 1

@@ -31,11 +31,10 @@ _TRAILER_FAILED = "Error writing trailer"
 
 @dataclass(frozen=True, slots=True)
 class PushExit:
-    """How one ffmpeg run ended."""
+    """How one ffmpeg run ended, as facts; the supervisor classifies them (`relay.supervisor.exits`)."""
 
     returncode: int | None
-    clean: bool
-    """Exit 0, or 255 after our own SIGINT: the destination got a proper end."""
+    """Exit status; negative: the signal that ended it."""
     stopped: bool
     """We asked it to stop (SIGINT)."""
     killed: bool
@@ -140,22 +139,14 @@ class FfmpegProcess:
                 await asyncio.wait_for(asyncio.gather(*self._readers, return_exceptions=True), 2.0)
         finally:
             await self._cancel_tasks()
-        clean = returncode == 0 or (self._stopped and returncode in (255, -signal.SIGINT))
         return PushExit(
             returncode=returncode,
-            clean=clean and not self._killed,
             stopped=self._stopped,
             killed=self._killed,
             refused=self._refused,
             last_error=self._last_error,
             input_end=self._subscriber.end_cause,
         )
-
-    def interrupt(self) -> None:
-        """Ask for a clean end: close stdin (so ffmpeg writes its trailer), then SIGINT the group."""
-        self._stopped = True
-        self._close_stdin()
-        self._signal(signal.SIGINT)
 
     def kill(self) -> None:
         """SIGKILL the whole process group now."""

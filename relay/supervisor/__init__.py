@@ -3,12 +3,11 @@
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.push_runner import PushRunner
 from relay.supervisor.settings import SupervisorSettings
-from relay.supervisor.states import IllegalTransition, Order, PushSpec, PushState, PushStatus
+from relay.supervisor.states import Order, PushSpec, PushState, PushStatus
 from relay.supervisor.supervisor import Supervisor
 
 __all__ = [
     "Backoff",
-    "IllegalTransition",
     "Order",
     "PushRunner",
     "PushSpec",

@@ -1,7 +1,8 @@
 """Push states, orders and the status the API exposes.
 
 What the user wants (`Order`) is kept apart from what is observed (`PushState`); `TRANSITIONS` is the
-one table of legal state changes, checked on every change.
+one table of legal state changes, checked on every change with `relay.transitions.check_transition`.
+No state lists itself: the runner treats a change to the same state as a refresh, not a transition.
 """
 
 from __future__ import annotations
@@ -37,15 +38,12 @@ TRANSITIONS: dict[PushState, frozenset[PushState]] = {
                                    PushState.FAILED, PushState.IDLE, PushState.DISABLED}),
     PushState.RUNNING: frozenset({PushState.STOPPING, PushState.RETRYING, PushState.FAILED,
                                   PushState.IDLE, PushState.STARTING, PushState.DISABLED}),
-    PushState.STOPPING: frozenset({PushState.IDLE, PushState.DISABLED, PushState.STARTING}),
+    PushState.STOPPING: frozenset({PushState.IDLE, PushState.DISABLED, PushState.STARTING, PushState.RETRYING,
+                                   PushState.FAILED}),
     PushState.RETRYING: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.FAILED: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.DISABLED: frozenset({PushState.IDLE, PushState.STARTING}),
 }
-
-
-class IllegalTransition(RuntimeError):
-    """A bug: the supervisor tried a state change the table does not allow."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 
 from relay.hub.clock import Clock
 from relay.hub.hub import Hub
+from relay.push.process import FfmpegProcess
+from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.push_runner import PushRunner
 from relay.supervisor.settings import SupervisorSettings
@@ -23,7 +25,8 @@ class Supervisor:
 
     `reconcile` is idempotent and cheap: the engine calls it on every change (restream added, toggled,
     edited, removed; a stream going live or not) and periodically. Each runner then starts, stops or
-    restarts its own push without touching the others.
+    restarts its own push without touching the others. `process_factory` makes each attempt's process:
+    `FfmpegProcess` unless a test passes an in-memory fake.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class Supervisor:
         *,
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        process_factory: ProcessFactory = FfmpegProcess,
     ) -> None:
         self._settings = settings
         self._hub_lookup = hub_lookup
@@ -44,6 +48,7 @@ class Supervisor:
         self._on_status = on_status
         self._wall_clock = wall_clock
         self._rand = rand
+        self._process_factory = process_factory
         self._runners: dict[int, PushRunner] = {}
         self._closed = False
 
@@ -63,7 +68,7 @@ class Supervisor:
             if existing is None:
                 runner = PushRunner(
                     spec, self._settings, self._hub_lookup, self._ffmpeg_path, self._clock,
-                    self._wall_clock, self._on_status, Backoff(self._settings, self._rand),
+                    self._wall_clock, self._on_status, Backoff(self._settings, self._rand), self._process_factory,
                 )
                 self._runners[restream_id] = runner
             else:
@@ -89,17 +94,6 @@ class Supervisor:
         runner = self._runners.get(restream_id)
         if runner is not None:
             runner.retry_now()
-
-    def restart_stream(self, stream_id: int, reason: str = "restart requested") -> None:
-        """Restart every push of one stream (its source changed)."""
-        for runner in self._runners.values():
-            if runner.spec.stream_id == stream_id and runner.order is Order.START:
-                runner.restart(reason)
-
-    def restart_push(self, restream_id: int, reason: str = "restart requested") -> None:
-        runner = self._runners.get(restream_id)
-        if runner is not None and runner.order is Order.START:
-            runner.restart(reason)
 
     async def close(self) -> None:
         """Stop every push and wait until every ffmpeg child is reaped."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from relay.destinations import SCHEME_CONTAINERS, parse_destination
 from relay.media.packets import ContainerFormat
 from relay.push.command import CommandSettings, UnsupportedDestination, build_command
 from relay.push.progress import ErrorKind, ProgressParser, classify_error
@@ -65,6 +66,14 @@ def test_no_audio_modes() -> None:
 def test_unsupported_scheme() -> None:
     with pytest.raises(UnsupportedDestination):
         argv("http://h/x")
+
+
+@pytest.mark.parametrize(("uri", "muxer"),
+                         [("rtmp://h/a/k", "flv"), ("RTMPS://h/a/k", "flv"), ("srt://h:9000", "mpegts")])
+def test_output_container_follows_the_scheme(uri: str, muxer: str) -> None:
+    # One rule (relay.destinations.SCHEME_CONTAINERS) for the API's check and ffmpeg's muxer.
+    assert build_command("ffmpeg", uri, ContainerFormat.FLV).output_format == muxer
+    assert SCHEME_CONTAINERS[parse_destination(uri).scheme].value == muxer
 
 
 def test_progress_parser() -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from relay.hub.clock import LoopClock
 from relay.hub.hub import Hub, HubSettings
 from relay.ingest.gate import EndReason, SourceType
 from relay.media.packets import ContainerFormat
 from relay.push.process import FfmpegProcess
 from tests.hub.helpers import audio, config_packets, video
+
+pytestmark = pytest.mark.integration
 
 SLOW_READER = """
 import sys, time

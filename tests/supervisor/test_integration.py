@@ -198,8 +198,10 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
         await engine.wait_state(1, PushState.RUNNING, within=10)
         # ffmpeg itself is SIGKILLed: restarted.
         runner = engine.supervisor._runners[1]
-        assert runner._process is not None and runner._process.pid is not None
-        os.killpg(runner._process.pid, signal.SIGKILL)
+        assert runner._attempt is not None
+        pid = runner._attempt.process.pid  # type: ignore[attr-defined]
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
         await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=10)
         a2 = engine.receivers[-1]
         await a2.finished(5)
@@ -246,9 +248,10 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
             while not feeder.done():
                 await asyncio.sleep(0.05)
                 slow_runner = sup._runners[2]
-                if slow_runner._subscriber is not None:
-                    peak = max(peak, slow_runner._subscriber.queued_bytes)
-                    overflows = max(overflows, slow_runner._subscriber.overflows)
+                if slow_runner._attempt is not None:
+                    subscriber = slow_runner._attempt.subscriber
+                    peak = max(peak, subscriber.queued_bytes)
+                    overflows = max(overflows, subscriber.overflows)
             await feeder
             assert overflows > 0
             assert peak <= limits.max_bytes

@@ -1,218 +1,274 @@
-from __future__ import annotations
+"""The push state machine through the Supervisor, on fake processes and the fake clock (no subprocess, no
+sleeping). The real process is tested in tests/push/test_process.py, the two together in
+test_fake_ffmpeg.py and test_integration.py."""
 
-import asyncio
-import os
-import signal
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
+from relay.hub.subscriber import EndCause
 from relay.ingest.gate import EndReason
 from relay.supervisor import PushState, SupervisorSettings
-from tests.supervisor.conftest import Rig
+from tests.supervisor.conftest import Rig, settle
+from tests.supervisor.fake_process import FakeProcess, missing_binary
+
+S = PushState
+TRAILER = "[out#0/mpegts @ 0x1] [error] Error writing trailer: Input/output error"
 
 
-def children_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def runner_pid(rig: Rig, restream_id: int) -> int | None:
-    runner = rig.supervisor._runners[restream_id]
-    return runner._process.pid if runner._process else None
+async def running(rig: Rig, restream_id: int = 1, key: str = "sekrit-key") -> FakeProcess:
+    """Start the push (the stream is live) and let it show output progress."""
+    rig.supervisor.reconcile([rig.spec(restream_id, key=key)])
+    await settle()
+    ffmpeg = rig.processes.last(key)
+    ffmpeg.progress()
+    assert rig.supervisor.status(restream_id).state is S.RUNNING
+    return ffmpeg
 
 
 async def test_runs_then_ends_cleanly_on_unpublish(rig: Rig) -> None:
     sink = rig.go_live()
     rig.supervisor.reconcile([rig.spec(1)])
-    status = await rig.wait_state(1, PushState.RUNNING)
-    assert status.bytes_out > 0 and "sekrit" not in status.uri
-    pid = runner_pid(rig, 1)
-    rig.stop_feeding()
+    assert rig.supervisor.status(1).state is S.STARTING
+    await settle()
+    ffmpeg = rig.processes.last()
+    assert ffmpeg.started and ffmpeg.bytes_in > 0  # header and GOP at once
+    ffmpeg.progress()
+    status = rig.supervisor.status(1)
+    assert status.state is S.RUNNING and status.bytes_out > 0 and status.frames == 30
+    assert "sekrit" not in status.uri and "sekrit" in ffmpeg.uri
     sink.close(EndReason.UNPUBLISH)
-    status = await rig.wait_state(1, PushState.IDLE)
+    status = await rig.wait_state(1, S.IDLE)
     assert status.last_error is None and status.restarts == 0
-    assert not children_alive(pid)
-    assert rig.states(1) == [PushState.STARTING, PushState.RUNNING, PushState.IDLE]
+    assert not ffmpeg.alive and not ffmpeg.stopped  # it ended on EOF by itself
+    assert status.bytes_out > 0  # the last run's figures stay in the status
+    assert rig.states(1) == [S.STARTING, S.RUNNING, S.IDLE]
 
 
 async def test_not_live_waits_idle_then_starts(rig: Rig) -> None:
     rig.supervisor.reconcile([rig.spec(1)])
-    assert rig.supervisor.status(1).state is PushState.IDLE
+    assert rig.supervisor.status(1).state is S.IDLE and not rig.processes.made
     rig.go_live()
     rig.supervisor.reconcile([rig.spec(1)])
-    await rig.wait_state(1, PushState.RUNNING)
+    await settle()
+    rig.processes.last().progress()
+    assert rig.supervisor.status(1).state is S.RUNNING
 
 
 async def test_refused_key_fails_and_retries_only_at_cap(rig: Rig) -> None:
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="refuse")])
-    status = await rig.wait_state(1, PushState.FAILED)
+    rig.processes.script = FakeProcess.refuse
+    rig.supervisor.reconcile([rig.spec(1)])
+    status = await rig.wait_state(1, S.FAILED)
     assert status.last_error is not None and "BadName" in status.last_error
     assert status.next_retry_seconds == pytest.approx(30.0)
-    assert "sekrit" not in repr(rig.statuses)
-    rig.clock.advance(29)
-    assert rig.supervisor.status(1).state is PushState.FAILED
+    assert any("BadName" in line for line in status.log_tail)
+    await rig.advance(29)
+    assert rig.supervisor.status(1).state is S.FAILED and len(rig.processes.made) == 1
     # The user toggles the restream: retried at once.
     rig.supervisor.retry_now(1)
-    assert rig.supervisor.status(1).state is PushState.STARTING
-    status = await rig.wait_state(1, PushState.FAILED)
-    assert status.restarts == 1
+    assert rig.supervisor.status(1).state is S.STARTING
+    status = await rig.wait_state(1, S.FAILED)
+    assert status.restarts == 1 and len(rig.processes.made) == 2
+    await rig.advance(30)
+    assert rig.supervisor.status(1).restarts == 2  # the cap is the slow retry period
 
 
 async def test_backoff_grows_to_cap(rig: Rig, settings: SupervisorSettings) -> None:
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="exit")])
+    rig.processes.script = lambda p: p.exit(1)
+    rig.supervisor.reconcile([rig.spec(1)])
     delays = []
     for _ in range(8):
-        status = await rig.wait_state(1, PushState.RETRYING)
+        status = await rig.wait_state(1, S.RETRYING)
         assert status.next_retry_seconds is not None
-        delays.append(status.next_retry_seconds)
-        rig.clock.advance(status.next_retry_seconds + 0.001)
-        await rig.wait_state(1, PushState.STARTING, PushState.RETRYING)
+        delays.append(round(status.next_retry_seconds, 2))  # the last reading comes 1 ms after the retry
+        await rig.advance(status.next_retry_seconds + 0.001)
     assert delays[0] <= 1.0
     assert delays == sorted(delays)
     assert delays[-1] == pytest.approx(settings.restart_max_delay_seconds)
-    assert "sekrit" not in (rig.supervisor.status(1).last_error or "x")
-    assert rig.supervisor.status(1).restarts >= 7
+    status = rig.supervisor.status(1)
+    assert status.last_error == "ffmpeg exited with code 1" and status.restarts >= 7
 
 
-async def test_connects_when_destination_appears(rig: Rig, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_FFMPEG_DIR", str(tmp_path))
+async def test_connects_when_destination_appears(rig: Rig) -> None:
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="fail2")])
+    rig.processes.script = lambda p: p.fail_to_connect() if len(rig.processes.made) <= 2 else None
+    rig.supervisor.reconcile([rig.spec(1)])
     for _ in range(2):
-        status = await rig.wait_state(1, PushState.RETRYING)
+        status = await rig.wait_state(1, S.RETRYING)
         assert "Connection refused" in (status.last_error or "")
-        rig.clock.advance(status.next_retry_seconds or 0)
-    status = await rig.wait_state(1, PushState.RUNNING)
-    assert status.restarts == 2
+        await rig.advance(status.next_retry_seconds or 0)
+    rig.processes.last().progress()
+    status = rig.supervisor.status(1)
+    assert status.state is S.RUNNING and status.restarts == 2
+
+
+async def test_a_push_that_ran_then_broke_retries_fast(rig: Rig) -> None:
+    rig.go_live()
+    rig.processes.script = lambda p: p.fail_to_connect() if len(rig.processes.made) <= 3 else None
+    rig.supervisor.reconcile([rig.spec(1)])
+    for _ in range(3):  # 0.6, 1.2, 2.4 s: the backoff grows while the destination is down
+        status = await rig.wait_state(1, S.RETRYING)
+        await rig.advance(status.next_retry_seconds or 0)
+    ffmpeg = rig.processes.last()
+    await rig.advance(6, feeding=True, each_second=ffmpeg.progress)
+    ffmpeg.exit(1)
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.next_retry_seconds == pytest.approx(0.6)  # not 4.8: it had run for 6 s
 
 
 async def test_stall_kills_and_restarts(rig: Rig) -> None:
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="stall")])
-    await rig.wait_state(1, PushState.RUNNING)
-    pid = runner_pid(rig, 1)
-    await asyncio.sleep(0.5)  # the fake stops reporting progress after 3 blocks
-    for _ in range(10):
-        rig.clock.advance(1.0)
-        await asyncio.sleep(0.05)
-        if rig.supervisor.status(1).state is PushState.RETRYING:
-            break
-    status = await rig.wait_state(1, PushState.RETRYING)
-    assert status.last_error is not None and status.last_error.startswith("stalled")
-    assert not children_alive(pid)
-
-
-async def test_broken_output_is_killed_at_once_not_left_in_cleanup(rig: Rig) -> None:
-    rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="trailer")])
-    await rig.wait_state(1, PushState.RUNNING)
-    pid = runner_pid(rig, 1)
-    # The fake hangs 30 s after its trailer error; the push must not wait for it.
-    status = await asyncio.wait_for(rig.wait_state(1, PushState.RETRYING), 5.0)
-    assert "Error writing" in (status.last_error or "")  # the mode name is masked like any query value
-    assert not children_alive(pid)
+    ffmpeg = await running(rig)
+    await rig.advance(10, feeding=True, each_second=ffmpeg.progress)  # progress keeps it alive
+    assert rig.supervisor.status(1).state is S.RUNNING and ffmpeg.alive
+    await rig.advance(3.5, feeding=True)  # input flows, output does not move
+    assert ffmpeg.alive
+    await rig.advance(1, feeding=True)
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.last_error == "stalled: no output progress for 4s"
+    assert ffmpeg.killed and not ffmpeg.alive
+    await rig.advance(status.next_retry_seconds or 0, feeding=True)
+    assert rig.processes.last() is not ffmpeg and rig.supervisor.status(1).state is S.STARTING
 
 
 async def test_no_stall_when_input_stops(rig: Rig) -> None:
     sink = rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="noprogress")])
-    await asyncio.sleep(0.3)
-    rig.stop_feeding()
-    rig.clock.advance(10)  # input idle for longer than the stall timeout: not a stall
-    rig.clock.advance(10)
-    assert rig.supervisor.status(1).state is PushState.STARTING
+    rig.supervisor.reconcile([rig.spec(1)])
+    await rig.advance(0.5, feeding=True)
+    await rig.advance(20)  # input idle for longer than the stall timeout: not a stall
+    assert rig.supervisor.status(1).state is S.STARTING and rig.processes.last().alive
     sink.close(EndReason.UNPUBLISH)
-    await rig.wait_state(1, PushState.IDLE)
+    await rig.wait_state(1, S.IDLE)
+
+
+async def test_broken_output_is_retried_with_its_error(rig: Rig) -> None:
+    rig.go_live()
+    ffmpeg = await running(rig)
+    ffmpeg.say(TRAILER)
+    ffmpeg.kill()  # FfmpegProcess kills a push whose output broke at once (tests/push/test_process.py)
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.last_error == TRAILER
 
 
 async def test_sigkilled_ffmpeg_is_restarted(rig: Rig) -> None:
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1)])
-    await rig.wait_state(1, PushState.RUNNING)
-    pid = runner_pid(rig, 1)
-    assert pid is not None
-    os.killpg(pid, signal.SIGKILL)
-    status = await rig.wait_state(1, PushState.RETRYING)
+    ffmpeg = await running(rig)
+    ffmpeg.exit(-9)  # the OOM killer, an operator
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.last_error == "ffmpeg exited with code -9"
     assert status.next_retry_seconds is not None and status.next_retry_seconds <= 1.0
-    rig.clock.advance(1.0)
-    status = await rig.wait_state(1, PushState.RUNNING)
-    assert status.restarts == 1 and runner_pid(rig, 1) != pid
+    await rig.advance(1.0)
+    assert rig.processes.last() is not ffmpeg
+    rig.processes.last().progress()
+    status = rig.supervisor.status(1)
+    assert status.state is S.RUNNING and status.restarts == 1
+
+
+async def test_cannot_start_ffmpeg_is_retried(rig: Rig) -> None:
+    rig.go_live()
+    rig.processes.script = lambda p: setattr(p, "start_error", missing_binary())
+    rig.supervisor.reconcile([rig.spec(1)])
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.last_error == "cannot start ffmpeg: No such file or directory"
+
+
+async def test_unsupported_destination_fails_at_cap_without_a_process(rig: Rig) -> None:
+    rig.go_live()
+    rig.supervisor.reconcile([rig.spec(1, scheme="http")])
+    status = rig.supervisor.status(1)
+    assert status.state is S.FAILED and status.next_retry_seconds == pytest.approx(30.0)
+    assert status.last_error == "unsupported destination scheme 'http'" and not rig.processes.made
+
+
+async def test_overflow_restarts_with_backoff(rig: Rig) -> None:
+    rig.go_live()
+    ffmpeg = await running(rig)
+    ffmpeg.subscriber.end(EndCause.OVERFLOW, discard=True)  # what the hub does to a reader that keeps falling behind
+    status = await rig.wait_state(1, S.RETRYING)
+    assert status.last_error == "destination too slow: fell behind repeatedly"
+    assert ffmpeg.stopped and not ffmpeg.killed
+    assert rig.states(1)[-2:] == [S.STOPPING, S.RETRYING]
+
+
+async def test_source_change_restarts_on_the_new_source(rig: Rig) -> None:
+    rig.go_live()
+    ffmpeg = await running(rig)
+    # Another encoder takes over with other settings: its first keyframe ends our input (SOURCE_CHANGED).
+    rig.go_live(video_config=b"\x17\x00\x00\x00\x00\x01\x4d\x00\x28\xff\xe1")
+    await settle()
+    assert ffmpeg.stopped and not ffmpeg.alive
+    assert rig.processes.last() is not ffmpeg and rig.processes.last().subscriber is not ffmpeg.subscriber
+    status = rig.supervisor.status(1)
+    assert status.state is S.STARTING and status.restarts == 1 and status.last_error is None
 
 
 async def test_reconcile_touches_only_what_changed(rig: Rig) -> None:
     rig.go_live()
     a, b = rig.spec(1), rig.spec(2, key="other")
     rig.supervisor.reconcile([a, b])
-    await rig.wait_state(1, PushState.RUNNING)
-    await rig.wait_state(2, PushState.RUNNING)
-    pid_a, pid_b = runner_pid(rig, 1), runner_pid(rig, 2)
+    await settle()
+    first_a, first_b = rig.processes.last("sekrit"), rig.processes.last("other")
+    first_a.progress()
+    first_b.progress()
     rig.supervisor.reconcile([a, b])  # idempotent
-    assert (runner_pid(rig, 1), runner_pid(rig, 2)) == (pid_a, pid_b)
+    await settle()
+    assert len(rig.processes.made) == 2
     b2 = rig.spec(2, key="changed")
     rig.supervisor.reconcile([a, b2])
-    await asyncio.sleep(0.1)
-    await rig.wait_state(2, PushState.RUNNING)
-    assert runner_pid(rig, 2) != pid_b and runner_pid(rig, 1) == pid_a
+    await settle()
+    assert first_b.stopped and not first_b.alive and rig.processes.last("changed").alive
+    assert rig.processes.of("sekrit") == [first_a] and first_a.alive
     rig.supervisor.reconcile([b2])
-    status = await rig.wait_state(1, PushState.DISABLED)
-    assert not children_alive(pid_a) and runner_pid(rig, 2) is not None
+    status = await rig.wait_state(1, S.DISABLED)
+    assert first_a.stopped and not first_a.alive and rig.processes.last("changed").alive
     assert status.restarts == 0
     rig.supervisor.reconcile([b2])
     assert 1 not in rig.supervisor.statuses()
 
 
-async def test_close_kills_process_ignoring_sigint(rig: Rig) -> None:
+async def test_a_restart_asked_ends_with_its_attempt(rig: Rig) -> None:
+    # A definition change, then removal before the old process ended: the asked restart must not turn
+    # the next attempt's failure into an immediate restart.
     rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1, mode="ignoreint")])
-    await rig.wait_state(1, PushState.RUNNING)
-    pid = runner_pid(rig, 1)
-    await asyncio.wait_for(rig.supervisor.close(), 10)
-    assert not children_alive(pid)
+    await running(rig)
+    rig.supervisor.reconcile([rig.spec(1, key="changed")])
+    rig.supervisor.reconcile([])
+    await rig.wait_state(1, S.DISABLED)
+    rig.processes.script = lambda p: p.exit(1)
+    rig.supervisor.reconcile([rig.spec(1, key="changed")])
+    status = await rig.wait_state(1, S.RETRYING, S.STARTING)
+    await settle()
+    status = rig.supervisor.status(1)
+    assert status.state is S.RETRYING and status.restarts == 0
+
+
+async def test_close_kills_a_process_that_ignores_the_stop(rig: Rig) -> None:
+    rig.go_live()
+    ffmpeg = await running(rig)
+    ffmpeg.ignores_stop = True
+    await rig.supervisor.close()
+    assert ffmpeg.stopped and ffmpeg.killed and not ffmpeg.alive
+    assert rig.supervisor.status(1).state is S.DISABLED
 
 
 async def test_drop_and_grace_expiry_ends_push(rig: Rig) -> None:
     sink = rig.go_live()
-    rig.supervisor.reconcile([rig.spec(1)])
-    await rig.wait_state(1, PushState.RUNNING)
-    pid = runner_pid(rig, 1)
-    rig.stop_feeding()
+    ffmpeg = await running(rig)
     sink.close(EndReason.DROP)
-    await asyncio.sleep(0.2)
-    assert runner_pid(rig, 1) == pid  # kept during the grace period
-    rig.clock.advance(11)
-    await rig.wait_state(1, PushState.IDLE)
-    assert not children_alive(pid)
+    await rig.advance(5)
+    assert ffmpeg.alive and rig.processes.made == [ffmpeg]  # kept during the grace period
+    await rig.advance(6)
+    await rig.wait_state(1, S.IDLE)
+    assert not ffmpeg.alive and not ffmpeg.stopped
 
 
-def test_backoff_retries_fast_after_a_running_push_breaks_then_grows() -> None:
-    from relay.supervisor.backoff import Backoff
-    from relay.supervisor.settings import SupervisorSettings
-
-    settings = SupervisorSettings(restart_initial_delay_seconds=0.5, restart_jitter_ratio=0.0,
-                                  fast_retry_min_run_seconds=5.0, fast_retry_window_seconds=15.0)
-    backoff = Backoff(settings, rand=lambda: 0.5)
-    # Never got running: plain exponential growth.
-    assert [backoff.next_delay(0.0, now) for now in (0.0, 1.0, 2.0)] == [0.5, 1.0, 2.0]
-    # It then ran for a minute and broke: every retry within the window comes at the initial delay.
-    backoff.reset()
-    now = 100.0
-    delays = [backoff.next_delay(60.0, now)]
-    while now < 114.0:
-        now += delays[-1]
-        delays.append(backoff.next_delay(0.0, now))
-    assert len(delays) == 29 and set(delays) == {0.5}
-    # Past the window the delay grows again (a long outage does not mean a retry storm).
-    later = [backoff.next_delay(0.0, 116.0 + i) for i in range(4)]
-    assert later == [0.5, 1.0, 2.0, 4.0]
-    # A destination that drops us seconds after each connect gets no fast window.
-    flapping = Backoff(settings, rand=lambda: 0.5)
-    assert [flapping.next_delay(2.0, float(t)) for t in range(4)] == [0.5, 1.0, 2.0, 4.0]
+async def test_retry_due_after_the_stream_ended_goes_idle(rig: Rig) -> None:
+    sink = rig.go_live()
+    ffmpeg = await running(rig)
+    ffmpeg.exit(1)
+    status = await rig.wait_state(1, S.RETRYING)
+    sink.close(EndReason.UNPUBLISH)  # nobody reconciles in between
+    await rig.advance(status.next_retry_seconds or 0)
+    assert rig.supervisor.status(1).state is S.IDLE and rig.processes.made == [ffmpeg]

@@ -1,0 +1,116 @@
+"""FfmpegProcess itself, on real child processes: the fake-ffmpeg script and small stand-ins that ignore
+what ffmpeg would not. What it reports here (PushExit) is what the supervisor classifies
+(tests/supervisor/test_exits.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from relay.hub import Hub, HubSettings, LoopClock, Subscriber
+from relay.ingest.gate import SourceType
+from relay.media.packets import ContainerFormat
+from relay.push.masking import secrets_of
+from relay.push.process import FfmpegProcess
+from relay.push.progress import Progress
+from tests.hub.helpers import config_packets, video
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+FAKE_FFMPEG = str(Path(__file__).parent.parent / "fakes" / "fake_ffmpeg.py")
+URI = "rtmp://127.0.0.1:1/live/sekrit-key"
+
+# Stays after EOF on stdin; "sigint" ends with 255 on SIGINT as ffmpeg does, "hang" ignores SIGINT too.
+STUBBORN = """
+import signal, sys, threading, time
+if sys.argv[1] == "hang":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(255))
+def drain():
+    while sys.stdin.buffer.read1(65536):
+        pass
+threading.Thread(target=drain, daemon=True).start()
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def subscriber() -> Iterator[Subscriber]:
+    hub = Hub(1, HubSettings(), LoopClock(), lambda event: None)
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    for packet in config_packets():
+        sink.write(packet)
+    sink.write(video(0, key=True, size=2000))
+    sub = hub.subscribe()
+    yield sub
+    sub.close()
+
+
+def process(argv: list[str], subscriber: Subscriber,
+            on_progress: Callable[[Progress], None] = lambda progress: None) -> FfmpegProcess:
+    return FfmpegProcess(argv, subscriber, secrets_of(URI), on_progress=on_progress,
+                         on_input_end=lambda cause: None, log_prefix="restream test")
+
+
+def fake(mode: str) -> list[str]:
+    return [sys.executable, FAKE_FFMPEG, f"{URI}?fake={mode}"]
+
+
+async def test_runs_reports_progress_and_stops_cleanly_at_eof(subscriber: Subscriber) -> None:
+    progress: list[Progress] = []
+    reported = asyncio.Event()
+    ffmpeg = process(fake("run"), subscriber, lambda p: (progress.append(p), reported.set()))
+    await ffmpeg.start()
+    await asyncio.wait_for(reported.wait(), 5)
+    assert progress[-1].total_size_bytes > 0 and ffmpeg.bytes_in > 0
+    result = await ffmpeg.stop(2.0)
+    assert (result.returncode, result.stopped, result.killed, result.refused) == (0, True, False, False)
+    assert result.input_end is None  # the stream did not end: we did
+
+
+async def test_refusal_is_reported_and_masked(subscriber: Subscriber) -> None:
+    ffmpeg = process(fake("refuse"), subscriber)
+    await ffmpeg.start()
+    result = await ffmpeg.wait()
+    assert (result.returncode, result.refused, result.stopped) == (1, True, False)
+    assert result.last_error is not None and "BadName" in result.last_error
+    assert len(ffmpeg.recent_lines) == 2 and not any("sekrit" in line for line in ffmpeg.recent_lines)
+
+
+async def test_broken_output_is_killed_at_once_not_left_in_cleanup(subscriber: Subscriber) -> None:
+    ffmpeg = process(fake("trailer"), subscriber)
+    await ffmpeg.start()
+    started = time.monotonic()
+    result = await asyncio.wait_for(ffmpeg.wait(), 5.0)  # the fake would hang 30 s in its "cleanup"
+    assert time.monotonic() - started < 5.0
+    assert result.killed and result.returncode == -9 and not result.stopped
+    assert result.last_error is not None and "Error writing trailer" in result.last_error
+
+
+async def test_stop_sends_sigint_when_eof_is_not_enough(subscriber: Subscriber) -> None:
+    ffmpeg = process([sys.executable, "-c", STUBBORN, "sigint"], subscriber)
+    await ffmpeg.start()
+    result = await ffmpeg.stop(3.0)
+    assert (result.returncode, result.stopped, result.killed) == (255, True, False)
+
+
+async def test_stop_kills_at_the_timeout(subscriber: Subscriber) -> None:
+    ffmpeg = process([sys.executable, "-c", STUBBORN, "hang"], subscriber)
+    await ffmpeg.start()
+    started = time.monotonic()
+    result = await ffmpeg.stop(1.5)
+    assert 1.0 < time.monotonic() - started < 4.0
+    assert (result.returncode, result.stopped, result.killed) == (-9, True, True)
+
+
+async def test_missing_binary_cannot_start(subscriber: Subscriber) -> None:
+    ffmpeg = process(["/nonexistent/ffmpeg", "-i", "pipe:0", URI], subscriber)
+    with pytest.raises(OSError):
+        await ffmpeg.start()
