@@ -1,9 +1,10 @@
-"""Fixtures shared by every suite. Area-specific fixtures live in each folder's own conftest.py."""
+"""Fixtures shared by every suite, and the guard that keeps unmarked tests free of subprocesses.
+Area-specific fixtures live in each folder's own conftest.py; helpers in tests/support."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -11,7 +12,42 @@ import pytest
 
 from api.cli import RelayService
 from relay.config import Settings
-from tests.support import ADMIN_KEY, RelayProcess
+from tests.support import ADMIN_KEY, MediaCache, RelayProcess
+from tests.support.guard import MARK_IT, refuse_subprocesses
+
+
+def _guarded(item: pytest.Item) -> Generator[None, object, object]:
+    """Run one phase of a test; if the test is not marked integration, with process creation refused."""
+    if item.get_closest_marker("integration") is not None:
+        return (yield)
+    with refuse_subprocesses(item.nodeid) as attempts:
+        try:
+            return (yield)
+        finally:
+            if attempts:
+                pytest.fail(f"{item.nodeid} tried to start {len(attempts)} subprocess(es), first {attempts[0]}: "
+                            f"{MARK_IT}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.fixture(scope="session")
+def media_cache(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
+    """Test clips, each made once per run (on first use) and shared by every suite that asks for it."""
+    return MediaCache(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture
