@@ -12,8 +12,10 @@ import pytest
 
 from api.cli import RelayService
 from relay.config import Settings
-from tests.support import ADMIN_KEY, MediaCache, RelayProcess
+from tests.support import ADMIN_KEY, Clip, MediaCache, RelayProcess
 from tests.support.guard import MARK_IT, refuse_subprocesses
+
+QUICK_GRACE_SECONDS = 1.0
 
 
 def _guarded(item: pytest.Item) -> Generator[None, object, object]:
@@ -48,6 +50,28 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object
 def media_cache(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
     """Test clips, each made once per run (on first use) and shared by every suite that asks for it."""
     return MediaCache(tmp_path_factory.mktemp("media"))
+
+
+SRT_SAMPLE = Clip(container="mpegts", seconds=3.0, sample_rate=48000, audio_tail_seconds=1.0)
+"""75 frames of H.264 (GOP 30) + AAC in MPEG-TS, the audio one second longer: an ffmpeg SRT caller loses the
+last kilobytes it writes when it closes, and those must not be video, whose packets the tests compare."""
+
+
+@pytest.fixture(scope="session")
+def src_ts(media_cache: MediaCache) -> Path:
+    """The SRT sample: for the SRT ingest (tests/ingest) and the MPEG-TS reader (tests/srt/test_mpegts.py)."""
+    return media_cache.clip(SRT_SAMPLE)
+
+
+@pytest.fixture
+async def quick_service(tmp_path: Path) -> AsyncIterator[RelayService]:
+    """The relay and its API in this test's loop; a dropped publisher ends the stream after 1 s."""
+    relay_service = RelayService(service_settings(tmp_path, publisher_grace_seconds=QUICK_GRACE_SECONDS))
+    await relay_service.start()
+    try:
+        yield relay_service
+    finally:
+        await relay_service.close()
 
 
 @pytest.fixture

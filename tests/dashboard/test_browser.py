@@ -18,8 +18,7 @@ import aiohttp
 import pytest
 
 from api.cli import RelayService
-from tests.dashboard.media import publisher, rtmp_receiver
-from tests.support import ADMIN_KEY, ROOT, free_port
+from tests.support import ADMIN_KEY, ROOT, Publisher, Receiver, free_port, pattern_publish_argv
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -102,7 +101,8 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: RelayServi
     assert await card.locator(".ingest-row[data-transport=srt]").count() == 1
 
     receiver_port = free_port()
-    async with rtmp_receiver(receiver_port), publisher(push_url, seconds=40) as encoder:
+    async with (Receiver(tmp_path / "received.flv", port=receiver_port, key="test"),
+                Publisher(pattern_publish_argv(push_url, seconds=40)) as encoder):
         # Live without a reload, with the source's figures.
         await card.locator(".live-badge[data-live=true]").wait_for(timeout=15_000)
         await card.locator(".facts dd", has_text="320\u00d7240").wait_for()
@@ -155,8 +155,8 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: RelayServi
 
         # The encoder stops: reconnecting while the destinations are held (1 s here), then offline,
         # without a reload.
-        encoder.kill()
-        await encoder.wait()
+        encoder.sigkill()
+        await encoder.wait(within=10)
         await card.locator(".live-badge[data-state=offline]").wait_for(timeout=10_000)
 
     # Deleted (after confirming).

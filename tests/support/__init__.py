@@ -4,7 +4,7 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     net             free_port, wait_listening, tcp_proxy, self_signed_context
     binaries        FFMPEG (the relay's own), SYSTEM_FFMPEG, FFPROBE, GST_LAUNCH, SRT_LIVE_TRANSMIT
     media           Clip, MediaCache (the session's is the `media_cache` fixture), framemd5, video_frames
-    publishers      Publisher, ffmpeg_publish_argv, pattern_publish_argv, gst_publish_argv
+    publishers      Publisher, pattern_publisher, ffmpeg_publish_argv, pattern_publish_argv, gst_publish_argv
     receivers       Receiver, listener_argv
     processes       run_process, Finished, background, reap, children_of, pid_alive
     relay_process   RelayProcess, http, ADMIN_KEY, ROOT
@@ -30,7 +30,13 @@ from tests.support.media import (
 from tests.support.net import free_port, self_signed_context, tcp_proxy, wait_listening
 from tests.support.polling import wait_for, wait_until
 from tests.support.processes import Finished, background, children_of, pid_alive, reap, run_process
-from tests.support.publishers import Publisher, ffmpeg_publish_argv, gst_publish_argv, pattern_publish_argv
+from tests.support.publishers import (
+    Publisher,
+    ffmpeg_publish_argv,
+    gst_publish_argv,
+    pattern_publish_argv,
+    pattern_publisher,
+)
 from tests.support.receivers import Receiver, listener_argv
 from tests.support.relay_process import ADMIN_KEY, ROOT, HttpResult, RelayProcess, http
 
@@ -62,6 +68,7 @@ __all__ = [
     "listener_argv",
     "md5s",
     "pattern_publish_argv",
+    "pattern_publisher",
     "pid_alive",
     "reap",
     "remux",

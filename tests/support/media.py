@@ -96,7 +96,7 @@ def remux(source: Path, container: str, path: Path, *options: str, ffmpeg: str =
     that container (by that `ffmpeg`) makes of the same packets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    _ffmpeg(["-i", str(source), "-map", "0", "-c", "copy", *options, "-f", container, str(tmp)], ffmpeg)
+    _ffmpeg(["-i", str(source), "-c", "copy", *options, "-f", container, str(tmp)], ffmpeg)
     tmp.rename(path)
     return path
 

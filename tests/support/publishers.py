@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +49,13 @@ def pattern_publish_argv(url: str, seconds: float, *, size: str = "320x240", rat
     if url.startswith("rtmps:"):
         argv += ["-tls_verify", "0"]
     return [*argv, "-f", "flv", url]
+
+
+def pattern_publisher(url: str, seconds: float) -> subprocess.Popen[bytes]:
+    """`pattern_publish_argv` started without an event loop (for tests driving a relay subprocess); the
+    caller reaps it. Its stderr is a pipe, for the error of a refused publish."""
+    return subprocess.Popen(pattern_publish_argv(url, seconds), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def gst_publish_argv(sample: Path, *, port: int, stream: str, tls: bool) -> list[str]:

@@ -7,6 +7,8 @@ import pytest
 
 from tests.support import ADMIN_KEY, RelayProcess
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def client(shared_relay: RelayProcess) -> gcore.Gcore:
