@@ -41,7 +41,7 @@ test: $(TEST_STAMP) system-deps test-system-deps lint
 
 bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench
-	$(PY) -m tests.bench.relay_bench $(BENCH_ARGS)
+	$(PY) -m bench.relay_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -163,7 +163,7 @@ def machine_busy_share(machine: list[tuple[float, int, int]], t0: float, t1: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Sampler process: `python -m tests.bench.procstat OUT INTERVAL label=pid...`; runs until killed.
+    """Sampler process: `python -m bench.procstat OUT INTERVAL label=pid...`; runs until killed.
 
     A separate process so that reading /proc never holds up the receivers' event loop (their arrival
     stamps are what the bench measures)."""
