@@ -114,7 +114,7 @@ class TreeSeries:
         return (inside[-1][index] - inside[0][index]) / CLK_TCK / (inside[-1][0] - inside[0][0]) * 60.0
 
     def peak(self, index: int, t0: float = 0.0, t1: float = float("inf")) -> int:
-        return max((p[index] for p in self.points if t0 <= p[0] <= t1), default=0)
+        return int(max((p[index] for p in self.points if t0 <= p[0] <= t1), default=0))
 
 
 def tree_point(root: int) -> tuple[int, int, int, int, int, int] | None:

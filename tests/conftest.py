@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -116,7 +117,8 @@ class ApiClient:
         return ApiClient(self.session, self.base_url, key)
 
     async def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, object, dict[str, str]]:
+                   headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+        """Status, JSON body (None when empty) and headers; never raises on an HTTP error status."""
         all_headers = dict(headers or {})
         if self.key is not None:
             all_headers.setdefault("Authorization", f"APIKey {self.key}")
