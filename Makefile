@@ -1,4 +1,5 @@
 # The two commands a user needs are `make run` and `make test`; everything else is a step of theirs.
+# While working: `make test-fast` (no subprocess, under a minute), `make lint`, `make bench`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench setup system-deps test-system-deps clean
+.PHONY: run test test-fast lint bench setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -32,16 +33,23 @@ test-system-deps:
 run: setup
 	$(PY) -m api serve --announce --self-signed-tls
 
+CODE := relay api tests bench
+
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check relay api tests
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy
+
+# The tests that start no process (tests/conftest.py fails one that does without the `integration` marker).
+test-fast: $(TEST_STAMP)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" tests
 
 test: $(TEST_STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench
-	$(PY) -m tests.bench.relay_bench $(BENCH_ARGS)
+	$(PY) -m bench.relay_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,17 +1,78 @@
-"""Fixtures shared by every suite. Area-specific fixtures live in each folder's own conftest.py."""
+"""Fixtures shared by every suite, and the guard that keeps unmarked tests free of subprocesses.
+Area-specific fixtures live in each folder's own conftest.py; helpers in tests/support."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from api.server import Server
 from relay.config import Settings
-from tests.support import ADMIN_KEY, RelayProcess
+from tests.support import ADMIN_KEY, Clip, MediaCache, RelayProcess
+from tests.support.guard import MARK_IT, refuse_subprocesses
+
+QUICK_GRACE_SECONDS = 1.0
+
+
+def _guarded(item: pytest.Item) -> Generator[None, object, object]:
+    """Run one phase of a test; if the test is not marked integration, with process creation refused."""
+    if item.get_closest_marker("integration") is not None:
+        return (yield)
+    with refuse_subprocesses(item.nodeid) as attempts:
+        try:
+            return (yield)
+        finally:
+            if attempts:
+                pytest.fail(f"{item.nodeid} tried to start {len(attempts)} subprocess(es), first {attempts[0]}: "
+                            f"{MARK_IT}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded(item))
+
+
+@pytest.fixture(scope="session")
+def media_cache(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
+    """Test clips, each made once per run (on first use) and shared by every suite that asks for it."""
+    return MediaCache(tmp_path_factory.mktemp("media"))
+
+
+SRT_SAMPLE = Clip(container="mpegts", seconds=3.0, sample_rate=48000, audio_tail_seconds=1.0)
+"""75 frames of H.264 (GOP 30) + AAC in MPEG-TS, the audio one second longer: an ffmpeg SRT caller loses the
+last kilobytes it writes when it closes, and those must not be video, whose packets the tests compare."""
+
+
+@pytest.fixture(scope="session")
+def src_ts(media_cache: MediaCache) -> Path:
+    """The SRT sample: for the SRT ingest (tests/ingest) and the MPEG-TS reader (tests/srt/test_mpegts.py)."""
+    return media_cache.clip(SRT_SAMPLE)
+
+
+@pytest.fixture
+async def quick_service(tmp_path: Path) -> AsyncIterator[Server]:
+    """The relay and its API in this test's loop; a dropped publisher ends the stream after 1 s."""
+    relay_service = Server(service_settings(tmp_path, publisher_grace_seconds=QUICK_GRACE_SECONDS))
+    await relay_service.start()
+    try:
+        yield relay_service
+    finally:
+        await relay_service.close()
 
 
 @pytest.fixture
@@ -56,7 +117,8 @@ class ApiClient:
         return ApiClient(self.session, self.base_url, key)
 
     async def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, object, dict[str, str]]:
+                   headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+        """Status, JSON body (None when empty) and headers; never raises on an HTTP error status."""
         all_headers = dict(headers or {})
         if self.key is not None:
             all_headers.setdefault("Authorization", f"APIKey {self.key}")

@@ -15,7 +15,8 @@ INVALID_URI = {"uri": ["invalid uri, supported protocols are rtmp, rtmps, srt"]}
 async def _stream(api: ApiClient, name: str = "src") -> dict[str, Any]:
     status, stream, _ = await api.call("POST", "/streaming/streams", {"name": name})
     assert status == 200
-    return stream  # type: ignore[return-value]
+    created: dict[str, Any] = stream
+    return created
 
 
 async def test_crud_round_trip(api: ApiClient) -> None:

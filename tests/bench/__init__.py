@@ -1,1 +1,0 @@
-"""`make bench`: start-up, added delay, identity, CPU and memory of the relay beside nginx-rtmp (issue 4)."""

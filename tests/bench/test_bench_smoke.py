@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.relay_bench import main as bench_main
-from tests.bench.relay_bench import parse_args
+from bench.relay_bench import main as bench_main
+from bench.relay_bench import parse_args
 
 
 @pytest.mark.integration

@@ -11,15 +11,18 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
 from api.server import Server
-from tests.dashboard.media import publisher, rtmp_receiver
-from tests.support import ADMIN_KEY, ROOT, free_port
+from tests.support import ADMIN_KEY, ROOT, Publisher, Receiver, free_port, pattern_publish_argv
+
+if TYPE_CHECKING:
+    from playwright.async_api import ConsoleMessage
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,8 +43,17 @@ def _missing_browser() -> str | None:
     return None
 
 
+@dataclass
+class Tab:
+    """A browser page, and what it reported: console errors and uncaught exceptions, every URL it requested."""
+
+    page: Any
+    problems: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
+async def tab() -> AsyncIterator[Tab]:
     missing = _missing_browser()
     if missing:
         pytest.skip(missing)
@@ -51,14 +63,18 @@ async def page() -> AsyncIterator[Any]:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
-            tab = await context.new_page()
-            tab.set_default_timeout(15_000)
-            tab.problems = []
-            tab.requests = []
-            tab.on("console", lambda m: tab.problems.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: tab.problems.append(str(e)))
-            tab.on("request", lambda r: tab.requests.append(r.url))
-            yield tab
+            page = await context.new_page()
+            page.set_default_timeout(15_000)
+            opened = Tab(page)
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    opened.problems.append(message.text)
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: opened.problems.append(str(error)))
+            page.on("request", lambda request: opened.requests.append(request.url))
+            yield opened
         finally:
             await browser.close()
 
@@ -69,8 +85,9 @@ async def api_get(base: str, path: str) -> tuple[int, Any]:
         return response.status, (await response.json() if response.status == 200 else None)
 
 
-async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, page: Any,
+async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, tab: Tab,
                                                        tmp_path: Path) -> None:
+    page = tab.page
     base = f"http://127.0.0.1:{quick_service.ports.http}"
     await page.goto(base + "/")
 
@@ -102,7 +119,8 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, pa
     assert await card.locator(".ingest-row[data-transport=srt]").count() == 1
 
     receiver_port = free_port()
-    async with rtmp_receiver(receiver_port), publisher(push_url, seconds=40) as encoder:
+    async with (Receiver(tmp_path / "received.flv", port=receiver_port, key="test"),
+                Publisher(pattern_publish_argv(push_url, seconds=40)) as encoder):
         # Live without a reload, with the source's figures.
         await card.locator(".live-badge[data-live=true]").wait_for(timeout=15_000)
         await card.locator(".facts dd", has_text="320\u00d7240").wait_for()
@@ -155,8 +173,8 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, pa
 
         # The encoder stops: reconnecting while the destinations are held (1 s here), then offline,
         # without a reload.
-        encoder.kill()
-        await encoder.wait()
+        encoder.sigkill()
+        await encoder.wait(within=10)
         await card.locator(".live-badge[data-state=offline]").wait_for(timeout=10_000)
 
     # Deleted (after confirming).
@@ -165,5 +183,5 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, pa
     await card.locator(f"tr[data-restream-id='{restream_id}']").wait_for(state="detached")
     assert (await api_get(base, f"/streaming/restreams/{restream_id}"))[0] == 404
 
-    assert page.problems == []
-    assert all(url.startswith(base + "/") for url in page.requests), page.requests
+    assert tab.problems == []
+    assert all(url.startswith(base + "/") for url in tab.requests), tab.requests

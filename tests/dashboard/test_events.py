@@ -16,8 +16,7 @@ from aiohttp import web
 from api.app import create_app
 from api.routes.events import RESYNC, STATS, FeedSettings, Subscription
 from api.server import Server
-from tests.dashboard.media import publisher
-from tests.support import ADMIN_KEY
+from tests.support import ADMIN_KEY, Publisher, pattern_publish_argv
 
 Event = tuple[str, Any]
 
@@ -115,7 +114,7 @@ async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server,
     mine = await open_feed(http, base, ADMIN_KEY)
     theirs = await open_feed(http, base, other_key)
 
-    async with publisher(stream["push_url"], seconds=30) as encoder:
+    async with Publisher(pattern_publish_argv(stream["push_url"], seconds=30)) as encoder:
         started = await mine.until("stream.live", stream_id=stream["id"], live=True)
         assert started["client_id"] == 1 and started["state"] == "live"
         info = await mine.until("stream.info", stream_id=stream["id"])
@@ -127,8 +126,8 @@ async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server,
         [after] = [s for s in second["streams"] if s["id"] == stream["id"]]
         assert after["live"] is True and after["status"]["bytes_in"] > before["status"]["bytes_in"] > 0
         assert after["video_width"] == 320
-        encoder.kill()
-        await encoder.wait()
+        encoder.sigkill()
+        await encoder.wait(within=10)
         ended = await mine.until("stream.live", stream_id=stream["id"], live=False)
         assert ended["client_id"] == 1
 

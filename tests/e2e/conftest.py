@@ -15,30 +15,30 @@ from pathlib import Path
 import pytest
 
 from relay.ingest.tls import write_self_signed
-from tests.e2e.helpers import (
-    Media,
+from tests.e2e.helpers import Media, RelayApi
+from tests.support import (
+    MediaCache,
     Publisher,
     Receiver,
-    RelayApi,
+    RelayProcess,
+    children_of,
     free_port,
     pid_alive,
-    relay_children,
     self_signed_context,
     tcp_proxy,
 )
-from tests.support import RelayProcess
 
 
 @pytest.fixture(scope="session")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+def media(media_cache: MediaCache) -> Media:
     """4 s of video (5 s of audio): for tests that play a clip once."""
-    return Media.make(tmp_path_factory.mktemp("media"), 4.0, "short")
+    return Media.make(media_cache, 4.0)
 
 
 @pytest.fixture(scope="session")
-def long_media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+def long_media(media_cache: MediaCache) -> Media:
     """9 s of video: for tests that change things while the stream is live."""
-    return Media.make(tmp_path_factory.mktemp("media-long"), 9.0, "long")
+    return Media.make(media_cache, 9.0)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Rig:
         return port
 
     async def publish(self, source: Path, url: str) -> Publisher:
-        publisher = Publisher(source, url, tls=url.startswith("rtmps://"))
+        publisher = Publisher.replaying(source, url)
         self.publishers.append(publisher)
         return await publisher.start()
 
@@ -86,7 +86,7 @@ class Rig:
         """The relay's children now (remembered, so that teardown can check they were all reaped)."""
         if self.relay.process is None:
             return {}
-        kids = relay_children(self.relay.process.pid)
+        kids = children_of(self.relay.process.pid)
         self.seen_children.update(kids)
         return kids
 

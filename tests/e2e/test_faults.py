@@ -10,16 +10,8 @@ import signal
 import pytest
 
 from tests.e2e.conftest import Rig
-from tests.e2e.helpers import (
-    GOP,
-    Media,
-    Receiver,
-    is_contiguous_run,
-    pid_alive,
-    push_pids,
-    rss_kib,
-    srt_tail_ok,
-)
+from tests.e2e.helpers import GOP, Media, push_pids, rss_kib, srt_tail_ok
+from tests.support import Receiver, is_contiguous_run, pid_alive
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tests.e2e.conftest import Rig
-from tests.e2e.helpers import GOP, Media, split_as_two_plays, stream_kinds, video_frames
+from tests.e2e.helpers import GOP, Media, split_as_two_plays
+from tests.support import stream_kinds, video_frames
 
 pytestmark = [pytest.mark.integration]
 

@@ -57,7 +57,7 @@ def main() -> int:
 
     def reader() -> None:
         while True:
-            data = sys.stdin.buffer.read1(65536)
+            data = os.read(sys.stdin.fileno(), 65536)  # whatever has arrived, like read1
             if not data:
                 eof.set()
                 return

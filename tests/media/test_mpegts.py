@@ -12,9 +12,19 @@ from hypothesis import strategies as st
 from relay.media.mpegts import MpegTsReader, TsStreamInfo
 from relay.media.packets import MediaKind, MediaPacket
 from relay.media.psi import crc32_mpeg2
-from tests.srt.helpers import make_ts
+from tests.support import Clip, encode
 
 MAX_HOLD = 64
+
+
+def make_ts(path: Path, *, seconds: float = 3.0, codec: str = "libx264", size: str = "320x240") -> Path:
+    """An MPEG-TS test file: testsrc2 video (GOP 30) + sine AAC audio lasting one second longer.
+
+    The audio-only tail is on purpose: ffmpeg as an SRT caller closes without linger, so the last
+    few kilobytes it writes never leave it; they must not be video, whose hashes the tests compare.
+    """
+    return encode(Clip(container="mpegts", seconds=seconds, size=size, codec=codec, sample_rate=48000,
+                       audio_tail_seconds=1.0), path)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +63,7 @@ def pid_of(ts: bytes) -> int:
     return ((ts[1] & 0x1F) << 8) | ts[2]
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 @pytest.mark.parametrize("chunk", [1316, 1456, 188, 1, 100_000])
 def test_packets_cover_the_input_in_order(src_ts: Path, chunk: int) -> None:
     data = src_ts.read_bytes()
@@ -74,6 +85,7 @@ def test_packets_cover_the_input_in_order(src_ts: Path, chunk: int) -> None:
     assert len(keyframe_offsets(packets)) == 3  # 3 s at 25 fps with GOP 30: frames 0, 30, 60
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 def test_keyframes_start_with_the_pes_and_match_the_encoder(src_ts: Path) -> None:
     packets, _ = read_all(src_ts.read_bytes(), 1316)
     for p in packets:
@@ -83,6 +95,7 @@ def test_keyframes_start_with_the_pes_and_match_the_encoder(src_ts: Path) -> Non
             assert p.payload[3] & 0x20 and p.payload[5] & 0x40  # ffmpeg set random_access_indicator
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 @pytest.mark.parametrize("which", ["h264", "hevc"])
 def test_nal_scan_finds_the_same_keyframes_without_the_indicator(which: str, src_ts: Path, hevc_ts: Path) -> None:
     data = (src_ts if which == "h264" else hevc_ts).read_bytes()
@@ -94,6 +107,7 @@ def test_nal_scan_finds_the_same_keyframes_without_the_indicator(which: str, src
     assert len(keyframe_offsets(with_rai)) >= 2
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 def test_stream_info_h264(src_ts: Path) -> None:
     _, reader = read_all(src_ts.read_bytes(), 1316)
     assert reader.info == TsStreamInfo(
@@ -104,12 +118,14 @@ def test_stream_info_h264(src_ts: Path) -> None:
     assert reader.take_info() is None  # only changes are reported
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 def test_stream_info_hevc(hevc_ts: Path) -> None:
     _, reader = read_all(hevc_ts.read_bytes(), 1316)
     info = reader.info
     assert (info.video_codec, info.width, info.height, info.frame_rate) == ("hevc", 426, 240, 25.0)
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 def test_resyncs_after_garbage(src_ts: Path) -> None:
     data = src_ts.read_bytes()
     cut = 188 * 40
@@ -140,6 +156,7 @@ def src_sample(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_ts(tmp_path_factory.mktemp("sample") / "s.ts", seconds=1.0).read_bytes()[: 188 * 400]
 
 
+@pytest.mark.integration  # needs encoder output (ffmpeg)
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 200), chunk=st.integers(1, 4000))
 def test_fuzz_mutated_real_stream(src_sample: bytes, seed: int, flips: int, chunk: int) -> None:

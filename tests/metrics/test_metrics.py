@@ -12,8 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import RESTREAM_STATES
 from api.server import Server
-from tests.dashboard.media import FFMPEG, poll_until, publisher
-from tests.support import ADMIN_KEY
+from tests.support import ADMIN_KEY, Publisher, pattern_publish_argv, run_process, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -77,28 +76,18 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
                                   frozenset({"transport": "rtmp", "reason": "bad_token"}.items())), 0.0)
 
     # A publisher with a wrong token is refused and counted.
-    wrong = await asyncio.create_subprocess_exec(
-        FFMPEG, "-hide_banner", "-loglevel", "quiet", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
-        "-c:v", "libx264", "-preset", "ultrafast", "-t", "2", "-f", "flv",
-        stream["push_url"].replace(stream["token"], "not-the-token"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        async with asyncio.timeout(20):
-            assert await wrong.wait() != 0
-    finally:
-        if wrong.returncode is None:
-            wrong.kill()
-            await wrong.wait()
+    wrong_url = stream["push_url"].replace(stream["token"], "not-the-token")
+    assert (await run_process(pattern_publish_argv(wrong_url, seconds=2), limit_seconds=20)).returncode != 0
     refused = await scraper.value("relay_ingest_refusals_total", transport="rtmp", reason="bad_token")
     assert refused == refused_before + 1
 
     # A real publisher: live goes 1, the ingest byte counter grows, the bitrate shows.
     live = frozenset(ids.items())
-    async with publisher(stream["push_url"], seconds=30) as encoder:
+    async with Publisher(pattern_publish_argv(stream["push_url"], seconds=30)) as encoder:
         async def is_live() -> bool:
             return (await scraper.scrape())[("relay_stream_live", live)] == 1
 
-        await poll_until(is_live, 15)
+        await wait_for(is_live, 15, "live in /metrics")
         first = (await scraper.scrape())[("relay_stream_ingest_bytes_total", live)]
         await asyncio.sleep(1.5)
         samples = await scraper.scrape()
@@ -107,16 +96,16 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
         async def has_bitrate() -> bool:
             return (await scraper.scrape())[("relay_stream_ingest_bitrate_bits_per_second", live)] > 50_000
 
-        await poll_until(has_bitrate, 5)
+        await wait_for(has_bitrate, 5, "an ingest bitrate in /metrics")
         # In-process, the test's encoder is a child of the relay's process too: counted with the pushes.
         assert samples[("relay_ffmpeg_processes", frozenset())] >= 1
-        encoder.kill()
-        await encoder.wait()
+        encoder.sigkill()
+        await encoder.wait(within=10)
 
         async def is_offline() -> bool:
             return (await scraper.scrape())[("relay_stream_live", live)] == 0
 
-        await poll_until(is_offline, 10)  # after the 1 s grace of this relay
+        await wait_for(is_offline, 10, "offline in /metrics")  # after the 1 s grace of this relay
 
     # No secret anywhere: stream token, API key, destination URI or its key.
     for text in scraper.texts:

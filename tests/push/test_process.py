@@ -66,7 +66,12 @@ def fake(mode: str) -> list[str]:
 async def test_runs_reports_progress_and_stops_cleanly_at_eof(subscriber: Subscriber) -> None:
     progress: list[Progress] = []
     reported = asyncio.Event()
-    ffmpeg = process(fake("run"), subscriber, lambda p: (progress.append(p), reported.set()))
+
+    def on_progress(update: Progress) -> None:
+        progress.append(update)
+        reported.set()
+
+    ffmpeg = process(fake("run"), subscriber, on_progress)
     await ffmpeg.start()
     await asyncio.wait_for(reported.wait(), 5)
     assert progress[-1].total_size_bytes > 0 and ffmpeg.bytes_in > 0

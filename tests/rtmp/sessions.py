@@ -8,7 +8,8 @@ from relay.media.packets import MediaKind
 from relay.rtmp import amf0
 from relay.rtmp.chunks import ChunkWriter, MessageType
 from relay.rtmp.events import NEED_DATA, ConnectRequested, Event, PublishRequested
-from relay.rtmp.session import ServerSession, SessionState
+from relay.rtmp.session import ServerSession
+from relay.rtmp.states import SessionState
 from tests.rtmp.wire import publish_script, simple_c1
 
 VIDEO_CONFIG = bytes.fromhex("1700000000") + b"\x01\x42\xc0\x0d\xff\xe1\x00\x00"

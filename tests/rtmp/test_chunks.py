@@ -30,13 +30,13 @@ def read_all(data: bytes, *, step: int | None = None, reader: ChunkReader | None
     return out
 
 
-def check_all_ways(data: bytes, expected: list[RawMessage], **kwargs: int) -> None:
+def check_all_ways(data: bytes, expected: list[RawMessage], chunk_size: int = 128) -> None:
     """Whole, byte by byte (nothing early), and with trailing bytes of a next header."""
-    assert read_all(data, **kwargs) == expected
-    assert read_all(data, step=1, **kwargs) == expected
+    assert read_all(data, chunk_size=chunk_size) == expected
+    assert read_all(data, step=1, chunk_size=chunk_size) == expected
     # Byte by byte, no message may appear before its last byte arrived.
     reader = ChunkReader()
-    reader.chunk_size = kwargs.get("chunk_size", 128)
+    reader.chunk_size = chunk_size
     buffer = ReceiveBuffer(1 << 24)
     got = 0
     for index in range(len(data)):
@@ -47,7 +47,7 @@ def check_all_ways(data: bytes, expected: list[RawMessage], **kwargs: int) -> No
             assert got < len(expected) or not expected
     assert got == len(expected)
     trailing = b"\x03\x00"  # a partial type 0 header of the next message
-    assert read_all(data + trailing, **kwargs) == expected
+    assert read_all(data + trailing, chunk_size=chunk_size) == expected
 
 
 def test_type0_single_chunk() -> None:

@@ -20,7 +20,8 @@ from relay.rtmp.events import (
     PublishRequested,
     Unpublished,
 )
-from relay.rtmp.session import ServerSession, SessionConfig, SessionState
+from relay.rtmp.session import ServerSession, SessionConfig
+from relay.rtmp.states import SessionState
 from relay.transitions import IllegalTransition
 from tests.rtmp.sessions import (
     AUDIO_CONFIG,

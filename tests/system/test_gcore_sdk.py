@@ -7,6 +7,8 @@ import pytest
 
 from tests.support import ADMIN_KEY, RelayProcess
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def client(shared_relay: RelayProcess) -> gcore.Gcore:
@@ -29,7 +31,7 @@ def test_sdk_streams_and_restreams_lifecycle(client: gcore.Gcore) -> None:
     restream = client.streaming.restreams.create(
         restream={"name": "YouTube", "uri": "rtmp://a.rtmp.youtube.com/live2/abcd-efgh", "stream_id": stream.id,
                   "active": True, "client_user_id": 7})
-    assert restream.id and restream.stream_id == stream.id and restream.uri.endswith("/abcd-efgh")
+    assert restream.id and restream.stream_id == stream.id and (restream.uri or "").endswith("/abcd-efgh")
     assert restream.active is True and restream.live is False and restream.client_user_id == 7
     assert restream.no_audio is False and restream.source == "original"
     fetched = client.streaming.restreams.get(restream.id)
@@ -48,6 +50,7 @@ def test_sdk_streams_and_restreams_lifecycle(client: gcore.Gcore) -> None:
 
 def test_sdk_sees_documented_422_errors(client: gcore.Gcore) -> None:
     stream = client.streaming.streams.create(name="errors")
+    assert stream.id is not None
     with pytest.raises(gcore.UnprocessableEntityError) as missing:
         client.streaming.restreams.create(restream={"uri": "rtmp://h/app/k", "stream_id": 10**9})
     assert missing.value.body == {"errors": {"stream": ["must exist"]}}

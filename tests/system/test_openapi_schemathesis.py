@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import ADMIN_KEY, RelayProcess
 
+pytestmark = pytest.mark.integration
+
 CHECKS = ",".join([
     "not_a_server_error",
     "status_code_conformance",

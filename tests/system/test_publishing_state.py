@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import imageio_ffmpeg
 import pytest
 
 from relay.ingest.tls import write_self_signed
-from tests.support import RelayProcess, free_port
+from tests.support import RelayProcess, free_port, pattern_publisher, wait_until
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -29,43 +26,24 @@ def tls_relay(tmp_path: Path) -> Any:
         relay.stop()
 
 
-def publisher(url: str, seconds: float, *, tls: bool = False) -> subprocess.Popen[bytes]:
-    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
-            "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
-            "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-t", str(seconds)]
-    if tls:
-        args += ["-tls_verify", "0"]
-    return subprocess.Popen([*args, "-f", "flv", url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["rtmp", "rtmps"])
 def test_stream_goes_live_and_back(tls_relay: RelayProcess, scheme: str) -> None:
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "show"}).body
     restream = tls_relay.api("POST", "/streaming/restreams", {"restream": {
         "uri": "rtmp://127.0.0.1:9/live/never", "stream_id": stream["id"], "active": False}}).body
     url = stream["push_url"] if scheme == "rtmp" else stream["push_url_rtmps"]
-    proc = publisher(url, 3, tls=scheme == "rtmps")
+    proc = pattern_publisher(url, 3)
     try:
-        wait_for(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
+        wait_until(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
         live = tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body
         assert live["stream_source_type"] == "rtmp" and live["started_at_primary"]
-        wait_for(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["video_width"] == 320)
+        wait_until(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["video_width"] == 320)
         live = tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body
         assert (live["video_width"], live["video_height"], live["frame_rate"]) == (320, 240, 25)
         assert live["status"]["transport"] == scheme
         assert tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["live"] is True
         assert proc.wait(timeout=20) == 0
-        wait_for(lambda: not tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
+        wait_until(lambda: not tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
         assert tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["live"] is False
     finally:
         proc.kill()
@@ -73,17 +51,16 @@ def test_stream_goes_live_and_back(tls_relay: RelayProcess, scheme: str) -> None
     assert stream["token"] not in tls_relay.log()
 
 
-@pytest.mark.integration
 def test_refusals_wrong_token_inactive_and_second_publisher(tls_relay: RelayProcess) -> None:
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "guarded"}).body
     wrong = stream["push_url"].replace(stream["token"], "not-the-token")
-    assert publisher(wrong, 2).wait(timeout=20) != 0
+    assert pattern_publisher(wrong, 2).wait(timeout=20) != 0
     assert tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"] is False
 
-    first = publisher(stream["push_url"], 30)
+    first = pattern_publisher(stream["push_url"], 30)
     try:
-        wait_for(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
-        second = publisher(stream["push_url"], 2)
+        wait_until(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
+        second = pattern_publisher(stream["push_url"], 2)
         assert second.wait(timeout=20) != 0  # refused: the first one is sending
         assert first.poll() is None  # and not disturbed
         # Deactivating the stream disconnects its publisher and refuses new ones.
@@ -91,19 +68,18 @@ def test_refusals_wrong_token_inactive_and_second_publisher(tls_relay: RelayProc
         started = time.monotonic()
         first.wait(timeout=20)
         assert time.monotonic() - started < 10  # cut off, not left to run its 30 s
-        wait_for(lambda: not tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
-        assert publisher(stream["push_url"], 2).wait(timeout=20) != 0
+        wait_until(lambda: not tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
+        assert pattern_publisher(stream["push_url"], 2).wait(timeout=20) != 0
     finally:
         first.kill()
         first.wait()
 
 
-@pytest.mark.integration
 def test_deleting_a_live_stream_disconnects_the_publisher(tls_relay: RelayProcess) -> None:
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "doomed"}).body
-    proc = publisher(stream["push_url"], 20)
+    proc = pattern_publisher(stream["push_url"], 20)
     try:
-        wait_for(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
+        wait_until(lambda: tls_relay.api("GET", f"/streaming/streams/{stream['id']}").body["live"])
         assert tls_relay.api("DELETE", f"/streaming/streams/{stream['id']}").status == 204
         started = time.monotonic()
         proc.wait(timeout=15)
@@ -113,20 +89,19 @@ def test_deleting_a_live_stream_disconnects_the_publisher(tls_relay: RelayProces
         proc.wait()
 
 
-@pytest.mark.integration
 def test_a_failing_destination_explains_itself_without_its_key(tls_relay: RelayProcess) -> None:
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "failing"}).body
     dead_port = free_port()  # nothing listens there
     secret = "live_8812_DestinationKeyX"
     restream = tls_relay.api("POST", "/streaming/restreams", {"restream": {
         "uri": f"rtmp://127.0.0.1:{dead_port}/app/{secret}", "stream_id": stream["id"]}}).body
-    proc = publisher(stream["push_url"], 15)
+    proc = pattern_publisher(stream["push_url"], 15)
     try:
         def failed_once() -> bool:
             status = tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["status"]
             return bool(status["last_error"]) and status["state"] in ("retrying", "failed", "starting")
 
-        wait_for(failed_once, timeout=15)
+        wait_until(failed_once, timeout=15)
         status = tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["status"]
         assert status["log_tail"] and all(isinstance(line, str) for line in status["log_tail"])
         assert secret not in repr(status) and "***" in " ".join(status["log_tail"] + [status["last_error"]])

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT, RelayProcess
+
+pytestmark = pytest.mark.integration
 
 
 def test_definitions_survive_sigkill(tmp_path: Path) -> None:

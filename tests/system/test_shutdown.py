@@ -8,21 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 
-from tests.support import RelayProcess, free_port
-from tests.system.test_publishing_state import publisher, wait_for
+from tests.support import RelayProcess, children_of, free_port, listener_argv, pattern_publisher, wait_until
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.update(int(child) for child in text)
-    return found
+pytestmark = pytest.mark.integration
 
 
 def alive(pid: int) -> bool:
@@ -34,7 +24,6 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-@pytest.mark.integration
 def test_sigterm_stops_every_push_and_reaps_ffmpeg(tmp_path: Path) -> None:
     relay = RelayProcess(tmp_path / "data").start()
     receivers: list[subprocess.Popen[bytes]] = []
@@ -44,17 +33,16 @@ def test_sigterm_stops_every_push_and_reaps_ffmpeg(tmp_path: Path) -> None:
         for n in range(2):
             port = free_port()
             receivers.append(subprocess.Popen(
-                [FFMPEG, "-hide_banner", "-loglevel", "error", "-listen", "1", "-i",
-                 f"rtmp://127.0.0.1:{port}/live/k{n}", "-c", "copy", "-f", "flv", str(tmp_path / f"out{n}.flv")],
+                listener_argv(f"rtmp://127.0.0.1:{port}/live/k{n}", tmp_path / f"out{n}.flv", "flv"),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             relay.api("POST", "/streaming/restreams", {"restream": {
                 "uri": f"rtmp://127.0.0.1:{port}/live/k{n}", "stream_id": stream["id"]}})
-        pub = publisher(stream["push_url"], 60)
-        wait_for(lambda: all(r["status"]["state"] == "running"
+        pub = pattern_publisher(stream["push_url"], 60)
+        wait_until(lambda: all(r["status"]["state"] == "running"
                              for r in relay.api("GET", "/streaming/restreams").body), timeout=20)
         assert relay.process is not None
         relay_pid = relay.process.pid
-        pushes = children(relay_pid)
+        pushes = set(children_of(relay_pid))
         assert len(pushes) == 2  # one ffmpeg per destination, children of the relay
 
         relay.process.send_signal(signal.SIGTERM)

@@ -14,33 +14,27 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 
-from tests.support import RelayProcess, free_port
+from tests.support import Clip, MediaCache, RelayProcess, ffmpeg_publish_argv, framemd5, free_port, listener_argv
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+pytestmark = pytest.mark.integration
+
 FRAMES = 120
 SRT_TAIL = 2
 """At most the last video PES of an MPEG-TS source (complete only at EOF) and one cut short."""
+CLIP = Clip(seconds=4.0, rate=30, gop=30, bframes=0, audio_kbps=None)
+"""120 video frames; the audio ends with the video (no audio-only tail to shield the last video packets)."""
 
 
 def video_frames(path: Path) -> int:
-    out = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy", "-f", "framemd5",
-                          "-"], capture_output=True, text=True, timeout=30).stdout
-    return sum(1 for line in out.splitlines() if line and not line.startswith("#"))
+    return len(framemd5(path, check=False))
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("clips")
-    flv, ts = d / "clip.flv", d / "clip.ts"
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
-                    str(flv)], check=True, timeout=60)
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(flv), "-c", "copy", "-f", "mpegts", str(ts)],
-                   check=True, timeout=60)
+def clips(media_cache: MediaCache) -> dict[str, Path]:
+    flv = media_cache.clip(CLIP)
+    ts = media_cache.remux(flv, "mpegts")
     assert video_frames(flv) == FRAMES
     return {"rtmp": flv, "srt": ts}
 
@@ -62,7 +56,6 @@ def _reap(proc: subprocess.Popen[bytes], within: float) -> int:
         return proc.wait(timeout=5)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("ingest", ["rtmp", "srt"])
 def test_srt_destination_gets_the_tail_on_a_clean_end(relay: RelayProcess, clips: dict[str, Path], tmp_path: Path,
                                                        ingest: str) -> None:
@@ -70,10 +63,10 @@ def test_srt_destination_gets_the_tail_on_a_clean_end(relay: RelayProcess, clips
     srt_port, rtmp_port = free_port(socket.SOCK_DGRAM), free_port()
     srt_out, rtmp_out = tmp_path / "srt.ts", tmp_path / "rtmp.flv"
     receivers = [
-        subprocess.Popen([FFMPEG, "-v", "error", "-y", "-i", f"srt://127.0.0.1:{srt_port}?mode=listener",
-                          "-c", "copy", "-f", "mpegts", str(srt_out)], stdin=subprocess.DEVNULL),
-        subprocess.Popen([FFMPEG, "-v", "error", "-y", "-listen", "1", "-i", f"rtmp://127.0.0.1:{rtmp_port}/live/k",
-                          "-c", "copy", "-f", "flv", str(rtmp_out)], stdin=subprocess.DEVNULL),
+        subprocess.Popen(listener_argv(f"srt://127.0.0.1:{srt_port}?mode=listener", srt_out, "mpegts"),
+                         stdin=subprocess.DEVNULL),
+        subprocess.Popen(listener_argv(f"rtmp://127.0.0.1:{rtmp_port}/live/k", rtmp_out, "flv"),
+                         stdin=subprocess.DEVNULL),
     ]
     publisher: subprocess.Popen[bytes] | None = None
     try:
@@ -82,8 +75,7 @@ def test_srt_destination_gets_the_tail_on_a_clean_end(relay: RelayProcess, clips
             assert relay.api("POST", "/streaming/restreams", {"restream": {
                 "uri": uri, "stream_id": stream["id"], "active": True}}).status in (200, 201)
         url = stream["push_url"] if ingest == "rtmp" else stream["push_url_srt"]
-        publisher = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-i", str(clips[ingest]), "-c", "copy",
-                                      "-f", "flv" if ingest == "rtmp" else "mpegts", url], stdin=subprocess.DEVNULL)
+        publisher = subprocess.Popen(ffmpeg_publish_argv(clips[ingest], url), stdin=subprocess.DEVNULL)
         assert publisher.wait(timeout=30) == 0
         # The SRT receiver notices the end at its peer idle timeout (~5 s after the push's close).
         for receiver in receivers:

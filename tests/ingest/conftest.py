@@ -1,3 +1,5 @@
+"""Fixtures of the ingest servers' tests: a recording gate, RTMP(S) servers on port 0, the RTMP sample."""
+
 from __future__ import annotations
 
 import ssl
@@ -8,15 +10,16 @@ import pytest
 
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.ingest.tls import load_server_context, write_self_signed
-from tests.ingest_rtmp.helpers import IMAGEIO_FFMPEG, RecordingGate, make_sample
+from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
+from tests.support import Clip, MediaCache
 
-STREAM_ID = "12"
-TOKEN = "s3cr3t-t0ken"
+RTMP_SAMPLE = Clip(seconds=3.0, gop=10)
+"""A short H.264 + AAC FLV test pattern (small GOP so a late joiner has keyframes to find)."""
 
 
 @pytest.fixture(scope="session")
-def sample_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_sample(IMAGEIO_FFMPEG, tmp_path_factory.mktemp("media") / "sample.flv")
+def sample_flv(media_cache: MediaCache) -> Path:
+    return media_cache.clip(RTMP_SAMPLE)
 
 
 @pytest.fixture(scope="session")

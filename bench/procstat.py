@@ -114,7 +114,7 @@ class TreeSeries:
         return (inside[-1][index] - inside[0][index]) / CLK_TCK / (inside[-1][0] - inside[0][0]) * 60.0
 
     def peak(self, index: int, t0: float = 0.0, t1: float = float("inf")) -> int:
-        return max((p[index] for p in self.points if t0 <= p[0] <= t1), default=0)
+        return int(max((p[index] for p in self.points if t0 <= p[0] <= t1), default=0))
 
 
 def tree_point(root: int) -> tuple[int, int, int, int, int, int] | None:
@@ -163,7 +163,7 @@ def machine_busy_share(machine: list[tuple[float, int, int]], t0: float, t1: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Sampler process: `python -m tests.bench.procstat OUT INTERVAL label=pid...`; runs until killed.
+    """Sampler process: `python -m bench.procstat OUT INTERVAL label=pid...`; runs until killed.
 
     A separate process so that reading /proc never holds up the receivers' event loop (their arrival
     stamps are what the bench measures)."""

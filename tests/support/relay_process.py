@@ -1,4 +1,4 @@
-"""Test support shared by the suites: free ports, a relay run as a real subprocess, HTTP helpers."""
+"""The relay as a real `restream-relay serve` subprocess on free loopback ports, and a blocking HTTP helper."""
 
 from __future__ import annotations
 
@@ -16,15 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: the relay subprocess runs from here."""
 ADMIN_KEY = "1$test-admin-key-0123456789abcdef"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

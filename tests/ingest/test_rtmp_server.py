@@ -14,8 +14,7 @@ from relay.ingest.gate import EndReason, Transport
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.media.packets import MediaKind
 from relay.rtmp.handshake import SERVER_FULL_KEY, SERVER_PARTIAL_KEY, compute_digest, digest_offset, find_client_digest
-from tests.ingest_rtmp.conftest import STREAM_ID, TOKEN
-from tests.ingest_rtmp.helpers import RecordingGate
+from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
 from tests.rtmp.sessions import VIDEO_KEY, media
 from tests.rtmp.wire import ServerReplies, command, digest_c1, publish_script, simple_c1
 

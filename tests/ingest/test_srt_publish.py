@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 
@@ -11,21 +12,19 @@ import pytest
 from relay.ingest.gate import EndReason
 from relay.ingest.srt_server import SrtServer, SrtSettings
 from relay.srt.libsrt import LinkStats
-from tests.srt.helpers import (
-    IMAGEIO_FFMPEG,
+from tests.ingest.srt_gate import FakeEngine, StreamDef, srt_url
+from tests.support import (
+    FFMPEG,
     SRT_LIVE_TRANSMIT,
     SYSTEM_FFMPEG,
-    FakeEngine,
     Finished,
     Publisher,
-    StreamDef,
     background,
-    ffmpeg_publish_cmd,
-    free_udp_port,
+    ffmpeg_publish_argv,
+    framemd5,
+    free_port,
     remux,
     run_process,
-    srt_url,
-    video_framemd5,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -34,7 +33,7 @@ PASSPHRASE = "correcthorse2024"
 
 
 def settings(**overrides: object) -> SrtSettings:
-    values: dict[str, object] = {"host": "127.0.0.1", "port": free_udp_port(), "idle_timeout_seconds": 2.0}
+    values: dict[str, object] = {"host": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM), "idle_timeout_seconds": 2.0}
     values.update(overrides)
     return SrtSettings(**values)  # type: ignore[arg-type]
 
@@ -65,7 +64,7 @@ def assert_sane_stats(stats: LinkStats | None) -> None:
     assert 0 < stats.uptime_ms < 60_000
 
 
-FFMPEGS = [pytest.param(IMAGEIO_FFMPEG, id="imageio-ffmpeg")]
+FFMPEGS = [pytest.param(FFMPEG, id="imageio-ffmpeg")]
 FFMPEGS.append(
     pytest.param(
         SYSTEM_FFMPEG, id="system-ffmpeg", marks=pytest.mark.skipif(not SYSTEM_FFMPEG, reason="no /usr/bin/ffmpeg")
@@ -92,13 +91,14 @@ async def test_ffmpeg_publishes_while_intruders_are_refused(ffmpeg: str, src_ts:
             "mode request": srt_url(port, "%23!::r=1%23tok1,m=request"),
         }
         async with (
-            background(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, plain_url))) as plain,
-            background(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, secret_url))) as secret,
+            background(run_process(ffmpeg_publish_argv(src_ts, plain_url, ffmpeg=ffmpeg))) as plain,
+            background(run_process(ffmpeg_publish_argv(src_ts, secret_url, ffmpeg=ffmpeg))) as secret,
         ):
             sink1 = await engine.wait_sink(1)
             sink2 = await engine.wait_sink(2)
             refused: list[Finished] = await asyncio.gather(
-                *(run_process(ffmpeg_publish_cmd(ffmpeg, src_ts, url), limit_seconds=20) for url in intruders.values())
+                *(run_process(ffmpeg_publish_argv(src_ts, url, ffmpeg=ffmpeg), limit_seconds=20)
+                  for url in intruders.values())
             )
             await asyncio.sleep(0.5)
             handle = engine.live[2]
@@ -116,13 +116,13 @@ async def test_ffmpeg_publishes_while_intruders_are_refused(ffmpeg: str, src_ts:
     # ffmpeg as an SRT caller never sends the last ~100 ms it muxes (it closes the socket first, with
     # or without `linger`; srt-live-transmit as receiver gets even less). So: the relay's output must
     # be a byte-exact prefix of what this ffmpeg muxes, and every complete video frame must match.
-    muxed = remux(ffmpeg, src_ts, tmp_path / "muxed.ts").read_bytes()
-    expected = video_framemd5(src_ts)
+    muxed = remux(src_ts, "mpegts", tmp_path / "muxed.ts", ffmpeg=ffmpeg).read_bytes()
+    expected = framemd5(src_ts)
     assert len(expected) == 75
     for sink in (sink1, sink2):
         received = sink.path.read_bytes()
         assert muxed.startswith(received) and len(received) > 0.9 * len(muxed)
-        frames = video_framemd5(sink.path)
+        frames = framemd5(sink.path)
         assert len(frames) >= 70 and frames[:-1] == expected[: len(frames) - 1]
         assert sink.close_reasons == [EndReason.UNPUBLISH]
         assert sink.keyframes >= 3 and sink.configs >= 2
@@ -138,6 +138,7 @@ async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: 
     # piece, so feed it whole 1316-byte messages only: then every byte must arrive.
     data = await asyncio.to_thread(src_ts.read_bytes)
     data = data[: len(data) // 1316 * 1316]
+    assert SRT_LIVE_TRANSMIT is not None
     slt = [SRT_LIVE_TRANSMIT, "-q", "-a:no", "-chunk:1316", "-t:20", "file://con"]
     # The end is judged by media silence before the close (< 0.8 x idle timeout = unpublish): keep the
     # production timeout here, and stop the publishers together, so a busy machine cannot turn a
@@ -151,9 +152,9 @@ async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: 
         wrong = srt_url(server.port, "4%23tok4", passphrase="wrongpassword99", pbkeylen="16")
         # srt-live-transmit keeps its connection after stdin ends: stop it (SIGINT) once all arrived.
         async with (
-            Publisher([*slt, urls[1]]) as one,
-            Publisher([*slt, urls[2]]) as two,
-            Publisher([*slt, wrong]) as bad,
+            Publisher([*slt, urls[1]], stdin=True) as one,
+            Publisher([*slt, urls[2]], stdin=True) as two,
+            Publisher([*slt, wrong], stdin=True) as bad,
         ):
             await asyncio.gather(one.feed(data, 2.5), two.feed(data, 2.5), bad.feed(data, 0.5))
             sinks = [await engine.wait_bytes(sid, len(data)) for sid in urls]
@@ -165,7 +166,7 @@ async def test_srt_live_transmit_bytes_arrive_unchanged(src_ts: Path, tmp_path: 
     for sink in sinks:
         assert sink.path.read_bytes() == data
         assert sink.close_reasons == [EndReason.UNPUBLISH]
-    assert video_framemd5(sinks[0].path) == video_framemd5(src_ts)
+    assert framemd5(sinks[0].path) == framemd5(src_ts)
     assert "incorrect passphrase" in results[-1].output.lower(), results[-1].output
 
 
@@ -176,7 +177,7 @@ async def test_lost_link_is_a_drop_and_close_leaves_no_thread(src_ts: Path, tmp_
     try:
         assert server.port is not None
         proc = await asyncio.create_subprocess_exec(
-            *ffmpeg_publish_cmd(IMAGEIO_FFMPEG, src_ts, srt_url(server.port, "1%23tok1")),
+            *ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1")),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,8 @@ import pytest
 from relay.ingest.gate import EndReason
 from relay.ingest.srt_server import SrtServer, SrtSettings
 from relay.srt.libsrt import LibSrt, SockOpt, SockStatus, SrtError, TransType
-from tests.srt.helpers import FakeEngine, StreamDef, free_udp_port
+from tests.ingest.srt_gate import FakeEngine, StreamDef
+from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -46,7 +48,7 @@ def streams() -> dict[int, StreamDef]:
 
 @contextlib.asynccontextmanager
 async def serving(engine: FakeEngine, **overrides: object) -> AsyncIterator[SrtServer]:
-    values: dict[str, object] = {"host": "127.0.0.1", "port": free_udp_port()}
+    values: dict[str, object] = {"host": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
     values.update(overrides)
     server = SrtServer(engine, engine, SrtSettings(**values))  # type: ignore[arg-type]
     assert await server.start()
@@ -213,7 +215,8 @@ async def test_close_ends_sessions_once_and_joins_the_worker(lib: LibSrt, tmp_pa
 
 async def test_without_libsrt_the_server_is_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     engine = FakeEngine(streams(), tmp_path)
-    server = SrtServer(engine, engine, SrtSettings(port=free_udp_port()), library_names=["libsrt-absent.so.0"])
+    server = SrtServer(engine, engine, SrtSettings(port=free_port(socket.SOCK_DGRAM)),
+                       library_names=["libsrt-absent.so.0"])
     with caplog.at_level(logging.INFO, logger="relay.ingest.srt_server"):
         assert await server.start() is False
     assert not server.enabled and server.port is None

@@ -1,16 +1,12 @@
-"""Settings from the environment, and the log line formats with their secret filter."""
+"""Settings from the environment and from command-line flags (relay.config)."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from relay.config import ConfigError, Settings, from_environment, with_overrides
-from relay.logs import JsonFormatter, SecretFilter
 
 
 def test_defaults_are_safe_and_documented() -> None:
@@ -47,36 +43,3 @@ def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
 def test_flags_override_only_when_given() -> None:
     base = Settings(http_port=1)
     assert with_overrides(base, http_port=None, rtmp_port=2) == Settings(http_port=1, rtmp_port=2)
-
-
-def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO, SecretFilter]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
-    secrets = SecretFilter()
-    handler.addFilter(secrets)
-    logger = logging.getLogger(f"test.logs.{id(stream)}")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return logger, stream, secrets
-
-
-def test_secret_filter_scrubs_messages_arguments_and_tracebacks() -> None:
-    logger, out, secrets = _logger(logging.Formatter("%(message)s"))
-    secrets.add("s3cr3t-stream-key")
-    logger.info("pushing to %s", "rtmp://h/app/s3cr3t-stream-key")
-    try:
-        raise RuntimeError("failed at rtmp://h/app/s3cr3t-stream-key")
-    except RuntimeError:
-        logger.exception("push failed")
-    text = out.getvalue()
-    assert "s3cr3t-stream-key" not in text and text.count("***") >= 2 and "push failed" in text
-
-
-def test_json_lines_carry_extra_ids() -> None:
-    logger, out, _ = _logger(JsonFormatter())
-    logger.info("push running", extra={"stream_id": 3, "restream_id": 9})
-    entry = json.loads(out.getvalue())
-    assert entry["message"] == "push running" and entry["level"] == "info"
-    assert entry["stream_id"] == 3 and entry["restream_id"] == 9 and entry["time"].endswith("+00:00")

@@ -1,6 +1,6 @@
 """`make bench`: the relay beside nginx-rtmp, one 1080p30 ~4.5 Mbit/s H.264+AAC stream to N destinations.
 
-    .venv/bin/python -m tests.bench.relay_bench [--rtmp-n 1,4,16] [--srt-n 1,4] [--ingest rtmp,srt] [--no-nginx]
+    .venv/bin/python -m bench.relay_bench [--rtmp-n 1,4,16] [--srt-n 1,4] [--ingest rtmp,srt] [--no-nginx]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy`, tee muxer) sends the same packets to the system under
 test and to a *direct* receiver; every receiver stamps each packet on arrival, so the relay's added delay
@@ -26,15 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import imageio_ffmpeg
+from bench.media import Reference, build_reference, encode_clip
+from bench.procstat import load_samples, machine_busy_share, tree_pids
+from bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
+from bench.systems import NginxSystem, RelaySystem, System, nginx_available
+from tests.support import FFMPEG, ROOT, free_port
 
-from tests.bench.media import Reference, build_reference, encode_clip
-from tests.bench.procstat import load_samples, machine_busy_share, tree_pids
-from tests.bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
-from tests.bench.systems import NginxSystem, RelaySystem, System, nginx_available
-from tests.support import ROOT, free_port
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RESULTS = ROOT / "bench-results"
 
 TARGETS = {
@@ -274,7 +271,7 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         await system.start([d.url() for d in dests])
         started = tree_names(system.root_pid)
         sampler = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.procstat", str(samples_path), str(opts.sample_interval_s),
+            sys.executable, "-m", "bench.procstat", str(samples_path), str(opts.sample_interval_s),
             f"system={system.root_pid}", f"bench={os.getpid()}", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True)
         await asyncio.sleep(2 * opts.sample_interval_s)  # an idle sample before the publisher starts
@@ -543,7 +540,7 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tests.bench.relay_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.relay_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rtmp-n", default="1,4,16", help="RTMP destination counts (comma-separated)")
     p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' for none)")
@@ -575,8 +572,7 @@ async def amain(args: argparse.Namespace) -> list[Result]:
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     began = time.monotonic()
     print(f"encoding/using the clip ({opts.clip_size}, {opts.clip_seconds} s) ...", flush=True)
-    clip = await asyncio.to_thread(encode_clip, FFMPEG, out / "clips", opts.clip_seconds, opts.clip_size,
-                                   opts.clip_kbps)
+    clip = await asyncio.to_thread(encode_clip, out / "clips", opts.clip_seconds, opts.clip_size, opts.clip_kbps)
     ref = await asyncio.to_thread(build_reference, FFMPEG, clip)
     nginx_skip = "--no-nginx" if args.no_nginx else nginx_available()
     ingests = [x.strip() for x in args.ingest.split(",") if x.strip()]

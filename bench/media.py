@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.receivers import digest, ts_video_packets
 from relay.media.flv import is_video_config
-from tests.bench.receivers import digest, ts_video_packets
+from tests.support import Clip, MediaCache
 
 CLIP_SECONDS = 20
 
@@ -30,24 +30,12 @@ class Reference:
     """FLV-of-TS digest -> PES digest of the same frame (matched by order)."""
 
 
-def encode_clip(ffmpeg: str, directory: Path, seconds: int = CLIP_SECONDS, size: str = "1920x1080",
-                video_kbps: int = 4500) -> Path:
-    """H.264 (libx264 veryfast, CBR-ish, 30 fps, keyint 60) + AAC 128k, as FLV; cached by its parameters."""
-    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30,noise=alls=6:allf=t",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{video_kbps}k", "-maxrate", f"{video_kbps}k",
-            "-bufsize", f"{2 * video_kbps}k",
-            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv"]
-    key = hashlib.sha1(" ".join(args).encode()).hexdigest()[:10]
-    path = directory / f"clip-{size}p30-{seconds}s-{key}.flv"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *args, str(tmp)], check=True,
-                       timeout=300)
-        tmp.rename(path)
-    return path
+def encode_clip(directory: Path, seconds: int = CLIP_SECONDS, size: str = "1920x1080", video_kbps: int = 4500) -> Path:
+    """H.264 (libx264 veryfast, CBR-ish, 30 fps, keyint 60, noise so that frames cost what a camera's do)
+    + AAC 128k stereo, as FLV; kept in `directory` across runs, by its parameters."""
+    clip = Clip(seconds=seconds, size=size, rate=30, gop=60, fixed_gop=True, preset="veryfast", video_kbps=video_kbps,
+                constant_bitrate=True, noise=True, sample_rate=48000, audio_kbps=128, audio_channels=2)
+    return MediaCache(directory).clip(clip)
 
 
 def flv_video_tags(data: bytes) -> list[bytes]:

@@ -12,10 +12,10 @@ import pytest
 from relay.ingest.gate import EndReason, RefusalReason
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.rtmp.chunks import ChunkWriter, MessageType
-from tests.ingest_rtmp.conftest import STREAM_ID, TOKEN
-from tests.ingest_rtmp.helpers import IMAGEIO_FFMPEG, RecordingGate, ffmpeg_publish_argv, run_process
-from tests.ingest_rtmp.test_publishers import assert_same_packets
+from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
+from tests.ingest.test_rtmp_publishers import assert_same_packets
 from tests.rtmp.wire import ServerReplies, control, publish_script, simple_c1
+from tests.support import ffmpeg_publish_argv, run_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -124,7 +124,7 @@ async def test_hostile_clients_do_not_disturb_a_live_publisher(
         port = server.port
         url = f"rtmp://127.0.0.1:{port}/live/{STREAM_ID}?{TOKEN}"
         publisher = asyncio.create_task(
-            run_process(ffmpeg_publish_argv(IMAGEIO_FFMPEG, sample_flv, url, realtime=True), limit_seconds=30))
+            run_process(ffmpeg_publish_argv(sample_flv, url), limit_seconds=30))
         await asyncio.wait_for(gate.opened.wait(), 10)
 
         locals_ = await asyncio.gather(garbage(port), huge_chunk_size(port), amf_deep_bomb(port),

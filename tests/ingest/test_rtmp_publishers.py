@@ -10,17 +10,8 @@ import pytest
 
 from relay.ingest.gate import EndReason
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
-from tests.ingest_rtmp.conftest import STREAM_ID, TOKEN
-from tests.ingest_rtmp.helpers import (
-    GST_LAUNCH,
-    IMAGEIO_FFMPEG,
-    SYSTEM_FFMPEG,
-    RecordingGate,
-    ffmpeg_publish_argv,
-    framemd5,
-    gst_publish_argv,
-    run_process,
-)
+from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
+from tests.support import GST_LAUNCH, SYSTEM_FFMPEG, ffmpeg_publish_argv, framemd5, gst_publish_argv, run_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -31,11 +22,11 @@ def _argv(publisher: str, sample: Path, port: int, tls: bool) -> list[str]:
     scheme = "rtmps" if tls else "rtmp"
     url = f"{scheme}://127.0.0.1:{port}/live/{STREAM_ID}?{TOKEN}"
     if publisher == "imageio-ffmpeg":
-        return ffmpeg_publish_argv(IMAGEIO_FFMPEG, sample, url)
+        return ffmpeg_publish_argv(sample, url, realtime=False)
     if publisher == "system-ffmpeg":
         if SYSTEM_FFMPEG is None:
             pytest.skip("no /usr/bin/ffmpeg on this machine")
-        return ffmpeg_publish_argv(SYSTEM_FFMPEG, sample, url)
+        return ffmpeg_publish_argv(sample, url, ffmpeg=SYSTEM_FFMPEG, realtime=False)
     if GST_LAUNCH is None:
         pytest.skip("gst-launch-1.0 (GStreamer tools) is not installed")
     return gst_publish_argv(sample, port=port, stream=f"{STREAM_ID}?{TOKEN}", tls=tls)
@@ -43,8 +34,8 @@ def _argv(publisher: str, sample: Path, port: int, tls: bool) -> list[str]:
 
 def assert_same_packets(source: Path, relayed: Path) -> None:
     for stream in ("v", "a"):
-        expected = framemd5(IMAGEIO_FFMPEG, source, stream)
-        got = framemd5(IMAGEIO_FFMPEG, relayed, stream)
+        expected = framemd5(source, stream)
+        got = framemd5(relayed, stream)
         assert expected, f"source has no {stream} packets"
         assert got == expected, f"{stream} packets differ ({len(got)} relayed vs {len(expected)} sent)"
 
