@@ -14,8 +14,9 @@ from relay.ingest.addresses import IngestAddresses
 from relay.store.base import Store
 
 
-def create_app(engine: Engine, store: Store, addresses: IngestAddresses, *,
-               feed_settings: events.FeedSettings | None = None) -> web.Application:
+def create_app(
+    engine: Engine, store: Store, addresses: IngestAddresses, *, feed_settings: events.FeedSettings | None = None
+) -> web.Application:
     """An aiohttp application serving the control API of one node (whose parts the caller starts and stops)."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(store)],

@@ -31,9 +31,13 @@ def ingest_status_body(status: IngestStatus) -> dict[str, Any]:
     link = status.srt
     if link is not None:
         body["srt"] = {
-            "rtt_ms": link.rtt_ms, "recv_rate_mbps": link.recv_rate_mbps, "latency_ms": link.latency_ms,
-            "packets_received": link.packets_received, "packets_lost": link.packets_lost,
-            "packets_dropped": link.packets_dropped, "packets_retransmitted": link.packets_retransmitted,
+            "rtt_ms": link.rtt_ms,
+            "recv_rate_mbps": link.recv_rate_mbps,
+            "latency_ms": link.latency_ms,
+            "packets_received": link.packets_received,
+            "packets_lost": link.packets_lost,
+            "packets_dropped": link.packets_dropped,
+            "packets_retransmitted": link.packets_retransmitted,
             "encrypted": link.encrypted,
         }
     return body
@@ -122,15 +126,27 @@ def restream_body(engine: Engine, restream: RestreamRecord) -> dict[str, Any]:
 def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
     """An engine event as the feed sends it: its name and its JSON payload."""
     if isinstance(event, StreamLiveChanged):
-        payload: dict[str, Any] = {"client_id": event.client_id, "stream_id": event.stream_id,
-                                   "live": event.live, "state": event.state.value}
+        payload: dict[str, Any] = {
+            "client_id": event.client_id,
+            "stream_id": event.stream_id,
+            "live": event.live,
+            "state": event.state.value,
+        }
         if event.reason:
             payload["reason"] = event.reason
         return "stream.live", payload
     if isinstance(event, StreamInfoChanged):
-        return "stream.info", {"client_id": event.client_id, "stream_id": event.stream_id,
-                               "video_width": event.info.video_width, "video_height": event.info.video_height,
-                               "frame_rate": event.info.frame_rate}
+        return "stream.info", {
+            "client_id": event.client_id,
+            "stream_id": event.stream_id,
+            "video_width": event.info.video_width,
+            "video_height": event.info.video_height,
+            "frame_rate": event.info.frame_rate,
+        }
     assert isinstance(event, RestreamStateChanged)
-    return "restream.status", {"client_id": event.client_id, "stream_id": event.stream_id,
-                               "restream_id": event.restream_id, "status": restream_status_body(event.status)}
+    return "restream.status", {
+        "client_id": event.client_id,
+        "stream_id": event.stream_id,
+        "restream_id": event.restream_id,
+        "status": restream_status_body(event.status),
+    }

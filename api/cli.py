@@ -114,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--tls-key", type=Path, help="RTMPS private key (RELAY_TLS_KEY)")
     serve_p.add_argument("--ffmpeg", help="ffmpeg binary for pushes (RELAY_FFMPEG)")
     serve_p.add_argument("--announce", action="store_true", help="print addresses, key and a publish command")
-    serve_p.add_argument("--self-signed-tls", action="store_true",
-                         help="without a certificate, make a self-signed one in the data dir (local use)")
+    serve_p.add_argument(
+        "--self-signed-tls",
+        action="store_true",
+        help="without a certificate, make a self-signed one in the data dir (local use)",
+    )
     keys_p = sub.add_parser("keys", help="create, list or revoke API keys")
     keys_sub = keys_p.add_subparsers(dest="keys_command", required=True)
     create_p = keys_sub.add_parser("create", help="create a key; the key alone is the last line printed")
@@ -135,9 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             bind = args.bind
             settings = with_overrides(
-                settings, media_bind=bind, api_bind=args.api_bind, http_port=args.http_port,
-                rtmp_port=args.rtmp_port, rtmps_port=args.rtmps_port, srt_port=args.srt_port,
-                public_host=args.public_host, tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+                settings,
+                media_bind=bind,
+                api_bind=args.api_bind,
+                http_port=args.http_port,
+                rtmp_port=args.rtmp_port,
+                rtmps_port=args.rtmps_port,
+                srt_port=args.srt_port,
+                public_host=args.public_host,
+                tls_cert_file=args.tls_cert,
+                tls_key_file=args.tls_key,
                 ffmpeg_path=args.ffmpeg,
             )
     except ConfigError as exc:

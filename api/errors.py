@@ -14,9 +14,7 @@ from aiohttp import web
 
 log = logging.getLogger("relay.api")
 
-NOT_FOUND_MESSAGE = (
-    "Not Found. Entity you are looking for was not found, please check the initial parameters"
-)
+NOT_FOUND_MESSAGE = "Not Found. Entity you are looking for was not found, please check the initial parameters"
 
 
 class ValidationFailed(Exception):
@@ -33,7 +31,9 @@ class BadRequest(Exception):
 
 def json_response(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=json.dumps(body, separators=(",", ":")), status=status, content_type="application/json",
+        text=json.dumps(body, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
         headers=headers,
     )
 

@@ -67,18 +67,23 @@ class RelayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         engine, defs = self._node.engine, self._definitions
         stream_labels = ["stream_id", "name", "client_id"]
-        live = GaugeMetricFamily("relay_stream_live", "1 while a publisher is connected to the stream",
-                                 labels=stream_labels)
-        active = GaugeMetricFamily("relay_stream_active", "1 when the stream accepts publishers (its `active` field)",
-                                   labels=stream_labels)
-        ingest_bytes = CounterMetricFamily("relay_stream_ingest_bytes",
-                                           "Media bytes received since the relay started, all sessions",
-                                           labels=stream_labels)
-        ingest_rate = GaugeMetricFamily("relay_stream_ingest_bitrate_bits_per_second",
-                                        "Ingest bitrate over the last seconds", labels=stream_labels)
-        ingest_uptime = GaugeMetricFamily("relay_stream_uptime_seconds",
-                                          "Seconds since the current publishing session started",
-                                          labels=stream_labels)
+        live = GaugeMetricFamily(
+            "relay_stream_live", "1 while a publisher is connected to the stream", labels=stream_labels
+        )
+        active = GaugeMetricFamily(
+            "relay_stream_active", "1 when the stream accepts publishers (its `active` field)", labels=stream_labels
+        )
+        ingest_bytes = CounterMetricFamily(
+            "relay_stream_ingest_bytes",
+            "Media bytes received since the relay started, all sessions",
+            labels=stream_labels,
+        )
+        ingest_rate = GaugeMetricFamily(
+            "relay_stream_ingest_bitrate_bits_per_second", "Ingest bitrate over the last seconds", labels=stream_labels
+        )
+        ingest_uptime = GaugeMetricFamily(
+            "relay_stream_uptime_seconds", "Seconds since the current publishing session started", labels=stream_labels
+        )
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
             snapshot = engine.stream_snapshot(stream.id)
@@ -90,18 +95,24 @@ class RelayCollector(Collector):
         yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
-        state = GaugeMetricFamily("relay_restream_state", "1 for the push's current state, 0 for the others",
-                                  labels=[*restream_labels, "state"])
-        r_active = GaugeMetricFamily("relay_restream_active", "1 when the destination is enabled (`active`)",
-                                     labels=restream_labels)
-        r_bytes = CounterMetricFamily("relay_restream_bytes", "Bytes pushed to the destination",
-                                      labels=restream_labels)
-        r_rate = GaugeMetricFamily("relay_restream_bitrate_bits_per_second", "Push bitrate over the last seconds",
-                                   labels=restream_labels)
-        r_restarts = CounterMetricFamily("relay_restream_restarts", "Times the push was restarted after a failure",
-                                         labels=restream_labels)
-        r_uptime = GaugeMetricFamily("relay_restream_uptime_seconds", "Seconds the push has been running",
-                                     labels=restream_labels)
+        state = GaugeMetricFamily(
+            "relay_restream_state",
+            "1 for the push's current state, 0 for the others",
+            labels=[*restream_labels, "state"],
+        )
+        r_active = GaugeMetricFamily(
+            "relay_restream_active", "1 when the destination is enabled (`active`)", labels=restream_labels
+        )
+        r_bytes = CounterMetricFamily("relay_restream_bytes", "Bytes pushed to the destination", labels=restream_labels)
+        r_rate = GaugeMetricFamily(
+            "relay_restream_bitrate_bits_per_second", "Push bitrate over the last seconds", labels=restream_labels
+        )
+        r_restarts = CounterMetricFamily(
+            "relay_restream_restarts", "Times the push was restarted after a failure", labels=restream_labels
+        )
+        r_uptime = GaugeMetricFamily(
+            "relay_restream_uptime_seconds", "Seconds the push has been running", labels=restream_labels
+        )
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
             status: RestreamStatus = engine.restream_status(restream)
@@ -114,9 +125,11 @@ class RelayCollector(Collector):
             r_uptime.add_metric(labels, status.uptime_seconds)
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
 
-        refusals = CounterMetricFamily("relay_ingest_refusals",
-                                       "Publish attempts refused by the relay (whole node), by transport and reason",
-                                       labels=["transport", "reason"])
+        refusals = CounterMetricFamily(
+            "relay_ingest_refusals",
+            "Publish attempts refused by the relay (whole node), by transport and reason",
+            labels=["transport", "reason"],
+        )
         for (transport, reason), count in sorted(engine.admission.refusals.items()):
             refusals.add_metric([transport, reason], float(count))
         yield refusals
@@ -162,11 +175,13 @@ class FfmpegProcessCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if not self._proc.is_dir():
             return
-        ffmpegs = [child for child in child_processes(self._pid or os.getpid(), self._proc)
-                   if "ffmpeg" in child.name]
+        ffmpegs = [child for child in child_processes(self._pid or os.getpid(), self._proc) if "ffmpeg" in child.name]
         yield GaugeMetricFamily("relay_ffmpeg_processes", "ffmpeg child processes of the relay", value=len(ffmpegs))
-        yield GaugeMetricFamily("relay_ffmpeg_resident_memory_bytes", "Resident memory of the ffmpeg child processes",
-                                value=sum(child.resident_bytes for child in ffmpegs))
+        yield GaugeMetricFamily(
+            "relay_ffmpeg_resident_memory_bytes",
+            "Resident memory of the ffmpeg child processes",
+            value=sum(child.resident_bytes for child in ffmpegs),
+        )
 
 
 def registry_for(node: Node, definitions: ClientDefinitions) -> CollectorRegistry:
@@ -183,4 +198,3 @@ async def render(node: Node, client_id: int, accept: str | None) -> tuple[bytes,
     definitions = await load_definitions(node.store, client_id)
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry_for(node, definitions)), content_type
-

@@ -36,50 +36,73 @@ _INVALID = {
 }
 _LIST_HEADERS = {
     "X-Total-Count": {"schema": {"type": "integer"}, "description": "Number of objects on all pages"},
-    "Link": {"schema": {"type": "string"}, "description": "rel=\"next\" link while a further page exists"},
+    "Link": {"schema": {"type": "string"}, "description": 'rel="next" link while a further page exists'},
 }
 _PAGE = {
-    "name": "page", "in": "query", "required": False,
+    "name": "page",
+    "in": "query",
+    "required": False,
     "schema": {"type": "integer", "minimum": 1, "maximum": 999999999, "default": 1},
     "description": "1-based page number, 25 objects a page, newest first",
 }
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 
-def _resource(name: str, plural: str, schema: str, create_body: dict[str, Any],
-              update_body: dict[str, Any]) -> dict[str, Any]:
+def _resource(
+    name: str, plural: str, schema: str, create_body: dict[str, Any], update_body: dict[str, Any]
+) -> dict[str, Any]:
     return {
         f"/streaming/{plural}": {
             "get": {
-                "summary": f"List {plural}", "operationId": f"list_{plural}", "parameters": [_PAGE],
-                "responses": {"200": _json({"type": "array", "items": _ref(schema)}, f"A page of {plural}",
-                                           _LIST_HEADERS),
-                              "422": _json(_ref("ValidationError"), "Invalid page"), **_ERRORS},
+                "summary": f"List {plural}",
+                "operationId": f"list_{plural}",
+                "parameters": [_PAGE],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref(schema)}, f"A page of {plural}", _LIST_HEADERS),
+                    "422": _json(_ref("ValidationError"), "Invalid page"),
+                    **_ERRORS,
+                },
             },
             "post": {
-                "summary": f"Create a {name}", "operationId": f"create_{name}",
+                "summary": f"Create a {name}",
+                "operationId": f"create_{name}",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": create_body}}},
-                "responses": {"200": {**_json(_ref(schema), f"The created {name}"), "links": {
-                    f"Get{schema}": {"operationId": f"get_{name}", "parameters": {"id": "$response.body#/id"}},
-                    f"Update{schema}": {"operationId": f"update_{name}", "parameters": {"id": "$response.body#/id"}},
-                    f"Delete{schema}": {"operationId": f"delete_{name}", "parameters": {"id": "$response.body#/id"}},
-                }}, **_INVALID, **_ERRORS},
+                "responses": {
+                    "200": {
+                        **_json(_ref(schema), f"The created {name}"),
+                        "links": {
+                            f"Get{schema}": {"operationId": f"get_{name}", "parameters": {"id": "$response.body#/id"}},
+                            f"Update{schema}": {
+                                "operationId": f"update_{name}",
+                                "parameters": {"id": "$response.body#/id"},
+                            },
+                            f"Delete{schema}": {
+                                "operationId": f"delete_{name}",
+                                "parameters": {"id": "$response.body#/id"},
+                            },
+                        },
+                    },
+                    **_INVALID,
+                    **_ERRORS,
+                },
             },
         },
         f"/streaming/{plural}/{{id}}": {
             "parameters": [_ID],
             "get": {
-                "summary": f"Get a {name}", "operationId": f"get_{name}",
+                "summary": f"Get a {name}",
+                "operationId": f"get_{name}",
                 "responses": {"200": _json(_ref(schema), f"The {name}"), **_NOT_FOUND, **_ERRORS},
             },
             "patch": {
-                "summary": f"Update a {name} (only the fields sent change)", "operationId": f"update_{name}",
+                "summary": f"Update a {name} (only the fields sent change)",
+                "operationId": f"update_{name}",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": update_body}}},
-                "responses": {"200": _json(_ref(schema), f"The updated {name}"), **_NOT_FOUND, **_INVALID,
-                              **_ERRORS},
+                "responses": {"200": _json(_ref(schema), f"The updated {name}"), **_NOT_FOUND, **_INVALID, **_ERRORS},
             },
             "delete": {
-                "summary": f"Delete a {name}", "operationId": f"delete_{name}",
+                "summary": f"Delete a {name}",
+                "operationId": f"delete_{name}",
                 "responses": {"204": {"description": "Deleted"}, **_NOT_FOUND, **_ERRORS},
             },
         },
@@ -93,8 +116,13 @@ _STREAM_INPUT = {
         "active": {"type": "boolean", "default": True},
         "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
         "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,80}$"},
-        "srt_latency_ms": {"type": "integer", "nullable": True, "minimum": 20, "maximum": 8000,
-                           "description": "Extension (ours): SRT receiver latency for this stream"},
+        "srt_latency_ms": {
+            "type": "integer",
+            "nullable": True,
+            "minimum": 20,
+            "maximum": 8000,
+            "description": "Extension (ours): SRT receiver latency for this stream",
+        },
     },
 }
 _RESTREAM_INPUT = {
@@ -102,8 +130,11 @@ _RESTREAM_INPUT = {
     "properties": {
         "name": {"type": "string", "maxLength": 255},
         "active": {"type": "boolean", "default": True},
-        "uri": {"type": "string", "maxLength": 2048,
-                "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&..."},
+        "uri": {
+            "type": "string",
+            "maxLength": 2048,
+            "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&...",
+        },
         "stream_id": _INT,
         "client_user_id": _NULL_INT,
         "no_audio": {"type": "boolean", "default": False},
@@ -117,34 +148,58 @@ _STREAM = {
     "type": "object",
     "required": ["id", "name", "active", "client_id", "token", "push_url", "live", "created_at"],
     "properties": {
-        "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "client_id": _INT,
-        "client_user_id": _NULL_INT, "token": {"type": "string"},
-        "push_url": {"type": "string"}, "push_url_srt": _NULL_STR, "push_url_rtmps": _NULL_STR,
-        "srt_passphrase": _NULL_STR, "srt_latency_ms": _NULL_INT,
-        "live": {"type": "boolean"}, "backup_live": {"type": "boolean"},
+        "id": _INT,
+        "name": {"type": "string"},
+        "active": {"type": "boolean"},
+        "client_id": _INT,
+        "client_user_id": _NULL_INT,
+        "token": {"type": "string"},
+        "push_url": {"type": "string"},
+        "push_url_srt": _NULL_STR,
+        "push_url_rtmps": _NULL_STR,
+        "srt_passphrase": _NULL_STR,
+        "srt_latency_ms": _NULL_INT,
+        "live": {"type": "boolean"},
+        "backup_live": {"type": "boolean"},
         "stream_source_type": {"type": "string", "enum": ["rtmp", "srt"], "nullable": True},
-        "started_at_primary": _TIME, "finished_at_primary": _TIME,
-        "video_width": _NULL_NUM, "video_height": _NULL_NUM, "frame_rate": _NULL_NUM,
-        "quality_set_id": _NULL_INT, "transcoded_qualities": {"type": "array", "items": {"type": "string"}},
+        "started_at_primary": _TIME,
+        "finished_at_primary": _TIME,
+        "video_width": _NULL_NUM,
+        "video_height": _NULL_NUM,
+        "frame_rate": _NULL_NUM,
+        "quality_set_id": _NULL_INT,
+        "transcoded_qualities": {"type": "array", "items": {"type": "string"}},
         "created_at": {"type": "string", "format": "date-time"},
-        "status": {"type": "object", "description": "Extension (ours): what the ingest sees of the source",
-                   "additionalProperties": True},
+        "status": {
+            "type": "object",
+            "description": "Extension (ours): what the ingest sees of the source",
+            "additionalProperties": True,
+        },
     },
 }
 _RESTREAM = {
     "type": "object",
     "required": ["id", "name", "active", "uri", "stream_id", "client_id", "live", "no_audio", "no_audio_mode"],
     "properties": {
-        "id": _INT, "name": {"type": "string"}, "active": {"type": "boolean"}, "uri": {"type": "string"},
-        "stream_id": _INT, "client_id": _INT, "client_user_id": _NULL_INT, "live": {"type": "boolean"},
-        "no_audio": {"type": "boolean"}, "no_audio_mode": {"type": "string", "enum": ["drop", "silence"]},
+        "id": _INT,
+        "name": {"type": "string"},
+        "active": {"type": "boolean"},
+        "uri": {"type": "string"},
+        "stream_id": _INT,
+        "client_id": _INT,
+        "client_user_id": _NULL_INT,
+        "live": {"type": "boolean"},
+        "no_audio": {"type": "boolean"},
+        "no_audio_mode": {"type": "string", "enum": ["drop", "silence"]},
         "source": {"type": "string", "enum": ["original", "transcoded"]},
-        "quality_id": _NULL_INT, "playlist_id": _NULL_INT, "tls_verify": {"type": "boolean"},
+        "quality_id": _NULL_INT,
+        "playlist_id": _NULL_INT,
+        "tls_verify": {"type": "boolean"},
         "status": {
-            "type": "object", "description": "Extension (ours): the push's observed state",
+            "type": "object",
+            "description": "Extension (ours): the push's observed state",
             "properties": {
-                "state": {"type": "string",
-                          "enum": [state.value for state in PushState]},
+                "state": {"type": "string", "enum": [state.value for state in PushState]},
             },
             "additionalProperties": True,
         },
@@ -185,71 +240,140 @@ current state) cover the key's client only; `relay_ingest_refusals_total{transpo
 never carry tokens, keys or URIs."""
 
 _OBSERVABILITY: dict[str, Any] = {
-    "/streaming/events": {"get": {
-        "summary": "Live event feed (Server-Sent Events)", "operationId": "stream_events",
-        "description": _EVENTS_DESCRIPTION,
-        "responses": {
-            "200": {"description": "An endless text/event-stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "406": _json(_ref("GenericError"), "The request does not accept text/event-stream"),
-            "503": _json(_ref("GenericError"), "Too many open feeds (for the relay or for this client)"),
-            **_ERRORS,
-        },
-    }},
-    "/metrics": {"get": {
-        "summary": "Prometheus metrics", "operationId": "metrics", "description": _METRICS_DESCRIPTION,
-        "responses": {
-            "200": {"description": "The exposition, text format 0.0.4 or OpenMetrics 1.0.0",
-                    "content": {"text/plain": {"schema": {"type": "string"}},
-                                "application/openmetrics-text": {"schema": {"type": "string"}}}},
-            **_ERRORS,
-        },
-    }},
+    "/streaming/events": {
+        "get": {
+            "summary": "Live event feed (Server-Sent Events)",
+            "operationId": "stream_events",
+            "description": _EVENTS_DESCRIPTION,
+            "responses": {
+                "200": {
+                    "description": "An endless text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "406": _json(_ref("GenericError"), "The request does not accept text/event-stream"),
+                "503": _json(_ref("GenericError"), "Too many open feeds (for the relay or for this client)"),
+                **_ERRORS,
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "operationId": "metrics",
+            "description": _METRICS_DESCRIPTION,
+            "responses": {
+                "200": {
+                    "description": "The exposition, text format 0.0.4 or OpenMetrics 1.0.0",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
+                },
+                **_ERRORS,
+            },
+        }
+    },
 }
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
-                             "responses": {"200": _json({"type": "object", "required": ["status"],
-                                                         "properties": {"status": {"type": "string"}}},
-                                                        "The relay is up")}}},
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "operationId": "healthz",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                        "The relay is up",
+                    )
+                },
+            }
+        },
     }
     paths.update(_OBSERVABILITY)
-    paths.update(_resource("stream", "streams", "Stream", _STREAM_INPUT,
-                           {"oneOf": [{"type": "object", "required": ["stream"],
-                                       "properties": {"stream": _STREAM_INPUT}}, _STREAM_INPUT]}))
-    paths.update(_resource("restream", "restreams", "Restream",
-                           {"type": "object", "required": ["restream"], "properties": {
-                               "restream": {**_RESTREAM_INPUT, "required": ["uri", "stream_id"]}}},
-                           {"type": "object", "required": ["restream"], "properties": {"restream": _RESTREAM_INPUT}}))
+    paths.update(
+        _resource(
+            "stream",
+            "streams",
+            "Stream",
+            _STREAM_INPUT,
+            {
+                "oneOf": [
+                    {"type": "object", "required": ["stream"], "properties": {"stream": _STREAM_INPUT}},
+                    _STREAM_INPUT,
+                ]
+            },
+        )
+    )
+    paths.update(
+        _resource(
+            "restream",
+            "restreams",
+            "Restream",
+            {
+                "type": "object",
+                "required": ["restream"],
+                "properties": {"restream": {**_RESTREAM_INPUT, "required": ["uri", "stream_id"]}},
+            },
+            {"type": "object", "required": ["restream"], "properties": {"restream": _RESTREAM_INPUT}},
+        )
+    )
     _STREAM_INPUT_CREATE = {**_STREAM_INPUT, "required": ["name"]}
     paths["/streaming/streams"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {
-        "oneOf": [_STREAM_INPUT_CREATE,
-                  {"type": "object", "required": ["stream"], "properties": {"stream": _STREAM_INPUT_CREATE}}],
+        "oneOf": [
+            _STREAM_INPUT_CREATE,
+            {"type": "object", "required": ["stream"], "properties": {"stream": _STREAM_INPUT_CREATE}},
+        ],
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "restream-relay control API", "version": "1",
-                 "description": "Wire-compatible with the Gcore Streaming API for streams and restreams."},
+        "info": {
+            "title": "restream-relay control API",
+            "version": "1",
+            "description": "Wire-compatible with the Gcore Streaming API for streams and restreams.",
+        },
         "paths": paths,
         "security": [{"APIKey": []}],
         "components": {
-            "securitySchemes": {"APIKey": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                           "description": "`APIKey <key>`"}},
+            "securitySchemes": {
+                "APIKey": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`APIKey <key>`"}
+            },
             "schemas": {
                 "Stream": _STREAM,
                 "Restream": _RESTREAM,
-                "AuthError": {"type": "object", "required": ["errors"], "properties": {"errors": {
-                    "type": "object", "properties": {"auth": {"type": "array", "items": {"type": "string"}}}}}},
-                "NotFound": {"type": "object", "required": ["status", "error"],
-                             "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
-                "GenericError": {"type": "object", "required": ["status", "error"],
-                                 "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
-                "ValidationError": {"type": "object", "required": ["errors"], "properties": {"errors": {
+                "AuthError": {
                     "type": "object",
-                    "additionalProperties": {"type": "array", "items": {"type": "string"}}}}},
+                    "required": ["errors"],
+                    "properties": {
+                        "errors": {
+                            "type": "object",
+                            "properties": {"auth": {"type": "array", "items": {"type": "string"}}},
+                        }
+                    },
+                },
+                "NotFound": {
+                    "type": "object",
+                    "required": ["status", "error"],
+                    "properties": {"status": {"type": "integer"}, "error": {"type": "string"}},
+                },
+                "GenericError": {
+                    "type": "object",
+                    "required": ["status", "error"],
+                    "properties": {"status": {"type": "integer"}, "error": {"type": "string"}},
+                },
+                "ValidationError": {
+                    "type": "object",
+                    "required": ["errors"],
+                    "properties": {
+                        "errors": {
+                            "type": "object",
+                            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                        }
+                    },
+                },
             },
         },
     }

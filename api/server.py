@@ -102,8 +102,12 @@ class Server:
                 rtmps_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmps_port)
                 rtmps = RtmpServer(engine, rtmps_settings, ssl_context=context, on_refused=engine.admission.refused)
                 rtmps_port = (await stack.enter_async_context(rtmps)).port
-            log.info("RTMP ingest on %s:%d%s", settings.media_bind, rtmp.port,
-                     f", RTMPS on port {rtmps_port}" if rtmps_port else "")
+            log.info(
+                "RTMP ingest on %s:%d%s",
+                settings.media_bind,
+                rtmp.port,
+                f", RTMPS on port {rtmps_port}" if rtmps_port else "",
+            )
 
             srt_port = await self._start_srt(stack, engine)
 
@@ -119,17 +123,29 @@ class Server:
         if not settings.srt_enabled:
             log.info("SRT ingest off (RELAY_SRT=off)")
             return None
-        srt = SrtServer(engine, engine.admission, SrtSettings(
-            host=settings.media_bind, port=settings.srt_port, latency_ms=settings.srt_latency_ms,
-            max_connections=settings.srt_max_connections,
-            handshake_timeout_seconds=settings.srt_handshake_timeout_seconds))
+        srt = SrtServer(
+            engine,
+            engine.admission,
+            SrtSettings(
+                host=settings.media_bind,
+                port=settings.srt_port,
+                latency_ms=settings.srt_latency_ms,
+                max_connections=settings.srt_max_connections,
+                handshake_timeout_seconds=settings.srt_handshake_timeout_seconds,
+            ),
+        )
         stack.push_async_callback(srt.close)
         return srt.port if await srt.start() else None  # False: libsrt missing, said once in the log
 
-    async def _start_http(self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store,
-                          addresses: IngestAddresses) -> int:
-        runner = web.AppRunner(create_app(engine, store, addresses), access_log=None, handle_signals=False,
-                               shutdown_timeout=GRACEFUL_STOP_SECONDS)
+    async def _start_http(
+        self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store, addresses: IngestAddresses
+    ) -> int:
+        runner = web.AppRunner(
+            create_app(engine, store, addresses),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=GRACEFUL_STOP_SECONDS,
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.settings.api_bind, self.settings.http_port, reuse_address=True)

@@ -37,8 +37,8 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
     except OSError:
         return None
     close = raw.rfind(")")
-    comm = raw[raw.find("(") + 1:close]
-    fields = raw[close + 2:].split()
+    comm = raw[raw.find("(") + 1 : close]
+    fields = raw[close + 2 :].split()
     # fields[0] is state (field 3): utime is field 14 -> index 11
     ppid = int(fields[1])
     ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
@@ -122,8 +122,14 @@ def tree_point(root: int) -> tuple[int, int, int, int, int, int] | None:
     if not procs:
         return None
     own = _own_ticks(root)
-    return (sum(p.cpu_ticks for p in procs), sum(p.rss_bytes for p in procs), sum(p.pss_bytes for p in procs),
-            len(procs), sum(p.pss_bytes for p in procs if p.pid != root), own)
+    return (
+        sum(p.cpu_ticks for p in procs),
+        sum(p.rss_bytes for p in procs),
+        sum(p.pss_bytes for p in procs),
+        len(procs),
+        sum(p.pss_bytes for p in procs if p.pid != root),
+        own,
+    )
 
 
 def _own_ticks(pid: int) -> int:
@@ -133,7 +139,7 @@ def _own_ticks(pid: int) -> int:
             raw = f.read().decode(errors="replace")
     except OSError:
         return 0
-    fields = raw[raw.rfind(")") + 2:].split()
+    fields = raw[raw.rfind(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
 
 

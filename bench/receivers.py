@@ -110,8 +110,9 @@ class _RtmpConnection(asyncio.Protocol):
                 while (event := session.next_event()) is not NEED_DATA:
                     if isinstance(event, MediaReceived):
                         p = event.packet
-                        track.arrivals.append(Arrival(now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe,
-                                                      p.config))
+                        track.arrivals.append(
+                            Arrival(now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe, p.config)
+                        )
                     elif isinstance(event, ConnectRequested):
                         session.accept_connect()
                     elif isinstance(event, PublishRequested):
@@ -142,8 +143,9 @@ class RtmpReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _RtmpConnection(self), "127.0.0.1", self.port,
-                                                reuse_address=True)
+        self._server = await loop.create_server(
+            lambda: _RtmpConnection(self), "127.0.0.1", self.port, reuse_address=True
+        )
         self.track.listening_since = time.monotonic()
 
     async def kill(self) -> None:
@@ -187,7 +189,7 @@ class TsParser:
                     break
                 pos = sync
                 continue
-            self._packet(t, buf[pos:pos + 188])
+            self._packet(t, buf[pos : pos + 188])
             pos += 188
         self._buffer = buf[pos:]
 
@@ -222,23 +224,23 @@ class TsParser:
         ts_ms = -1
         if flags & 0x80:
             field_at = 14 if flags & 0x40 else 9  # the DTS if present, else the PTS
-            b = pes[field_at:field_at + 5]
+            b = pes[field_at : field_at + 5]
             if len(b) == 5:
                 ts90 = ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
                 ts_ms = ts90 // 90
-        self._on_pes(self._pes_t, ts_ms, pes[9 + header_len:])
+        self._on_pes(self._pes_t, ts_ms, pes[9 + header_len :])
 
     @staticmethod
     def _section(payload: bytes) -> bytes:
         pointer = payload[0]
-        return payload[1 + pointer:]
+        return payload[1 + pointer :]
 
     def _pat(self, payload: bytes) -> None:
         sec = self._section(payload)
         if len(sec) < 8 or sec[0] != 0x00:
             return
         length = ((sec[1] & 0x0F) << 8) | sec[2]
-        entries = sec[8:3 + length - 4]
+        entries = sec[8 : 3 + length - 4]
         for i in range(0, len(entries) - 3, 4):
             program = (entries[i] << 8) | entries[i + 1]
             if program != 0:
@@ -325,8 +327,10 @@ class SrtReceiver:
 
     def _new_parser(self) -> TsParser:
         def on_pes(t: float, ts_ms: int, payload: bytes) -> None:
-            self.track.arrivals.append(Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload),
-                                               annexb_has_idr(payload), False))
+            self.track.arrivals.append(
+                Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False)
+            )
+
         return TsParser(on_pes)
 
     def url(self) -> str:
@@ -338,9 +342,16 @@ class SrtReceiver:
         self.parser = self._new_parser()
         listen = f"srt://127.0.0.1:{self.port}?mode=listener&latency={self.latency_ms}&tsbpdmode=false"
         transport, protocol = await loop.subprocess_exec(
-            lambda: _PipeProtocol(self), SRT_LIVE_TRANSMIT, "-q", listen, "file://con",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            lambda: _PipeProtocol(self),
+            SRT_LIVE_TRANSMIT,
+            "-q",
+            listen,
+            "file://con",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._transport, self._protocol = transport, protocol
         # srt-live-transmit binds at once; give it a moment so the relay's first attempt finds it.
         await asyncio.sleep(0.1)

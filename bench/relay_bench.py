@@ -148,8 +148,12 @@ def pct(values: Sequence[float], q: float) -> float | None:
 
 
 def summary_ms(values: Sequence[float]) -> dict[str, float | None]:
-    return {"median": _r(pct(values, 0.5)), "p95": _r(pct(values, 0.95)), "max": _r(max(values, default=None)),
-            "count": len(values)}
+    return {
+        "median": _r(pct(values, 0.5)),
+        "p95": _r(pct(values, 0.95)),
+        "max": _r(max(values, default=None)),
+        "count": len(values),
+    }
 
 
 def _r(x: float | None, nd: int = 1) -> float | None:
@@ -271,9 +275,17 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         await system.start([d.url() for d in dests])
         started = tree_names(system.root_pid)
         sampler = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.procstat", str(samples_path), str(opts.sample_interval_s),
-            f"system={system.root_pid}", f"bench={os.getpid()}", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            sys.executable,
+            "-m",
+            "bench.procstat",
+            str(samples_path),
+            str(opts.sample_interval_s),
+            f"system={system.root_pid}",
+            f"bench={os.getpid()}",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         await asyncio.sleep(2 * opts.sample_interval_s)  # an idle sample before the publisher starts
         if isinstance(direct, SrtReceiver):
             assert isinstance(system, RelaySystem)
@@ -283,15 +295,34 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
             tee = f"[f=flv:onfail=ignore]{system.ingest_url}|[f=flv:onfail=ignore]{direct.url('live')}"
         marks["publish"] = time.monotonic()
         publisher = await asyncio.create_subprocess_exec(
-            FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
-            "-map", "0", "-c", "copy", "-f", "tee", tee, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=(workdir / "publisher.log").open("ab"),
-            start_new_session=True)
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(clip),
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "tee",
+            tee,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(workdir / "publisher.log").open("ab"),
+            start_new_session=True,
+        )
         all_started = await wait_until(lambda: all(d.track.first_video() for d in dests), 15)
         if not all_started:
             result.ok = False
-            result.error = (f"{sum(1 for d in dests if d.track.first_video())}/{len(dests)} destinations "
-                            "received video within 15 s")
+            result.error = (
+                f"{sum(1 for d in dests if d.track.first_video())}/{len(dests)} destinations received video within 15 s"
+            )
         first = [d.track.first_video() for d in dests]
         marks["window_start"] = max([f for f in first if f] or [time.monotonic()]) + opts.warmup_s
         marks["window_end"] = marks["window_start"] + opts.window_s
@@ -317,8 +348,9 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
             await asyncio.sleep(opts.down_s)
             await victim.start()
             marks["listen"] = victim.track.listening_since
-            got = await wait_until(lambda: victim.track.first_media(marks["listen"]) is not None,
-                                   opts.recovery_timeout_s)
+            got = await wait_until(
+                lambda: victim.track.first_media(marks["listen"]) is not None, opts.recovery_timeout_s
+            )
             back = victim.track.first_media(marks["listen"])
             result.recovery_s = _r(back - marks["listen"], 3) if back else None
             result.recovery_note = None if got else f"nothing within {opts.recovery_timeout_s:.0f} s"
@@ -354,8 +386,16 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
     return result
 
 
-def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: list[Track],
-            marks: dict[str, float], samples_path: Path, opts: Options) -> None:
+def analyse(
+    result: Result,
+    sc: Scenario,
+    ref: Reference,
+    direct: Track,
+    dests: list[Track],
+    marks: dict[str, float],
+    samples_path: Path,
+    opts: Options,
+) -> None:
     t_pub = marks.get("publish")
     w0, w1 = marks.get("window_start"), marks.get("window_end")
     if t_pub is None or w0 is None or w1 is None:
@@ -374,8 +414,11 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
     direct_first = direct.first_video(t_pub)
     firsts = [d.first_video(t_pub) for d in dests]
     startups = [(f - t_pub) * 1000 for f in firsts if f is not None]
-    result.startup_ms = {"direct": _r((direct_first - t_pub) * 1000) if direct_first else None,
-                         "median": _r(pct(startups, 0.5)), "max": _r(max(startups, default=None))}
+    result.startup_ms = {
+        "direct": _r((direct_first - t_pub) * 1000) if direct_first else None,
+        "median": _r(pct(startups, 0.5)),
+        "max": _r(max(startups, default=None)),
+    }
     if direct_first is not None:
         behind = [(f - direct_first) * 1000 for f in firsts if f is not None]
         result.startup_behind_ms = {"median": _r(pct(behind, 0.5)), "max": _r(max(behind, default=None))}
@@ -445,13 +488,15 @@ def analyse(result: Result, sc: Scenario, ref: Reference, direct: Track, dests: 
         result.children_pss_mb_per_dest = _r(tree.peak(5, t_pub, w1) / 1e6 / sc.n, 2)
         result.processes = tree.peak(4, t_pub, w1)
     bench = trees.get("bench")
-    result.context.update({
-        "machine_busy_share": _r(machine_busy_share(machine, w0, w1), 3),
-        "bench_process_cpu_s_per_min": _r(bench.cpu_seconds_per_minute(w0, w1), 2) if bench else None,
-        "direct_video_packets_in_window": sum(1 for _ in direct.video(w0, w1)),
-        "receiver_errors": {t.name: t.errors for t in [direct, *dests] if t.errors},
-        "reconnects": {t.name: len(t.publishes) for t in dests},
-    })
+    result.context.update(
+        {
+            "machine_busy_share": _r(machine_busy_share(machine, w0, w1), 3),
+            "bench_process_cpu_s_per_min": _r(bench.cpu_seconds_per_minute(w0, w1), 2) if bench else None,
+            "direct_video_packets_in_window": sum(1 for _ in direct.video(w0, w1)),
+            "receiver_errors": {t.name: t.errors for t in [direct, *dests] if t.errors},
+            "reconnects": {t.name: len(t.publishes) for t in dests},
+        }
+    )
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -464,10 +509,24 @@ def mark(value: float | None, target: float) -> str:
 
 
 def table(results: Sequence[Result]) -> str:
-    head = ["scenario", "start-up median/max ms", "behind direct median/max ms (≤150)", "added delay median ms (≤15)",
-            "p95 ms (≤40)", "bit-identical video", "loss", "CPU s/min total", "CPU s/min per dest (≤0.5)",
-            "peak RSS MB", "peak PSS MB", "PSS MB per dest (≤15)", "pusher PSS MB per dest",
-            "live add → keyframe s (≤0.5)", "recovery s (≤1)", "others' gap beyond direct ms (≤100)"]
+    head = [
+        "scenario",
+        "start-up median/max ms",
+        "behind direct median/max ms (≤150)",
+        "added delay median ms (≤15)",
+        "p95 ms (≤40)",
+        "bit-identical video",
+        "loss",
+        "CPU s/min total",
+        "CPU s/min per dest (≤0.5)",
+        "peak RSS MB",
+        "peak PSS MB",
+        "PSS MB per dest (≤15)",
+        "pusher PSS MB per dest",
+        "live add → keyframe s (≤0.5)",
+        "recovery s (≤1)",
+        "others' gap beyond direct ms (≤100)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if not r.startup_ms:
@@ -486,12 +545,15 @@ def table(results: Sequence[Result]) -> str:
             "n/a" if r.loss_share is None else f"{r.loss_share * 100:.2f}%",
             str(r.cpu_s_per_min),
             mark(r.cpu_s_per_min_per_dest, TARGETS["cpu_s_per_min_per_dest"]),
-            str(r.rss_mb), str(r.pss_mb),
+            str(r.rss_mb),
+            str(r.pss_mb),
             mark(r.pss_mb_per_dest, TARGETS["pss_mb_per_dest"]),
             str(r.children_pss_mb_per_dest),
-            live_add or "n/a", recovery or "n/a",
-            "n/a (N=1)" if r.others_gap_excess_ms is None else mark(r.others_gap_excess_ms,
-                                                                    TARGETS["others_gap_excess_ms"]),
+            live_add or "n/a",
+            recovery or "n/a",
+            "n/a (N=1)"
+            if r.others_gap_excess_ms is None
+            else mark(r.others_gap_excess_ms, TARGETS["others_gap_excess_ms"]),
         ]
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(lines)
@@ -531,8 +593,13 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         for proto, n in keys:
             rows += [r for r in main if r.system == "relay" and (r.protocol, r.n) == (proto, n)]
             rows += [r for r in variants if (r.protocol, r.n) == (proto, n)]
-        parts += ["", "## ffmpeg flag variants of the relay's pushes (extra flags injected by a wrapper given as "
-                  "RELAY_FFMPEG; baseline = the row of the same scenario above)", "", table(rows)]
+        parts += [
+            "",
+            "## ffmpeg flag variants of the relay's pushes (extra flags injected by a wrapper given as "
+            "RELAY_FFMPEG; baseline = the row of the same scenario above)",
+            "",
+            table(rows),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -540,12 +607,17 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.relay_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.relay_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rtmp-n", default="1,4,16", help="RTMP destination counts (comma-separated)")
     p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' for none)")
-    p.add_argument("--ingest", default="rtmp", help="publisher protocols (comma-separated: rtmp,srt); with srt the "
-                   "direct receiver is an SRT listener too, and nginx and the flag variants run on rtmp only")
+    p.add_argument(
+        "--ingest",
+        default="rtmp",
+        help="publisher protocols (comma-separated: rtmp,srt); with srt the "
+        "direct receiver is an SRT listener too, and nginx and the flag variants run on rtmp only",
+    )
     p.add_argument("--window", type=float, default=15.0, help="steady measurement window, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="after the last destination's first frame")
     p.add_argument("--down", type=float, default=2.0, help="how long the killed receiver stays down")
@@ -566,8 +638,15 @@ def counts(text: str) -> list[int]:
 
 
 async def amain(args: argparse.Namespace) -> list[Result]:
-    opts = Options(window_s=args.window, warmup_s=args.warmup, down_s=args.down, clip_seconds=args.clip_seconds,
-                   clip_size=args.clip_size, clip_kbps=args.clip_kbps, srt_latency_ms=args.srt_latency_ms)
+    opts = Options(
+        window_s=args.window,
+        warmup_s=args.warmup,
+        down_s=args.down,
+        clip_seconds=args.clip_seconds,
+        clip_size=args.clip_size,
+        clip_kbps=args.clip_kbps,
+        srt_latency_ms=args.srt_latency_ms,
+    )
     out: Path = args.out
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     began = time.monotonic()
@@ -594,9 +673,12 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         slug = sc.label.replace(" ", "_").replace("=", "").replace("[", "").replace("]", "").replace("/", "")
         result = await run_scenario(sc, clip, ref, opts, out / "runs" / slug[:60])
         results.append(result)
-        print(f"    done in {time.monotonic() - t0:.0f} s: start-up behind direct {result.startup_behind_ms}, "
-              f"delay {result.delay_ms}, cpu {result.cpu_s_per_min} s/min, pss {result.pss_mb} MB"
-              + (f", ERROR {result.error}" if result.error else ""), flush=True)
+        print(
+            f"    done in {time.monotonic() - t0:.0f} s: start-up behind direct {result.startup_behind_ms}, "
+            f"delay {result.delay_ms}, cpu {result.cpu_s_per_min} s/min, pss {result.pss_mb} MB"
+            + (f", ERROR {result.error}" if result.error else ""),
+            flush=True,
+        )
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{os.cpu_count()} CPUs, {os.uname().release}",

@@ -146,8 +146,13 @@ rtmp {{
         log = (self.workdir / "stderr.log").open("ab")
         argv = [NGINX, "-p", str(self.workdir), "-c", str(conf)]
         # Popen returns at once (fork+exec); nginx is then polled without blocking the loop.
-        self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,  # noqa: ASYNC220
-                                         start_new_session=True)
+        self._process = subprocess.Popen(  # noqa: ASYNC220
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

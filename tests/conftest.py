@@ -28,8 +28,10 @@ def _guarded(item: pytest.Item) -> Generator[None, object, object]:
             return (yield)
         finally:
             if attempts:
-                pytest.fail(f"{item.nodeid} tried to start {len(attempts)} subprocess(es), first {attempts[0]}: "
-                            f"{MARK_IT}", pytrace=False)
+                pytest.fail(
+                    f"{item.nodeid} tried to start {len(attempts)} subprocess(es), first {attempts[0]}: {MARK_IT}",
+                    pytrace=False,
+                )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -87,8 +89,14 @@ def relay_process(tmp_path: Path) -> Iterator[RelayProcess]:
 
 def service_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        "data_dir": tmp_path / "data", "media_bind": "127.0.0.1", "api_bind": "127.0.0.1",
-        "http_port": 0, "rtmp_port": 0, "rtmps_port": 0, "srt_port": 0, "api_key": ADMIN_KEY,
+        "data_dir": tmp_path / "data",
+        "media_bind": "127.0.0.1",
+        "api_bind": "127.0.0.1",
+        "http_port": 0,
+        "rtmp_port": 0,
+        "rtmps_port": 0,
+        "srt_port": 0,
+        "api_key": ADMIN_KEY,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -116,8 +124,15 @@ class ApiClient:
     def as_key(self, key: str | None) -> ApiClient:
         return ApiClient(self.session, self.base_url, key)
 
-    async def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
         """Status, JSON body (None when empty) and headers; never raises on an HTTP error status."""
         all_headers = dict(headers or {})
         if self.key is not None:

@@ -18,7 +18,6 @@ from relay.store.models import Page
 T = TypeVar("T")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Node:
     """What the API serves: the store it writes definitions to, the engine it reads live state from,

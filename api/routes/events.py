@@ -155,8 +155,10 @@ class EventFeed:
         if self._closed:
             raise FeedFull("shutting down")
         same_client = sum(1 for s in self._subscriptions if s.client_id == client)
-        if (len(self._subscriptions) >= self.settings.max_subscriptions
-                or same_client >= self.settings.max_subscriptions_per_client):
+        if (
+            len(self._subscriptions) >= self.settings.max_subscriptions
+            or same_client >= self.settings.max_subscriptions_per_client
+        ):
             raise FeedFull("too many open event feeds")
         subscription = Subscription(client, self.settings.max_queued_events)
         self._subscriptions.add(subscription)
@@ -197,15 +199,32 @@ async def client_stats(node: Node, client: int) -> dict[str, Any]:
     """A snapshot of one client's live figures (no tokens, no destination URIs)."""
     definitions = await load_definitions(node.store, client)
     engine = node.engine
-    streams = [{"id": stream.id, "name": stream.name, "active": stream.active,
-                **live_fields(engine.stream_snapshot(stream.id))} for stream in definitions.streams]
-    restreams = [{
-        "id": restream.id, "stream_id": restream.stream_id, "name": restream.name, "active": restream.active,
-        "live": engine.is_live(restream.stream_id),
-        "status": restream_status_body(engine.restream_status(restream)),
-    } for restream in definitions.restreams]
-    return {"client_id": client, "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "streams": streams, "restreams": restreams}
+    streams = [
+        {
+            "id": stream.id,
+            "name": stream.name,
+            "active": stream.active,
+            **live_fields(engine.stream_snapshot(stream.id)),
+        }
+        for stream in definitions.streams
+    ]
+    restreams = [
+        {
+            "id": restream.id,
+            "stream_id": restream.stream_id,
+            "name": restream.name,
+            "active": restream.active,
+            "live": engine.is_live(restream.stream_id),
+            "status": restream_status_body(engine.restream_status(restream)),
+        }
+        for restream in definitions.restreams
+    ]
+    return {
+        "client_id": client,
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "streams": streams,
+        "restreams": restreams,
+    }
 
 
 def encode_event(kind: str, payload: dict[str, Any]) -> bytes:
@@ -253,17 +272,25 @@ async def events(request: web.Request) -> web.StreamResponse:
     except FeedFull as exc:
         return generic_error(503, str(exc))
     try:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # a buffering reverse proxy would hold events back
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # a buffering reverse proxy would hold events back
+            }
+        )
         await response.prepare(request)
         settings = feed.settings
-        await response.write(encode_event("hello", {
-            "client_id": owner, "stats_interval_seconds": settings.stats_interval_seconds,
-            "heartbeat_seconds": settings.heartbeat_seconds,
-        }))
+        await response.write(
+            encode_event(
+                "hello",
+                {
+                    "client_id": owner,
+                    "stats_interval_seconds": settings.stats_interval_seconds,
+                    "heartbeat_seconds": settings.heartbeat_seconds,
+                },
+            )
+        )
         while True:
             batch = await subscription.next_batch(settings.heartbeat_seconds)
             if batch is None:

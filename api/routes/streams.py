@@ -24,8 +24,9 @@ async def create_stream(request: web.Request) -> web.Response:
 @routes.get("/streaming/streams")
 async def list_streams(request: web.Request) -> web.Response:
     node = node_of(request)
-    return await paged_response(request, node.store.list_streams,
-                                lambda stream: stream_body(node.engine, node.addresses, stream))
+    return await paged_response(
+        request, node.store.list_streams, lambda stream: stream_body(node.engine, node.addresses, stream)
+    )
 
 
 @routes.get(r"/streaming/streams/{id}")

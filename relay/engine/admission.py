@@ -84,8 +84,9 @@ def check_stream(stream_id: int, stream: StreamRecord | None, token: str) -> Str
 class Admission:
     """Decides publish requests (the gate's half and SRT's handshake-time half); owns the refusal counts."""
 
-    def __init__(self, streams: StreamLookup, publisher_of: Callable[[int], PublisherHandle | None],
-                 takeover_idle_seconds: float) -> None:
+    def __init__(
+        self, streams: StreamLookup, publisher_of: Callable[[int], PublisherHandle | None], takeover_idle_seconds: float
+    ) -> None:
         self._streams = streams
         self._publisher_of = publisher_of
         self._takeover_idle_seconds = takeover_idle_seconds
@@ -127,8 +128,7 @@ class Admission:
         except PublishRefused as refused:
             self.refused(Transport.SRT, refused.reason)
             raise
-        return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None,
-                        latency_ms=stream.srt_latency_ms)
+        return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None, latency_ms=stream.srt_latency_ms)
 
     @staticmethod
     def _stream_key(stream_key: str, transport: Transport) -> tuple[int, str]:

@@ -65,8 +65,9 @@ class Engine:
         self._hubs: dict[int, Hub] = {}
         self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
-        self.supervisor = Supervisor(SupervisorSettings(), self._hubs.get, ffmpeg_path, LoopClock(),
-                                     self._on_push_status)
+        self.supervisor = Supervisor(
+            SupervisorSettings(), self._hubs.get, ffmpeg_path, LoopClock(), self._on_push_status
+        )
         self._specs: dict[int, PushSpec] = {}
         self._restream_clients: dict[int, int] = {}
         self._push_states: dict[int, PushState] = {}
@@ -92,22 +93,31 @@ class Engine:
     def _emit_live(self, stream_id: int, reason: str | None = None) -> None:
         client_id = self.registry.client_of(stream_id)
         if client_id is not None:
-            self._emit(StreamLiveChanged(client_id, stream_id, self.is_live(stream_id),
-                                         self._stream_state(stream_id), reason))
+            self._emit(
+                StreamLiveChanged(client_id, stream_id, self.is_live(stream_id), self._stream_state(stream_id), reason)
+            )
 
     # PublishGate ------------------------------------------------------------------------------
     async def open_publish(self, request: PublishRequest) -> IngestSink:
         admitted = await self.admission.admit(request)
         stream = admitted.stream
         if admitted.replaces is not None:
-            log.warning("stream %d: publisher silent for %.1f s, the newcomer takes over", stream.id,
-                        admitted.replaces.idle_seconds())
+            log.warning(
+                "stream %d: publisher silent for %.1f s, the newcomer takes over",
+                stream.id,
+                admitted.replaces.idle_seconds(),
+            )
             self._disconnect(stream.id, EndReason.KICKED, ended_as=EndReason.DROP)
             # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
         transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
-        session = LiveSession(stream_id=stream.id, client_id=stream.client_id, source_type=source_type,
-                              started_at=datetime.now(UTC), publisher=request.publisher)
+        session = LiveSession(
+            stream_id=stream.id,
+            client_id=stream.client_id,
+            source_type=source_type,
+            started_at=datetime.now(UTC),
+            publisher=request.publisher,
+        )
         self.registry.open(session)
         hub = self._hubs.get(stream.id)
         if hub is None:
@@ -148,8 +158,9 @@ class Engine:
         elif isinstance(event, PublisherDropped):
             log.info("stream %d: holding destinations for %.0f s", stream_id, event.grace_period_seconds)
         elif isinstance(event, SourceResumed):
-            log.info("stream %d: publisher back, destinations continue (offset %d ms)", stream_id,
-                     event.timestamp_offset_ms)
+            log.info(
+                "stream %d: publisher back, destinations continue (offset %d ms)", stream_id, event.timestamp_offset_ms
+            )
         elif isinstance(event, SourceChanged):
             log.info("stream %d: publisher back with another configuration, pushes restart", stream_id)
 
@@ -160,8 +171,7 @@ class Engine:
             return  # progress ticks arrive every second; observers get state changes
         client_id = self._restream_clients.get(restream_id)
         if client_id is not None:
-            self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id,
-                                            RestreamStatus.of_push(status)))
+            self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id, RestreamStatus.of_push(status)))
 
     # What the API asks ------------------------------------------------------------------------
     def is_live(self, stream_id: int) -> bool:
@@ -181,7 +191,8 @@ class Engine:
         session = self.registry.latest(stream_id)
         live = self.is_live(stream_id)
         return StreamSnapshot(
-            stream_id=stream_id, live=live,
+            stream_id=stream_id,
+            live=live,
             source_type=session.source_type if session is not None and live else None,
             info=session.info if session is not None and live else None,
             started_at=session.started_at if session is not None else None,
@@ -225,8 +236,14 @@ class Engine:
         async with self._reconcile_lock:
             records = await self.store.active_restreams()
             self._specs = {
-                r.id: PushSpec(restream_id=r.id, stream_id=r.stream_id, uri=r.uri, no_audio=r.no_audio,
-                               no_audio_mode=r.no_audio_mode, tls_verify=r.tls_verify)
+                r.id: PushSpec(
+                    restream_id=r.id,
+                    stream_id=r.stream_id,
+                    uri=r.uri,
+                    no_audio=r.no_audio,
+                    no_audio_mode=r.no_audio_mode,
+                    tls_verify=r.tls_verify,
+                )
                 for r in records
             }
             self._restream_clients.update({r.id: r.client_id for r in records})

@@ -122,8 +122,12 @@ def _srt_link(publisher: PublisherHandle | None) -> SrtLinkStatus | None:
     if link is None:
         return None
     return SrtLinkStatus(
-        rtt_ms=round(link.rtt_ms, 2), recv_rate_mbps=round(link.recv_rate_mbps, 3), latency_ms=link.latency_ms,
-        packets_received=link.pkt_received_total, packets_lost=link.pkt_recv_loss_total,
-        packets_dropped=link.pkt_recv_drop_total, packets_retransmitted=link.pkt_recv_retrans_total,
+        rtt_ms=round(link.rtt_ms, 2),
+        recv_rate_mbps=round(link.recv_rate_mbps, 3),
+        latency_ms=link.latency_ms,
+        packets_received=link.pkt_received_total,
+        packets_lost=link.pkt_recv_loss_total,
+        packets_dropped=link.pkt_recv_drop_total,
+        packets_retransmitted=link.pkt_recv_retrans_total,
         encrypted=publisher.encrypted,
     )

@@ -12,9 +12,14 @@ from relay.media.packets import MediaPacket
 class SessionSink:
     """An `IngestSink` for one session: meters in the registry, media to the hub, the end to the engine."""
 
-    def __init__(self, session: LiveSession, hub_sink: IngestSink, registry: LiveRegistry,
-                 on_info: Callable[[LiveSession, StreamInfo], None],
-                 on_end: Callable[[LiveSession, EndReason], None]) -> None:
+    def __init__(
+        self,
+        session: LiveSession,
+        hub_sink: IngestSink,
+        registry: LiveRegistry,
+        on_info: Callable[[LiveSession, StreamInfo], None],
+        on_end: Callable[[LiveSession, EndReason], None],
+    ) -> None:
         self._session = session
         self._hub_sink = hub_sink
         self._registry = registry

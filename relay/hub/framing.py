@@ -175,7 +175,7 @@ class MpegTsFraming:
     def keep_configuration(self, packet: MediaPacket) -> None:
         data = packet.payload
         for pos in range(0, len(data) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE):
-            ts_packet = data[pos:pos + TS_PACKET_SIZE]
+            ts_packet = data[pos : pos + TS_PACKET_SIZE]
             self._tables[packet_pid(ts_packet)] = Chunk(ts_packet, packet.timestamp_ms, sync=False, config=True)
 
     def header_chunks(self) -> list[Chunk]:

@@ -113,8 +113,14 @@ class _Session:
     resumes the source only keeps its configuration there, to be compared with the source's.
     """
 
-    def __init__(self, hub: Hub, container: ContainerFormat, source_type: SourceType,
-                 transport: Transport | None, framing: Framing) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        container: ContainerFormat,
+        source_type: SourceType,
+        transport: Transport | None,
+        framing: Framing,
+    ) -> None:
         self._hub = hub
         self.container = container
         self.source_type = source_type
@@ -266,8 +272,9 @@ class Hub:
             if self._state in (HubState.LIVE, HubState.RESUMING):
                 self._transition(HubState.GRACE)
                 self._arm_grace_timer()
-                log.info("stream %d: publisher dropped, grace %.1fs", self.stream_id,
-                         self._settings.grace_period_seconds)
+                log.info(
+                    "stream %d: publisher dropped, grace %.1fs", self.stream_id, self._settings.grace_period_seconds
+                )
                 self._emit(PublisherDropped(self.stream_id, self._settings.grace_period_seconds))
             return
         cause = LiveEndReason.KICKED if reason is EndReason.KICKED else LiveEndReason.UNPUBLISHED
@@ -286,8 +293,7 @@ class Hub:
     def _start_live(self, session: _Session) -> None:
         self._transition(HubState.LIVE)
         self._start_source(session)
-        log.info("stream %d: live (%s over %s)", self.stream_id, session.container.value,
-                 session.source_type.value)
+        log.info("stream %d: live (%s over %s)", self.stream_id, session.container.value, session.source_type.value)
         self._emit(LiveStarted(self.stream_id, session.container, session.source_type, session.transport))
 
     def _start_source(self, session: _Session) -> None:
@@ -315,8 +321,7 @@ class Hub:
         self._subscribers.pop(sub.subscriber_id, None)
         if sub.end_cause is EndCause.OVERFLOW:
             # Its owner (the push) sees the end cause and restarts; the hub only says why.
-            log.warning("stream %d: subscriber %d overflowed repeatedly, ended", self.stream_id,
-                        sub.subscriber_id)
+            log.warning("stream %d: subscriber %d overflowed repeatedly, ended", self.stream_id, sub.subscriber_id)
 
     def _arm_grace_timer(self) -> None:
         self._cancel_grace_timer()

@@ -195,10 +195,7 @@ class Subscriber:
         self.overflows += 1
         self._overflow_times.append(now)
         window = self._limits.overflow_restart_window_seconds
-        if (
-            len(self._overflow_times) >= self._limits.overflow_restart_count
-            and now - self._overflow_times[0] <= window
-        ):
+        if len(self._overflow_times) >= self._limits.overflow_restart_count and now - self._overflow_times[0] <= window:
             self.end(EndCause.OVERFLOW, discard=True)
             return
         # Keep configuration (headers, sequence headers) so the decoder can carry on after the gap.

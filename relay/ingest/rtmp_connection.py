@@ -51,8 +51,16 @@ class RtmpConnection:
     It is the `PublisherHandle` the gate sees.
     """
 
-    def __init__(self, gate: PublishGate, settings: RtmpServerSettings, transport: Transport,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, address: str) -> None:
+    def __init__(
+        self,
+        gate: PublishGate,
+        settings: RtmpServerSettings,
+        transport: Transport,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        address: str,
+    ) -> None:
         self._gate = gate
         self._settings = settings
         self._transport = transport
@@ -69,8 +77,7 @@ class RtmpConnection:
         self._app = ""
         self._info = InfoTracker()
         settings = self._settings
-        self._session = ServerSession(settings.session_config(),
-                                      epoch_ms=int(self._loop.time() * 1000))
+        self._session = ServerSession(settings.session_config(), epoch_ms=int(self._loop.time() * 1000))
         self._deadline: float | None = self._last_receive + settings.handshake_timeout_seconds
         self._deadline_reason = "handshake timeout"
         self._close_after_flush: str | None = None
@@ -128,8 +135,14 @@ class RtmpConnection:
             self._close_sink(end)
             self._writer.transport.abort()
             label = f" stream {self._label}" if self._label else ""
-            log.log(logging.WARNING if warn else logging.INFO, "rtmp %s %s%s: %s",
-                    self.transport.value, self._peer, label, reason)
+            log.log(
+                logging.WARNING if warn else logging.INFO,
+                "rtmp %s %s%s: %s",
+                self.transport.value,
+                self._peer,
+                label,
+                reason,
+            )
 
     def _close_sink(self, reason: EndReason) -> None:
         sink, self._sink = self._sink, None
@@ -200,8 +213,13 @@ class RtmpConnection:
             elif isinstance(event, PublishRequested):
                 await self._publish(event)
             elif isinstance(event, Unpublished):
-                log.info("rtmp %s %s stream %s: unpublished (%s)", self.transport.value, self._peer,
-                         self._label, event.command)
+                log.info(
+                    "rtmp %s %s stream %s: unpublished (%s)",
+                    self.transport.value,
+                    self._peer,
+                    self._label,
+                    event.command,
+                )
                 self._close_sink(EndReason.UNPUBLISH)
             elif isinstance(event, CloseRequested):
                 self._close_after_flush = event.reason
@@ -214,8 +232,7 @@ class RtmpConnection:
     async def _publish(self, event: PublishRequested) -> None:
         self._label = stream_label(event.name)
         await self._flush()  # the client should not wait for createStream's answer while we ask the gate
-        request = PublishRequest(stream_key=event.name, container=ContainerFormat.FLV, publisher=self,
-                                 app=self._app)
+        request = PublishRequest(stream_key=event.name, container=ContainerFormat.FLV, publisher=self, app=self._app)
         try:
             sink = await self._gate.open_publish(request)
         except PublishRefused as exc:

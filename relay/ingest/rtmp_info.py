@@ -14,8 +14,19 @@ from relay.media.packets import MediaKind, MediaPacket
 
 _VIDEO_CODECS = {2: "h263", 4: "vp6", 5: "vp6a", 7: "h264", 12: "hevc", 13: "av1"}
 _AUDIO_CODECS = {2: "mp3", 10: "aac", 11: "speex", 14: "mp3", 1: "adpcm", 3: "pcm", 7: "g711a", 8: "g711u"}
-_FOURCC_CODECS = {"avc1": "h264", "hvc1": "hevc", "av01": "av1", "vp09": "vp9", "vp08": "vp8",
-                  "opus": "opus", "mp4a": "aac", ".mp3": "mp3", "ac-3": "ac3", "ec-3": "eac3", "flac": "flac"}
+_FOURCC_CODECS = {
+    "avc1": "h264",
+    "hvc1": "hevc",
+    "av01": "av1",
+    "vp09": "vp9",
+    "vp08": "vp8",
+    "opus": "opus",
+    "mp4a": "aac",
+    ".mp3": "mp3",
+    "ac-3": "ac3",
+    "ec-3": "eac3",
+    "flac": "flac",
+}
 
 
 def _codec_name(value: Any, legacy: dict[int, str]) -> str | None:
@@ -70,13 +81,19 @@ class InfoTracker:
                 video_width=sps.width if sps else self.sps.video_width,
                 video_height=sps.height if sps else self.sps.video_height,
                 frame_rate=sps.frame_rate if sps else self.sps.frame_rate,
-                video_codec=codec, audio_codec=self.sps.audio_codec)
+                video_codec=codec,
+                audio_codec=self.sps.audio_codec,
+            )
         elif packet.kind is MediaKind.AUDIO:
             sound_format = payload[0] >> 4
-            codec = (_codec_name(payload[1:5].decode("latin-1"), {}) if sound_format == 9
-                     else _AUDIO_CODECS.get(sound_format))
-            self.sps = StreamInfo(self.sps.video_width, self.sps.video_height, self.sps.frame_rate,
-                                  self.sps.video_codec, codec)
+            codec = (
+                _codec_name(payload[1:5].decode("latin-1"), {})
+                if sound_format == 9
+                else _AUDIO_CODECS.get(sound_format)
+            )
+            self.sps = StreamInfo(
+                self.sps.video_width, self.sps.video_height, self.sps.frame_rate, self.sps.video_codec, codec
+            )
 
     def merged(self) -> StreamInfo | None:
         """The combined info if it changed since the last call, else None."""

@@ -26,9 +26,13 @@ class RtmpServer:
     With `ssl_context` it is the RTMPS listener.
     """
 
-    def __init__(self, gate: PublishGate, settings: RtmpServerSettings | None = None,
-                 ssl_context: ssl.SSLContext | None = None,
-                 on_refused: Callable[[Transport, RefusalReason], None] | None = None) -> None:
+    def __init__(
+        self,
+        gate: PublishGate,
+        settings: RtmpServerSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        on_refused: Callable[[Transport, RefusalReason], None] | None = None,
+    ) -> None:
         self.gate = gate
         self._on_refused = on_refused
         """Told of the refusals decided here, before the gate (connection limits): for metrics."""
@@ -59,9 +63,13 @@ class RtmpServer:
         if self._server is not None or self._closed:
             raise RuntimeError("server already started or closed")
         self._server = await asyncio.start_server(
-            self._on_client, self.settings.host, self.settings.port, ssl=self.ssl_context,
+            self._on_client,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.ssl_context,
             ssl_handshake_timeout=self.settings.handshake_timeout_seconds if self.ssl_context else None,
-            limit=self.settings.read_chunk_bytes)
+            limit=self.settings.read_chunk_bytes,
+        )
         log.info("rtmp %s listening on %s:%d", self.transport.value, self.settings.host, self.port)
 
     async def close(self) -> None:
@@ -97,8 +105,7 @@ class RtmpServer:
             self._refuse(writer)
             return
         if self._per_address.get(address, 0) >= self.settings.max_connections_per_address:
-            log.warning("rtmp %s %s: refused: too many connections from this address",
-                        self.transport.value, peer)
+            log.warning("rtmp %s %s: refused: too many connections from this address", self.transport.value, peer)
             self._refuse(writer)
             return
         connection = RtmpConnection(self.gate, self.settings, self.transport, reader, writer, peer, address)

@@ -41,9 +41,11 @@ class RtmpServerSettings:
     def session_config(self) -> SessionConfig:
         """The sans-I/O session's limits derived from these settings."""
         return SessionConfig(
-            chunk_limits=ChunkLimits(max_chunk_size_bytes=self.max_chunk_size_bytes,
-                                     max_message_bytes=self.max_message_bytes,
-                                     max_partial_bytes=self.max_partial_bytes),
+            chunk_limits=ChunkLimits(
+                max_chunk_size_bytes=self.max_chunk_size_bytes,
+                max_message_bytes=self.max_message_bytes,
+                max_partial_bytes=self.max_partial_bytes,
+            ),
             amf_limits=self.amf_limits,
             max_buffered_bytes=self.read_chunk_bytes + 4096,
         )

@@ -21,8 +21,9 @@ def load_server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLC
     return context
 
 
-def generate_self_signed(common_name: str = "localhost", *, valid_days: int = 365,
-                         hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> tuple[bytes, bytes]:
+def generate_self_signed(
+    common_name: str = "localhost", *, valid_days: int = 365, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+) -> tuple[bytes, bytes]:
     """A self-signed certificate and its private key, both PEM; `hosts` go into subjectAltName."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -46,8 +47,9 @@ def generate_self_signed(common_name: str = "localhost", *, valid_days: int = 36
         .sign(key, hashes.SHA256())
     )
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert_pem, key_pem
 
 

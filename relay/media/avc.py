@@ -54,7 +54,7 @@ def sps_from_flv_video(payload: bytes) -> SpsInfo | None:
     if count < 1:
         return None
     length = int.from_bytes(record[6:8], "big")
-    nal = record[8:8 + length]
+    nal = record[8 : 8 + length]
     if len(nal) != length:
         return None
     return parse_sps(nal)

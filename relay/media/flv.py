@@ -76,8 +76,9 @@ def classify(kind: MediaKind, timestamp_ms: int, payload: bytes) -> MediaPacket:
     """Build a MediaPacket with its keyframe/config flags worked out from the tag body."""
     if kind is MediaKind.VIDEO:
         config = is_video_config(payload)
-        return MediaPacket(kind, timestamp_ms, payload, keyframe=is_video_keyframe(payload) and not config,
-                           config=config)
+        return MediaPacket(
+            kind, timestamp_ms, payload, keyframe=is_video_keyframe(payload) and not config, config=config
+        )
     if kind is MediaKind.AUDIO:
         return MediaPacket(kind, timestamp_ms, payload, config=is_audio_config(payload))
     return MediaPacket(kind, timestamp_ms, payload, config=True)
@@ -94,8 +95,8 @@ def iter_tags(data: bytes) -> Iterator[MediaPacket]:
     pos = struct.unpack(">I", data[5:9])[0] + 4
     while pos + TAG_HEADER_SIZE <= len(data):
         tag_type = data[pos] & 0x1F
-        size = int.from_bytes(data[pos + 1:pos + 4], "big")
-        ts = int.from_bytes(data[pos + 4:pos + 7], "big") | (data[pos + 7] << 24)
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
         start = pos + TAG_HEADER_SIZE
         end = start + size
         if end + 4 > len(data):

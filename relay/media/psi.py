@@ -68,6 +68,7 @@ def crc32_mpeg2(data: bytes) -> int:
         crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
     return crc
 
+
 @dataclass(slots=True)
 class SectionAssembler:
     """Reassembles PSI sections of one PID across TS packets (bounded)."""

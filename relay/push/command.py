@@ -64,8 +64,15 @@ import ffmpeg
 from relay.destinations import SCHEME_CONTAINERS
 from relay.media.packets import ContainerFormat
 
-_ENHANCED_CODECS = {"hevc": "hvc1", "h265": "hvc1", "hvc1": "hvc1", "av1": "av01", "av01": "av01",
-                    "vp9": "vp09", "vp09": "vp09"}
+_ENHANCED_CODECS = {
+    "hevc": "hvc1",
+    "h265": "hvc1",
+    "hvc1": "hvc1",
+    "av1": "av01",
+    "av01": "av01",
+    "vp9": "vp09",
+    "vp09": "vp09",
+}
 _CA_CANDIDATES = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -189,8 +196,15 @@ def build_command(
     out["f"] = output_format
 
     global_args: Sequence[str] = (
-        "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+warning",
-        "-progress", "pipe:1", "-stats_period", f"{settings.progress_period_seconds:g}",
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "repeat+level+warning",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        f"{settings.progress_period_seconds:g}",
     )
     argv = ffmpeg.output(*streams, uri, **out).compile(cmd=[ffmpeg_path, *global_args])
     return PushCommand(argv=[str(a) for a in argv], output_format=output_format)

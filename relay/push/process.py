@@ -170,8 +170,7 @@ class FfmpegProcess:
         if not await self._exited_within(phase):
             self._signal(signal.SIGINT)
             if not await self._exited_within(timeout_seconds - min(1.0, timeout_seconds / 3)):
-                log.warning("%s: ffmpeg did not stop within %.1fs, killing", self._log_prefix,
-                            timeout_seconds)
+                log.warning("%s: ffmpeg did not stop within %.1fs, killing", self._log_prefix, timeout_seconds)
                 self.kill()
         return await self.wait()
 

@@ -133,7 +133,7 @@ class _Decoder:
         end = self.pos + size
         if end > len(self.data):
             raise ProtocolError("AMF0 value truncated")
-        out = self.data[self.pos:end]
+        out = self.data[self.pos : end]
         self.pos = end
         return out
 

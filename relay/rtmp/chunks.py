@@ -86,8 +86,16 @@ def encode_basic_header(fmt: int, csid: int) -> bytes:
     raise ValueError(f"chunk stream id {csid} out of range")
 
 
-def encode_chunk_header(fmt: int, csid: int, *, timestamp: int = 0, length: int = 0, type_id: int = 0,
-                        stream_id: int = 0, extended: bool | None = None) -> bytes:
+def encode_chunk_header(
+    fmt: int,
+    csid: int,
+    *,
+    timestamp: int = 0,
+    length: int = 0,
+    type_id: int = 0,
+    stream_id: int = 0,
+    extended: bool | None = None,
+) -> bytes:
     """A chunk header of form `fmt` (0-3). `timestamp` is absolute for fmt 0, a delta for 1 and 2.
 
     For fmt 3, pass `extended=True` with the timestamp to repeat the previous header's extended field.
@@ -120,15 +128,14 @@ class ChunkWriter:
         """Serialise one message. Change `chunk_size` only right after writing a Set Chunk Size."""
         ts = timestamp & 0xFFFFFFFF
         ext = ts >= MAX_TIMESTAMP_FIELD
-        parts = [encode_chunk_header(0, csid, timestamp=ts, length=len(payload), type_id=type_id,
-                                     stream_id=stream_id)]
+        parts = [encode_chunk_header(0, csid, timestamp=ts, length=len(payload), type_id=type_id, stream_id=stream_id)]
         size = self.chunk_size
         parts.append(payload[:size])
         if len(payload) > size:
             cont = encode_chunk_header(3, csid, timestamp=ts, extended=ext)
             for start in range(size, len(payload), size):
                 parts.append(cont)
-                parts.append(payload[start:start + size])
+                parts.append(payload[start : start + size])
         return b"".join(parts)
 
 

@@ -86,5 +86,12 @@ class CloseRequested:
     """Why, safe to log (e.g. "play refused")."""
 
 
-Event = HandshakeDone | ConnectRequested | PublishRequested | MediaReceived | MetadataReceived | Unpublished \
+Event = (
+    HandshakeDone
+    | ConnectRequested
+    | PublishRequested
+    | MediaReceived
+    | MetadataReceived
+    | Unpublished
     | CloseRequested
+)

@@ -40,12 +40,12 @@ DIGEST_BASES = (8, 772)
 
 def digest_offset(packet: bytes, base: int) -> int:
     """Where the 32-byte digest sits when its block starts at `base` (the four offset bytes first)."""
-    return (sum(packet[base:base + 4]) % 728) + base + 4
+    return (sum(packet[base : base + 4]) % 728) + base + 4
 
 
 def compute_digest(packet: bytes, offset: int, key: bytes) -> bytes:
     """HMAC-SHA256 over the 1536-byte packet with the 32 digest bytes at `offset` left out."""
-    message = packet[:offset] + packet[offset + DIGEST_SIZE:]
+    message = packet[:offset] + packet[offset + DIGEST_SIZE :]
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
@@ -54,22 +54,22 @@ def find_client_digest(c1: bytes) -> bytes | None:
     for base in (772, 8):  # the order nginx-rtmp and SRS try them
         offset = digest_offset(c1, base)
         expected = compute_digest(c1, offset, CLIENT_PARTIAL_KEY)
-        if hmac.compare_digest(expected, c1[offset:offset + DIGEST_SIZE]):
-            return c1[offset:offset + DIGEST_SIZE]
+        if hmac.compare_digest(expected, c1[offset : offset + DIGEST_SIZE]):
+            return c1[offset : offset + DIGEST_SIZE]
     return None
 
 
 def make_digest_packet(head: bytes, random_bytes: bytes, key: bytes, base: int = 8) -> bytes:
     """A 1536-byte C1/S1 with `head` (8 bytes) and a digest at the `base` layout's offset."""
-    packet = bytearray(head + random_bytes[:HANDSHAKE_SIZE - 8])
+    packet = bytearray(head + random_bytes[: HANDSHAKE_SIZE - 8])
     offset = digest_offset(bytes(packet), base)
-    packet[offset:offset + DIGEST_SIZE] = compute_digest(bytes(packet), offset, key)
+    packet[offset : offset + DIGEST_SIZE] = compute_digest(bytes(packet), offset, key)
     return bytes(packet)
 
 
 def make_digest_response(peer_digest: bytes, random_bytes: bytes, full_key: bytes) -> bytes:
     """S2 (or C2) for the digest form: random bytes ending in a signature keyed on the peer's digest."""
-    body = random_bytes[:HANDSHAKE_SIZE - DIGEST_SIZE]
+    body = random_bytes[: HANDSHAKE_SIZE - DIGEST_SIZE]
     key = hmac.new(full_key, peer_digest, hashlib.sha256).digest()
     return body + hmac.new(key, body, hashlib.sha256).digest()
 

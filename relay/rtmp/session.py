@@ -86,8 +86,13 @@ def _status(level: str, code: str, description: str) -> dict[str, Any]:
 class ServerSession:
     """Owns the protocol state of one publishing client: handshake, chunk stream, commands."""
 
-    def __init__(self, config: SessionConfig | None = None, *, epoch_ms: int = 0,
-                 random_source: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(
+        self,
+        config: SessionConfig | None = None,
+        *,
+        epoch_ms: int = 0,
+        random_source: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         self.config = config or SessionConfig()
         self.state = SessionState.HANDSHAKE
         self.publish_stream_id: int | None = None
@@ -189,16 +194,20 @@ class ServerSession:
         self._send_control(MessageType.SET_PEER_BANDWIDTH, _U32.pack(self.config.peer_bandwidth) + b"\x02")
         self._send_control(MessageType.SET_CHUNK_SIZE, _U32.pack(self.config.out_chunk_size))
         self._writer.chunk_size = self.config.out_chunk_size
-        self._send_command(0, "_result", self._pending_txid,
-                           {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
-                           {**_status("status", "NetConnection.Connect.Success", "Connection succeeded."),
-                            "objectEncoding": 0.0})
+        self._send_command(
+            0,
+            "_result",
+            self._pending_txid,
+            {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+            {**_status("status", "NetConnection.Connect.Success", "Connection succeeded."), "objectEncoding": 0.0},
+        )
 
     def reject_connect(self, description: str = "Connection rejected.") -> None:
         """Answer connect with an error; then close the connection."""
         self._move(Move.REJECT)
-        self._send_command(0, "_error", self._pending_txid, None,
-                           _status("error", "NetConnection.Connect.Rejected", description))
+        self._send_command(
+            0, "_error", self._pending_txid, None, _status("error", "NetConnection.Connect.Rejected", description)
+        )
 
     def accept_publish(self) -> None:
         """Start the stream: Stream Begin and onStatus NetStream.Publish.Start."""
@@ -209,8 +218,7 @@ class ServerSession:
         self._send_control(MessageType.USER_CONTROL, begin)
         self._send_status(stream_id, "status", "NetStream.Publish.Start", "Publishing started.")
 
-    def reject_publish(self, code: str = "NetStream.Publish.BadName",
-                       description: str = "Publish refused.") -> None:
+    def reject_publish(self, code: str = "NetStream.Publish.BadName", description: str = "Publish refused.") -> None:
         """Refuse the publish with onStatus `code` (level error); then close the connection."""
         self._move(Move.REJECT)
         self._send_status(self._pending_stream_id, "error", code, description)
@@ -275,14 +283,14 @@ class ServerSession:
         base: int | None = None
         while pos + 11 <= len(payload):
             tag_type = payload[pos]
-            size = int.from_bytes(payload[pos + 1:pos + 4], "big")
-            sub_ts = int.from_bytes(payload[pos + 4:pos + 7], "big") | (payload[pos + 7] << 24)
+            size = int.from_bytes(payload[pos + 1 : pos + 4], "big")
+            sub_ts = int.from_bytes(payload[pos + 4 : pos + 7], "big") | (payload[pos + 7] << 24)
             end = pos + 11 + size
             if end + 4 > len(payload):
                 raise ProtocolError("aggregate sub-message truncated")
             if base is None:
                 base = sub_ts
-            body = payload[pos + 11:end]
+            body = payload[pos + 11 : end]
             ts = timestamp + (sub_ts - base)
             if tag_type in (MediaKind.AUDIO, MediaKind.VIDEO):
                 self._events.append(MediaReceived(classify(MediaKind(tag_type), ts, body)))
@@ -330,9 +338,11 @@ class ServerSession:
             tc_url = command_object.get("tcUrl", "")
             self._move(Move.CONNECT)
             self._pending_txid = txid
-            self._events.append(ConnectRequested(app if isinstance(app, str) else "",
-                                                 tc_url if isinstance(tc_url, str) else "",
-                                                 dict(command_object)))
+            self._events.append(
+                ConnectRequested(
+                    app if isinstance(app, str) else "", tc_url if isinstance(tc_url, str) else "", dict(command_object)
+                )
+            )
             return
         if name == "connect":
             raise ProtocolError("connect sent twice")
@@ -342,16 +352,16 @@ class ServerSession:
         elif name in ("_result", "_error", "onBWDone", "_checkbw", "receiveAudio", "receiveVideo"):
             pass  # replies to calls we never make, or hints meant for players
         elif txid:
-            self._send_command(stream_id, "_error", txid, None,
-                               _status("error", "NetConnection.Call.Failed", "Unknown command."))
+            self._send_command(
+                stream_id, "_error", txid, None, _status("error", "NetConnection.Call.Failed", "Unknown command.")
+            )
 
     def _cmd_release_stream(self, stream_id: int, txid: float, args: list[Any]) -> None:
         if txid:
             self._send_command(0, "_result", txid, None, amf0.AmfSpecial.UNDEFINED)
 
     def _cmd_fc_publish(self, stream_id: int, txid: float, args: list[Any]) -> None:
-        self._send_command(0, "onFCPublish", 0.0, None,
-                           {"code": "NetStream.Publish.Start", "description": "FCPublish"})
+        self._send_command(0, "onFCPublish", 0.0, None, {"code": "NetStream.Publish.Start", "description": "FCPublish"})
 
     def _cmd_create_stream(self, stream_id: int, txid: float, args: list[Any]) -> None:
         if len(self._streams) >= self.config.max_streams:
@@ -381,8 +391,9 @@ class ServerSession:
         self._events.append(Unpublished(stream_id, command))
 
     def _cmd_fc_unpublish(self, stream_id: int, txid: float, args: list[Any]) -> None:
-        self._send_command(0, "onFCUnpublish", 0.0, None,
-                           {"code": "NetStream.Unpublish.Success", "description": "FCUnpublish"})
+        self._send_command(
+            0, "onFCUnpublish", 0.0, None, {"code": "NetStream.Unpublish.Success", "description": "FCUnpublish"}
+        )
         if self.state is SessionState.PUBLISHING:
             self._end_publish("FCUnpublish")
 

@@ -65,8 +65,16 @@ class Handshakes:
     accepted, the count of open connections) lives here, always under `_lock`.
     """
 
-    def __init__(self, lib: LibSrt, admit: Admit, *, max_connections: int, latency_ms: int,
-                 peer_idle_timeout_ms: int, connect_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        lib: LibSrt,
+        admit: Admit,
+        *,
+        max_connections: int,
+        latency_ms: int,
+        peer_idle_timeout_ms: int,
+        connect_timeout_ms: int,
+    ) -> None:
         self._lib = lib
         self._admit = admit
         self._max_connections = max_connections

@@ -110,10 +110,14 @@ class SrtListener:
         self._lib = lib
         self._config = config
         self._handler = handler
-        self._handshakes = Handshakes(lib, admit, max_connections=config.max_connections,
-                                      latency_ms=config.latency_ms,
-                                      peer_idle_timeout_ms=config.peer_idle_timeout_ms,
-                                      connect_timeout_ms=config.connect_timeout_ms)
+        self._handshakes = Handshakes(
+            lib,
+            admit,
+            max_connections=config.max_connections,
+            latency_ms=config.latency_ms,
+            peer_idle_timeout_ms=config.peer_idle_timeout_ms,
+            connect_timeout_ms=config.connect_timeout_ms,
+        )
         self._sock: int | None = None
         self._eid: int | None = None
         self._thread: threading.Thread | None = None

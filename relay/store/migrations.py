@@ -56,7 +56,6 @@ MIGRATIONS: list[str] = [
 ]
 
 
-
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), rows by name, foreign keys on."""
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"

@@ -25,6 +25,7 @@ from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
 T = TypeVar("T")
 
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -45,26 +46,42 @@ def new_token() -> str:
 
 def _stream(row: sqlite3.Row) -> StreamRecord:
     return StreamRecord(
-        id=row["id"], client_id=row["client_id"], name=row["name"], active=bool(row["active"]),
-        token=row["token"], created_at=_when(row["created_at"]) or datetime.now(UTC),
-        client_user_id=row["client_user_id"], srt_passphrase=row["srt_passphrase"],
+        id=row["id"],
+        client_id=row["client_id"],
+        name=row["name"],
+        active=bool(row["active"]),
+        token=row["token"],
+        created_at=_when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"],
+        srt_passphrase=row["srt_passphrase"],
         srt_latency_ms=row["srt_latency_ms"],
     )
 
 
 def _restream(row: sqlite3.Row) -> RestreamRecord:
     return RestreamRecord(
-        id=row["id"], client_id=row["client_id"], stream_id=row["stream_id"], name=row["name"],
-        active=bool(row["active"]), uri=row["uri"], created_at=_when(row["created_at"]) or datetime.now(UTC),
-        client_user_id=row["client_user_id"], no_audio=bool(row["no_audio"]),
-        no_audio_mode=row["no_audio_mode"], tls_verify=bool(row["tls_verify"]),
+        id=row["id"],
+        client_id=row["client_id"],
+        stream_id=row["stream_id"],
+        name=row["name"],
+        active=bool(row["active"]),
+        uri=row["uri"],
+        created_at=_when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"],
+        no_audio=bool(row["no_audio"]),
+        no_audio_mode=row["no_audio_mode"],
+        tls_verify=bool(row["tls_verify"]),
     )
 
 
 def _key(row: sqlite3.Row) -> ApiKeyRecord:
     return ApiKeyRecord(
-        id=row["id"], client_id=row["client_id"], prefix=row["prefix"], label=row["label"],
-        created_at=_when(row["created_at"]) or datetime.now(UTC), revoked_at=_when(row["revoked_at"]),
+        id=row["id"],
+        client_id=row["client_id"],
+        prefix=row["prefix"],
+        label=row["label"],
+        created_at=_when(row["created_at"]) or datetime.now(UTC),
+        revoked_at=_when(row["revoked_at"]),
     )
 
 
@@ -115,11 +132,19 @@ class SqliteStore(Store):
                 cur = c.execute(
                     "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
                     " srt_latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (client_id, values.get("name", ""), int(values.get("active", True)), new_token(),
-                     values.get("client_user_id"), values.get("srt_passphrase"), values.get("srt_latency_ms"),
-                     _now()),
+                    (
+                        client_id,
+                        values.get("name", ""),
+                        int(values.get("active", True)),
+                        new_token(),
+                        values.get("client_user_id"),
+                        values.get("srt_passphrase"),
+                        values.get("srt_latency_ms"),
+                        _now(),
+                    ),
                 )
                 return _stream(c.execute("SELECT * FROM streams WHERE id = ?", (cur.lastrowid,)).fetchone())
+
             return self._write(conn, insert)
 
         stream = await self._run(work)
@@ -129,6 +154,7 @@ class SqliteStore(Store):
     async def get_stream(self, stream_id: int, client_id: int | None = None) -> StreamRecord | None:
         def work(conn: sqlite3.Connection) -> StreamRecord | None:
             return _select_stream(conn, stream_id, client_id)
+
         return await self._run(work)
 
     def get_stream_blocking(self, stream_id: int) -> StreamRecord | None:
@@ -143,11 +169,10 @@ class SqliteStore(Store):
             ).fetchall()
             total = conn.execute("SELECT COUNT(*) FROM streams WHERE client_id = ?", (client_id,)).fetchone()[0]
             return Page([_stream(r) for r in rows], total)
+
         return await self._run(work)
 
-    async def update_stream(
-        self, stream_id: int, client_id: int, changes: Mapping[str, Any]
-    ) -> StreamRecord | None:
+    async def update_stream(self, stream_id: int, client_id: int, changes: Mapping[str, Any]) -> StreamRecord | None:
         values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
 
         def work(conn: sqlite3.Connection) -> tuple[StreamRecord, StreamRecord] | None:
@@ -159,7 +184,9 @@ class SqliteStore(Store):
                 after = _select_stream(c, stream_id, client_id)
                 assert after is not None
                 return before, after
+
             return self._write(conn, update)
+
         result = await self._run(work)
         if result is None:
             return None
@@ -174,7 +201,9 @@ class SqliteStore(Store):
                     c.execute("DELETE FROM restreams WHERE stream_id = ? AND client_id = ?", (stream_id, client_id))
                     c.execute("DELETE FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id))
                 return before
+
             return self._write(conn, delete)
+
         before = await self._run(work)
         if before is None:
             return False
@@ -190,13 +219,24 @@ class SqliteStore(Store):
                 cur = c.execute(
                     "INSERT INTO restreams (client_id, stream_id, name, active, uri, client_user_id, no_audio,"
                     " no_audio_mode, tls_verify, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (client_id, values["stream_id"], values.get("name", ""), int(values.get("active", True)),
-                     values["uri"], values.get("client_user_id"), int(values.get("no_audio", False)),
-                     values.get("no_audio_mode", "drop"), int(values.get("tls_verify", True)), _now()),
+                    (
+                        client_id,
+                        values["stream_id"],
+                        values.get("name", ""),
+                        int(values.get("active", True)),
+                        values["uri"],
+                        values.get("client_user_id"),
+                        int(values.get("no_audio", False)),
+                        values.get("no_audio_mode", "drop"),
+                        int(values.get("tls_verify", True)),
+                        _now(),
+                    ),
                 )
                 row = c.execute("SELECT * FROM restreams WHERE id = ?", (cur.lastrowid,)).fetchone()
                 return _restream(row)
+
             return self._write(conn, insert)
+
         try:
             restream = await self._run(work)
         except sqlite3.IntegrityError as exc:  # the stream vanished between validation and insert
@@ -207,6 +247,7 @@ class SqliteStore(Store):
     async def get_restream(self, restream_id: int, client_id: int | None = None) -> RestreamRecord | None:
         def work(conn: sqlite3.Connection) -> RestreamRecord | None:
             return _select_restream(conn, restream_id, client_id)
+
         return await self._run(work)
 
     async def list_restreams(self, client_id: int, offset: int, limit: int) -> Page[RestreamRecord]:
@@ -217,6 +258,7 @@ class SqliteStore(Store):
             ).fetchall()
             total = conn.execute("SELECT COUNT(*) FROM restreams WHERE client_id = ?", (client_id,)).fetchone()[0]
             return Page([_restream(r) for r in rows], total)
+
         return await self._run(work)
 
     async def active_restreams(self) -> list[RestreamRecord]:
@@ -226,6 +268,7 @@ class SqliteStore(Store):
                 " WHERE r.active = 1 AND s.active = 1 ORDER BY r.id"
             )
             return [_restream(r) for r in rows]
+
         return await self._run(work)
 
     async def update_restream(
@@ -242,7 +285,9 @@ class SqliteStore(Store):
                 after = _select_restream(c, restream_id, client_id)
                 assert after is not None
                 return before, after
+
             return self._write(conn, update)
+
         try:
             result = await self._run(work)
         except sqlite3.IntegrityError as exc:
@@ -259,7 +304,9 @@ class SqliteStore(Store):
                 if before is not None:
                     c.execute("DELETE FROM restreams WHERE id = ?", (restream_id,))
                 return before
+
             return self._write(conn, delete)
+
         before = await self._run(work)
         if before is None:
             return False
@@ -267,9 +314,7 @@ class SqliteStore(Store):
         return True
 
     # API keys -----------------------------------------------------------------------------
-    async def create_api_key(
-        self, client_id: int, label: str = "", key: str | None = None
-    ) -> tuple[str, ApiKeyRecord]:
+    async def create_api_key(self, client_id: int, label: str = "", key: str | None = None) -> tuple[str, ApiKeyRecord]:
         clear = key or f"{client_id}${secrets.token_urlsafe(32)}"
         prefix = clear[: clear.index("$") + 7] if "$" in clear[:24] else clear[:6]
 
@@ -286,7 +331,9 @@ class SqliteStore(Store):
                     (client_id, hash_key(clear), prefix, label, _now()),
                 )
                 return _key(c.execute("SELECT * FROM api_keys WHERE id = ?", (cur.lastrowid,)).fetchone())
+
             return self._write(conn, insert)
+
         return clear, await self._run(work)
 
     async def client_for_key(self, key: str) -> int | None:
@@ -297,6 +344,7 @@ class SqliteStore(Store):
                 "SELECT client_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (digest,)
             ).fetchone()
             return None if row is None else int(row[0])
+
         return await self._run(work)
 
     async def list_api_keys(self, client_id: int | None = None) -> list[ApiKeyRecord]:
@@ -306,21 +354,26 @@ class SqliteStore(Store):
             else:
                 rows = conn.execute("SELECT * FROM api_keys WHERE client_id = ? ORDER BY id", (client_id,))
             return [_key(r) for r in rows]
+
         return await self._run(work)
 
     async def revoke_api_key(self, key_id_or_prefix: str) -> int:
         def work(conn: sqlite3.Connection) -> int:
             def revoke(c: sqlite3.Connection) -> int:
                 if key_id_or_prefix.isdigit():
-                    cur = c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                                    (_now(), int(key_id_or_prefix)))
+                    cur = c.execute(
+                        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                        (_now(), int(key_id_or_prefix)),
+                    )
                 else:
                     cur = c.execute(
                         "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
                         (_now(), key_id_or_prefix),
                     )
                 return cur.rowcount
+
             return self._write(conn, revoke)
+
         return await self._run(work)
 
     async def close(self) -> None:

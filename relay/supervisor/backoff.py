@@ -38,8 +38,9 @@ class Backoff:
             base = s.restart_initial_delay_seconds
         else:
             self._fast_until = None
-            base = min(s.restart_max_delay_seconds,
-                       s.restart_initial_delay_seconds * s.restart_multiplier ** self.failures)
+            base = min(
+                s.restart_max_delay_seconds, s.restart_initial_delay_seconds * s.restart_multiplier**self.failures
+            )
             self.failures += 1
         jitter = 1.0 + s.restart_jitter_ratio * (2.0 * self._rand() - 1.0)
         return max(0.0, min(s.restart_max_delay_seconds, base * jitter))

@@ -191,9 +191,13 @@ class PushRunner:
             return
         try:
             command = build_command(
-                self._ffmpeg_path, self.spec.uri, hub.container or ContainerFormat.FLV,
-                no_audio=self.spec.no_audio, no_audio_mode=self.spec.no_audio_mode,
-                tls_verify=self.spec.tls_verify, video_codec=hub.info.video_codec,
+                self._ffmpeg_path,
+                self.spec.uri,
+                hub.container or ContainerFormat.FLV,
+                no_audio=self.spec.no_audio,
+                no_audio_mode=self.spec.no_audio_mode,
+                tls_verify=self.spec.tls_verify,
+                video_codec=hub.info.video_codec,
                 settings=self._settings.command,
             )
         except (UnsupportedDestination, ValueError) as exc:
@@ -207,8 +211,12 @@ class PushRunner:
         self._restart_next = False
         subscriber = hub.subscribe()
         process = self._process_factory(
-            command.argv, subscriber, secrets_of(self.spec.uri),
-            on_progress=self._on_progress, on_input_end=self._on_input_end, log_prefix=self._log_prefix,
+            command.argv,
+            subscriber,
+            secrets_of(self.spec.uri),
+            on_progress=self._on_progress,
+            on_input_end=self._on_input_end,
+            log_prefix=self._log_prefix,
         )
         attempt = Attempt(process, subscriber, self._clock.now())
         self._attempt = attempt

@@ -34,12 +34,29 @@ class PushState(StrEnum):
 
 TRANSITIONS: dict[PushState, frozenset[PushState]] = {
     PushState.IDLE: frozenset({PushState.STARTING, PushState.DISABLED}),
-    PushState.STARTING: frozenset({PushState.RUNNING, PushState.STOPPING, PushState.RETRYING,
-                                   PushState.FAILED, PushState.IDLE, PushState.DISABLED}),
-    PushState.RUNNING: frozenset({PushState.STOPPING, PushState.RETRYING, PushState.FAILED,
-                                  PushState.IDLE, PushState.STARTING, PushState.DISABLED}),
-    PushState.STOPPING: frozenset({PushState.IDLE, PushState.DISABLED, PushState.STARTING, PushState.RETRYING,
-                                   PushState.FAILED}),
+    PushState.STARTING: frozenset(
+        {
+            PushState.RUNNING,
+            PushState.STOPPING,
+            PushState.RETRYING,
+            PushState.FAILED,
+            PushState.IDLE,
+            PushState.DISABLED,
+        }
+    ),
+    PushState.RUNNING: frozenset(
+        {
+            PushState.STOPPING,
+            PushState.RETRYING,
+            PushState.FAILED,
+            PushState.IDLE,
+            PushState.STARTING,
+            PushState.DISABLED,
+        }
+    ),
+    PushState.STOPPING: frozenset(
+        {PushState.IDLE, PushState.DISABLED, PushState.STARTING, PushState.RETRYING, PushState.FAILED}
+    ),
     PushState.RETRYING: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.FAILED: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.DISABLED: frozenset({PushState.IDLE, PushState.STARTING}),

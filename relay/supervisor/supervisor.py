@@ -67,8 +67,15 @@ class Supervisor:
             existing = self._runners.get(restream_id)
             if existing is None:
                 runner = PushRunner(
-                    spec, self._settings, self._hub_lookup, self._ffmpeg_path, self._clock,
-                    self._wall_clock, self._on_status, Backoff(self._settings, self._rand), self._process_factory,
+                    spec,
+                    self._settings,
+                    self._hub_lookup,
+                    self._ffmpeg_path,
+                    self._clock,
+                    self._wall_clock,
+                    self._on_status,
+                    Backoff(self._settings, self._rand),
+                    self._process_factory,
                 )
                 self._runners[restream_id] = runner
             else:

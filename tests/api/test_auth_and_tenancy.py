@@ -11,8 +11,13 @@ NOT_FOUND = {"status": 404, "error": NOT_FOUND_MESSAGE}
 
 
 async def test_missing_wrong_and_malformed_keys_are_401(api: ApiClient) -> None:
-    for headers in ({}, {"Authorization": "APIKey nope"}, {"Authorization": "Bearer " + str(api.key)},
-                    {"Authorization": "APIKey"}, {"Authorization": str(api.key)}):
+    for headers in (
+        {},
+        {"Authorization": "APIKey nope"},
+        {"Authorization": "Bearer " + str(api.key)},
+        {"Authorization": "APIKey"},
+        {"Authorization": str(api.key)},
+    ):
         status, body, _ = await api.as_key(None).call("GET", "/streaming/streams", headers=headers)
         assert (status, body) == (401, UNAUTHORIZED), headers
 
@@ -21,7 +26,8 @@ async def test_scheme_word_in_any_case_and_keys_with_dollar(api: ApiClient) -> N
     assert api.key is not None and "$" in api.key
     for scheme in ("APIKey", "apikey", "APIKEY", "ApiKey"):
         status, _, _ = await api.as_key(None).call(
-            "GET", "/streaming/streams", headers={"Authorization": f"{scheme} {api.key}"})
+            "GET", "/streaming/streams", headers={"Authorization": f"{scheme} {api.key}"}
+        )
         assert status == 200, scheme
 
 
@@ -36,8 +42,9 @@ async def test_client_b_cannot_touch_client_a(service: Server, api: ApiClient) -
     key_b, _ = await service.store.create_api_key(2, "client B")
     b = api.as_key(key_b)
     _, stream_a, _ = await api.call("POST", "/streaming/streams", {"name": "A's"})
-    _, restream_a, _ = await api.call("POST", "/streaming/restreams",
-                                      {"restream": {"uri": "rtmp://h/app/k", "stream_id": stream_a["id"]}})
+    _, restream_a, _ = await api.call(
+        "POST", "/streaming/restreams", {"restream": {"uri": "rtmp://h/app/k", "stream_id": stream_a["id"]}}
+    )
     _, stream_b, _ = await b.call("POST", "/streaming/streams", {"name": "B's"})
     assert stream_b["client_id"] == 2
 
@@ -49,13 +56,16 @@ async def test_client_b_cannot_touch_client_a(service: Server, api: ApiClient) -
     assert (await b.call("GET", "/streaming/restreams"))[1] == []
 
     # B cannot restream A's stream, nor move its own restream onto it.
-    status, body, _ = await b.call("POST", "/streaming/restreams",
-                                   {"restream": {"uri": "rtmp://evil/app/k", "stream_id": stream_a["id"]}})
+    status, body, _ = await b.call(
+        "POST", "/streaming/restreams", {"restream": {"uri": "rtmp://evil/app/k", "stream_id": stream_a["id"]}}
+    )
     assert (status, body) == (422, {"errors": {"stream": ["does not belong to the same client "]}})
-    _, restream_b, _ = await b.call("POST", "/streaming/restreams",
-                                    {"restream": {"uri": "rtmp://h/app/k", "stream_id": stream_b["id"]}})
-    status, body, _ = await b.call("PATCH", f"/streaming/restreams/{restream_b['id']}",
-                                   {"restream": {"stream_id": stream_a["id"]}})
+    _, restream_b, _ = await b.call(
+        "POST", "/streaming/restreams", {"restream": {"uri": "rtmp://h/app/k", "stream_id": stream_b["id"]}}
+    )
+    status, body, _ = await b.call(
+        "PATCH", f"/streaming/restreams/{restream_b['id']}", {"restream": {"stream_id": stream_a["id"]}}
+    )
     assert (status, body) == (422, {"errors": {"stream": ["does not belong to the same client "]}})
 
     # A's objects are untouched.

@@ -13,8 +13,7 @@ NOT_FOUND = {"status": 404, "error": NOT_FOUND_MESSAGE}
 async def test_create_flat_and_wrapped_get_list_update_delete(api: ApiClient) -> None:
     status, flat, _ = await api.call("POST", "/streaming/streams", {"name": "flat"})
     assert status == 200
-    status, wrapped, _ = await api.call("POST", "/streaming/streams", {"stream": {"name": "wrapped",
-                                                                                   "active": False}})
+    status, wrapped, _ = await api.call("POST", "/streaming/streams", {"stream": {"name": "wrapped", "active": False}})
     assert status == 200
     assert isinstance(flat, dict) and isinstance(wrapped, dict)
     assert flat["name"] == "flat" and flat["active"] is True  # our default (Gcore's is false)
@@ -24,7 +23,8 @@ async def test_create_flat_and_wrapped_get_list_update_delete(api: ApiClient) ->
     assert len(token) >= 30 and token.replace("-", "").replace("_", "").isalnum()
     assert flat["push_url"].endswith(f"/in/{flat['id']}?{token}") and flat["push_url"].startswith("rtmp://")
     assert flat["push_url_srt"].startswith("srt://") and flat["push_url_srt"].endswith(
-        f"?streamid={flat['id']}#{token}")
+        f"?streamid={flat['id']}#{token}"
+    )
     assert flat["srt_passphrase"] is None and flat["created_at"].endswith("Z")
 
     status, got, _ = await api.call("GET", f"/streaming/streams/{flat['id']}")
@@ -36,15 +36,16 @@ async def test_create_flat_and_wrapped_get_list_update_delete(api: ApiClient) ->
     assert headers["X-Total-Count"] == "2" and "Link" not in headers
 
     # PATCH changes only what is sent, and never requires name (Gcore's tutorial sends active alone).
-    status, patched, _ = await api.call("PATCH", f"/streaming/streams/{wrapped['id']}",
-                                        {"stream": {"active": True}})
+    status, patched, _ = await api.call("PATCH", f"/streaming/streams/{wrapped['id']}", {"stream": {"active": True}})
     assert status == 200 and patched["active"] is True and patched["name"] == "wrapped"
-    status, patched, _ = await api.call("PATCH", f"/streaming/streams/{wrapped['id']}",
-                                        {"name": "renamed", "srt_passphrase": "0123456789abc"})
+    status, patched, _ = await api.call(
+        "PATCH", f"/streaming/streams/{wrapped['id']}", {"name": "renamed", "srt_passphrase": "0123456789abc"}
+    )
     assert status == 200 and patched["name"] == "renamed" and patched["srt_passphrase"] == "0123456789abc"
     assert patched["token"] == wrapped["token"]
-    status, patched, _ = await api.call("PATCH", f"/streaming/streams/{wrapped['id']}",
-                                        {"stream": {"srt_passphrase": None}})
+    status, patched, _ = await api.call(
+        "PATCH", f"/streaming/streams/{wrapped['id']}", {"stream": {"srt_passphrase": None}}
+    )
     assert status == 200 and patched["srt_passphrase"] is None
 
     status, body, _ = await api.call("DELETE", f"/streaming/streams/{flat['id']}")
@@ -82,8 +83,10 @@ async def test_validation_errors_use_gcore_shape(api: ApiClient) -> None:
         ({"name": "a", "client_user_id": "7"}, {"client_user_id": ["must be an integer"]}),
         ({"name": "a", "client_user_id": 2**64}, {"client_user_id": ["is out of range"]}),
         ({"name": "a", "srt_passphrase": "short"}, {"srt_passphrase": ["must be 10 to 80 characters"]}),
-        ({"name": "a", "srt_passphrase": "has a space in it"},
-         {"srt_passphrase": ["must be printable ASCII without whitespace"]}),
+        (
+            {"name": "a", "srt_passphrase": "has a space in it"},
+            {"srt_passphrase": ["must be printable ASCII without whitespace"]},
+        ),
         ({"stream": "nope"}, {"stream": ["must be an object"]}),
     ]
     for body, errors in cases:
@@ -116,8 +119,9 @@ async def test_unknown_ids_and_gcore_fields(api: ApiClient) -> None:
             status, body, _ = await api.call(method, path, {"name": "x"} if method == "PATCH" else None)
             assert (status, body) == (404, NOT_FOUND), (method, path)
     # Gcore fields that are not relay features are accepted and ignored.
-    status, body, _ = await api.call("POST", "/streaming/streams",
-                                     {"name": "dvr", "dvr_enabled": True, "cdn_id": 3, "auto_record": False})
+    status, body, _ = await api.call(
+        "POST", "/streaming/streams", {"name": "dvr", "dvr_enabled": True, "cdn_id": 3, "auto_record": False}
+    )
     assert status == 200 and "dvr_enabled" not in body
 
 
@@ -127,8 +131,12 @@ async def test_healthz_and_openapi_need_no_key(api: ApiClient) -> None:
     assert status == 200 and body["status"] == "ok"
     status, spec, _ = await anonymous.call("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
-    assert {"/streaming/streams", "/streaming/streams/{id}", "/streaming/restreams",
-            "/streaming/restreams/{id}"} <= set(spec["paths"])
+    assert {
+        "/streaming/streams",
+        "/streaming/streams/{id}",
+        "/streaming/restreams",
+        "/streaming/restreams/{id}",
+    } <= set(spec["paths"])
 
 
 async def test_srt_latency_extension_field(api: ApiClient) -> None:

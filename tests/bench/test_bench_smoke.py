@@ -19,8 +19,28 @@ from bench.relay_bench import parse_args
 @pytest.mark.timeout(60)
 def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = ["--rtmp-n", "1", "--srt-n", "", "--no-nginx", "--no-variants", "--window", "2", "--warmup", "0.5",
-            "--down", "0.3", "--clip-seconds", "2", "--clip-size", "320x180", "--clip-kbps", "300", "--out", str(out)]
+    argv = [
+        "--rtmp-n",
+        "1",
+        "--srt-n",
+        "",
+        "--no-nginx",
+        "--no-variants",
+        "--window",
+        "2",
+        "--warmup",
+        "0.5",
+        "--down",
+        "0.3",
+        "--clip-seconds",
+        "2",
+        "--clip-size",
+        "320x180",
+        "--clip-kbps",
+        "300",
+        "--out",
+        str(out),
+    ]
     assert parse_args(argv).rtmp_n == "1"
     bench_main(argv)
     report = (out / "bench.md").read_text()

@@ -17,11 +17,20 @@ def test_defaults_are_safe_and_documented() -> None:
 
 
 def test_environment_overrides() -> None:
-    s = from_environment({
-        "RELAY_BIND": "10.1.2.3", "RELAY_HTTP_PORT": "9000", "RELAY_PUBLIC_HOST": "relay.example.com",
-        "RELAY_TLS_CERT": "/c.pem", "RELAY_TLS_KEY": "/k.pem", "RELAY_API_KEY": "1$abc", "RELAY_SRT": "off",
-        "RELAY_DATA_DIR": "/var/lib/relay", "RELAY_FFMPEG": "/usr/bin/ffmpeg", "RELAY_LOG_FORMAT": "json",
-    })
+    s = from_environment(
+        {
+            "RELAY_BIND": "10.1.2.3",
+            "RELAY_HTTP_PORT": "9000",
+            "RELAY_PUBLIC_HOST": "relay.example.com",
+            "RELAY_TLS_CERT": "/c.pem",
+            "RELAY_TLS_KEY": "/k.pem",
+            "RELAY_API_KEY": "1$abc",
+            "RELAY_SRT": "off",
+            "RELAY_DATA_DIR": "/var/lib/relay",
+            "RELAY_FFMPEG": "/usr/bin/ffmpeg",
+            "RELAY_LOG_FORMAT": "json",
+        }
+    )
     assert (s.media_bind, s.api_bind, s.http_port) == ("10.1.2.3", "10.1.2.3", 9000)
     assert s.public_host == "relay.example.com" and s.rtmps_enabled and not s.srt_enabled
     assert s.data_dir == Path("/var/lib/relay") and s.ffmpeg_path == "/usr/bin/ffmpeg"
@@ -29,12 +38,15 @@ def test_environment_overrides() -> None:
     assert from_environment({"RELAY_BIND": "0.0.0.0", "RELAY_API_BIND": "127.0.0.1"}).api_bind == "127.0.0.1"
 
 
-@pytest.mark.parametrize("env,name", [
-    ({"RELAY_HTTP_PORT": "http"}, "RELAY_HTTP_PORT"),
-    ({"RELAY_RTMP_PORT": "70000"}, "RELAY_RTMP_PORT"),
-    ({"RELAY_SRT": "maybe"}, "RELAY_SRT"),
-    ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
-])
+@pytest.mark.parametrize(
+    "env,name",
+    [
+        ({"RELAY_HTTP_PORT": "http"}, "RELAY_HTTP_PORT"),
+        ({"RELAY_RTMP_PORT": "70000"}, "RELAY_RTMP_PORT"),
+        ({"RELAY_SRT": "maybe"}, "RELAY_SRT"),
+        ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
+    ],
+)
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         from_environment(env)

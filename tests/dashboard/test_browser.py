@@ -25,8 +25,16 @@ if TYPE_CHECKING:
     from playwright.async_api import ConsoleMessage
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MASK = "\u2022" * 8
 KNOWN_STATES = {"idle", "starting", "running", "retrying", "failed", "disabled"}
 
@@ -80,13 +88,14 @@ async def tab() -> AsyncIterator[Tab]:
 
 
 async def api_get(base: str, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.get(
-            base + path, headers={"Authorization": f"APIKey {ADMIN_KEY}"}) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(base + path, headers={"Authorization": f"APIKey {ADMIN_KEY}"}) as response,
+    ):
         return response.status, (await response.json() if response.status == 200 else None)
 
 
-async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, tab: Tab,
-                                                       tmp_path: Path) -> None:
+async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, tab: Tab, tmp_path: Path) -> None:
     page = tab.page
     base = f"http://127.0.0.1:{quick_service.ports.http}"
     await page.goto(base + "/")
@@ -119,8 +128,10 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, ta
     assert await card.locator(".ingest-row[data-transport=srt]").count() == 1
 
     receiver_port = free_port()
-    async with (Receiver(tmp_path / "received.flv", port=receiver_port, key="test"),
-                Publisher(pattern_publish_argv(push_url, seconds=40)) as encoder):
+    async with (
+        Receiver(tmp_path / "received.flv", port=receiver_port, key="test"),
+        Publisher(pattern_publish_argv(push_url, seconds=40)) as encoder,
+    ):
         # Live without a reload, with the source's figures.
         await card.locator(".live-badge[data-live=true]").wait_for(timeout=15_000)
         await card.locator(".facts dd", has_text="320\u00d7240").wait_for()
@@ -142,12 +153,15 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, ta
         # The push starts and the page shows it running, from the event feed, without a reload.
         await page.wait_for_function(
             "id => document.querySelector(`tr[data-restream-id='${id}'] .state`)?.textContent === 'running'",
-            arg=restream_id, timeout=10_000)
+            arg=restream_id,
+            timeout=10_000,
+        )
 
         # The ingest figures arrive from the periodic stats events.
         await page.wait_for_function(
             "id => /[1-9][0-9]* kbit|Mbit/.test(document.querySelector(`[data-stream-id='${id}'] .facts`).textContent)",
-            arg=stream_id)
+            arg=stream_id,
+        )
         shot = tmp_path / "dashboard.png"
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
@@ -162,7 +176,8 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, ta
         await row.locator("input.active-toggle").click()
         await page.wait_for_function(
             "id => document.querySelector(`tr[data-restream-id='${id}'] .state`)?.textContent !== 'disabled'",
-            arg=restream_id)
+            arg=restream_id,
+        )
 
         # Renamed through the edit form.
         await row.get_by_role("button", name="edit").click()

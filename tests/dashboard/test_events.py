@@ -105,8 +105,7 @@ async def test_feed_needs_a_valid_key(quick_service: Server, http: aiohttp.Clien
 
 
 @pytest.mark.integration
-async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server, http: aiohttp.ClientSession) -> None:
     base = f"http://127.0.0.1:{quick_service.ports.http}"
     other_key, _ = await quick_service.store.create_api_key(2, "other tenant")
     async with http.post(f"{base}/streaming/streams", json={"name": "mine"}, headers=auth(ADMIN_KEY)) as response:
@@ -144,8 +143,7 @@ async def test_live_events_and_stats_reach_only_the_owner(quick_service: Server,
     theirs.response.close()
 
 
-async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: Server,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: Server, http: aiohttp.ClientSession) -> None:
     reader = await open_feed(http, f"http://127.0.0.1:{quick_service.ports.http}", ADMIN_KEY)
     started = time.monotonic()
     await quick_service.close()
@@ -155,10 +153,13 @@ async def test_stopping_the_relay_ends_open_feeds_promptly(quick_service: Server
             pass
 
 
-async def test_heartbeats_and_the_subscription_limit(quick_service: Server,
-                                                     http: aiohttp.ClientSession) -> None:
-    app = create_app(quick_service.engine, quick_service.store, quick_service.addresses, feed_settings=FeedSettings(
-        heartbeat_seconds=0.2, stats_interval_seconds=60, max_subscriptions_per_client=1))
+async def test_heartbeats_and_the_subscription_limit(quick_service: Server, http: aiohttp.ClientSession) -> None:
+    app = create_app(
+        quick_service.engine,
+        quick_service.store,
+        quick_service.addresses,
+        feed_settings=FeedSettings(heartbeat_seconds=0.2, stats_interval_seconds=60, max_subscriptions_per_client=1),
+    )
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -179,6 +180,7 @@ async def test_heartbeats_and_the_subscription_limit(quick_service: Server,
 
 
 # The mailbox itself: bounded, stats coalesced, a reader that falls behind is told to reload.
+
 
 def test_only_the_latest_stats_snapshot_is_kept() -> None:
     mailbox = Subscription(client_id=1, max_queued_events=8)

@@ -56,8 +56,15 @@ class Rig:
     def relay(self) -> RelayProcess:
         return self.api.relay
 
-    async def receiver(self, name: str, *, srt: bool = False, port: int | None = None, key: str | None = None,
-                       watch_frames: bool = False) -> Receiver:
+    async def receiver(
+        self,
+        name: str,
+        *,
+        srt: bool = False,
+        port: int | None = None,
+        key: str | None = None,
+        watch_frames: bool = False,
+    ) -> Receiver:
         out = self.tmp / f"{name}.{'ts' if srt else 'flv'}"
         key = key or f"key-{name}-5ecret"
         self.api.secrets.add(key)
@@ -73,8 +80,7 @@ class Rig:
 
     async def throttled_proxy(self, backend_port: int, bytes_per_second: float) -> int:
         port = free_port()
-        await self.stack.enter_async_context(
-            tcp_proxy(port, backend_port, upstream_bytes_per_second=bytes_per_second))
+        await self.stack.enter_async_context(tcp_proxy(port, backend_port, upstream_bytes_per_second=bytes_per_second))
         return port
 
     async def publish(self, source: Path, url: str) -> Publisher:
@@ -118,8 +124,12 @@ class Rig:
 
 def relay_env(tmp: Path) -> dict[str, str]:
     cert, key = write_self_signed(tmp / "relay-tls")
-    return {"RELAY_TLS_CERT": str(cert), "RELAY_TLS_KEY": str(key), "RELAY_TAKEOVER_IDLE_SECONDS": "2",
-            "RELAY_PUBLISHER_GRACE_SECONDS": "10"}
+    return {
+        "RELAY_TLS_CERT": str(cert),
+        "RELAY_TLS_KEY": str(key),
+        "RELAY_TAKEOVER_IDLE_SECONDS": "2",
+        "RELAY_PUBLISHER_GRACE_SECONDS": "10",
+    }
 
 
 @pytest.fixture
@@ -131,4 +141,3 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         yield r
     finally:
         await r.close()
-

@@ -61,8 +61,18 @@ class Media:
         and MPEG-TS video PES packets carry their length (`-omit_video_pes_length 0`, also on the SRT
         publisher): a demuxer then emits the last video packet as soon as it is complete instead of at
         EOF, so it is not among the last bytes sent, and the lost tail is mostly audio."""
-        return Clip(seconds=seconds, size="640x360", rate=30, gop=GOP, fixed_gop=True, bframes=0, zerolatency=True,
-                    video_kbps=1000, audio_kbps=96, audio_tail_seconds=1.0)
+        return Clip(
+            seconds=seconds,
+            size="640x360",
+            rate=30,
+            gop=GOP,
+            fixed_gop=True,
+            bframes=0,
+            zerolatency=True,
+            video_kbps=1000,
+            audio_kbps=96,
+            audio_tail_seconds=1.0,
+        )
 
     @classmethod
     def make(cls, cache: MediaCache, seconds: float) -> Media:
@@ -105,8 +115,7 @@ class RelayApi:
         return restream
 
     async def patch_restream(self, restream_id: int, **fields: Any) -> dict[str, Any]:
-        restream: dict[str, Any] = await self.call("PATCH", f"/streaming/restreams/{restream_id}",
-                                                   {"restream": fields})
+        restream: dict[str, Any] = await self.call("PATCH", f"/streaming/restreams/{restream_id}", {"restream": fields})
         return restream
 
     async def status(self, restream_id: int) -> dict[str, Any]:
@@ -114,8 +123,13 @@ class RelayApi:
         status: dict[str, Any] = restream["status"]
         return status
 
-    async def wait_state(self, restream_id: int, *states: str, within: float = 15.0,
-                         check: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    async def wait_state(
+        self,
+        restream_id: int,
+        *states: str,
+        within: float = 15.0,
+        check: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             status = await self.status(restream_id)
             return status if status["state"] in states and (check is None or check(status)) else None
@@ -155,12 +169,12 @@ def srt_tail_ok(got: list[str], want: list[str], tail: int = SRT_TAIL_FRAMES) ->
     last one received possibly cut short: what an SRT leg delivers on a clean end (see Media.make)."""
     if not len(want) - tail <= len(got) <= len(want):
         return False
-    return got[:-1] == want[:len(got) - 1]
+    return got[:-1] == want[: len(got) - 1]
 
 
 def split_as_two_plays(got: list[str], source: list[str]) -> tuple[int, int] | None:
     """(k, m) if `got` is source[:k] + source[:m]: a play cut short, then a second play from the start."""
     for k in range(len(got), 0, -1):
-        if got[:k] == source[:k] and got[k:] == source[:len(got) - k]:
+        if got[:k] == source[:k] and got[k:] == source[: len(got) - k]:
             return k, len(got) - k
     return None

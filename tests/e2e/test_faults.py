@@ -22,7 +22,7 @@ def ends_with_run(got: list[str], source: list[str], max_missing_head: int) -> N
     """`got` is one unbroken run of `source` reaching its end, missing at most `max_missing_head` packets."""
     assert got, "nothing received"
     assert is_contiguous_run(got, source), "received video is not one unbroken run of the source"
-    assert got == source[len(source) - len(got):], "received video does not reach the end of the source"
+    assert got == source[len(source) - len(got) :], "received video does not reach the end of the source"
     assert len(got) >= len(source) - max_missing_head, f"only {len(got)} of {len(source)} video packets"
 
 
@@ -35,8 +35,9 @@ async def test_destination_down_at_start_is_retried_until_it_listens(rig: Rig, l
     api.secrets.add(receiver.key)
     restream = await api.add_restream(stream["id"], receiver.uri(), receiver.key)
     publisher = await rig.publish(long_media.flv, stream["push_url"])
-    status = await api.wait_state(restream["id"], "retrying", "failed", within=10,
-                                  check=lambda s: bool(s["last_error"]))
+    status = await api.wait_state(
+        restream["id"], "retrying", "failed", within=10, check=lambda s: bool(s["last_error"])
+    )
     assert receiver.key not in status["last_error"]
     assert "refused" in status["last_error"].lower(), status
     listed = await api.call("GET", f"/streaming/restreams/{restream['id']}")
@@ -136,8 +137,9 @@ async def test_sigkilled_push_ffmpeg_is_restarted(rig: Rig, long_media: Media) -
     os.kill(pids[0], signal.SIGKILL)
     assert await first.finished(within=5) is not None  # its connection went with the push
     second = await rig.receiver("second", port=first.port, key=first.key)
-    status = await api.wait_state(restream_id, "running", within=10,
-                                  check=lambda s: s["restarts"] >= 1 and s["frames"] > 0)
+    status = await api.wait_state(
+        restream_id, "running", within=10, check=lambda s: s["restarts"] >= 1 and s["frames"] > 0
+    )
     assert status["last_error"] is None or first.key not in status["last_error"]
     new_pids = push_pids(api.pid, first.port)
     assert new_pids and pids[0] not in new_pids and not pid_alive(pids[0])
@@ -167,7 +169,8 @@ async def test_relay_killed_and_restarted_keeps_definitions_and_pushes_again(
     assert (await api.call("GET", f"/streaming/streams/{stream['id']}"))["token"] == stream["token"]
     after_restart = await api.call("GET", f"/streaming/restreams/{restream['id']}")
     assert {k: after_restart[k] for k in ("uri", "stream_id", "active", "name")} == {
-        k: restream[k] for k in ("uri", "stream_id", "active", "name")}
+        k: restream[k] for k in ("uri", "stream_id", "active", "name")
+    }
     assert after_restart["status"]["state"] == "idle"
 
     after = await rig.receiver("after", port=before.port, key=before.key)
@@ -178,4 +181,3 @@ async def test_relay_killed_and_restarted_keeps_definitions_and_pushes_again(
     await after.ends_cleanly()
     assert after.frames() == media.ref_flv
     api.assert_no_secrets()
-

@@ -59,9 +59,7 @@ async def test_publisher_drop_and_return_keeps_the_destination_connected(rig: Ri
 
 
 @pytest.mark.timeout(75)
-async def test_destinations_added_paused_resumed_moved_and_deleted_while_live(
-    rig: Rig, long_media: Media
-) -> None:
+async def test_destinations_added_paused_resumed_moved_and_deleted_while_live(rig: Rig, long_media: Media) -> None:
     api = rig.api
     source = long_media.ref_flv
     stream = await api.stream()
@@ -101,7 +99,8 @@ async def test_destinations_added_paused_resumed_moved_and_deleted_while_live(
     assert await moved.finished(within=8) is not None, "the deleted push kept its destination open"
     await api.call("GET", f"/streaming/restreams/{late_id}", expect=404)
     assert steady.running and publisher.proc is not None and publisher.proc.returncode is None, (
-        "the publisher ended before the last change: the clip is too short for this machine")
+        "the publisher ended before the last change: the clip is too short for this machine"
+    )
 
     code, err = await publisher.wait(within=long_media.seconds + 15)
     assert code == 0, err
@@ -111,7 +110,7 @@ async def test_destinations_added_paused_resumed_moved_and_deleted_while_live(
     for receiver in (late, resumed, moved):
         got = receiver.frames()
         assert got, f"{receiver.out.name}: nothing recorded"
-        start = next(i for i in range(0, len(source), GOP) if source[i:i + len(got)] == got)
+        start = next(i for i in range(0, len(source), GOP) if source[i : i + len(got)] == got)
         assert start % GOP == 0, f"{receiver.out.name} did not start on a keyframe"
     api.assert_no_secrets()
 
@@ -125,8 +124,9 @@ async def test_no_audio_drop_and_silence(rig: Rig, media: Media) -> None:
     srt_silenced = await rig.receiver("srt-silenced", srt=True)
     ids = [
         (await api.add_restream(stream["id"], dropped.uri(), dropped.key, no_audio=True, no_audio_mode="drop"))["id"],
-        (await api.add_restream(stream["id"], silenced.uri(), silenced.key, no_audio=True,
-                                no_audio_mode="silence"))["id"],
+        (await api.add_restream(stream["id"], silenced.uri(), silenced.key, no_audio=True, no_audio_mode="silence"))[
+            "id"
+        ],
         (await api.add_restream(stream["id"], srt_silenced.uri(), no_audio=True, no_audio_mode="silence"))["id"],
     ]
     publisher = await rig.publish(media.flv, stream["push_url"])

@@ -29,12 +29,16 @@ async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media,
     rtmps_port = await rig.tls_proxy(rtmps_backend.port)
     ids = {
         "rtmp": (await api.add_restream(stream["id"], rtmp.uri(), rtmp.key))["id"],
-        "rtmps": (await api.add_restream(stream["id"], rtmps_backend.uri("rtmps", rtmps_port),
-                                         rtmps_backend.key))["id"],
+        "rtmps": (await api.add_restream(stream["id"], rtmps_backend.uri("rtmps", rtmps_port), rtmps_backend.key))[
+            "id"
+        ],
         "srt": (await api.add_restream(stream["id"], srt.uri()))["id"],
     }
-    url = {"rtmp": stream["push_url"], "rtmps": stream["push_url_rtmps"],
-           "srt": stream["push_url_srt"].replace("#", "%23")}[ingest]
+    url = {
+        "rtmp": stream["push_url"],
+        "rtmps": stream["push_url_rtmps"],
+        "srt": stream["push_url_srt"].replace("#", "%23"),
+    }[ingest]
     source = media.ts if ingest == "srt" else media.flv
     publisher = await rig.publish(source, url)
     await api.wait_live(stream["id"], within=10)

@@ -42,8 +42,16 @@ class Publisher:
 
 
 def stream(stream_id: int = 7, *, active: bool = True, passphrase: str | None = None) -> StreamRecord:
-    return StreamRecord(id=stream_id, client_id=1, name="show", active=active, token=TOKEN,
-                        created_at=datetime.now(UTC), srt_passphrase=passphrase, srt_latency_ms=200)
+    return StreamRecord(
+        id=stream_id,
+        client_id=1,
+        name="show",
+        active=active,
+        token=TOKEN,
+        created_at=datetime.now(UTC),
+        srt_passphrase=passphrase,
+        srt_latency_ms=200,
+    )
 
 
 def request(key: str, transport: Transport = Transport.RTMP) -> PublishRequest:
@@ -55,21 +63,27 @@ def admission(*streams: StreamRecord, current: PublisherHandle | None = None) ->
     return Admission(Streams(*streams), lambda stream_id: current, takeover_idle_seconds=4.0)
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("7?abc", (7, "abc")),
-    ("live/7?abc", (7, "abc")),
-    ("7#abc", (7, "abc")),
-    ("7%23a%2Fc", (7, "a/c")),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("7?abc", (7, "abc")),
+        ("live/7?abc", (7, "abc")),
+        ("7#abc", (7, "abc")),
+        ("7%23a%2Fc", (7, "a/c")),
+    ],
+)
 def test_stream_keys_name_a_stream_and_carry_its_token(key: str, expected: tuple[int, str]) -> None:
     assert split_stream_key(key) == expected
 
 
-@pytest.mark.parametrize(("key", "reason"), [
-    ("7", RefusalReason.BAD_REQUEST),
-    ("x?abc", RefusalReason.UNKNOWN_STREAM),
-    ("1234567890123456789?abc", RefusalReason.UNKNOWN_STREAM),
-])
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("7", RefusalReason.BAD_REQUEST),
+        ("x?abc", RefusalReason.UNKNOWN_STREAM),
+        ("1234567890123456789?abc", RefusalReason.UNKNOWN_STREAM),
+    ],
+)
 def test_malformed_keys_are_refused(key: str, reason: RefusalReason) -> None:
     with pytest.raises(PublishRefused) as refused:
         split_stream_key(key)
@@ -82,13 +96,17 @@ async def test_the_right_token_of_an_active_stream_is_admitted() -> None:
     assert admitted.replaces is None
 
 
-@pytest.mark.parametrize(("streams", "key", "reason"), [
-    ((), f"7?{TOKEN}", RefusalReason.UNKNOWN_STREAM),
-    ((stream(),), "7?wrong", RefusalReason.BAD_TOKEN),
-    ((stream(active=False),), f"7?{TOKEN}", RefusalReason.INACTIVE),
-])
-async def test_refusals_are_counted_by_transport_and_reason(streams: tuple[StreamRecord, ...], key: str,
-                                                            reason: RefusalReason) -> None:
+@pytest.mark.parametrize(
+    ("streams", "key", "reason"),
+    [
+        ((), f"7?{TOKEN}", RefusalReason.UNKNOWN_STREAM),
+        ((stream(),), "7?wrong", RefusalReason.BAD_TOKEN),
+        ((stream(active=False),), f"7?{TOKEN}", RefusalReason.INACTIVE),
+    ],
+)
+async def test_refusals_are_counted_by_transport_and_reason(
+    streams: tuple[StreamRecord, ...], key: str, reason: RefusalReason
+) -> None:
     gate = admission(*streams)
     with pytest.raises(PublishRefused) as refused:
         await gate.admit(request(key))

@@ -66,8 +66,9 @@ def collect(engine: Engine) -> list[EngineEvent]:
 
 
 async def publish(engine: Engine, stream_id: int, token: str, publisher: Publisher) -> IngestSink:
-    return await engine.open_publish(PublishRequest(stream_key=f"{stream_id}?{token}", container=ContainerFormat.FLV,
-                                                    publisher=publisher))
+    return await engine.open_publish(
+        PublishRequest(stream_key=f"{stream_id}?{token}", container=ContainerFormat.FLV, publisher=publisher)
+    )
 
 
 async def test_a_publisher_makes_its_stream_live_and_is_measured(engine: Engine, store: SqliteStore) -> None:
@@ -94,8 +95,7 @@ async def test_a_publisher_makes_its_stream_live_and_is_measured(engine: Engine,
     assert StreamLiveChanged(1, stream.id, False, StreamState.OFFLINE, "unpublish") in events
 
 
-async def test_deactivating_a_stream_in_the_store_disconnects_its_publisher(engine: Engine,
-                                                                         store: SqliteStore) -> None:
+async def test_deactivating_a_stream_in_the_store_disconnects_its_publisher(engine: Engine, store: SqliteStore) -> None:
     stream = await store.create_stream(1, {"name": "show"})
     publisher = Publisher()
     await publish(engine, stream.id, stream.token, publisher)
@@ -133,8 +133,7 @@ async def test_a_silent_publisher_is_taken_over(engine: Engine, store: SqliteSto
 async def test_restream_status_says_why_no_push_runs(engine: Engine, store: SqliteStore) -> None:
     stream = await store.create_stream(1, {"name": "show"})
     on = await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://127.0.0.1:1/live/a"})
-    off = await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://127.0.0.1:1/live/b",
-                                          "active": False})
+    off = await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://127.0.0.1:1/live/b", "active": False})
     assert engine.restream_status(on).state is PushState.IDLE  # wanted, the stream is not live
     status = engine.restream_status(off)
     assert status.state is PushState.DISABLED and status.since is None
@@ -143,14 +142,23 @@ async def test_restream_status_says_why_no_push_runs(engine: Engine, store: Sqli
 
 
 def test_a_push_status_becomes_a_restream_status() -> None:
-    running = PushStatus(restream_id=3, state=PushState.RUNNING, since=1000.0, bytes_out=5000,
-                         bitrate_kbps=4499.6, frames=90, restarts=1, log_tail=("a", "b"))
+    running = PushStatus(
+        restream_id=3,
+        state=PushState.RUNNING,
+        since=1000.0,
+        bytes_out=5000,
+        bitrate_kbps=4499.6,
+        frames=90,
+        restarts=1,
+        log_tail=("a", "b"),
+    )
     status = RestreamStatus.of_push(running, now=1012.5)
-    assert (status.uptime_seconds, status.bitrate_kbps, status.bytes, status.log_tail) == (12.5, 4500, 5000,
-                                                                                           ("a", "b"))
+    assert (status.uptime_seconds, status.bitrate_kbps, status.bytes, status.log_tail) == (12.5, 4500, 5000, ("a", "b"))
     assert status.since is not None and status.since.timestamp() == 1000.0
-    retrying = RestreamStatus.of_push(PushStatus(restream_id=3, state=PushState.RETRYING, since=1000.0,
-                                                 bitrate_kbps=10.0, next_retry_seconds=2.0), now=1012.5)
+    retrying = RestreamStatus.of_push(
+        PushStatus(restream_id=3, state=PushState.RETRYING, since=1000.0, bitrate_kbps=10.0, next_retry_seconds=2.0),
+        now=1012.5,
+    )
     assert (retrying.uptime_seconds, retrying.bitrate_kbps, retrying.next_retry_seconds) == (0, 0, 2.0)
 
 

@@ -80,8 +80,7 @@ def ts_pat(cc: int) -> bytes:
 
 def ts_pmt(cc: int, stream_type: int = 0x1B) -> bytes:
     """The PMT of program 1: one stream of `stream_type` (H.264 unless told) on PID 0x100."""
-    section = with_crc(bytes([0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0,
-                              stream_type, 0xE1, 0x00, 0xF0, 0]))
+    section = with_crc(bytes([0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0, stream_type, 0xE1, 0x00, 0xF0, 0]))
     return ts_packet(0x1000, cc, b"\x00" + section)
 
 

@@ -51,7 +51,9 @@ def test_flv_header_is_file_header_metadata_then_video_before_audio() -> None:
     assert all(c.config and not c.sync for c in chunks)
     got = tags(header_bytes(framing))
     assert [(p.kind, p.payload) for p in got] == [
-        (MediaKind.DATA, METADATA), (MediaKind.VIDEO, VIDEO_CONFIG), (MediaKind.AUDIO, AUDIO_CONFIG)
+        (MediaKind.DATA, METADATA),
+        (MediaKind.VIDEO, VIDEO_CONFIG),
+        (MediaKind.AUDIO, AUDIO_CONFIG),
     ]
     assert chunks[0].data == flv_header(has_audio=True, has_video=True)
 

@@ -34,10 +34,10 @@ from tests.hub.helpers import (
 FLV_HEAD = flv_header()
 
 
-
 def state_of(hub: Hub) -> HubState:
     """The hub's state, read afresh (an earlier `assert hub.state is X` would narrow it for the type checker)."""
     return hub.state
+
 
 def make_hub(**kw: object) -> tuple[Hub, FakeClock, Recorder]:
     clock = FakeClock()
@@ -62,7 +62,9 @@ def test_late_joiner_gets_header_config_and_gop() -> None:
     assert [p.kind for p in got[:3]] == [MediaKind.DATA, MediaKind.VIDEO, MediaKind.AUDIO]
     assert got[1].config and got[2].config
     assert [(p.kind, p.timestamp_ms) for p in got[3:]] == [
-        (MediaKind.VIDEO, 66), (MediaKind.AUDIO, 70), (MediaKind.VIDEO, 100)
+        (MediaKind.VIDEO, 66),
+        (MediaKind.AUDIO, 70),
+        (MediaKind.VIDEO, 100),
     ]
     assert got[3].keyframe
     sink.write(video(133))
@@ -101,8 +103,9 @@ def test_subscriber_overflow_by_seconds() -> None:
 
 
 def test_repeated_overflow_ends_subscriber_for_restart() -> None:
-    limits = SubscriberLimits(max_bytes=1000, max_seconds=100, overflow_restart_count=3,
-                              overflow_restart_window_seconds=10)
+    limits = SubscriberLimits(
+        max_bytes=1000, max_seconds=100, overflow_restart_count=3, overflow_restart_window_seconds=10
+    )
     hub, clock, rec = make_hub(subscriber=limits)
     sink = open_flv(hub)
     sub = hub.subscribe()
@@ -119,8 +122,9 @@ def test_repeated_overflow_ends_subscriber_for_restart() -> None:
 
 
 def test_overflows_spread_out_do_not_end_subscriber() -> None:
-    limits = SubscriberLimits(max_bytes=1000, max_seconds=100, overflow_restart_count=3,
-                              overflow_restart_window_seconds=10)
+    limits = SubscriberLimits(
+        max_bytes=1000, max_seconds=100, overflow_restart_count=3, overflow_restart_window_seconds=10
+    )
     hub, clock, _ = make_hub(subscriber=limits)
     sink = open_flv(hub)
     sub = hub.subscribe()

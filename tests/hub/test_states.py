@@ -100,6 +100,21 @@ def test_the_hub_walks_its_table() -> None:
     step()
     open_flv().close(EndReason.UNPUBLISH)  # RESUMING -> IDLE
     step()
-    assert walked == [H.IDLE, H.LIVE, H.GRACE, H.RESUMING, H.GRACE, H.RESUMING, H.LIVE, H.IDLE,
-                      H.LIVE, H.GRACE, H.IDLE, H.LIVE, H.GRACE, H.RESUMING, H.IDLE]
+    assert walked == [
+        H.IDLE,
+        H.LIVE,
+        H.GRACE,
+        H.RESUMING,
+        H.GRACE,
+        H.RESUMING,
+        H.LIVE,
+        H.IDLE,
+        H.LIVE,
+        H.GRACE,
+        H.IDLE,
+        H.LIVE,
+        H.GRACE,
+        H.RESUMING,
+        H.IDLE,
+    ]
     assert all((a, b) in LEGAL for a, b in itertools.pairwise(walked))

@@ -45,7 +45,8 @@ async def rtmp_server(gate: RecordingGate, settings: RtmpServerSettings) -> Asyn
 
 
 @pytest.fixture
-async def rtmps_server(gate: RecordingGate, settings: RtmpServerSettings,
-                       tls_context: ssl.SSLContext) -> AsyncIterator[RtmpServer]:
+async def rtmps_server(
+    gate: RecordingGate, settings: RtmpServerSettings, tls_context: ssl.SSLContext
+) -> AsyncIterator[RtmpServer]:
     async with RtmpServer(gate, settings, tls_context) as server:
         yield server

@@ -25,8 +25,9 @@ async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, 
     return reader, writer, writer.get_extra_info("sockname")[1]
 
 
-async def _read_until_closed(reader: asyncio.StreamReader, replies: ServerReplies | None = None,
-                             limit_seconds: float = 5.0) -> None:
+async def _read_until_closed(
+    reader: asyncio.StreamReader, replies: ServerReplies | None = None, limit_seconds: float = 5.0
+) -> None:
     async with asyncio.timeout(limit_seconds):
         while True:
             try:
@@ -115,20 +116,25 @@ def command_raw(payload: bytes) -> bytes:
 
 
 async def test_hostile_clients_do_not_disturb_a_live_publisher(
-        sample_flv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sample_flv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="relay.ingest.rtmp")
     gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
-    settings = RtmpServerSettings(host="127.0.0.1", port=0, handshake_timeout_seconds=1.0,
-                                  idle_timeout_seconds=10)
+    settings = RtmpServerSettings(host="127.0.0.1", port=0, handshake_timeout_seconds=1.0, idle_timeout_seconds=10)
     async with RtmpServer(gate, settings) as server:
         port = server.port
         url = f"rtmp://127.0.0.1:{port}/live/{STREAM_ID}?{TOKEN}"
-        publisher = asyncio.create_task(
-            run_process(ffmpeg_publish_argv(sample_flv, url), limit_seconds=30))
+        publisher = asyncio.create_task(run_process(ffmpeg_publish_argv(sample_flv, url), limit_seconds=30))
         await asyncio.wait_for(gate.opened.wait(), 10)
 
-        locals_ = await asyncio.gather(garbage(port), huge_chunk_size(port), amf_deep_bomb(port),
-                                       amf_count_bomb(port), huge_message(port), stalled_handshake(port))
+        locals_ = await asyncio.gather(
+            garbage(port),
+            huge_chunk_size(port),
+            amf_deep_bomb(port),
+            amf_count_bomb(port),
+            huge_message(port),
+            stalled_handshake(port),
+        )
         wrong_key_port, wrong_key = await publish_with(port, f"{STREAM_ID}?wrong")
         duplicate_port, duplicate = await publish_with(port, f"{STREAM_ID}?{TOKEN}")
         unknown_port, _ = await publish_with(port, "99?x")
@@ -147,13 +153,33 @@ async def test_hostile_clients_do_not_disturb_a_live_publisher(
     assert_same_packets(sample_flv, sink.path)
 
     # One log line per bad connection, naming its reason; secrets never logged.
-    expected = dict(zip(locals_, ["unsupported RTMP version", "chunk size", "nesting too deep",
-                                  "array count", "over the limit", "handshake timeout"], strict=True))
-    expected.update({wrong_key_port: "publish refused (bad_token)", duplicate_port: "publish refused (already_live)",
-                     unknown_port: "publish refused (unknown_stream)"})
+    expected = dict(
+        zip(
+            locals_,
+            [
+                "unsupported RTMP version",
+                "chunk size",
+                "nesting too deep",
+                "array count",
+                "over the limit",
+                "handshake timeout",
+            ],
+            strict=True,
+        )
+    )
+    expected.update(
+        {
+            wrong_key_port: "publish refused (bad_token)",
+            duplicate_port: "publish refused (already_live)",
+            unknown_port: "publish refused (unknown_stream)",
+        }
+    )
     for local, reason in expected.items():
-        lines = [r.getMessage() for r in caplog.records if f":{local} " in r.getMessage() + " "
-                 or f":{local}:" in r.getMessage()]
+        lines = [
+            r.getMessage()
+            for r in caplog.records
+            if f":{local} " in r.getMessage() + " " or f":{local}:" in r.getMessage()
+        ]
         assert len(lines) == 1, (reason, lines)
         assert reason in lines[0], lines
     assert TOKEN not in caplog.text and "wrong" not in caplog.text

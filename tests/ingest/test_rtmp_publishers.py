@@ -42,9 +42,15 @@ def assert_same_packets(source: Path, relayed: Path) -> None:
 
 @pytest.mark.parametrize("tls", [False, True], ids=["rtmp", "rtmps"])
 @pytest.mark.parametrize("publisher", PUBLISHERS)
-async def test_publisher_end_to_end(publisher: str, tls: bool, sample_flv: Path, gate: RecordingGate,
-                                    settings: RtmpServerSettings, tls_context: ssl.SSLContext,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+async def test_publisher_end_to_end(
+    publisher: str,
+    tls: bool,
+    sample_flv: Path,
+    gate: RecordingGate,
+    settings: RtmpServerSettings,
+    tls_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level("INFO", logger="relay.ingest.rtmp")
     async with RtmpServer(gate, settings, tls_context if tls else None) as server:
         argv = _argv(publisher, sample_flv, server.port, tls)

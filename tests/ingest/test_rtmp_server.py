@@ -180,7 +180,7 @@ async def test_digest_handshake_over_tcp(tmp_path: Path) -> None:
         answer = await client.reader.readexactly(1 + 2 * 1536)
         s1, s2 = answer[1:1537], answer[1537:]
         offset = digest_offset(s1, 8)
-        assert compute_digest(s1, offset, SERVER_PARTIAL_KEY) == s1[offset:offset + 32]
+        assert compute_digest(s1, offset, SERVER_PARTIAL_KEY) == s1[offset : offset + 32]
         client_digest = find_client_digest(c1)
         assert client_digest is not None
         key = hmac.new(SERVER_FULL_KEY, client_digest, hashlib.sha256).digest()

@@ -215,8 +215,9 @@ async def test_close_ends_sessions_once_and_joins_the_worker(lib: LibSrt, tmp_pa
 
 async def test_without_libsrt_the_server_is_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     engine = FakeEngine(streams(), tmp_path)
-    server = SrtServer(engine, engine, SrtSettings(port=free_port(socket.SOCK_DGRAM)),
-                       library_names=["libsrt-absent.so.0"])
+    server = SrtServer(
+        engine, engine, SrtSettings(port=free_port(socket.SOCK_DGRAM)), library_names=["libsrt-absent.so.0"]
+    )
     with caplog.at_level(logging.INFO, logger="relay.ingest.srt_server"):
         assert await server.start() is False
     assert not server.enabled and server.port is None

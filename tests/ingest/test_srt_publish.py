@@ -97,8 +97,10 @@ async def test_ffmpeg_publishes_while_intruders_are_refused(ffmpeg: str, src_ts:
             sink1 = await engine.wait_sink(1)
             sink2 = await engine.wait_sink(2)
             refused: list[Finished] = await asyncio.gather(
-                *(run_process(ffmpeg_publish_argv(src_ts, url, ffmpeg=ffmpeg), limit_seconds=20)
-                  for url in intruders.values())
+                *(
+                    run_process(ffmpeg_publish_argv(src_ts, url, ffmpeg=ffmpeg), limit_seconds=20)
+                    for url in intruders.values()
+                )
             )
             await asyncio.sleep(0.5)
             handle = engine.live[2]

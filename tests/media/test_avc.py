@@ -9,7 +9,8 @@ from relay.media.avc import parse_sps, sps_from_flv_video
 SPS_320 = bytes.fromhex("6742c00dda0507ec0440000003004000000c83c50aa8")
 SPS_1918_INTERLACED = bytes.fromhex("674d4028f403c0227a93011000003e90000ea601f162ea")
 AVC_SEQUENCE_HEADER = bytes.fromhex(
-    "17000000000142c00dffe100166742c00dda0507ec0440000003004000000c83c50aa801000468ce0fc8")
+    "17000000000142c00dffe100166742c00dda0507ec0440000003004000000c83c50aa801000468ce0fc8"
+)
 
 
 def test_progressive_sps() -> None:

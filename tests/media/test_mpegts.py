@@ -23,8 +23,10 @@ def make_ts(path: Path, *, seconds: float = 3.0, codec: str = "libx264", size: s
     The audio-only tail is on purpose: ffmpeg as an SRT caller closes without linger, so the last
     few kilobytes it writes never leave it; they must not be video, whose hashes the tests compare.
     """
-    return encode(Clip(container="mpegts", seconds=seconds, size=size, codec=codec, sample_rate=48000,
-                       audio_tail_seconds=1.0), path)
+    return encode(
+        Clip(container="mpegts", seconds=seconds, size=size, codec=codec, sample_rate=48000, audio_tail_seconds=1.0),
+        path,
+    )
 
 
 @pytest.fixture(scope="module")

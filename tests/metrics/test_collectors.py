@@ -26,7 +26,10 @@ def test_children_are_read_from_proc(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     children = child_processes(7, tmp_path)
     assert sorted((c.pid, c.name) for c in children) == [
-        (10, "ffmpeg-linux-x8"), (11, "odd) name (ffmpeg"), (13, "python3")]
+        (10, "ffmpeg-linux-x8"),
+        (11, "odd) name (ffmpeg"),
+        (13, "python3"),
+    ]
     registry = CollectorRegistry()
     registry.register(FfmpegProcessCollector(tmp_path, pid=7))
     text = generate_latest(registry).decode()
@@ -38,4 +41,3 @@ def test_no_proc_no_series(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(FfmpegProcessCollector(tmp_path / "absent", pid=7))
     assert b"relay_ffmpeg" not in generate_latest(registry)
-

@@ -38,8 +38,11 @@ class Scraper:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = await response.text()
         self.texts.append(text)
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     async def value(self, name: str, **labels: str) -> float | None:
         return (await self.scrape()).get((name, frozenset(labels.items())))
@@ -58,8 +61,11 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
     async with http.post(f"{base}/streaming/streams", json={"name": "Late show"}, headers=auth(ADMIN_KEY)) as r:
         stream = await r.json()
     secret_uri = "rtmp://127.0.0.1:9/live/destination-secret-key"
-    async with http.post(f"{base}/streaming/restreams", headers=auth(ADMIN_KEY), json={"restream": {
-            "name": "Parked", "stream_id": stream["id"], "uri": secret_uri, "active": False}}) as r:
+    async with http.post(
+        f"{base}/streaming/restreams",
+        headers=auth(ADMIN_KEY),
+        json={"restream": {"name": "Parked", "stream_id": stream["id"], "uri": secret_uri, "active": False}},
+    ) as r:
         restream = await r.json()
     ids = {"stream_id": str(stream["id"]), "name": "Late show", "client_id": "1"}
     rids = {"restream_id": str(restream["id"]), "stream_id": str(stream["id"]), "name": "Parked", "client_id": "1"}
@@ -72,8 +78,9 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
         assert samples[("relay_restream_state", frozenset({**rids, "state": state}.items()))] == expected
     assert samples[("relay_restream_active", frozenset(rids.items()))] == 0
     assert ("process_resident_memory_bytes", frozenset()) in samples
-    refused_before = samples.get(("relay_ingest_refusals_total",
-                                  frozenset({"transport": "rtmp", "reason": "bad_token"}.items())), 0.0)
+    refused_before = samples.get(
+        ("relay_ingest_refusals_total", frozenset({"transport": "rtmp", "reason": "bad_token"}.items())), 0.0
+    )
 
     # A publisher with a wrong token is refused and counted.
     wrong_url = stream["push_url"].replace(stream["token"], "not-the-token")
@@ -84,6 +91,7 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
     # A real publisher: live goes 1, the ingest byte counter grows, the bitrate shows.
     live = frozenset(ids.items())
     async with Publisher(pattern_publish_argv(stream["push_url"], seconds=30)) as encoder:
+
         async def is_live() -> bool:
             return (await scraper.scrape())[("relay_stream_live", live)] == 1
 
@@ -113,8 +121,7 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
             assert secret not in text
 
 
-async def test_series_are_scoped_to_the_key_s_client(quick_service: Server,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_series_are_scoped_to_the_key_s_client(quick_service: Server, http: aiohttp.ClientSession) -> None:
     base = f"http://127.0.0.1:{quick_service.ports.http}"
     other_key, _ = await quick_service.store.create_api_key(2, "other tenant")
     async with http.post(f"{base}/streaming/streams", json={"name": "client one's"}, headers=auth(ADMIN_KEY)):

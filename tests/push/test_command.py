@@ -68,8 +68,9 @@ def test_unsupported_scheme() -> None:
         argv("http://h/x")
 
 
-@pytest.mark.parametrize(("uri", "muxer"),
-                         [("rtmp://h/a/k", "flv"), ("RTMPS://h/a/k", "flv"), ("srt://h:9000", "mpegts")])
+@pytest.mark.parametrize(
+    ("uri", "muxer"), [("rtmp://h/a/k", "flv"), ("RTMPS://h/a/k", "flv"), ("srt://h:9000", "mpegts")]
+)
 def test_output_container_follows_the_scheme(uri: str, muxer: str) -> None:
     # One rule (relay.destinations.SCHEME_CONTAINERS) for the API's check and ffmpeg's muxer.
     assert build_command("ffmpeg", uri, ContainerFormat.FLV).output_format == muxer
@@ -78,8 +79,16 @@ def test_output_container_follows_the_scheme(uri: str, muxer: str) -> None:
 
 def test_progress_parser() -> None:
     p = ProgressParser()
-    lines = ["frame=10", "fps=30.0", "bitrate=1200.5kbits/s", "total_size=4096", "out_time_us=333000",
-             "out_time_ms=333000", "speed=1.01x", "progress=continue"]
+    lines = [
+        "frame=10",
+        "fps=30.0",
+        "bitrate=1200.5kbits/s",
+        "total_size=4096",
+        "out_time_us=333000",
+        "out_time_ms=333000",
+        "speed=1.01x",
+        "progress=continue",
+    ]
     out = [p.feed_line(x) for x in lines]
     assert out[:-1] == [None] * 7
     last = out[-1]
@@ -96,8 +105,10 @@ def test_progress_parser() -> None:
         ("[rtmp @ 0x1] [error] Server error: NetStream.Publish.BadName", ErrorKind.REFUSED),
         ("[rtmp @ 0x1] [error] Server error: Authentication failed", ErrorKind.REFUSED),
         ("[https @ 0x1] [error] HTTP error 403 Forbidden", ErrorKind.REFUSED),
-        ("SRT.cn: processAsyncConnectRequest: REJECT reported from HS processing: Incorrect passphrase",
-         ErrorKind.REFUSED),
+        (
+            "SRT.cn: processAsyncConnectRequest: REJECT reported from HS processing: Incorrect passphrase",
+            ErrorKind.REFUSED,
+        ),
         ("[srt @ 0x1] [error] Connection rejected, reason: REJ_BADSECRET", ErrorKind.REFUSED),
         ("[out#0/flv @ 0x1] [fatal] Error opening output rtmp://h/a/***: Connection refused", ErrorKind.OTHER),
         ("[flv @ 0x1] [warning] Non-monotonic DTS", None),

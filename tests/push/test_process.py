@@ -53,10 +53,17 @@ def subscriber() -> Iterator[Subscriber]:
     sub.close()
 
 
-def process(argv: list[str], subscriber: Subscriber,
-            on_progress: Callable[[Progress], None] = lambda progress: None) -> FfmpegProcess:
-    return FfmpegProcess(argv, subscriber, secrets_of(URI), on_progress=on_progress,
-                         on_input_end=lambda cause: None, log_prefix="restream test")
+def process(
+    argv: list[str], subscriber: Subscriber, on_progress: Callable[[Progress], None] = lambda progress: None
+) -> FfmpegProcess:
+    return FfmpegProcess(
+        argv,
+        subscriber,
+        secrets_of(URI),
+        on_progress=on_progress,
+        on_input_end=lambda cause: None,
+        log_prefix="restream test",
+    )
 
 
 def fake(mode: str) -> list[str]:

@@ -46,9 +46,14 @@ async def test_queued_media_reaches_ffmpeg_when_the_stream_ends(tmp_path: Path) 
     script = tmp_path / "slow_reader.py"
     script.write_text(SLOW_READER)
     received = tmp_path / "received"
-    process = FfmpegProcess([sys.executable, str(script), str(received)], subscriber, [],
-                            on_progress=lambda progress: None, on_input_end=lambda cause: None,
-                            log_prefix="restream test")
+    process = FfmpegProcess(
+        [sys.executable, str(script), str(received)],
+        subscriber,
+        [],
+        on_progress=lambda progress: None,
+        on_input_end=lambda cause: None,
+        log_prefix="restream test",
+    )
     await process.start()
     result = await process.stop(5.0)  # what the supervisor does when the stream ends
     assert result.returncode == 0  # it ended on EOF by itself, no SIGINT needed

@@ -23,8 +23,7 @@ def handshake() -> bytes:
     return b"\x03" + simple_c1() + simple_c1(2)
 
 
-def media(kind: MediaKind, timestamp: int, payload: bytes, csid: int = 6,
-          writer: ChunkWriter | None = None) -> bytes:
+def media(kind: MediaKind, timestamp: int, payload: bytes, csid: int = 6, writer: ChunkWriter | None = None) -> bytes:
     return (writer or ChunkWriter()).write(csid, int(kind), 1, timestamp, payload)
 
 
@@ -64,7 +63,7 @@ def drain(session: ServerSession, *, accept: bool = True) -> list[Event]:
 
 def feed(session: ServerSession, data: bytes, step: int | None = None, *, accept: bool = True) -> list[Event]:
     events: list[Event] = []
-    pieces = [data] if step is None else [data[i:i + step] for i in range(0, len(data), step)]
+    pieces = [data] if step is None else [data[i : i + step] for i in range(0, len(data), step)]
     for piece in pieces:
         session.receive_data(piece)
         events += drain(session, accept=accept)

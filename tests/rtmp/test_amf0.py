@@ -51,17 +51,20 @@ def test_int_encodes_as_number_and_command_round_trips() -> None:
     assert amf0.decode_all(wire) == ["connect", 1.0, {"app": "live", "flag": True}, None]
 
 
-@pytest.mark.parametrize("wire", [
-    b"\x11\x01",  # AVM+ switch
-    b"\x09",  # object end outside an object
-    b"\x04",  # movieclip (reserved)
-    b"\x0e",  # recordset (reserved)
-    b"\x42",  # unknown marker
-    b"\x00\x00",  # truncated number
-    b"\x02\x00\x05ab",  # truncated string
-    b"\x03\x00\x01a",  # object without its end
-    b"\x02\x00\x02\xff\xfe",  # not UTF-8
-])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"\x11\x01",  # AVM+ switch
+        b"\x09",  # object end outside an object
+        b"\x04",  # movieclip (reserved)
+        b"\x0e",  # recordset (reserved)
+        b"\x42",  # unknown marker
+        b"\x00\x00",  # truncated number
+        b"\x02\x00\x05ab",  # truncated string
+        b"\x03\x00\x01a",  # object without its end
+        b"\x02\x00\x02\xff\xfe",  # not UTF-8
+    ],
+)
 def test_malformed_input_raises_the_protocol_error(wire: bytes) -> None:
     with pytest.raises(ProtocolError):
         amf0.decode_all(wire)

@@ -16,13 +16,14 @@ from relay.rtmp.chunks import (
 from relay.rtmp.errors import ProtocolError
 
 
-def read_all(data: bytes, *, step: int | None = None, reader: ChunkReader | None = None,
-             chunk_size: int = 128) -> list[RawMessage]:
+def read_all(
+    data: bytes, *, step: int | None = None, reader: ChunkReader | None = None, chunk_size: int = 128
+) -> list[RawMessage]:
     reader = reader or ChunkReader()
     reader.chunk_size = chunk_size
     buffer = ReceiveBuffer(1 << 24)
     out: list[RawMessage] = []
-    pieces = [data] if step is None else [data[i:i + step] for i in range(0, len(data), step)]
+    pieces = [data] if step is None else [data[i : i + step] for i in range(0, len(data), step)]
     for piece in pieces:
         buffer.append(piece)
         while (message := reader.next_message(buffer)) is not None:
@@ -40,7 +41,7 @@ def check_all_ways(data: bytes, expected: list[RawMessage], chunk_size: int = 12
     buffer = ReceiveBuffer(1 << 24)
     got = 0
     for index in range(len(data)):
-        buffer.append(data[index:index + 1])
+        buffer.append(data[index : index + 1])
         while reader.next_message(buffer) is not None:
             got += 1
         if index < len(data) - 1:
@@ -57,17 +58,24 @@ def test_type0_single_chunk() -> None:
 
 def test_all_four_header_types() -> None:
     data = (
-        bytes.fromhex("04 0003e8 000003 09 01000000") + b"abc"  # fmt 0: ts 1000, len 3, video, stream 1
-        + bytes.fromhex("44 000028 000002 08") + b"de"  # fmt 1: +40, len 2, audio (same stream)
-        + bytes.fromhex("84 000014") + b"fg"  # fmt 2: +20, same length and type
-        + bytes.fromhex("c4") + b"hi"  # fmt 3: repeat the +20 delta
+        bytes.fromhex("04 0003e8 000003 09 01000000")
+        + b"abc"  # fmt 0: ts 1000, len 3, video, stream 1
+        + bytes.fromhex("44 000028 000002 08")
+        + b"de"  # fmt 1: +40, len 2, audio (same stream)
+        + bytes.fromhex("84 000014")
+        + b"fg"  # fmt 2: +20, same length and type
+        + bytes.fromhex("c4")
+        + b"hi"  # fmt 3: repeat the +20 delta
     )
-    check_all_ways(data, [
-        RawMessage(4, 9, 1, 1000, b"abc"),
-        RawMessage(4, 8, 1, 1040, b"de"),
-        RawMessage(4, 8, 1, 1060, b"fg"),
-        RawMessage(4, 8, 1, 1080, b"hi"),
-    ])
+    check_all_ways(
+        data,
+        [
+            RawMessage(4, 9, 1, 1000, b"abc"),
+            RawMessage(4, 8, 1, 1040, b"de"),
+            RawMessage(4, 8, 1, 1060, b"fg"),
+            RawMessage(4, 8, 1, 1080, b"hi"),
+        ],
+    )
 
 
 def test_type3_after_type0_repeats_its_timestamp_as_delta() -> None:
@@ -79,9 +87,12 @@ def test_continuation_chunks_and_interleaving() -> None:
     body_a = bytes(range(200))
     body_b = b"B" * 10
     data = (
-        bytes.fromhex("06 000000 0000c8 09 01000000") + body_a[:128]
-        + bytes.fromhex("07 000005 00000a 08 01000000") + body_b  # another stream in between
-        + b"\xc6" + body_a[128:]
+        bytes.fromhex("06 000000 0000c8 09 01000000")
+        + body_a[:128]
+        + bytes.fromhex("07 000005 00000a 08 01000000")
+        + body_b  # another stream in between
+        + b"\xc6"
+        + body_a[128:]
     )
     check_all_ways(data, [RawMessage(7, 8, 1, 5, body_b), RawMessage(6, 9, 1, 0, body_a)])
 
@@ -101,7 +112,7 @@ def test_extended_timestamp_and_the_type3_rule() -> None:
     assert data[1:4] == b"\xff\xff\xff"
     assert data[12:16] == struct.pack(">I", ts)
     cont = 16 + 128
-    assert data[cont] == 0xC4 and data[cont + 1:cont + 5] == struct.pack(">I", ts)
+    assert data[cont] == 0xC4 and data[cont + 1 : cont + 5] == struct.pack(">I", ts)
     check_all_ways(data, [RawMessage(4, 9, 1, ts, body)])
     # A new message by type 3 after an extended header also carries the field (as the delta).
     nxt = encode_chunk_header(3, 4, timestamp=ts, extended=True) + b"y" * 200
@@ -110,21 +121,35 @@ def test_extended_timestamp_and_the_type3_rule() -> None:
 
 
 def test_extended_delta_in_type1() -> None:
-    data = (bytes.fromhex("04 000000 000001 09 01000000") + b"a"
-            + bytes.fromhex("44 ffffff 000001 09") + struct.pack(">I", 0x01000005) + b"b")
+    data = (
+        bytes.fromhex("04 000000 000001 09 01000000")
+        + b"a"
+        + bytes.fromhex("44 ffffff 000001 09")
+        + struct.pack(">I", 0x01000005)
+        + b"b"
+    )
     assert read_all(data)[1].timestamp == 0x01000005
 
 
 def test_timestamp_wrap_keeps_increasing() -> None:
     near = 0xFFFFFFF0
-    data = (encode_chunk_header(0, 4, timestamp=near, length=1, type_id=9, stream_id=1) + b"a"
-            + encode_chunk_header(0, 4, timestamp=0x10, length=1, type_id=9, stream_id=1) + b"b"
-            + encode_chunk_header(2, 4, timestamp=0x20) + b"c")
+    data = (
+        encode_chunk_header(0, 4, timestamp=near, length=1, type_id=9, stream_id=1)
+        + b"a"
+        + encode_chunk_header(0, 4, timestamp=0x10, length=1, type_id=9, stream_id=1)
+        + b"b"
+        + encode_chunk_header(2, 4, timestamp=0x20)
+        + b"c"
+    )
     stamps = [m.timestamp for m in read_all(data)]
     assert stamps == [near, (1 << 32) + 0x10, (1 << 32) + 0x30]
     # A small step back (B-frame-like reordering across streams) is not a wrap.
-    back = (encode_chunk_header(0, 4, timestamp=1000, length=1, type_id=9, stream_id=1) + b"a"
-            + encode_chunk_header(0, 4, timestamp=990, length=1, type_id=9, stream_id=1) + b"b")
+    back = (
+        encode_chunk_header(0, 4, timestamp=1000, length=1, type_id=9, stream_id=1)
+        + b"a"
+        + encode_chunk_header(0, 4, timestamp=990, length=1, type_id=9, stream_id=1)
+        + b"b"
+    )
     assert [m.timestamp for m in read_all(back)] == [1000, 990]
 
 
@@ -180,7 +205,7 @@ def test_a_large_chunk_body_is_taken_as_it_arrives() -> None:
     data = ChunkWriter(1 << 20).write(4, 9, 1, 0, b"v" * 500_000)
     got = None
     for start in range(0, len(data), 60_000):
-        buffer.append(data[start:start + 60_000])
+        buffer.append(data[start : start + 60_000])
         got = reader.next_message(buffer) or got
         assert len(buffer) < 64
     assert got is not None and len(got.payload) == 500_000

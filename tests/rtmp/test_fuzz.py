@@ -13,8 +13,9 @@ from relay.rtmp.session import ServerSession, SessionConfig
 from tests.rtmp.sessions import drain, handshake, publishing_session_bytes
 
 CONFIG = SessionConfig(
-    chunk_limits=ChunkLimits(max_chunk_size_bytes=4096, max_message_bytes=20_000, max_chunk_streams=8,
-                             max_partial_bytes=30_000),
+    chunk_limits=ChunkLimits(
+        max_chunk_size_bytes=4096, max_message_bytes=20_000, max_chunk_streams=8, max_partial_bytes=30_000
+    ),
     max_buffered_bytes=8192,
 )
 FEED_BYTES = 4096
@@ -28,7 +29,7 @@ def run(data: bytes, splits: list[int]) -> None:
     cuts = sorted({0, len(data), *(s % (len(data) + 1) for s in splits)})
     pieces = []
     for start, end in itertools.pairwise(cuts):
-        pieces += [data[i:min(end, i + FEED_BYTES)] for i in range(start, end, FEED_BYTES)]
+        pieces += [data[i : min(end, i + FEED_BYTES)] for i in range(start, end, FEED_BYTES)]
     try:
         for piece in pieces:
             session.receive_data(piece)
@@ -68,9 +69,9 @@ def mutated_session(draw: st.DrawFn) -> bytes:
         elif action == "insert":
             data[position:position] = draw(st.binary(min_size=1, max_size=16))
         elif action == "delete":
-            del data[position:position + draw(st.integers(1, 16))]
+            del data[position : position + draw(st.integers(1, 16))]
         else:
-            data[position:position] = data[position:position + draw(st.integers(1, 64))]
+            data[position:position] = data[position : position + draw(st.integers(1, 64))]
     return bytes(data)
 
 

@@ -30,7 +30,7 @@ def _run(data: bytes, step: int | None = None) -> tuple[ServerHandshake, bytes, 
     handshake = ServerHandshake(random_source=_fixed_random)
     buffer = ReceiveBuffer(1 << 20)
     out = b""
-    chunks = [data] if step is None else [data[i:i + step] for i in range(0, len(data), step)]
+    chunks = [data] if step is None else [data[i : i + step] for i in range(0, len(data), step)]
     for piece in chunks:
         buffer.append(piece)
         while handshake.state is not HandshakeState.DONE:
@@ -48,7 +48,7 @@ def test_simple_handshake_echoes_c1_and_keeps_leftovers() -> None:
     assert len(out) == 1 + 2 * HANDSHAKE_SIZE
     assert out[0] == 3
     assert out[5:9] == b"\x00\x00\x00\x00"  # simple S1: zero version
-    assert out[1 + HANDSHAKE_SIZE:] == c1  # S2 echoes C1
+    assert out[1 + HANDSHAKE_SIZE :] == c1  # S2 echoes C1
     assert bytes(buffer.view()) == b"LEFTOVER"  # for the chunk reader
 
 
@@ -59,7 +59,7 @@ def test_byte_by_byte_gives_the_same_answer_and_nothing_early() -> None:
     buffer = ReceiveBuffer(1 << 20)
     out = b""
     for index in range(len(data)):
-        buffer.append(data[index:index + 1])
+        buffer.append(data[index : index + 1])
         out += handshake.receive(buffer)
         if index < HANDSHAKE_SIZE:  # C0+C1 are 1537 bytes: S0S1S2 only after the last one
             assert out == b""
@@ -77,18 +77,18 @@ def test_digest_handshake_at_either_offset(base: int) -> None:
     handshake, out, _ = _run(b"\x03" + c1)
     waiting = handshake.state  # not handshake.state itself: mypy would keep it narrowed past receive()
     assert waiting is HandshakeState.WAIT_C2 and handshake.digest_form
-    s1 = out[1:1 + HANDSHAKE_SIZE]
-    s2 = out[1 + HANDSHAKE_SIZE:]
+    s1 = out[1 : 1 + HANDSHAKE_SIZE]
+    s2 = out[1 + HANDSHAKE_SIZE :]
     assert s1[4:8] != b"\x00\x00\x00\x00"
     # The client checks S1's digest with the server's partial key (digest-first layout).
     offset = digest_offset(s1, 8)
-    assert compute_digest(s1, offset, SERVER_PARTIAL_KEY) == s1[offset:offset + DIGEST_SIZE]
+    assert compute_digest(s1, offset, SERVER_PARTIAL_KEY) == s1[offset : offset + DIGEST_SIZE]
     # ... and S2's signature keyed on its own C1 digest.
     key = hmac.new(SERVER_FULL_KEY, client_digest, hashlib.sha256).digest()
     assert hmac.new(key, s2[:-DIGEST_SIZE], hashlib.sha256).digest() == s2[-DIGEST_SIZE:]
     # Finishing with a proper FP9 C2 completes the handshake.
     buffer = ReceiveBuffer(1 << 20)
-    buffer.append(digest_c2(s1[offset:offset + DIGEST_SIZE]))
+    buffer.append(digest_c2(s1[offset : offset + DIGEST_SIZE]))
     assert handshake.receive(buffer) == b""
     assert handshake.state is HandshakeState.DONE
 
@@ -99,13 +99,13 @@ def test_a_version_without_valid_digest_falls_back_to_simple() -> None:
     assert find_client_digest(bytes(c1)) is None
     handshake, out, _ = _run(b"\x03" + bytes(c1))
     assert not handshake.digest_form
-    assert out[1 + HANDSHAKE_SIZE:] == bytes(c1)
+    assert out[1 + HANDSHAKE_SIZE :] == bytes(c1)
 
 
 def test_client_digest_key_is_the_partial_player_key() -> None:
     c1 = digest_c1(772)
     offset = digest_offset(c1, 772)
-    assert compute_digest(c1, offset, CLIENT_FULL_KEY) != c1[offset:offset + DIGEST_SIZE]
+    assert compute_digest(c1, offset, CLIENT_FULL_KEY) != c1[offset : offset + DIGEST_SIZE]
 
 
 @pytest.mark.parametrize("version", [0, 6, 8, ord("G")])

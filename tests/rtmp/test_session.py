@@ -53,10 +53,13 @@ def test_full_publish_conversation() -> None:
     replies = ServerReplies()
     events = feed(session, handshake() + b"".join(publish_script("12?tok")))
     replies.feed(session.data_to_send())
-    assert events == [HandshakeDone(False),
-                      ConnectRequested("live", "rtmp://127.0.0.1/live",
-                                       {"app": "live", "type": "nonprivate", "tcUrl": "rtmp://127.0.0.1/live"}),
-                      PublishRequested(1, "12?tok", "live")]
+    assert events == [
+        HandshakeDone(False),
+        ConnectRequested(
+            "live", "rtmp://127.0.0.1/live", {"app": "live", "type": "nonprivate", "tcUrl": "rtmp://127.0.0.1/live"}
+        ),
+        PublishRequested(1, "12?tok", "live"),
+    ]
     types = [m.type_id for m in replies.messages]
     assert types[:3] == [MessageType.WINDOW_ACK_SIZE, MessageType.SET_PEER_BANDWIDTH, MessageType.SET_CHUNK_SIZE]
     names = [c[0] for c in replies.commands]
@@ -72,13 +75,18 @@ def test_full_publish_conversation() -> None:
 
 def test_media_and_metadata_events() -> None:
     session, _ = published()
-    data = (set_data_frame(0) + media(MediaKind.VIDEO, 0, VIDEO_CONFIG) + media(MediaKind.AUDIO, 0, AUDIO_CONFIG, 4)
-            + media(MediaKind.VIDEO, 40, VIDEO_KEY)
-            + ChunkWriter().write(4, MessageType.DATA_AMF0, 1, 50, METADATA)
-            + ChunkWriter().write(4, MessageType.DATA_AMF0, 1, 60, amf0.encode("onCuePoint", {"n": 1.0})))
+    data = (
+        set_data_frame(0)
+        + media(MediaKind.VIDEO, 0, VIDEO_CONFIG)
+        + media(MediaKind.AUDIO, 0, AUDIO_CONFIG, 4)
+        + media(MediaKind.VIDEO, 40, VIDEO_KEY)
+        + ChunkWriter().write(4, MessageType.DATA_AMF0, 1, 50, METADATA)
+        + ChunkWriter().write(4, MessageType.DATA_AMF0, 1, 60, amf0.encode("onCuePoint", {"n": 1.0}))
+    )
     events = feed(session, data)
-    assert events[0] == MetadataReceived(MediaPacket(MediaKind.DATA, 0, METADATA, config=True),
-                                         {"width": 320.0, "height": 240.0, "framerate": 25.0})
+    assert events[0] == MetadataReceived(
+        MediaPacket(MediaKind.DATA, 0, METADATA, config=True), {"width": 320.0, "height": 240.0, "framerate": 25.0}
+    )
     assert events[1] == MediaReceived(classify(MediaKind.VIDEO, 0, VIDEO_CONFIG))
     assert events[1].packet.config
     assert events[2] == MediaReceived(classify(MediaKind.AUDIO, 0, AUDIO_CONFIG))
@@ -105,17 +113,20 @@ def test_nothing_comes_out_before_the_last_byte_of_a_message() -> None:
     session, _ = published()
     data = media(MediaKind.VIDEO, 0, VIDEO_KEY + bytes(500))
     for index in range(len(data) - 1):
-        session.receive_data(data[index:index + 1])
+        session.receive_data(data[index : index + 1])
         assert session.next_event() is NEED_DATA
     session.receive_data(data[-1:])
     assert isinstance(session.next_event(), MediaReceived)
 
 
-@pytest.mark.parametrize("ending", [
-    [command("FCUnpublish", 6.0, None, "12?tok"), command("deleteStream", 7.0, None, 1.0)],
-    [command("deleteStream", 6.0, None, 1.0)],
-    [command("closeStream", 0.0, None, stream_id=1, csid=8)],
-])
+@pytest.mark.parametrize(
+    "ending",
+    [
+        [command("FCUnpublish", 6.0, None, "12?tok"), command("deleteStream", 7.0, None, 1.0)],
+        [command("deleteStream", 6.0, None, 1.0)],
+        [command("closeStream", 0.0, None, stream_id=1, csid=8)],
+    ],
+)
 def test_deliberate_unpublish(ending: list[bytes]) -> None:
     session, _ = published()
     events = feed(session, b"".join(ending))
@@ -167,8 +178,10 @@ def test_ping_request_gets_a_ping_response() -> None:
 def test_client_chunk_size_applies_to_following_chunks() -> None:
     session, _ = published()
     body = VIDEO_KEY + bytes(10_000)
-    events = feed(session, control(MessageType.SET_CHUNK_SIZE, u32(4096))
-                  + media(MediaKind.VIDEO, 0, body, writer=ChunkWriter(4096)))
+    events = feed(
+        session,
+        control(MessageType.SET_CHUNK_SIZE, u32(4096)) + media(MediaKind.VIDEO, 0, body, writer=ChunkWriter(4096)),
+    )
     assert events == [MediaReceived(classify(MediaKind.VIDEO, 0, body))]
 
 
@@ -195,14 +208,21 @@ def test_aggregate_message_is_split_into_tags() -> None:
         tags += bytes([kind]) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big") + b"\x00"
         tags += b"\x00\x00\x00" + body + u32(11 + len(body))
     events = feed(session, ChunkWriter().write(6, MessageType.AGGREGATE, 1, 5000, tags))
-    assert events == [MediaReceived(classify(MediaKind.VIDEO, 5000, VIDEO_KEY)),
-                      MediaReceived(classify(MediaKind.AUDIO, 5020, b"\xaf\x01xx"))]
+    assert events == [
+        MediaReceived(classify(MediaKind.VIDEO, 5000, VIDEO_KEY)),
+        MediaReceived(classify(MediaKind.AUDIO, 5020, b"\xaf\x01xx")),
+    ]
 
 
 def test_play_is_refused() -> None:
     session = ServerSession()
-    events = feed(session, handshake() + publish_script("x")[0] + command("createStream", 2.0, None)
-                  + command("play", 3.0, None, "12?tok", stream_id=1, csid=8))
+    events = feed(
+        session,
+        handshake()
+        + publish_script("x")[0]
+        + command("createStream", 2.0, None)
+        + command("play", 3.0, None, "12?tok", stream_id=1, csid=8),
+    )
     assert isinstance(events[-1], CloseRequested) and events[-1].reason == "play refused"
     replies = ServerReplies()
     replies.feed(session.data_to_send())
@@ -241,14 +261,17 @@ def test_unknown_command_with_transaction_gets_an_error() -> None:
     assert replies.commands[-1][:2] == ["_error", 9.0]
 
 
-@pytest.mark.parametrize("script", [
-    [command("createStream", 1.0, None)],  # before connect
-    [*publish_script("x")[:1], command("connect", 2.0, {"app": "a"})],  # connect twice
-    [*publish_script("x")[:1], command("publish", 2.0, None, "x", "live", stream_id=1)],  # no createStream
-    [*publish_script("x")[:4], command("publish", 5.0, None, "", stream_id=1)],  # empty name
-    [ChunkWriter().write(3, MessageType.COMMAND_AMF0, 0, 0, amf0.encode(1.0, 2.0))],  # no name
-    [ChunkWriter().write(3, MessageType.COMMAND_AMF3, 0, 0, b"\x11\x06")],  # real AMF3
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        [command("createStream", 1.0, None)],  # before connect
+        [*publish_script("x")[:1], command("connect", 2.0, {"app": "a"})],  # connect twice
+        [*publish_script("x")[:1], command("publish", 2.0, None, "x", "live", stream_id=1)],  # no createStream
+        [*publish_script("x")[:4], command("publish", 5.0, None, "", stream_id=1)],  # empty name
+        [ChunkWriter().write(3, MessageType.COMMAND_AMF0, 0, 0, amf0.encode(1.0, 2.0))],  # no name
+        [ChunkWriter().write(3, MessageType.COMMAND_AMF3, 0, 0, b"\x11\x06")],  # real AMF3
+    ],
+)
 def test_illegal_command_sequences(script: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
         feed(ServerSession(), handshake() + b"".join(script))

@@ -33,8 +33,9 @@ def simple_c1(seed: int = 1) -> bytes:
 
 def digest_c1(base: int = 8) -> bytes:
     """A C1 as an FP9 client builds it: version set, HMAC digest at the `base` layout's offset."""
-    return make_digest_packet(struct.pack(">I", 1000) + FP9_VERSION, os.urandom(HANDSHAKE_SIZE), CLIENT_PARTIAL_KEY,
-                              base)
+    return make_digest_packet(
+        struct.pack(">I", 1000) + FP9_VERSION, os.urandom(HANDSHAKE_SIZE), CLIENT_PARTIAL_KEY, base
+    )
 
 
 def digest_c2(server_digest: bytes) -> bytes:
@@ -42,8 +43,9 @@ def digest_c2(server_digest: bytes) -> bytes:
     return make_digest_response(server_digest, os.urandom(HANDSHAKE_SIZE), CLIENT_FULL_KEY)
 
 
-def command(name: str, txid: float, obj: Any, *args: Any, stream_id: int = 0, csid: int = 3,
-            writer: ChunkWriter | None = None) -> bytes:
+def command(
+    name: str, txid: float, obj: Any, *args: Any, stream_id: int = 0, csid: int = 3, writer: ChunkWriter | None = None
+) -> bytes:
     """An AMF0 command message (type 20) as chunks."""
     payload = amf0.encode(name, txid, obj, *args)
     return (writer or ChunkWriter()).write(csid, MessageType.COMMAND_AMF0, stream_id, 0, payload)

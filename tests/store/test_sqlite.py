@@ -19,8 +19,10 @@ async def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
         if statement.strip():
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO streams (client_id, name, active, token, created_at)"
-                 " VALUES (1, 'old', 1, 'tok-123456', '2026-01-01T00:00:00.000+00:00')")
+    conn.execute(
+        "INSERT INTO streams (client_id, name, active, token, created_at)"
+        " VALUES (1, 'old', 1, 'tok-123456', '2026-01-01T00:00:00.000+00:00')"
+    )
     conn.close()
 
     store = SqliteStore(path)

@@ -48,8 +48,9 @@ class Rig:
         self.sink.write(video(self.media_ms, key=True))
         return self.sink
 
-    async def advance(self, seconds: float, *, feeding: bool = False,
-                      each_second: Callable[[], None] | None = None) -> None:
+    async def advance(
+        self, seconds: float, *, feeding: bool = False, each_second: Callable[[], None] | None = None
+    ) -> None:
         """Move the fake clock in quarter seconds, letting the loop run after each; `feeding`: the
         publisher sends a frame each step; `each_second` runs once per whole second (e.g. progress)."""
         step = 0.25
@@ -75,8 +76,10 @@ class Rig:
             if status.state in states:
                 return status
             await asyncio.sleep(0)
-        raise AssertionError(f"restream {restream_id} stayed {self.supervisor.status(restream_id).state.value}, "
-                             f"wanted {[s.value for s in states]}")
+        raise AssertionError(
+            f"restream {restream_id} stayed {self.supervisor.status(restream_id).state.value}, "
+            f"wanted {[s.value for s in states]}"
+        )
 
     def states(self, restream_id: int) -> list[PushState]:
         """The states reported, repeats folded."""
@@ -99,8 +102,15 @@ async def rig(settings: SupervisorSettings) -> AsyncIterator[Rig]:
     processes = FakeProcesses()
     statuses: list[tuple[int, PushStatus]] = []
     lookup: Callable[[int], Hub | None] = {STREAM_ID: hub}.get
-    supervisor = Supervisor(settings, lookup, "ffmpeg", clock, lambda rid, st: statuses.append((rid, st)),
-                            rand=lambda: 1.0, process_factory=processes)
+    supervisor = Supervisor(
+        settings,
+        lookup,
+        "ffmpeg",
+        clock,
+        lambda rid, st: statuses.append((rid, st)),
+        rand=lambda: 1.0,
+        process_factory=processes,
+    )
     try:
         yield Rig(clock, hub, processes, supervisor, statuses)
     finally:

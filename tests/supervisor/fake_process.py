@@ -61,10 +61,17 @@ class FakeProcess:
     def progress(self, seconds: float = 1.0) -> None:
         """One `-progress` block: another `seconds` of output written."""
         self._frames += max(1, round(seconds * 30))
-        self._on_progress(Progress(
-            frame=self._frames, fps=30.0, bitrate_kbps=1000.0, total_size_bytes=self._frames * 4000,
-            out_time_us=self._frames * 33_333, speed=1.0, ended=False,
-        ))
+        self._on_progress(
+            Progress(
+                frame=self._frames,
+                fps=30.0,
+                bitrate_kbps=1000.0,
+                total_size_bytes=self._frames * 4000,
+                out_time_us=self._frames * 33_333,
+                speed=1.0,
+                ended=False,
+            )
+        )
 
     def say(self, line: str) -> None:
         """A log line on stderr, classified as FfmpegProcess does."""
@@ -105,8 +112,14 @@ class FakeProcess:
     async def wait(self) -> PushExit:
         returncode = await self.exited()
         await self._cancel_feeder()
-        return PushExit(returncode=returncode, stopped=self.stopped, killed=self.killed, refused=self.refused,
-                        last_error=self.last_error, input_end=self.subscriber.end_cause)
+        return PushExit(
+            returncode=returncode,
+            stopped=self.stopped,
+            killed=self.killed,
+            refused=self.refused,
+            last_error=self.last_error,
+            input_end=self.subscriber.end_cause,
+        )
 
     async def stop(self, timeout_seconds: float) -> PushExit:
         self.stopped = True
@@ -157,8 +170,9 @@ class FakeProcesses:
         on_input_end: Callable[[EndCause | None], None],
         log_prefix: str,
     ) -> FakeProcess:
-        process = FakeProcess(argv, subscriber, secrets, on_progress=on_progress, on_input_end=on_input_end,
-                              log_prefix=log_prefix)
+        process = FakeProcess(
+            argv, subscriber, secrets, on_progress=on_progress, on_input_end=on_input_end, log_prefix=log_prefix
+        )
         self.made.append(process)
         if self.script is not None:
             self.script(process)

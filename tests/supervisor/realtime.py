@@ -27,22 +27,69 @@ def make_samples(ffmpeg: str, directory: Path, seconds: int = 3) -> tuple[Path, 
     flv = directory / "sample.flv"
     ts = directory / "sample.ts"
     subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
-         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(flv)],
-        check=True, timeout=60,
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            str(flv),
+        ],
+        check=True,
+        timeout=60,
     )
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(flv), "-c", "copy",
-                    "-f", "mpegts", str(ts)], check=True, timeout=60)
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(flv), "-c", "copy", "-f", "mpegts", str(ts)],
+        check=True,
+        timeout=60,
+    )
     return flv, ts
 
 
 def video_md5s(ffmpeg: str, path: Path) -> list[str]:
     out = subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
-         "-f", "framemd5", "-"],
-        capture_output=True, text=True, timeout=60,
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
 
@@ -52,7 +99,7 @@ def is_contiguous_run(part: list[str], whole: list[str]) -> bool:
     if not part:
         return False
     for start in range(len(whole) - len(part) + 1):
-        if whole[start:start + len(part)] == part:
+        if whole[start : start + len(part)] == part:
             return True
     return False
 
@@ -94,8 +141,11 @@ class Receiver:
 
     async def start(self, port: int, udp: bool = False) -> Receiver:
         self.proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            *self._argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         await wait_listening(port, udp)
         return self
@@ -142,14 +192,20 @@ def self_signed_context(directory: Path) -> ssl.SSLContext:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
     return ctx
@@ -157,7 +213,10 @@ def self_signed_context(directory: Path) -> ssl.SSLContext:
 
 @contextlib.asynccontextmanager
 async def tcp_proxy(
-    listen_port: int, target_port: int, *, tls: ssl.SSLContext | None = None,
+    listen_port: int,
+    target_port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
     upstream_bytes_per_second: float | None = None,
 ) -> AsyncIterator[None]:
     """Forward 127.0.0.1:listen_port to target_port; optionally TLS-terminating or throttled upstream."""
@@ -181,8 +240,10 @@ async def tcp_proxy(
         except OSError:
             writer.close()
             return
-        for t in (asyncio.create_task(pipe(reader, up_writer, upstream_bytes_per_second)),
-                  asyncio.create_task(pipe(up_reader, writer, None))):
+        for t in (
+            asyncio.create_task(pipe(reader, up_writer, upstream_bytes_per_second)),
+            asyncio.create_task(pipe(up_reader, writer, None)),
+        ):
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 

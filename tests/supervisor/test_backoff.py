@@ -7,8 +7,12 @@ from relay.supervisor.settings import SupervisorSettings
 
 
 def test_backoff_retries_fast_after_a_running_push_breaks_then_grows() -> None:
-    settings = SupervisorSettings(restart_initial_delay_seconds=0.5, restart_jitter_ratio=0.0,
-                                  fast_retry_min_run_seconds=5.0, fast_retry_window_seconds=15.0)
+    settings = SupervisorSettings(
+        restart_initial_delay_seconds=0.5,
+        restart_jitter_ratio=0.0,
+        fast_retry_min_run_seconds=5.0,
+        fast_retry_window_seconds=15.0,
+    )
     backoff = Backoff(settings, rand=lambda: 0.5)
     # Never got running: plain exponential growth.
     assert [backoff.next_delay(0.0, now) for now in (0.0, 1.0, 2.0)] == [0.5, 1.0, 2.0]
@@ -29,8 +33,9 @@ def test_backoff_retries_fast_after_a_running_push_breaks_then_grows() -> None:
 
 
 def test_jitter_stays_within_its_ratio_and_under_the_cap() -> None:
-    settings = SupervisorSettings(restart_initial_delay_seconds=1.0, restart_max_delay_seconds=30.0,
-                                  restart_jitter_ratio=0.2)
+    settings = SupervisorSettings(
+        restart_initial_delay_seconds=1.0, restart_max_delay_seconds=30.0, restart_jitter_ratio=0.2
+    )
     low, high = Backoff(settings, rand=lambda: 0.0), Backoff(settings, rand=lambda: 1.0)
     assert [low.next_delay(0.0, 0.0) for _ in range(3)] == [0.8, 1.6, 3.2]
     assert [round(high.next_delay(0.0, 0.0), 6) for _ in range(3)] == [1.2, 2.4, 4.8]

@@ -109,7 +109,10 @@ async def test_runs_then_ends_cleanly_on_unpublish(rig: RealRig) -> None:
     assert not alive(pid)
     states = [s.state for _, s in rig.statuses]
     assert [a for a, b in zip(states, [None, *states], strict=False) if a is not b] == [
-        PushState.STARTING, PushState.RUNNING, PushState.IDLE]
+        PushState.STARTING,
+        PushState.RUNNING,
+        PushState.IDLE,
+    ]
 
 
 async def test_refusal_is_read_from_ffmpeg_and_masked(rig: RealRig) -> None:

@@ -70,8 +70,12 @@ class Engine:
 async def engine() -> AsyncIterator[Engine]:
     clock = LoopClock()
     hub = Hub(1, HubSettings(subscriber=SubscriberLimits(max_bytes=4_000_000)), clock, lambda e: None)
-    settings = SupervisorSettings(restart_initial_delay_seconds=0.2, restart_max_delay_seconds=1.0,
-                                  stall_timeout_seconds=5.0, stop_timeout_seconds=3.0)
+    settings = SupervisorSettings(
+        restart_initial_delay_seconds=0.2,
+        restart_max_delay_seconds=1.0,
+        stall_timeout_seconds=5.0,
+        stop_timeout_seconds=3.0,
+    )
     e = Engine(hub, None)  # type: ignore[arg-type]
     sup = Supervisor(settings, {1: hub}.get, FFMPEG, clock, e.record)
     e.supervisor = sup
@@ -87,23 +91,23 @@ def rtmp(port: int, key: str = "key", scheme: str = "rtmp") -> str:
     return f"{scheme}://127.0.0.1:{port}/live/{key}"
 
 
-async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[Path, Path],
-                                                tmp_path: Path) -> None:
+async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[Path, Path], tmp_path: Path) -> None:
     flv, ts = samples
     p_rtmp, p_backend, p_tls = free_port(), free_port(), free_port()
     p_srt = free_port(__import__("socket").SOCK_DGRAM)
     await engine.receiver(rtmp(p_rtmp), tmp_path / "rtmp.flv", "flv", p_rtmp)
     await engine.receiver(rtmp(p_backend), tmp_path / "rtmps.flv", "flv", p_backend)
-    await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt,
-                          udp=True)
+    await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt, udp=True)
     async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
         sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
         packets = flv_packets(flv)
-        engine.supervisor.reconcile([
-            PushSpec(1, 1, rtmp(p_rtmp), False, "drop", True),
-            PushSpec(2, 1, rtmp(p_tls, scheme="rtmps"), False, "drop", tls_verify=False),
-            PushSpec(3, 1, f"srt://127.0.0.1:{p_srt}?mode=caller&latency=120000", False, "drop", True),
-        ])
+        engine.supervisor.reconcile(
+            [
+                PushSpec(1, 1, rtmp(p_rtmp), False, "drop", True),
+                PushSpec(2, 1, rtmp(p_tls, scheme="rtmps"), False, "drop", tls_verify=False),
+                PushSpec(3, 1, f"srt://127.0.0.1:{p_srt}?mode=caller&latency=120000", False, "drop", True),
+            ]
+        )
         await feed_realtime(sink, packets, speed=1.5)
         for rid in (1, 2, 3):
             status = await engine.wait_state(rid, PushState.RUNNING, within=5)
@@ -124,8 +128,9 @@ async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[P
     assert all(s.restarts == 0 for _, s in engine.statuses)
 
 
-async def test_rtmps_verification_rejects_self_signed(engine: Engine, samples: tuple[Path, Path],
-                                                      tmp_path: Path) -> None:
+async def test_rtmps_verification_rejects_self_signed(
+    engine: Engine, samples: tuple[Path, Path], tmp_path: Path
+) -> None:
     p_backend, p_tls = free_port(), free_port()
     await engine.receiver(rtmp(p_backend), tmp_path / "x.flv", "flv", p_backend)
     async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
@@ -141,12 +146,12 @@ async def test_rtmps_verification_rejects_self_signed(engine: Engine, samples: t
     assert "topsecret" not in repr(engine.statuses)
 
 
-async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple[Path, Path],
-                                                  tmp_path: Path) -> None:
+async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple[Path, Path], tmp_path: Path) -> None:
     _, ts = samples
     p_srt = free_port(__import__("socket").SOCK_DGRAM)
-    receiver = await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts",
-                                     p_srt, udp=True)
+    receiver = await engine.receiver(
+        f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt, udp=True
+    )
     sink = engine.hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
     packetizer = MpegTsReader()
     data = ts.read_bytes()
@@ -155,7 +160,7 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
     # About 3 s of media: pace the 1316-byte chunks evenly (a TS source's timestamps are receive times).
     per_chunk_ms = 3000 / (len(data) / chunk)
     for i, pos in enumerate(range(0, len(data), chunk)):
-        packets += packetizer.feed(data[pos:pos + chunk], int(i * per_chunk_ms))
+        packets += packetizer.feed(data[pos : pos + chunk], int(i * per_chunk_ms))
     packets += packetizer.flush(3000)
     engine.supervisor.reconcile([PushSpec(1, 1, f"srt://127.0.0.1:{p_srt}?mode=caller", False, "drop", True)])
     await feed_realtime(sink, packets, speed=1.5)
@@ -179,8 +184,9 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
     packets = flv_packets(flv, loops=loops)
     sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     b = await engine.receiver(rtmp(p_b), tmp_path / "b.flv", "flv", p_b)
-    engine.supervisor.reconcile([PushSpec(1, 1, rtmp(p_a), False, "drop", True),
-                                 PushSpec(2, 1, rtmp(p_b), False, "drop", True)])
+    engine.supervisor.reconcile(
+        [PushSpec(1, 1, rtmp(p_a), False, "drop", True), PushSpec(2, 1, rtmp(p_b), False, "drop", True)]
+    )
     feeder = asyncio.create_task(feed_realtime(sink, packets, speed=1.5))
     try:
         # A is down at start: refused connections, retried with backoff (never marked "failed").
@@ -227,8 +233,9 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
     clock = LoopClock()
     limits = SubscriberLimits(max_bytes=150_000, max_seconds=2.0, overflow_restart_count=1000)
     hub = Hub(1, HubSettings(subscriber=limits), clock, lambda e: None)
-    settings = SupervisorSettings(stall_timeout_seconds=30, stop_timeout_seconds=2,
-                                  command=CommandSettings(tcp_send_buffer_bytes=32_768))
+    settings = SupervisorSettings(
+        stall_timeout_seconds=30, stop_timeout_seconds=2, command=CommandSettings(tcp_send_buffer_bytes=32_768)
+    )
     watcher = Engine(hub, None)  # type: ignore[arg-type]
     sup = Supervisor(settings, {1: hub}.get, FFMPEG, clock, watcher.record)
     watcher.supervisor = sup
@@ -240,8 +247,9 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
         await slow.start(p_slow_backend)
         async with tcp_proxy(p_slow, p_slow_backend, upstream_bytes_per_second=5_000):
             sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-            sup.reconcile([PushSpec(1, 1, rtmp(p_fast), False, "drop", True),
-                           PushSpec(2, 1, rtmp(p_slow), False, "drop", True)])
+            sup.reconcile(
+                [PushSpec(1, 1, rtmp(p_fast), False, "drop", True), PushSpec(2, 1, rtmp(p_slow), False, "drop", True)]
+            )
             packets = flv_packets(flv, loops=2)
             peak = overflows = 0
             feeder = asyncio.create_task(feed_realtime(sink, packets, speed=1.5))

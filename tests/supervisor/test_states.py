@@ -30,18 +30,22 @@ def test_legal_transition_passes(old: PushState, new: PushState) -> None:
     check_transition(TRANSITIONS, "push", old, new)
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (S.IDLE, S.RUNNING),          # output progress needs a process: it starts first
-    (S.IDLE, S.RETRYING),         # nothing ran, nothing to retry
-    (S.IDLE, S.STOPPING),
-    (S.DISABLED, S.RUNNING),
-    (S.DISABLED, S.FAILED),
-    (S.STOPPING, S.RUNNING),      # a process asked to stop does not come back to running
-    (S.RETRYING, S.RUNNING),      # a retry starts a new process first
-    (S.FAILED, S.RETRYING),
-    (S.RETRYING, S.STOPPING),
-    *[(state, state) for state in PushState],  # staying put is the runner's no-op, never the table's
-], ids=lambda state: state.value)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (S.IDLE, S.RUNNING),  # output progress needs a process: it starts first
+        (S.IDLE, S.RETRYING),  # nothing ran, nothing to retry
+        (S.IDLE, S.STOPPING),
+        (S.DISABLED, S.RUNNING),
+        (S.DISABLED, S.FAILED),
+        (S.STOPPING, S.RUNNING),  # a process asked to stop does not come back to running
+        (S.RETRYING, S.RUNNING),  # a retry starts a new process first
+        (S.FAILED, S.RETRYING),
+        (S.RETRYING, S.STOPPING),
+        *[(state, state) for state in PushState],  # staying put is the runner's no-op, never the table's
+    ],
+    ids=lambda state: state.value,
+)
 def test_illegal_transition_raises(old: PushState, new: PushState) -> None:
     with pytest.raises(IllegalTransition) as caught:
         check_transition(TRANSITIONS, "restream 1", old, new)

@@ -19,8 +19,10 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-MARK_IT = ("mark it @pytest.mark.integration (or its module: pytestmark = pytest.mark.integration), "
-           "so that `make test-fast` leaves it out")
+MARK_IT = (
+    "mark it @pytest.mark.integration (or its module: pytestmark = pytest.mark.integration), "
+    "so that `make test-fast` leaves it out"
+)
 
 # asyncio.create_subprocess_exec and _shell, subprocess.run and os.popen all end in subprocess.Popen.
 _OS_SPAWNERS = ["system", "fork", "forkpty", "posix_spawn", "posix_spawnp"]
@@ -47,6 +49,7 @@ def refuse_subprocesses(test: str) -> Iterator[list[str]]:
     def os_spawner(name: str) -> Callable[..., Any]:
         def spawn(*args: Any, **kwargs: Any) -> Any:
             refuse(f"os.{name}{args[:2]!r}")
+
         return spawn
 
     saved_init = subprocess.Popen.__init__

@@ -78,8 +78,12 @@ class Clip:
 
 
 def _ffmpeg(args: list[str], ffmpeg: str = FFMPEG, timeout: float = 300.0) -> None:
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args], check=True,
-                   capture_output=True, timeout=timeout)
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def encode(clip: Clip, path: Path) -> Path:
@@ -139,8 +143,7 @@ def framemd5(path: Path, stream: str = "v", *, bsf: str | None = None, check: bo
     argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", f"0:{stream}", "-c", "copy"]
     if bsf:
         argv += [f"-bsf:{stream}", bsf]
-    out = subprocess.run([*argv, "-f", "framemd5", "-"], check=check, capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run([*argv, "-f", "framemd5", "-"], check=check, capture_output=True, text=True, timeout=60).stdout
     return [line for line in out.splitlines() if line and not line.startswith("#")]
 
 
@@ -158,9 +161,14 @@ def md5s(path: Path) -> list[str]:
 
 
 def stream_kinds(path: Path) -> list[str]:
-    """"codec,type" of each stream of a file, in index order (ffprobe of the system's ffmpeg)."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-show_entries", "stream=index,codec_name,codec_type",
-                          "-of", "csv=p=0", str(path)], check=True, capture_output=True, text=True, timeout=60).stdout
+    """ "codec,type" of each stream of a file, in index order (ffprobe of the system's ffmpeg)."""
+    out = subprocess.run(
+        [FFPROBE, "-v", "error", "-show_entries", "stream=index,codec_name,codec_type", "-of", "csv=p=0", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     by_index: dict[int, str] = {}  # MPEG-TS lists each stream twice (also under its program)
     for line in out.splitlines():
         if line.strip():
@@ -174,6 +182,6 @@ def is_contiguous_run(part: list[str], whole: list[str]) -> bool:
     if not part:
         return False
     for start in range(len(whole) - len(part) + 1):
-        if whole[start:start + len(part)] == part:
+        if whole[start : start + len(part)] == part:
             return True
     return False

@@ -44,14 +44,20 @@ def self_signed_context(directory: Path) -> ssl.SSLContext:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
     return ctx
@@ -59,7 +65,10 @@ def self_signed_context(directory: Path) -> ssl.SSLContext:
 
 @contextlib.asynccontextmanager
 async def tcp_proxy(
-    listen_port: int, target_port: int, *, tls: ssl.SSLContext | None = None,
+    listen_port: int,
+    target_port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
     upstream_bytes_per_second: float | None = None,
 ) -> AsyncIterator[None]:
     """Forward 127.0.0.1:listen_port to target_port; optionally TLS-terminating or throttled upstream."""
@@ -83,8 +92,10 @@ async def tcp_proxy(
         except OSError:
             writer.close()
             return
-        for t in (asyncio.create_task(pipe(reader, up_writer, upstream_bytes_per_second)),
-                  asyncio.create_task(pipe(up_reader, writer, None))):
+        for t in (
+            asyncio.create_task(pipe(reader, up_writer, upstream_bytes_per_second)),
+            asyncio.create_task(pipe(up_reader, writer, None)),
+        ):
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 

@@ -10,8 +10,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_for(probe: Callable[[], Awaitable[T | bool | None]], within: float, what: str,
-                   every: float = 0.1) -> T:
+async def wait_for(probe: Callable[[], Awaitable[T | bool | None]], within: float, what: str, every: float = 0.1) -> T:
     """Poll `probe` until it returns something truthy (returned), failing after `within` seconds."""
     deadline = time.monotonic() + within
     while True:

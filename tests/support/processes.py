@@ -22,8 +22,9 @@ class Finished(NamedTuple):
     output: str
 
 
-async def run_process(argv: list[str], *, limit_seconds: float = 30.0, stdin_data: bytes | None = None,
-                      pace_seconds: float = 0.0) -> Finished:
+async def run_process(
+    argv: list[str], *, limit_seconds: float = 30.0, stdin_data: bytes | None = None, pace_seconds: float = 0.0
+) -> Finished:
     """Run a process to completion (killed after `limit_seconds`), feeding `stdin_data` paced over
     `pace_seconds` if given."""
     proc = await asyncio.create_subprocess_exec(

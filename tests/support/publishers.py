@@ -19,8 +19,9 @@ from tests.support.binaries import FFMPEG, GST_LAUNCH
 from tests.support.processes import Finished, feed_paced
 
 
-def ffmpeg_publish_argv(source: Path, url: str, *, ffmpeg: str = FFMPEG, realtime: bool = True,
-                        pes_lengths: bool = False) -> list[str]:
+def ffmpeg_publish_argv(
+    source: Path, url: str, *, ffmpeg: str = FFMPEG, realtime: bool = True, pes_lengths: bool = False
+) -> list[str]:
     """ffmpeg sending a file unchanged (`-c copy`) to `url`: FLV for rtmp(s)://, MPEG-TS for srt://.
 
     `pes_lengths` writes the length of every MPEG-TS video PES (`-omit_video_pes_length 0`): a demuxer then
@@ -42,10 +43,34 @@ def ffmpeg_publish_argv(source: Path, url: str, *, ffmpeg: str = FFMPEG, realtim
 def pattern_publish_argv(url: str, seconds: float, *, size: str = "320x240", rate: int = 25) -> list[str]:
     """A live encoder: a `size` test pattern at `rate` fps (GOP of one second) with a tone, encoded in real
     time and published as FLV to `url` (RTMP or RTMPS) for `seconds`."""
-    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
-            "-i", f"testsrc2=size={size}:rate={rate}", "-f", "lavfi", "-i", "sine=frequency=440",
-            "-c:v", "libx264", "-preset", "ultrafast", "-g", str(rate), "-b:v", "600k", "-c:a", "aac",
-            "-t", str(seconds)]
+    argv = [
+        FFMPEG,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(rate),
+        "-b:v",
+        "600k",
+        "-c:a",
+        "aac",
+        "-t",
+        str(seconds),
+    ]
     if url.startswith("rtmps:"):
         argv += ["-tls_verify", "0"]
     return [*argv, "-f", "flv", url]
@@ -54,20 +79,53 @@ def pattern_publish_argv(url: str, seconds: float, *, size: str = "320x240", rat
 def pattern_publisher(url: str, seconds: float) -> subprocess.Popen[bytes]:
     """`pattern_publish_argv` started without an event loop (for tests driving a relay subprocess); the
     caller reaps it. Its stderr is a pipe, for the error of a refused publish."""
-    return subprocess.Popen(pattern_publish_argv(url, seconds), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        pattern_publish_argv(url, seconds), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def gst_publish_argv(sample: Path, *, port: int, stream: str, tls: bool) -> list[str]:
     """GStreamer remuxing an FLV file's H.264/AAC into rtmp2sink (no re-encoding)."""
     assert GST_LAUNCH is not None
-    sink = ["rtmp2sink", f"scheme={'rtmps' if tls else 'rtmp'}", "host=127.0.0.1", f"port={port}",
-            "application=live", f"stream={stream}", "async-connect=false", "sync=false"]
+    sink = [
+        "rtmp2sink",
+        f"scheme={'rtmps' if tls else 'rtmp'}",
+        "host=127.0.0.1",
+        f"port={port}",
+        "application=live",
+        f"stream={stream}",
+        "async-connect=false",
+        "sync=false",
+    ]
     if tls:
         sink.append("tls-validation-flags=0")
-    return [GST_LAUNCH, "-q", "filesrc", f"location={sample}", "!", "flvdemux", "name=d",
-            "d.video", "!", "queue", "!", "h264parse", "!", "flvmux", "name=m", "streamable=true", "!", *sink,
-            "d.audio", "!", "queue", "!", "aacparse", "!", "m."]
+    return [
+        GST_LAUNCH,
+        "-q",
+        "filesrc",
+        f"location={sample}",
+        "!",
+        "flvdemux",
+        "name=d",
+        "d.video",
+        "!",
+        "queue",
+        "!",
+        "h264parse",
+        "!",
+        "flvmux",
+        "name=m",
+        "streamable=true",
+        "!",
+        *sink,
+        "d.audio",
+        "!",
+        "queue",
+        "!",
+        "aacparse",
+        "!",
+        "m.",
+    ]
 
 
 class Publisher:
@@ -87,8 +145,11 @@ class Publisher:
 
     async def start(self) -> Publisher:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE if self.stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE if self.stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
         self.started_at = time.monotonic()
         return self
@@ -96,8 +157,9 @@ class Publisher:
     async def __aenter__(self) -> Publisher:
         return await self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def feed(self, data: bytes, pace_seconds: float) -> None:

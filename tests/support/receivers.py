@@ -33,8 +33,15 @@ class Receiver:
     so a test can time the first frame (`first_frame`).
     """
 
-    def __init__(self, out: Path, *, srt: bool = False, port: int | None = None, key: str = "dest-key",
-                 watch_frames: bool = False) -> None:
+    def __init__(
+        self,
+        out: Path,
+        *,
+        srt: bool = False,
+        port: int | None = None,
+        key: str = "dest-key",
+        watch_frames: bool = False,
+    ) -> None:
         self.srt = srt
         self.port = port or free_port(socket.SOCK_DGRAM if srt else socket.SOCK_STREAM)
         self.key = key
@@ -64,9 +71,11 @@ class Receiver:
             argv += ["-map", "0:v", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "pipe:1"]
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL,
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if self.watch_frames else asyncio.subprocess.DEVNULL,
-                stderr=log, start_new_session=True,
+                stderr=log,
+                start_new_session=True,
             )
         if self.watch_frames:
             self._reader = asyncio.create_task(self._read_frames())
@@ -76,8 +85,9 @@ class Receiver:
     async def __aenter__(self) -> Receiver:
         return await self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def _read_frames(self) -> None:

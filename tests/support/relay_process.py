@@ -30,8 +30,15 @@ class HttpResult:
     headers: Mapping[str, str]
 
 
-def http(method: str, url: str, body: Any = None, key: str | None = ADMIN_KEY, raw: bytes | None = None,
-         headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> HttpResult:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    key: str | None = ADMIN_KEY,
+    raw: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> HttpResult:
     """One blocking HTTP request; JSON in and out; never raises on an HTTP error status."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
@@ -69,17 +76,19 @@ class RelayProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-        env.update({
-            "RELAY_DATA_DIR": str(self.data_dir),
-            "RELAY_BIND": "127.0.0.1",
-            "RELAY_PUBLIC_HOST": "127.0.0.1",
-            "RELAY_HTTP_PORT": str(self.http_port),
-            "RELAY_RTMP_PORT": str(self.rtmp_port),
-            "RELAY_RTMPS_PORT": str(self.rtmps_port),
-            "RELAY_SRT_PORT": str(self.srt_port),
-            "RELAY_API_KEY": ADMIN_KEY,
-            "RELAY_LOG_LEVEL": "DEBUG",
-        })
+        env.update(
+            {
+                "RELAY_DATA_DIR": str(self.data_dir),
+                "RELAY_BIND": "127.0.0.1",
+                "RELAY_PUBLIC_HOST": "127.0.0.1",
+                "RELAY_HTTP_PORT": str(self.http_port),
+                "RELAY_RTMP_PORT": str(self.rtmp_port),
+                "RELAY_RTMPS_PORT": str(self.rtmps_port),
+                "RELAY_SRT_PORT": str(self.srt_port),
+                "RELAY_API_KEY": ADMIN_KEY,
+                "RELAY_LOG_LEVEL": "DEBUG",
+            }
+        )
         env.update(self.env_extra)
         return env
 
@@ -92,7 +101,11 @@ class RelayProcess:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-relay.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve"], cwd=ROOT, env=self.env(), stdout=log, stderr=log,
+            [sys.executable, "-m", "api", "serve"],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=log,
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout

@@ -29,8 +29,14 @@ def test_sdk_streams_and_restreams_lifecycle(client: gcore.Gcore) -> None:
     assert stream.id in [s.id for s in client.streaming.streams.list()]
 
     restream = client.streaming.restreams.create(
-        restream={"name": "YouTube", "uri": "rtmp://a.rtmp.youtube.com/live2/abcd-efgh", "stream_id": stream.id,
-                  "active": True, "client_user_id": 7})
+        restream={
+            "name": "YouTube",
+            "uri": "rtmp://a.rtmp.youtube.com/live2/abcd-efgh",
+            "stream_id": stream.id,
+            "active": True,
+            "client_user_id": 7,
+        }
+    )
     assert restream.id and restream.stream_id == stream.id and (restream.uri or "").endswith("/abcd-efgh")
     assert restream.active is True and restream.live is False and restream.client_user_id == 7
     assert restream.no_audio is False and restream.source == "original"

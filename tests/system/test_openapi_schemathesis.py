@@ -14,13 +14,15 @@ from tests.support import ADMIN_KEY, RelayProcess
 
 pytestmark = pytest.mark.integration
 
-CHECKS = ",".join([
-    "not_a_server_error",
-    "status_code_conformance",
-    "content_type_conformance",
-    "response_schema_conformance",
-    "response_headers_conformance",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
 
 
 def test_schemathesis_finds_no_500_and_no_schema_break(shared_relay: RelayProcess, tmp_path: Path) -> None:
@@ -28,10 +30,26 @@ def test_schemathesis_finds_no_500_and_no_schema_break(shared_relay: RelayProces
     if binary is None:
         pytest.skip("schemathesis is not installed in this environment")
     result = subprocess.run(
-        [binary, "run", f"{shared_relay.base_url}/openapi.json", "-H", f"Authorization: APIKey {ADMIN_KEY}",
-         "--checks", CHECKS, "--max-examples", "40", "--seed", "20261125", "--request-timeout", "10",
-         "--no-color"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            binary,
+            "run",
+            f"{shared_relay.base_url}/openapi.json",
+            "-H",
+            f"Authorization: APIKey {ADMIN_KEY}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            "40",
+            "--seed",
+            "20261125",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout

@@ -29,8 +29,11 @@ def tls_relay(tmp_path: Path) -> Any:
 @pytest.mark.parametrize("scheme", ["rtmp", "rtmps"])
 def test_stream_goes_live_and_back(tls_relay: RelayProcess, scheme: str) -> None:
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "show"}).body
-    restream = tls_relay.api("POST", "/streaming/restreams", {"restream": {
-        "uri": "rtmp://127.0.0.1:9/live/never", "stream_id": stream["id"], "active": False}}).body
+    restream = tls_relay.api(
+        "POST",
+        "/streaming/restreams",
+        {"restream": {"uri": "rtmp://127.0.0.1:9/live/never", "stream_id": stream["id"], "active": False}},
+    ).body
     url = stream["push_url"] if scheme == "rtmp" else stream["push_url_rtmps"]
     proc = pattern_publisher(url, 3)
     try:
@@ -93,10 +96,14 @@ def test_a_failing_destination_explains_itself_without_its_key(tls_relay: RelayP
     stream = tls_relay.api("POST", "/streaming/streams", {"name": "failing"}).body
     dead_port = free_port()  # nothing listens there
     secret = "live_8812_DestinationKeyX"
-    restream = tls_relay.api("POST", "/streaming/restreams", {"restream": {
-        "uri": f"rtmp://127.0.0.1:{dead_port}/app/{secret}", "stream_id": stream["id"]}}).body
+    restream = tls_relay.api(
+        "POST",
+        "/streaming/restreams",
+        {"restream": {"uri": f"rtmp://127.0.0.1:{dead_port}/app/{secret}", "stream_id": stream["id"]}},
+    ).body
     proc = pattern_publisher(stream["push_url"], 15)
     try:
+
         def failed_once() -> bool:
             status = tls_relay.api("GET", f"/streaming/restreams/{restream['id']}").body["status"]
             return bool(status["last_error"]) and status["state"] in ("retrying", "failed", "starting")

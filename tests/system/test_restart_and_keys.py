@@ -18,13 +18,24 @@ def test_definitions_survive_sigkill(tmp_path: Path) -> None:
     try:
         streams = [relay.api("POST", "/streaming/streams", {"name": f"s{n}"}).body for n in range(3)]
         restreams = [
-            relay.api("POST", "/streaming/restreams", {"restream": {
-                "name": f"r{n}", "uri": f"rtmp://dest{n}.example.com/live/key{n}", "stream_id": streams[n]["id"],
-                "active": n != 1, "no_audio": n == 2}}).body
+            relay.api(
+                "POST",
+                "/streaming/restreams",
+                {
+                    "restream": {
+                        "name": f"r{n}",
+                        "uri": f"rtmp://dest{n}.example.com/live/key{n}",
+                        "stream_id": streams[n]["id"],
+                        "active": n != 1,
+                        "no_audio": n == 2,
+                    }
+                },
+            ).body
             for n in range(3)
         ]
-        patched = relay.api("PATCH", f"/streaming/streams/{streams[0]['id']}",
-                            {"stream": {"srt_passphrase": "passphrase-0001"}}).body
+        patched = relay.api(
+            "PATCH", f"/streaming/streams/{streams[0]['id']}", {"stream": {"srt_passphrase": "passphrase-0001"}}
+        ).body
         assert relay.api("DELETE", f"/streaming/streams/{streams[2]['id']}").status == 204
         # Acknowledged above, so it must survive the harshest stop there is.
         relay.kill()
@@ -40,12 +51,19 @@ def test_definitions_survive_sigkill(tmp_path: Path) -> None:
     assert all(s["live"] is False for s in got_streams)  # live state is never trusted from disk
     assert [r["id"] for r in got_restreams] == [restreams[1]["id"], restreams[0]["id"]]
     assert {r["id"]: (r["uri"], r["active"]) for r in got_restreams} == {
-        restreams[0]["id"]: (restreams[0]["uri"], True), restreams[1]["id"]: (restreams[1]["uri"], False)}
+        restreams[0]["id"]: (restreams[0]["uri"], True),
+        restreams[1]["id"]: (restreams[1]["uri"], False),
+    }
 
 
 def _keys(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api", "--data-dir", str(data_dir), "keys", *args],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "api", "--data-dir", str(data_dir), "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
 
 
 def test_keys_cli_while_the_server_runs(relay_process: RelayProcess) -> None:
@@ -59,7 +77,8 @@ def test_keys_cli_while_the_server_runs(relay_process: RelayProcess) -> None:
     answer = relay_process.api("POST", "/streaming/streams", {"name": "tenant 7"}, key=key)
     assert answer.status == 200 and answer.body["client_id"] == 7
     assert relay_process.api("GET", "/streaming/streams").body == [] or all(
-        s["client_id"] == 1 for s in relay_process.api("GET", "/streaming/streams").body)
+        s["client_id"] == 1 for s in relay_process.api("GET", "/streaming/streams").body
+    )
 
     listed = _keys(data_dir, "list", "--client", "7")
     assert listed.returncode == 0 and "client 7" in listed.stdout and key not in listed.stdout

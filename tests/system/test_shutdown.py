@@ -32,14 +32,23 @@ def test_sigterm_stops_every_push_and_reaps_ffmpeg(tmp_path: Path) -> None:
         stream = relay.api("POST", "/streaming/streams", {"name": "shutdown"}).body
         for n in range(2):
             port = free_port()
-            receivers.append(subprocess.Popen(
-                listener_argv(f"rtmp://127.0.0.1:{port}/live/k{n}", tmp_path / f"out{n}.flv", "flv"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            relay.api("POST", "/streaming/restreams", {"restream": {
-                "uri": f"rtmp://127.0.0.1:{port}/live/k{n}", "stream_id": stream["id"]}})
+            receivers.append(
+                subprocess.Popen(
+                    listener_argv(f"rtmp://127.0.0.1:{port}/live/k{n}", tmp_path / f"out{n}.flv", "flv"),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            relay.api(
+                "POST",
+                "/streaming/restreams",
+                {"restream": {"uri": f"rtmp://127.0.0.1:{port}/live/k{n}", "stream_id": stream["id"]}},
+            )
         pub = pattern_publisher(stream["push_url"], 60)
-        wait_until(lambda: all(r["status"]["state"] == "running"
-                             for r in relay.api("GET", "/streaming/restreams").body), timeout=20)
+        wait_until(
+            lambda: all(r["status"]["state"] == "running" for r in relay.api("GET", "/streaming/restreams").body),
+            timeout=20,
+        )
         assert relay.process is not None
         relay_pid = relay.process.pid
         pushes = set(children_of(relay_pid))

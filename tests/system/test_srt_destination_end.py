@@ -57,23 +57,27 @@ def _reap(proc: subprocess.Popen[bytes], within: float) -> int:
 
 
 @pytest.mark.parametrize("ingest", ["rtmp", "srt"])
-def test_srt_destination_gets_the_tail_on_a_clean_end(relay: RelayProcess, clips: dict[str, Path], tmp_path: Path,
-                                                       ingest: str) -> None:
+def test_srt_destination_gets_the_tail_on_a_clean_end(
+    relay: RelayProcess, clips: dict[str, Path], tmp_path: Path, ingest: str
+) -> None:
     stream = relay.api("POST", "/streaming/streams", {"name": "end"}).body
     srt_port, rtmp_port = free_port(socket.SOCK_DGRAM), free_port()
     srt_out, rtmp_out = tmp_path / "srt.ts", tmp_path / "rtmp.flv"
     receivers = [
-        subprocess.Popen(listener_argv(f"srt://127.0.0.1:{srt_port}?mode=listener", srt_out, "mpegts"),
-                         stdin=subprocess.DEVNULL),
-        subprocess.Popen(listener_argv(f"rtmp://127.0.0.1:{rtmp_port}/live/k", rtmp_out, "flv"),
-                         stdin=subprocess.DEVNULL),
+        subprocess.Popen(
+            listener_argv(f"srt://127.0.0.1:{srt_port}?mode=listener", srt_out, "mpegts"), stdin=subprocess.DEVNULL
+        ),
+        subprocess.Popen(
+            listener_argv(f"rtmp://127.0.0.1:{rtmp_port}/live/k", rtmp_out, "flv"), stdin=subprocess.DEVNULL
+        ),
     ]
     publisher: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(0.3)
         for uri in (f"srt://127.0.0.1:{srt_port}?mode=caller", f"rtmp://127.0.0.1:{rtmp_port}/live/k"):
-            assert relay.api("POST", "/streaming/restreams", {"restream": {
-                "uri": uri, "stream_id": stream["id"], "active": True}}).status in (200, 201)
+            assert relay.api(
+                "POST", "/streaming/restreams", {"restream": {"uri": uri, "stream_id": stream["id"], "active": True}}
+            ).status in (200, 201)
         url = stream["push_url"] if ingest == "rtmp" else stream["push_url_srt"]
         publisher = subprocess.Popen(ffmpeg_publish_argv(clips[ingest], url), stdin=subprocess.DEVNULL)
         assert publisher.wait(timeout=30) == 0
