@@ -72,8 +72,13 @@ class Store(abc.ABC):
         """Newest first."""
 
     @abc.abstractmethod
-    async def active_restreams(self) -> list[RestreamRecord]:
-        """Every active restream of every active stream, all clients: what should push when live."""
+    async def active_restreams(self, stream_id: int | None = None) -> list[RestreamRecord]:
+        """Every active restream of every active stream, all clients (or of one stream): what should push
+        when live."""
+
+    @abc.abstractmethod
+    async def restream_count(self, stream_id: int) -> int:
+        """How many restreams (active or not) the stream has."""
 
     @abc.abstractmethod
     async def update_restream(

@@ -261,13 +261,23 @@ class SqliteStore(Store):
 
         return await self._run(work)
 
-    async def active_restreams(self) -> list[RestreamRecord]:
+    async def active_restreams(self, stream_id: int | None = None) -> list[RestreamRecord]:
         def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
-            rows = conn.execute(
-                "SELECT r.* FROM restreams r JOIN streams s ON s.id = r.stream_id"
-                " WHERE r.active = 1 AND s.active = 1 ORDER BY r.id"
+            query = (
+                "SELECT r.* FROM restreams r JOIN streams s ON s.id = r.stream_id WHERE r.active = 1 AND s.active = 1"
             )
+            if stream_id is None:
+                rows = conn.execute(query + " ORDER BY r.id")
+            else:
+                rows = conn.execute(query + " AND s.id = ? ORDER BY r.id", (stream_id,))
             return [_restream(r) for r in rows]
+
+        return await self._run(work)
+
+    async def restream_count(self, stream_id: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            count: int = conn.execute("SELECT COUNT(*) FROM restreams WHERE stream_id = ?", (stream_id,)).fetchone()[0]
+            return count
 
         return await self._run(work)
 

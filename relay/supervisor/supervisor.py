@@ -23,9 +23,10 @@ log = logging.getLogger("relay.supervisor")
 class Supervisor:
     """Owns one PushRunner per known restream (and through them every ffmpeg child).
 
-    `reconcile` is idempotent and cheap: the engine calls it on every change (restream added, toggled,
-    edited, removed; a stream going live or not) and periodically. Each runner then starts, stops or
-    restarts its own push without touching the others. `process_factory` makes each attempt's process:
+    `apply` brings one push in line with its wanted spec (the engine calls it for each restream a change
+    touches: added, toggled, edited, removed, its stream going live or not); `reconcile` does it for all
+    (the engine's periodic safety net). Both are idempotent. Each runner starts, stops or restarts its
+    own push without touching the others. `process_factory` makes each attempt's process:
     `FfmpegProcess` unless a test passes an in-memory fake.
     """
 
@@ -54,37 +55,43 @@ class Supervisor:
 
     def reconcile(self, desired: Iterable[PushSpec]) -> None:
         """Make the running pushes match `desired` (the active restreams) and the streams' liveness."""
+        wanted = {spec.restream_id: spec for spec in desired}
+        for restream_id in [rid for rid in self._runners if rid not in wanted]:
+            self.apply(restream_id, None)
+        for restream_id, spec in wanted.items():
+            self.apply(restream_id, spec)
+
+    def apply(self, restream_id: int, spec: PushSpec | None) -> None:
+        """Bring one push in line: run `spec` while its stream is live, or (None) stop it. Touches no other."""
         if self._closed:
             return
-        wanted = {spec.restream_id: spec for spec in desired}
-        for restream_id, runner in list(self._runners.items()):
-            if restream_id not in wanted:
+        runner = self._runners.get(restream_id)
+        if spec is None:
+            if runner is not None:
                 if runner.order is Order.START:
                     runner.stop()
                 if runner.state is PushState.DISABLED and not runner.busy:
                     del self._runners[restream_id]
-        for restream_id, spec in wanted.items():
-            existing = self._runners.get(restream_id)
-            if existing is None:
-                runner = PushRunner(
-                    spec,
-                    self._settings,
-                    self._hub_lookup,
-                    self._ffmpeg_path,
-                    self._clock,
-                    self._wall_clock,
-                    self._on_status,
-                    Backoff(self._settings, self._rand),
-                    self._process_factory,
-                )
-                self._runners[restream_id] = runner
-            else:
-                runner = existing
-                runner.update_spec(spec)
-            if runner.order is not Order.START:
-                runner.start()
-            else:
-                runner.sync()
+            return
+        if runner is None:
+            runner = PushRunner(
+                spec,
+                self._settings,
+                self._hub_lookup,
+                self._ffmpeg_path,
+                self._clock,
+                self._wall_clock,
+                self._on_status,
+                Backoff(self._settings, self._rand),
+                self._process_factory,
+            )
+            self._runners[restream_id] = runner
+        else:
+            runner.update_spec(spec)
+        if runner.order is not Order.START:
+            runner.start()
+        else:
+            runner.sync()
 
     def status(self, restream_id: int) -> PushStatus:
         """The push's status; an unknown restream is reported as disabled."""
