@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from relay.limits import ClientLimits, Limits, LimitsError, parse_client_limits
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -38,6 +40,13 @@ class Settings:
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
+    max_streams_per_client: int = 100
+    max_restreams_per_stream: int = 20
+    max_pushes_per_client: int = 20
+    max_pushes: int = 64
+    """Node-wide cap on running pushes, shared fairly between clients."""
+    client_limits: str = ""
+    """Per-client overrides of the three per-client limits: `2:streams=10,pushes=4;7:restreams_per_stream=50`."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -46,6 +55,19 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "relay.sqlite3"
+
+    def limits(self) -> Limits:
+        """Every client's limits and the node's push cap; raises ConfigError for a malformed override."""
+        defaults = ClientLimits(
+            streams=self.max_streams_per_client,
+            restreams_per_stream=self.max_restreams_per_stream,
+            pushes=self.max_pushes_per_client,
+        )
+        try:
+            overrides = parse_client_limits(self.client_limits, defaults)
+        except LimitsError as exc:
+            raise ConfigError(f"RELAY_CLIENT_LIMITS: {exc}") from exc
+        return Limits(defaults, overrides, node_pushes=self.max_pushes)
 
 
 # Environment variable -> settings field. RELAY_BIND sets both listeners' address when given; its
@@ -70,6 +92,11 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
+    "RELAY_MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
+    "RELAY_MAX_RESTREAMS_PER_STREAM": "max_restreams_per_stream",
+    "RELAY_MAX_PUSHES_PER_CLIENT": "max_pushes_per_client",
+    "RELAY_MAX_PUSHES": "max_pushes",
+    "RELAY_CLIENT_LIMITS": "client_limits",
 }
 
 
@@ -115,7 +142,9 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             changes[target] = _convert(name, env[name], target)
     if changes.get("log_format", settings.log_format) not in ("text", "json"):
         raise ConfigError("RELAY_LOG_FORMAT: expected text or json")
-    return replace(settings, **changes)
+    result = replace(settings, **changes)
+    result.limits()  # a malformed RELAY_CLIENT_LIMITS is refused at start, with the setting named
+    return result
 
 
 def with_overrides(settings: Settings, **overrides: Any) -> Settings:
