@@ -26,8 +26,10 @@ import imageio_ffmpeg
 from relay.config import Settings
 from relay.engine.admission import Admission
 from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
 from relay.engine.sink import SessionSink
+from relay.engine.slots import PushSlots, Waiting
 from relay.engine.status import RestreamStatus, StreamSnapshot, StreamState
 from relay.hub.clock import LoopClock
 from relay.hub.hub import (
@@ -42,11 +44,13 @@ from relay.hub.hub import (
     SourceResumed,
 )
 from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.push.process import FfmpegProcess
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
 from relay.store.models import RestreamRecord
+from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.settings import SupervisorSettings
-from relay.supervisor.states import PushSpec, PushState, PushStatus
+from relay.supervisor.states import PushState, PushStatus
 from relay.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("relay.engine")
@@ -57,7 +61,14 @@ EventListener = Callable[[EngineEvent], None]
 class Engine:
     """Owns the hubs, the supervisor and the live registry; answers what the API asks of live state."""
 
-    def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        process_factory: ProcessFactory = FfmpegProcess,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = LiveRegistry(clock)
@@ -66,10 +77,16 @@ class Engine:
         self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
         self.supervisor = Supervisor(
-            SupervisorSettings(), self._hubs.get, ffmpeg_path, LoopClock(), self._on_push_status
+            SupervisorSettings(),
+            self._hubs.get,
+            ffmpeg_path,
+            LoopClock(),
+            self._on_push_status,
+            process_factory=process_factory,
         )
-        self._specs: dict[int, PushSpec] = {}
-        self._restream_clients: dict[int, int] = {}
+        self.limits = limits = settings.limits()
+        slots = PushSlots(limits.node_pushes, lambda client_id: limits.of(client_id).pushes)
+        self.pushes = PushPlan(self.supervisor, slots, self.is_live, self._on_waiting)
         self._push_states: dict[int, PushState] = {}
         self._listeners: list[EventListener] = []
         self._reconcile_lock = asyncio.Lock()
@@ -134,6 +151,7 @@ class Engine:
     def _session_ended(self, session: LiveSession, reason: EndReason) -> None:
         if self.registry.end(session):
             log.info("stream %d publishing ended (%s)", session.stream_id, reason.value)
+            self._place_stream(session.stream_id)  # not live any more unless the hub holds it (grace)
             self._emit_live(session.stream_id, reason.value)
 
     def _disconnect(self, stream_id: int, reason: EndReason, *, ended_as: EndReason) -> None:
@@ -146,14 +164,14 @@ class Engine:
     def _on_hub_event(self, event: HubEvent) -> None:
         stream_id = event.stream_id
         if isinstance(event, LiveStarted):
-            self._sync_pushes()
+            self._place_stream(stream_id)
         elif isinstance(event, LiveEnded):
             # The hub is idle with an empty GOP cache; dropping it guarantees no stale replay later.
             hub = self._hubs.get(stream_id)
             if hub is not None and hub.state is HubState.IDLE:
                 del self._hubs[stream_id]
             log.info("stream %d: pushes end (%s)", stream_id, event.reason.value)
-            self._sync_pushes()
+            self._place_stream(stream_id)
             self._emit_live(stream_id, event.reason.value)
         elif isinstance(event, PublisherDropped):
             log.info("stream %d: holding destinations for %.0f s", stream_id, event.grace_period_seconds)
@@ -169,9 +187,18 @@ class Engine:
         self._push_states[restream_id] = status.state
         if previous is status.state:
             return  # progress ticks arrive every second; observers get state changes
-        client_id = self._restream_clients.get(restream_id)
+        client_id = self.pushes.client_of(restream_id)
         if client_id is not None:
             self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id, RestreamStatus.of_push(status)))
+
+    def _on_waiting(self, client_id: int, stream_id: int, restream_id: int, waiting: Waiting) -> None:
+        log.info("restream %d: %s", restream_id, waiting.reason)
+        self._push_states[restream_id] = PushState.WAITING
+        self._emit(RestreamStateChanged(client_id, stream_id, restream_id, RestreamStatus.waiting(waiting)))
+
+    def _place_stream(self, stream_id: int) -> None:
+        if not self._closed:
+            self.pushes.place_stream(stream_id)
 
     # What the API asks ------------------------------------------------------------------------
     def is_live(self, stream_id: int) -> bool:
@@ -205,24 +232,36 @@ class Engine:
         status = RestreamStatus.of_push(self.supervisor.status(restream.id))
         if not restream.active:
             return replace(status, state=PushState.DISABLED, since=None)
-        if restream.id not in self._specs and status.state is PushState.DISABLED:
+        waiting = self.pushes.waiting(restream.id)
+        if waiting is not None:
+            return RestreamStatus.waiting(waiting)
+        if not self.pushes.wanted(restream.id) and status.state is PushState.DISABLED:
             return replace(status, state=PushState.IDLE, since=None)  # its stream is inactive
         return status
 
     # Definition changes (the store's change feed) ---------------------------------------------
     async def _on_change(self, change: Change) -> None:
-        if isinstance(change, StreamChanged):
-            if change.after is None or not change.after.active:
-                self.end_stream(change.stream_id)  # deleted or deactivated: refuse and stop at once
-            if change.after is None:
-                self.registry.forget(change.stream_id)
-            if change.before is not None:  # a new stream has no restreams yet
-                await self.reconcile()
-        else:
-            await self.reconcile()
-            restream, before = change.after, change.before
-            if restream is not None and restream.active and (before is None or not before.active):
-                self.supervisor.retry_now(restream.id)  # switched on: no waiting out a backoff
+        """Act on one definition change, touching only the pushes it concerns."""
+        async with self._reconcile_lock:
+            if self._closed:
+                return
+            if isinstance(change, StreamChanged):
+                after, before = change.after, change.before
+                if after is None or not after.active:
+                    self.end_stream(change.stream_id)  # deleted or deactivated: refuse and stop at once
+                    self.pushes.drop_stream(change.stream_id)
+                    if after is None:
+                        self.registry.forget(change.stream_id)
+                elif before is not None and not before.active:  # switched on: its restreams are wanted again
+                    for active in await self.store.active_restreams(change.stream_id):
+                        self.pushes.set(active.id, active)
+                return
+            record, previous = change.after, change.before
+            stream = await self.store.get_stream(record.stream_id) if record is not None else None
+            wanted = record is not None and record.active and stream is not None and stream.active
+            self.pushes.set(change.restream_id, record if wanted else None)
+            if record is not None and wanted and (previous is None or not previous.active):
+                self.supervisor.retry_now(record.id)  # switched on: no waiting out a backoff
 
     def end_stream(self, stream_id: int) -> None:
         """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
@@ -232,26 +271,13 @@ class Engine:
             hub.close()
 
     async def reconcile(self) -> None:
-        """Read what should push from the store and bring the supervisor in line with it."""
+        """The full pass: read every wanted push from the store and bring the supervisor in line.
+
+        At start and every `reconcile_interval_seconds`, as a safety net behind the change feed."""
         async with self._reconcile_lock:
             records = await self.store.active_restreams()
-            self._specs = {
-                r.id: PushSpec(
-                    restream_id=r.id,
-                    stream_id=r.stream_id,
-                    uri=r.uri,
-                    no_audio=r.no_audio,
-                    no_audio_mode=r.no_audio_mode,
-                    tls_verify=r.tls_verify,
-                )
-                for r in records
-            }
-            self._restream_clients.update({r.id: r.client_id for r in records})
-            self._sync_pushes()
-
-    def _sync_pushes(self) -> None:
-        if not self._closed:
-            self.supervisor.reconcile(self._specs.values())
+            if not self._closed:
+                self.pushes.replace_all(records)
 
     async def _reconcile_periodically(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from relay.engine.slots import Waiting
 from relay.ingest.gate import SourceType, StreamInfo, Transport
 from relay.supervisor.states import PushState, PushStatus
 
@@ -88,6 +89,22 @@ class RestreamStatus:
     last_error: str | None
     next_retry_seconds: float | None
     log_tail: tuple[str, ...]
+
+    @classmethod
+    def waiting(cls, waiting: Waiting) -> RestreamStatus:
+        """A push held back for want of a slot: no process, so no figures; `last_error` says which limit."""
+        return cls(
+            state=PushState.WAITING,
+            since=datetime.fromtimestamp(waiting.since, UTC),
+            uptime_seconds=0,
+            bitrate_kbps=0,
+            bytes=0,
+            frames=0,
+            restarts=0,
+            last_error=waiting.reason,
+            next_retry_seconds=None,
+            log_tail=(),
+        )
 
     @classmethod
     def of_push(cls, status: PushStatus, *, now: float | None = None) -> RestreamStatus:

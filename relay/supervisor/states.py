@@ -30,6 +30,9 @@ class PushState(StrEnum):
     """The destination refused us; retried only at the backoff cap, or at once on `retry_now`."""
     DISABLED = "disabled"
     """Not wanted (restream inactive or removed)."""
+    WAITING = "waiting"
+    """Wanted and its stream live, but no push slot is free (node or client limit). The engine holds
+    such a push back before a runner starts it, so no runner is ever in this state."""
 
 
 TRANSITIONS: dict[PushState, frozenset[PushState]] = {
@@ -60,6 +63,7 @@ TRANSITIONS: dict[PushState, frozenset[PushState]] = {
     PushState.RETRYING: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.FAILED: frozenset({PushState.STARTING, PushState.IDLE, PushState.DISABLED}),
     PushState.DISABLED: frozenset({PushState.IDLE, PushState.STARTING}),
+    PushState.WAITING: frozenset(),
 }
 
 
