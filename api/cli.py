@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--tls-cert", type=Path, help="RTMPS certificate (RELAY_TLS_CERT)")
     serve_p.add_argument("--tls-key", type=Path, help="RTMPS private key (RELAY_TLS_KEY)")
     serve_p.add_argument("--ffmpeg", help="ffmpeg binary for pushes (RELAY_FFMPEG)")
+    serve_p.add_argument(
+        "--client-limits",
+        help="per-client limits, e.g. '2:streams=10,pushes=4;7:restreams_per_stream=50' (RELAY_CLIENT_LIMITS)",
+    )
+    serve_p.add_argument("--max-pushes", type=int, help="pushes running at once on this node (RELAY_MAX_PUSHES, 64)")
     serve_p.add_argument("--announce", action="store_true", help="print addresses, key and a publish command")
     serve_p.add_argument(
         "--self-signed-tls",
@@ -149,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls_cert_file=args.tls_cert,
                 tls_key_file=args.tls_key,
                 ffmpeg_path=args.ffmpeg,
+                client_limits=args.client_limits,
+                max_pushes=args.max_pushes,
             )
+            settings.limits()  # a malformed --client-limits is refused here, with the setting named
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ Labels carry ids and names, never tokens, keys or destination URIs.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.routes.common import Node
 from relay.engine.status import RestreamStatus
+from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
 from relay.supervisor.states import PushState
@@ -125,6 +127,8 @@ class RelayCollector(Collector):
             r_uptime.add_metric(labels, status.uptime_seconds)
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
 
+        yield from self._limits()
+
         refusals = CounterMetricFamily(
             "relay_ingest_refusals",
             "Publish attempts refused by the relay (whole node), by transport and reason",
@@ -133,6 +137,35 @@ class RelayCollector(Collector):
         for (transport, reason), count in sorted(engine.admission.refusals.items()):
             refusals.add_metric([transport, reason], float(count))
         yield refusals
+
+    def _limits(self) -> Iterator[Metric]:
+        """The client's use against its limits, and the node's running pushes against its cap."""
+        engine, defs = self._node.engine, self._definitions
+        client = str(defs.client_id)
+        limits = engine.limits.of(defs.client_id)
+        per_stream = Counter(restream.stream_id for restream in defs.restreams)
+        usage = {
+            "streams": len(defs.streams),
+            "restreams_per_stream": max(per_stream.values(), default=0),
+            "pushes": engine.pushes.slots.running(defs.client_id),
+        }
+        limit = GaugeMetricFamily("relay_client_limit", "The client's limit", labels=["client_id", "limit"])
+        use = GaugeMetricFamily(
+            "relay_client_usage",
+            "The client's use of each limit (restreams_per_stream: its fullest stream)",
+            labels=["client_id", "limit"],
+        )
+        for name in LIMIT_NAMES:
+            limit.add_metric([client, name], getattr(limits, name))
+            use.add_metric([client, name], usage[name])
+        slots = engine.pushes.slots
+        yield limit
+        yield use
+        yield GaugeMetricFamily("relay_pushes_running", "Pushes holding a slot on this node", value=slots.running())
+        yield GaugeMetricFamily("relay_pushes_limit", "The node's cap on running pushes", value=slots.node_cap)
+        yield GaugeMetricFamily(
+            "relay_pushes_waiting", "Pushes of live streams waiting for a slot", value=slots.waiting_count()
+        )
 
 
 @dataclass(frozen=True, slots=True)

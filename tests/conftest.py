@@ -103,9 +103,15 @@ def service_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[Server]:
+def service_overrides() -> dict[str, object]:
+    """Settings the `service` fixture changes; a test module overrides this fixture to set its own."""
+    return {}
+
+
+@pytest.fixture
+async def service(tmp_path: Path, service_overrides: dict[str, object]) -> AsyncIterator[Server]:
     """The relay and its API running in this test's event loop."""
-    relay_service = Server(service_settings(tmp_path))
+    relay_service = Server(service_settings(tmp_path, **service_overrides))
     await relay_service.start()
     try:
         yield relay_service

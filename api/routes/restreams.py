@@ -18,8 +18,11 @@ routes = web.RouteTableDef()
 NOT_SAME_CLIENT = "does not belong to the same client "  # Gcore's text, trailing space included
 
 
-async def _validated(request: web.Request, *, creating: bool) -> dict[str, Any]:
+async def _validated(request: web.Request, *, current_stream_id: int | None = None) -> dict[str, Any]:
+    """The restream fields of the body, checked; `current_stream_id` is the stream of the restream being
+    updated (None when creating)."""
     node = node_of(request)
+    creating = current_stream_id is None
     values, errors = validate_restream(parse_body(await read_body(request), "restream"), creating=creating)
     if "stream_id" in values and "stream" not in errors:
         stream = await node.store.get_stream(values["stream_id"])
@@ -27,6 +30,10 @@ async def _validated(request: web.Request, *, creating: bool) -> dict[str, Any]:
             errors["stream"] = ["must exist"]
         elif stream.client_id != client_id(request):
             errors["stream"] = [NOT_SAME_CLIENT]
+        elif stream.id != current_stream_id:  # one more restream on that stream
+            limit = node.engine.limits.of(stream.client_id).restreams_per_stream
+            if await node.store.restream_count(stream.id) >= limit:
+                errors["restreams"] = [f"limit reached: a stream may have at most {limit} restreams"]
     if errors:
         raise ValidationFailed(errors)
     return values
@@ -35,7 +42,7 @@ async def _validated(request: web.Request, *, creating: bool) -> dict[str, Any]:
 @routes.post("/streaming/restreams")
 async def create_restream(request: web.Request) -> web.Response:
     node = node_of(request)
-    values = await _validated(request, creating=True)
+    values = await _validated(request)
     try:
         restream = await node.store.create_restream(client_id(request), values)
     except StoreError:
@@ -60,9 +67,10 @@ async def get_restream(request: web.Request) -> web.Response:
 async def update_restream(request: web.Request) -> web.Response:
     node = node_of(request)
     restream_id, owner = path_id(request), client_id(request)
-    if await node.store.get_restream(restream_id, owner) is None:
+    current = await node.store.get_restream(restream_id, owner)
+    if current is None:
         return not_found()
-    changes = await _validated(request, creating=False)
+    changes = await _validated(request, current_stream_id=current.stream_id)
     try:
         restream = await node.store.update_restream(restream_id, owner, changes)
     except StoreError:

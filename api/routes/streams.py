@@ -6,7 +6,7 @@ from aiohttp import web
 
 from api.auth import client_id
 from api.bodies import stream_body
-from api.errors import json_response, not_found
+from api.errors import ValidationFailed, json_response, not_found
 from api.routes.common import node_of, paged_response, path_id, read_body
 from api.schemas import parse_body, validate_stream
 
@@ -16,8 +16,12 @@ routes = web.RouteTableDef()
 @routes.post("/streaming/streams")
 async def create_stream(request: web.Request) -> web.Response:
     node = node_of(request)
+    owner = client_id(request)
     fields = validate_stream(parse_body(await read_body(request), "stream"), creating=True)
-    stream = await node.store.create_stream(client_id(request), fields)
+    limit = node.engine.limits.of(owner).streams
+    if (await node.store.list_streams(owner, 0, 0)).total >= limit:
+        raise ValidationFailed({"streams": [f"limit reached: this client may have at most {limit} streams"]})
+    stream = await node.store.create_stream(owner, fields)
     return json_response(stream_body(node.engine, node.addresses, stream))
 
 
