@@ -179,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         try:
             return asyncio.run(serve(settings, _announce if args.announce else None))
+        except ConfigError as exc:  # found at start-up (RELAY_API_KEY revoked, say): the same one line
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -77,6 +77,24 @@ class ConfigError(ValueError):
     """A setting has a value the relay cannot use; the message names the setting."""
 
 
+MIN_API_KEY_CHARACTERS = 32
+"""RELAY_API_KEY is taken as given and is the operator's key to every client's definitions: 32
+characters of a random alphabet put it out of reach of guessing (generated keys have 43)."""
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why `key` cannot be RELAY_API_KEY, or None. The answer never quotes the key (it goes to stderr)."""
+    if len(key) < MIN_API_KEY_CHARACTERS:
+        return (
+            f"must be at least {MIN_API_KEY_CHARACTERS} characters; make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if any(char.isspace() or not char.isprintable() for char in key):
+        # A trailing newline from a secret file would make a key no Authorization header can carry.
+        return "must not contain spaces, line breaks or control characters"
+    return None
+
+
 def _convert(name: str, raw: str, target: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[target]
     try:
@@ -115,6 +133,9 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             changes[target] = _convert(name, env[name], target)
     if changes.get("log_format", settings.log_format) not in ("text", "json"):
         raise ConfigError("RELAY_LOG_FORMAT: expected text or json")
+    api_key = changes.get("api_key")
+    if api_key is not None and (problem := api_key_problem(api_key)):
+        raise ConfigError(f"RELAY_API_KEY: {problem}")
     return replace(settings, **changes)
 
 

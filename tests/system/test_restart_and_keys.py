@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, RelayProcess
+from tests.support import ADMIN_KEY, ROOT, RelayProcess
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,45 @@ def test_keys_cli_while_the_server_runs(relay_process: RelayProcess) -> None:
     assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
     assert relay_process.api("GET", "/streaming/streams", key=key).status == 401
     assert _keys(data_dir, "revoke", "999").returncode == 1
+
+
+def _serve_until_exit(relay: RelayProcess, seconds: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """`restream-relay serve` with the relay's environment, expected to refuse to start (and so exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "api", "serve"],
+        env=relay.env(),
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+        cwd=ROOT,
+    )
+
+
+def _refusal(finished: subprocess.CompletedProcess[str], secret: str) -> str:
+    """The one line of stderr that names RELAY_API_KEY; asserts there is no other and no traceback."""
+    output = finished.stdout + finished.stderr
+    assert secret not in output and "Traceback" not in output, output
+    [line] = [line for line in finished.stderr.splitlines() if "RELAY_API_KEY" in line]
+    return line
+
+
+def test_a_revoked_relay_api_key_is_not_brought_back_by_a_restart(relay_process: RelayProcess) -> None:
+    data_dir = relay_process.data_dir
+    [admin_line] = [line for line in _keys(data_dir, "list").stdout.splitlines() if "RELAY_API_KEY" in line]
+    assert _keys(data_dir, "revoke", admin_line.split()[0]).returncode == 0
+    assert relay_process.api("GET", "/streaming/streams").status == 401  # the running relay sees it at once
+
+    relay_process.stop()
+    refused = _serve_until_exit(relay_process)
+    assert refused.returncode == 2
+    line = _refusal(refused, ADMIN_KEY)
+    assert "revoked" in line and "set RELAY_API_KEY to a new key" in line
+    assert "revoked" in _keys(data_dir, "list").stdout.splitlines()[0]
+
+
+def test_a_short_relay_api_key_is_refused_at_start(tmp_path: Path) -> None:
+    short_key = "1$only-twenty-chars!"
+    relay = RelayProcess(tmp_path / "data", env_extra={"RELAY_API_KEY": short_key})
+    refused = _serve_until_exit(relay)
+    assert refused.returncode == 2
+    assert "at least 32 characters" in _refusal(refused, short_key)
