@@ -15,6 +15,7 @@ from api.errors import Handler, json_response
 from relay.store.base import Store
 
 CLIENT_ID = web.RequestKey("client_id", int)
+API_KEY_ID = web.RequestKey("api_key_id", int)
 
 AUTHENTICATED_PATHS = frozenset({"/metrics"})
 UNAUTHORIZED_BODY = {"errors": {"auth": ["invalid api key"]}}
@@ -37,10 +38,11 @@ def auth_middleware(store: Store) -> Middleware:
         if not (request.path.startswith("/streaming/") or request.path in AUTHENTICATED_PATHS):
             return await handler(request)
         key = presented_key(request.headers.get("Authorization"))
-        client_id = await store.client_for_key(key) if key else None
-        if client_id is None:
+        record = await store.find_api_key(key) if key else None
+        if record is None or record.revoked_at is not None:
             return json_response(UNAUTHORIZED_BODY, status=401)
-        request[CLIENT_ID] = client_id
+        request[CLIENT_ID] = record.client_id
+        request[API_KEY_ID] = record.id
         return await handler(request)
 
     return authenticate
@@ -49,3 +51,8 @@ def auth_middleware(store: Store) -> Middleware:
 def client_id(request: web.Request) -> int:
     """The authenticated client of a /streaming/ or /metrics request (the middleware guarantees one)."""
     return request[CLIENT_ID]
+
+
+def api_key_id(request: web.Request) -> int:
+    """The id of the key that authenticated the request: long-lived responses re-check it."""
+    return request[API_KEY_ID]

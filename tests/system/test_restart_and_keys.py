@@ -1,9 +1,13 @@
-"""Definitions survive a SIGKILL; `restream-relay keys` works while the server runs."""
+"""Definitions survive a SIGKILL; `restream-relay keys` works while the server runs, and what it revokes
+stays revoked: requests and open event feeds of that key end, a revoked RELAY_API_KEY stops the start."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import urllib.request
+from http.client import HTTPResponse
 from pathlib import Path
 
 import pytest
@@ -129,3 +133,49 @@ def test_a_short_relay_api_key_is_refused_at_start(tmp_path: Path) -> None:
     refused = _serve_until_exit(relay)
     assert refused.returncode == 2
     assert "at least 32 characters" in _refusal(refused, short_key)
+
+
+def _open_feed(relay: RelayProcess, key: str) -> HTTPResponse:
+    """An open /streaming/events response, read up to its hello."""
+    request = urllib.request.Request(
+        relay.base_url + "/streaming/events",
+        headers={"Authorization": f"APIKey {key}", "Accept": "text/event-stream"},
+    )
+    response: HTTPResponse = urllib.request.urlopen(request, timeout=10)
+    assert response.readline() == b"event: hello\n"
+    return response
+
+
+def _read_until(feed: HTTPResponse, line: bytes | None, seconds: float) -> float | None:
+    """Seconds until `line` came (None: until the feed ended); None if the deadline passed first.
+
+    Stats every 2 s keep a feed talking, so the deadline is checked often without a read timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        got = feed.readline()
+        if got == (line or b""):
+            return time.monotonic() - start
+        if not got:
+            return None
+    return None
+
+
+def test_revoking_a_key_ends_its_open_event_feeds(relay_process: RelayProcess) -> None:
+    data_dir = relay_process.data_dir
+    created = _keys(data_dir, "create", "--client", "7")
+    key = created.stdout.strip().splitlines()[-1]
+    key_id = created.stdout.split()[2]
+    feeds = [_open_feed(relay_process, key), _open_feed(relay_process, key)]
+    admin_feed = _open_feed(relay_process, ADMIN_KEY)
+    try:
+        assert _keys(data_dir, "revoke", key_id).returncode == 0
+        for feed in feeds:
+            ended_after = _read_until(feed, None, seconds=6.0)
+            assert ended_after is not None and ended_after < 5.0, "the revoked key's feed is still open"
+        assert relay_process.api("GET", "/streaming/streams", key=key).status == 401
+        # Another client's feed goes on: its next stats snapshot still comes.
+        assert _read_until(admin_feed, b"event: stats\n", seconds=5.0) is not None
+        assert "API key " + key_id + " revoked" in relay_process.log() and key not in relay_process.log()
+    finally:
+        for feed in (*feeds, admin_feed):
+            feed.close()
