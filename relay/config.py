@@ -38,6 +38,9 @@ class Settings:
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
+    api_auth_failures_before_delay: int = 10
+    api_auth_failure_window_seconds: float = 10.0
+    api_auth_failure_delay_seconds: float = 1.0
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -70,6 +73,9 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
+    "RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "api_auth_failures_before_delay",
+    "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "api_auth_failure_window_seconds",
+    "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "api_auth_failure_delay_seconds",
 }
 
 
@@ -133,6 +139,12 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             changes[target] = _convert(name, env[name], target)
     if changes.get("log_format", settings.log_format) not in ("text", "json"):
         raise ConfigError("RELAY_LOG_FORMAT: expected text or json")
+    for name in ("RELAY_API_AUTH_FAILURES_BEFORE_DELAY", "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"):
+        if changes.get(ENVIRONMENT[name], 0) < 0:
+            raise ConfigError(f"{name}: must not be negative")
+    if not 0 <= changes.get("api_auth_failure_delay_seconds", 0) <= 10:
+        # A held answer keeps a socket open; more than the graceful-stop time would also hold the stop.
+        raise ConfigError("RELAY_API_AUTH_FAILURE_DELAY_SECONDS: expected 0 to 10")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

@@ -47,6 +47,9 @@ def test_environment_overrides() -> None:
         ({"RELAY_RTMP_PORT": "70000"}, "RELAY_RTMP_PORT"),
         ({"RELAY_SRT": "maybe"}, "RELAY_SRT"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
+        ({"RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "-1"}, "RELAY_API_AUTH_FAILURES_BEFORE_DELAY"),
+        ({"RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "-5"}, "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"),
+        ({"RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "60"}, "RELAY_API_AUTH_FAILURE_DELAY_SECONDS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
@@ -79,3 +82,18 @@ def test_an_unfit_api_key_is_refused_without_quoting_it(key: str, problem: str) 
 def test_an_empty_api_key_means_none() -> None:
     assert from_environment({"RELAY_API_KEY": ""}).api_key is None  # docker-compose's ${RELAY_API_KEY:-}
     assert from_environment({"RELAY_API_KEY": LONG_KEY}).api_key == LONG_KEY
+
+
+def test_failed_authentication_settings() -> None:
+    s = from_environment({})
+    assert (s.api_auth_failures_before_delay, s.api_auth_failure_window_seconds) == (10, 10.0)
+    assert s.api_auth_failure_delay_seconds == 1.0
+    s = from_environment(
+        {
+            "RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "20",
+            "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "30",
+            "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "0",
+        }
+    )
+    assert (s.api_auth_failures_before_delay, s.api_auth_failure_window_seconds) == (20, 30.0)
+    assert s.api_auth_failure_delay_seconds == 0.0
