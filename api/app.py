@@ -6,23 +6,32 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import auth_middleware
+from api.auth_failures import AUTH_FAILURES, AuthFailures, AuthFailureSettings
 from api.errors import error_middleware
 from api.routes import dashboard, events, metrics, restreams, status, streams
 from api.routes.common import MAX_BODY_BYTES, NODE, Node
 from relay.engine import Engine
+from relay.hub.clock import LoopClock
 from relay.ingest.addresses import IngestAddresses
 from relay.store.base import Store
 
 
 def create_app(
-    engine: Engine, store: Store, addresses: IngestAddresses, *, feed_settings: events.FeedSettings | None = None
+    engine: Engine,
+    store: Store,
+    addresses: IngestAddresses,
+    *,
+    feed_settings: events.FeedSettings | None = None,
+    auth_failure_settings: AuthFailureSettings | None = None,
 ) -> web.Application:
     """An aiohttp application serving the control API of one node (whose parts the caller starts and stops)."""
+    auth_failures = AuthFailures(LoopClock(), auth_failure_settings)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(store)],
+        middlewares=[error_middleware, auth_middleware(store, auth_failures)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[NODE] = Node(engine, store, addresses)
+    app[AUTH_FAILURES] = auth_failures
     app.add_routes(status.routes)
     app.add_routes(streams.routes)
     app.add_routes(restreams.routes)

@@ -17,6 +17,7 @@ from relay import logs
 from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID
+from relay.store.base import AmbiguousKeyPrefix
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
@@ -79,11 +80,30 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
                 state = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
                 print(f"{record.id}\tclient {record.client_id}\t{record.prefix}…\t{state}\t{record.label}")
         elif args.keys_command == "revoke":
-            count = await store.revoke_api_key(args.key)
-            print(f"revoked {count} key(s)")
-            return 0 if count else 1
+            return await _revoke(store, args.key)
     finally:
         await store.close()
+    return 0
+
+
+async def _revoke(store: SqliteStore, wanted: str) -> int:
+    """Revoke one key by id or prefix; an ambiguous prefix revokes nothing (revoking cannot be undone).
+
+    The argument is never echoed: an operator who pastes a whole key instead of its prefix must not
+    find it in a terminal log."""
+    try:
+        record = await store.revoke_api_key(wanted.strip().rstrip("…"))  # `keys list` ends prefixes with …
+    except AmbiguousKeyPrefix as exc:
+        print(
+            f"refused: that prefix matches {exc.matches} active keys, nothing was revoked; "
+            "give the key id from `restream-relay keys list`",
+            file=sys.stderr,
+        )
+        return 1
+    if record is None:
+        print("no active key has that id or prefix (see `restream-relay keys list`)", file=sys.stderr)
+        return 1
+    print(f"revoked 1 key: id {record.id}, client {record.client_id}, prefix {record.prefix}…")
     return 0
 
 
@@ -131,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     create_p.add_argument("--label", help="a note to tell keys apart")
     list_p = keys_sub.add_parser("list", help="list keys (prefixes only)")
     list_p.add_argument("--client", type=int)
-    revoke_p = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
-    revoke_p.add_argument("key", help="key id or prefix as shown by list")
+    revoke_p = keys_sub.add_parser("revoke", help="revoke one key by id or prefix (for good)")
+    revoke_p.add_argument("key", help="key id, or a prefix matching exactly one active key, as shown by list")
     return parser
 
 
@@ -167,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         try:
             return asyncio.run(serve(settings, _announce if args.announce else None))
+        except ConfigError as exc:  # found at start-up (RELAY_API_KEY revoked, say): the same one line
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1

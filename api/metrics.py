@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,17 +217,19 @@ class FfmpegProcessCollector(Collector):
         )
 
 
-def registry_for(node: Node, definitions: ClientDefinitions) -> CollectorRegistry:
-    """A fresh registry holding everything one scrape reports."""
+def registry_for(node: Node, definitions: ClientDefinitions, extra: Sequence[Collector] = ()) -> CollectorRegistry:
+    """A fresh registry holding everything one scrape reports (`extra`: node-wide collectors of the app's)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(node, definitions))
     registry.register(FfmpegProcessCollector())
+    for collector in extra:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 
 
-async def render(node: Node, client_id: int, accept: str | None) -> tuple[bytes, str]:
+async def render(node: Node, client_id: int, accept: str | None, extra: Sequence[Collector] = ()) -> tuple[bytes, str]:
     """The exposition for one client's scrape, in the format the `Accept` header asks for."""
     definitions = await load_definitions(node.store, client_id)
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry_for(node, definitions)), content_type
+    return encoder(registry_for(node, definitions, extra)), content_type

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from api.app import create_app
+from api.auth_failures import AuthFailureSettings
 from relay.config import Settings
 from relay.engine import Engine
 from relay.ingest.addresses import IngestAddresses
@@ -141,7 +142,9 @@ class Server:
         self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store, addresses: IngestAddresses
     ) -> int:
         runner = web.AppRunner(
-            create_app(engine, store, addresses),
+            create_app(
+                engine, store, addresses, auth_failure_settings=AuthFailureSettings.from_settings(self.settings)
+            ),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=GRACEFUL_STOP_SECONDS,

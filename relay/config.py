@@ -47,6 +47,9 @@ class Settings:
     """Node-wide cap on running pushes, shared fairly between clients."""
     client_limits: str = ""
     """Per-client overrides of the three per-client limits: `2:streams=10,pushes=4;7:restreams_per_stream=50`."""
+    api_auth_failures_before_delay: int = 10
+    api_auth_failure_window_seconds: float = 10.0
+    api_auth_failure_delay_seconds: float = 1.0
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -97,11 +100,32 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_MAX_PUSHES_PER_CLIENT": "max_pushes_per_client",
     "RELAY_MAX_PUSHES": "max_pushes",
     "RELAY_CLIENT_LIMITS": "client_limits",
+    "RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "api_auth_failures_before_delay",
+    "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "api_auth_failure_window_seconds",
+    "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "api_auth_failure_delay_seconds",
 }
 
 
 class ConfigError(ValueError):
     """A setting has a value the relay cannot use; the message names the setting."""
+
+
+MIN_API_KEY_CHARACTERS = 32
+"""RELAY_API_KEY is taken as given and is the operator's key to every client's definitions: 32
+characters of a random alphabet put it out of reach of guessing (generated keys have 43)."""
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why `key` cannot be RELAY_API_KEY, or None. The answer never quotes the key (it goes to stderr)."""
+    if len(key) < MIN_API_KEY_CHARACTERS:
+        return (
+            f"must be at least {MIN_API_KEY_CHARACTERS} characters; make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if any(char.isspace() or not char.isprintable() for char in key):
+        # A trailing newline from a secret file would make a key no Authorization header can carry.
+        return "must not contain spaces, line breaks or control characters"
+    return None
 
 
 def _convert(name: str, raw: str, target: Any) -> Any:
@@ -142,6 +166,15 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             changes[target] = _convert(name, env[name], target)
     if changes.get("log_format", settings.log_format) not in ("text", "json"):
         raise ConfigError("RELAY_LOG_FORMAT: expected text or json")
+    for name in ("RELAY_API_AUTH_FAILURES_BEFORE_DELAY", "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"):
+        if changes.get(ENVIRONMENT[name], 0) < 0:
+            raise ConfigError(f"{name}: must not be negative")
+    if not 0 <= changes.get("api_auth_failure_delay_seconds", 0) <= 10:
+        # A held answer keeps a socket open; more than the graceful-stop time would also hold the stop.
+        raise ConfigError("RELAY_API_AUTH_FAILURE_DELAY_SECONDS: expected 0 to 10")
+    api_key = changes.get("api_key")
+    if api_key is not None and (problem := api_key_problem(api_key)):
+        raise ConfigError(f"RELAY_API_KEY: {problem}")
     result = replace(settings, **changes)
     result.limits()  # a malformed RELAY_CLIENT_LIMITS is refused at start, with the setting named
     return result

@@ -5,8 +5,9 @@ subscriptions of the event's client without ever waiting (a slow reader only los
 never stalls the engine), and every `stats_interval_seconds` it offers each subscribed client a
 snapshot of its streams' and restreams' figures.
 
-The request must accept `text/event-stream` explicitly (406 otherwise). Wire format (UTF-8, `\\n`
-line ends, one JSON object per `data:` line)::
+A feed lasts as long as the key it was opened with: within `key_check_interval_seconds` of the key's
+revocation the response ends. The request must accept `text/event-stream` explicitly (406 otherwise).
+Wire format (UTF-8, `\\n` line ends, one JSON object per `data:` line)::
 
     event: hello                 once, first: {"client_id", "stats_interval_seconds", "heartbeat_seconds"}
     event: stream.live           engine events, as the engine sends them: {"client_id", "stream_id", ...}
@@ -31,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.auth import client_id
+from api.auth import api_key_id, client_id
 from api.bodies import event_body, live_fields, restream_status_body
 from api.errors import generic_error
 from api.metrics import load_definitions
@@ -56,13 +57,18 @@ class FeedSettings:
     """Per subscription; stats snapshots are dropped first, then the whole queue is replaced by `resync`."""
     max_subscriptions: int = 128
     max_subscriptions_per_client: int = 32
+    key_check_interval_seconds: float = 2.0
+    """How often the API keys of open feeds are checked again. Keys are revoked by `restream-relay keys
+    revoke`, another process, so a feed cannot be told: one query for all open feeds finds out."""
 
 
 class Subscription:
     """One reader's bounded mailbox: events in order, and at most one (the latest) stats snapshot."""
 
-    def __init__(self, client_id: int, max_queued_events: int) -> None:
+    def __init__(self, client_id: int, max_queued_events: int, key_id: int | None = None) -> None:
         self.client_id = client_id
+        self.key_id = key_id
+        """The API key the reader authenticated with; its revocation ends this subscription."""
         self._max = max(2, max_queued_events)
         self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
@@ -120,7 +126,8 @@ class FeedFull(Exception):
 
 
 class EventFeed:
-    """Owns the subscriptions, the engine listener and the stats task; `start()`, then `close()`."""
+    """Owns the subscriptions, the engine listener, the stats task and the key check; `start()`, then
+    `close()`."""
 
     def __init__(self, node: Node, settings: FeedSettings | None = None) -> None:
         self.node = node
@@ -128,11 +135,13 @@ class EventFeed:
         self._subscriptions: set[Subscription] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._key_task: asyncio.Task[None] | None = None
         self._closed = False
 
     def start(self) -> None:
         self._unsubscribe = self.node.engine.subscribe(self._on_event)
         self._stats_task = asyncio.create_task(self._stats_loop(), name="event-feed-stats")
+        self._key_task = asyncio.create_task(self._key_loop(), name="event-feed-keys")
 
     async def close(self) -> None:
         """End every open feed (their handlers return at once) and stop listening. Idempotent."""
@@ -145,13 +154,14 @@ class EventFeed:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
-            self._stats_task = None
+        for task in (self._stats_task, self._key_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._stats_task = self._key_task = None
 
-    def subscribe(self, client: int) -> Subscription:
+    def subscribe(self, client: int, key_id: int | None = None) -> Subscription:
         if self._closed:
             raise FeedFull("shutting down")
         same_client = sum(1 for s in self._subscriptions if s.client_id == client)
@@ -160,7 +170,7 @@ class EventFeed:
             or same_client >= self.settings.max_subscriptions_per_client
         ):
             raise FeedFull("too many open event feeds")
-        subscription = Subscription(client, self.settings.max_queued_events)
+        subscription = Subscription(client, self.settings.max_queued_events, key_id)
         self._subscriptions.add(subscription)
         return subscription
 
@@ -193,6 +203,29 @@ class EventFeed:
                 for subscription in list(self._subscriptions):
                     if subscription.client_id == client:
                         subscription.offer(STATS, snapshot)
+
+    async def _key_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_check_interval_seconds)
+            await self.end_revoked()
+
+    async def end_revoked(self) -> int:
+        """End the subscriptions whose API key is no longer active; returns how many ended."""
+        watched = {s.key_id for s in self._subscriptions if s.key_id is not None}
+        if not watched:
+            return 0
+        try:
+            active = await self.node.store.active_api_key_ids(watched)
+        except Exception:  # a failing store must not end the feeds; the next round retries
+            log.exception("checking the API keys of open event feeds failed")
+            return 0
+        ended = [s for s in self._subscriptions if s.key_id is not None and s.key_id not in active]
+        for subscription in ended:
+            self.unsubscribe(subscription)  # its handler sees the close and ends the response
+        if ended:
+            keys = ", ".join(str(key_id) for key_id in sorted({s.key_id for s in ended if s.key_id is not None}))
+            log.info("ended %d event feed(s): API key %s revoked", len(ended), keys)
+        return len(ended)
 
 
 async def client_stats(node: Node, client: int) -> dict[str, Any]:
@@ -268,7 +301,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     feed = request.app[EVENT_FEED]
     owner = client_id(request)
     try:
-        subscription = feed.subscribe(owner)
+        subscription = feed.subscribe(owner, api_key_id(request))
     except FeedFull as exc:
         return generic_error(503, str(exc))
     try:

@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus exposition, authenticated with an API key and scoped to its client.
 
 Per-stream and per-restream series cover the key's own client only (a client never sees another's
-objects); process, ffmpeg and ingest-refusal figures are node-wide and carry no ids.
+objects); process, ffmpeg, ingest-refusal and failed-authentication figures are node-wide and carry no ids.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from api import metrics
 from api.auth import client_id
+from api.auth_failures import AUTH_FAILURES, AuthFailureCollector
 from api.routes.common import node_of
 
 routes = web.RouteTableDef()
@@ -17,7 +18,10 @@ routes = web.RouteTableDef()
 
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    body, content_type = await metrics.render(node_of(request), client_id(request), request.headers.get("Accept"))
+    node_wide = [AuthFailureCollector(request.app[AUTH_FAILURES])]
+    body, content_type = await metrics.render(
+        node_of(request), client_id(request), request.headers.get("Accept"), node_wide
+    )
     response = web.Response(body=body, headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = content_type
     return response

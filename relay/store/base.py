@@ -8,7 +8,7 @@ ever learning that the object exists.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from relay.store.changes import ChangeFeed
@@ -22,6 +22,14 @@ RESTREAM_FIELDS = frozenset(
 
 class StoreError(Exception):
     """The store could not do what was asked (not a missing object: those are None)."""
+
+
+class AmbiguousKeyPrefix(StoreError):
+    """A key prefix given to revoke matches several active keys; nothing was revoked."""
+
+    def __init__(self, matches: int) -> None:
+        super().__init__(f"{matches} active keys match that prefix")
+        self.matches = matches
 
 
 class Store(abc.ABC):
@@ -91,18 +99,36 @@ class Store(abc.ABC):
     # API keys -----------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_api_key(self, client_id: int, label: str = "", key: str | None = None) -> tuple[str, ApiKeyRecord]:
-        """Store a new key (generated unless given) and return it in clear, the only time it exists so."""
+        """Store a new key (generated unless given) and return it in clear, the only time it exists so.
+
+        A given key that is already stored and active for the same client is returned as it is; one of
+        another client, or one that was revoked, raises StoreError (a revoked key stays revoked)."""
 
     @abc.abstractmethod
     async def client_for_key(self, key: str) -> int | None:
         """The client a presented key belongs to, or None (unknown or revoked)."""
 
     @abc.abstractmethod
+    async def find_api_key(self, key: str) -> ApiKeyRecord | None:
+        """The record of a presented key, revoked or not (`revoked_at` says); None if unknown."""
+
+    @abc.abstractmethod
+    async def active_api_key_ids(self, key_ids: Collection[int]) -> set[int]:
+        """Which of these keys are still active: how a long-lived request notices a revocation made by
+        another process (`restream-relay keys revoke`), with one cheap query for many requests."""
+
+    @abc.abstractmethod
     async def list_api_keys(self, client_id: int | None = None) -> list[ApiKeyRecord]: ...
 
     @abc.abstractmethod
-    async def revoke_api_key(self, key_id_or_prefix: str) -> int:
-        """Revoke by numeric id or by prefix; returns how many keys were revoked."""
+    async def revoke_api_key(self, key_id_or_prefix: str) -> ApiKeyRecord | None:
+        """Revoke exactly one active key: by numeric id, or by a prefix of its listed prefix.
+
+        Returns the revoked key, or None when no active key matches. A prefix matching several active
+        keys (of one client or of several) raises `AmbiguousKeyPrefix` and revokes nothing: revoking is
+        not undone, so a guess must never take a second key with it. Revocation is final: the same key
+        can never be made active again (`create_api_key` refuses it).
+        """
 
     # Lifecycle ----------------------------------------------------------------------------
     @abc.abstractmethod

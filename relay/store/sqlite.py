@@ -12,13 +12,13 @@ import hashlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, Store, StoreError
+from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, AmbiguousKeyPrefix, Store, StoreError
 from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.migrations import connect, migrate
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
@@ -334,8 +334,9 @@ class SqliteStore(Store):
                 if existing is not None:
                     if existing["client_id"] != client_id:
                         raise StoreError("that key already belongs to another client")
-                    c.execute("UPDATE api_keys SET revoked_at = NULL WHERE id = ?", (existing["id"],))
-                    return _key(c.execute("SELECT * FROM api_keys WHERE id = ?", (existing["id"],)).fetchone())
+                    if existing["revoked_at"] is not None:
+                        raise StoreError(f"that key was revoked (key {existing['id']}); a revoked key stays revoked")
+                    return _key(existing)
                 cur = c.execute(
                     "INSERT INTO api_keys (client_id, key_hash, prefix, label, created_at) VALUES (?, ?, ?, ?, ?)",
                     (client_id, hash_key(clear), prefix, label, _now()),
@@ -357,6 +358,28 @@ class SqliteStore(Store):
 
         return await self._run(work)
 
+    async def find_api_key(self, key: str) -> ApiKeyRecord | None:
+        digest = hash_key(key)
+
+        def work(conn: sqlite3.Connection) -> ApiKeyRecord | None:
+            row = conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+            return None if row is None else _key(row)
+
+        return await self._run(work)
+
+    async def active_api_key_ids(self, key_ids: Collection[int]) -> set[int]:
+        wanted = sorted({int(key_id) for key_id in key_ids})
+        if not wanted:
+            return set()
+
+        def work(conn: sqlite3.Connection) -> set[int]:
+            # The primary key makes this one index probe per id; callers pass a bounded set (open feeds).
+            marks = ", ".join("?" * len(wanted))
+            rows = conn.execute(f"SELECT id FROM api_keys WHERE id IN ({marks}) AND revoked_at IS NULL", wanted)
+            return {int(row[0]) for row in rows}
+
+        return await self._run(work)
+
     async def list_api_keys(self, client_id: int | None = None) -> list[ApiKeyRecord]:
         def work(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
             if client_id is None:
@@ -367,20 +390,27 @@ class SqliteStore(Store):
 
         return await self._run(work)
 
-    async def revoke_api_key(self, key_id_or_prefix: str) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            def revoke(c: sqlite3.Connection) -> int:
-                if key_id_or_prefix.isdigit():
-                    cur = c.execute(
-                        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                        (_now(), int(key_id_or_prefix)),
-                    )
+    async def revoke_api_key(self, key_id_or_prefix: str) -> ApiKeyRecord | None:
+        wanted = key_id_or_prefix.strip()
+        if not wanted:
+            return None
+
+        def work(conn: sqlite3.Connection) -> ApiKeyRecord | None:
+            def revoke(c: sqlite3.Connection) -> ApiKeyRecord | None:
+                if wanted.isdigit():
+                    rows = c.execute(
+                        "SELECT * FROM api_keys WHERE id = ? AND revoked_at IS NULL", (int(wanted),)
+                    ).fetchall()
                 else:
-                    cur = c.execute(
-                        "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
-                        (_now(), key_id_or_prefix),
-                    )
-                return cur.rowcount
+                    # Compared in Python, not with LIKE: prefixes hold '$', '_' and '%' as plain characters.
+                    active = c.execute("SELECT * FROM api_keys WHERE revoked_at IS NULL").fetchall()
+                    rows = [row for row in active if str(row["prefix"]).startswith(wanted)]
+                if len(rows) > 1:
+                    raise AmbiguousKeyPrefix(len(rows))
+                if not rows:
+                    return None
+                c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (_now(), rows[0]["id"]))
+                return _key(c.execute("SELECT * FROM api_keys WHERE id = ?", (rows[0]["id"],)).fetchone())
 
             return self._write(conn, revoke)
 

@@ -34,7 +34,7 @@ async def test_scheme_word_in_any_case_and_keys_with_dollar(api: ApiClient) -> N
 async def test_revoked_key_is_401(service: Server, api: ApiClient) -> None:
     key, record = await service.store.create_api_key(5, "temp")
     assert (await api.as_key(key).call("GET", "/streaming/streams"))[0] == 200
-    assert await service.store.revoke_api_key(str(record.id)) == 1
+    assert await service.store.revoke_api_key(str(record.id)) is not None
     assert (await api.as_key(key).call("GET", "/streaming/streams"))[1] == UNAUTHORIZED
 
 

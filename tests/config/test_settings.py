@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, Settings, from_environment, with_overrides
+from relay.config import MIN_API_KEY_CHARACTERS, ConfigError, Settings, from_environment, with_overrides
+
+LONG_KEY = "1$" + "k" * (MIN_API_KEY_CHARACTERS - 2)
 
 
 def test_defaults_are_safe_and_documented() -> None:
@@ -24,7 +26,7 @@ def test_environment_overrides() -> None:
             "RELAY_PUBLIC_HOST": "relay.example.com",
             "RELAY_TLS_CERT": "/c.pem",
             "RELAY_TLS_KEY": "/k.pem",
-            "RELAY_API_KEY": "1$abc",
+            "RELAY_API_KEY": LONG_KEY,
             "RELAY_SRT": "off",
             "RELAY_DATA_DIR": "/var/lib/relay",
             "RELAY_FFMPEG": "/usr/bin/ffmpeg",
@@ -34,7 +36,7 @@ def test_environment_overrides() -> None:
     assert (s.media_bind, s.api_bind, s.http_port) == ("10.1.2.3", "10.1.2.3", 9000)
     assert s.public_host == "relay.example.com" and s.rtmps_enabled and not s.srt_enabled
     assert s.data_dir == Path("/var/lib/relay") and s.ffmpeg_path == "/usr/bin/ffmpeg"
-    assert "1$abc" not in repr(s)  # the key stays out of reprs (and so out of logs of settings)
+    assert s.api_key == LONG_KEY and LONG_KEY not in repr(s)  # out of reprs, and so of logged settings
     assert from_environment({"RELAY_BIND": "0.0.0.0", "RELAY_API_BIND": "127.0.0.1"}).api_bind == "127.0.0.1"
 
 
@@ -45,6 +47,9 @@ def test_environment_overrides() -> None:
         ({"RELAY_RTMP_PORT": "70000"}, "RELAY_RTMP_PORT"),
         ({"RELAY_SRT": "maybe"}, "RELAY_SRT"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
+        ({"RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "-1"}, "RELAY_API_AUTH_FAILURES_BEFORE_DELAY"),
+        ({"RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "-5"}, "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"),
+        ({"RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "60"}, "RELAY_API_AUTH_FAILURE_DELAY_SECONDS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
@@ -55,3 +60,40 @@ def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
 def test_flags_override_only_when_given() -> None:
     base = Settings(http_port=1)
     assert with_overrides(base, http_port=None, rtmp_port=2) == Settings(http_port=1, rtmp_port=2)
+
+
+@pytest.mark.parametrize(
+    "key,problem",
+    [
+        ("1$abc", "at least 32 characters"),
+        (LONG_KEY[:-1], "at least 32 characters"),
+        (LONG_KEY + "\n", "line breaks"),  # as read from a secret file
+        ("1$" + "k" * 20 + " " + "k" * 20, "spaces"),
+    ],
+)
+def test_an_unfit_api_key_is_refused_without_quoting_it(key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        from_environment({"RELAY_API_KEY": key})
+    message = str(refused.value)
+    assert message.startswith("RELAY_API_KEY: ") and problem in message and key.strip() not in message
+    assert "\n" not in message  # one line on stderr
+
+
+def test_an_empty_api_key_means_none() -> None:
+    assert from_environment({"RELAY_API_KEY": ""}).api_key is None  # docker-compose's ${RELAY_API_KEY:-}
+    assert from_environment({"RELAY_API_KEY": LONG_KEY}).api_key == LONG_KEY
+
+
+def test_failed_authentication_settings() -> None:
+    s = from_environment({})
+    assert (s.api_auth_failures_before_delay, s.api_auth_failure_window_seconds) == (10, 10.0)
+    assert s.api_auth_failure_delay_seconds == 1.0
+    s = from_environment(
+        {
+            "RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "20",
+            "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "30",
+            "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "0",
+        }
+    )
+    assert (s.api_auth_failures_before_delay, s.api_auth_failure_window_seconds) == (20, 30.0)
+    assert s.api_auth_failure_delay_seconds == 0.0
