@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from relay.ingest.gate import PublishRefused, RefusalReason
+from relay.ingest.gate import PublishRefused, RefusalReason, stream_label
 from relay.srt.handshake import Accept, Peer, Reject
 from relay.srt.libsrt import RejectCode
 from relay.srt.streamid import InvalidStreamId, parse_streamid
@@ -67,8 +67,9 @@ def reject_code(reason: RefusalReason) -> int:
 
 
 def safe_id(stream_id: str) -> str:
-    """The (untrusted) stream id as it may appear in a log line."""
-    return repr(stream_id[:64])
+    """The (untrusted) stream id parsed from a streamid, as it may appear in a log line: digits, or a
+    placeholder (a streamid written token first must not put the token in the log)."""
+    return stream_label(stream_id)
 
 
 def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accept | Reject:
