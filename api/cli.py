@@ -17,6 +17,7 @@ from relay import logs
 from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID
+from relay.secrets import SecretRegistry
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
@@ -153,12 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    secrets = SecretRegistry()
+    logs.configure(settings.log_level, settings.log_format, secrets)
     if args.command == "serve" and args.self_signed_tls and not settings.rtmps_enabled:
         settings = self_signed_tls(settings)
     if args.command == "serve":
         try:
-            return asyncio.run(serve(settings, _announce if args.announce else None))
+            return asyncio.run(serve(settings, _announce if args.announce else None, secrets))
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1

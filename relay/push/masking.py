@@ -74,11 +74,10 @@ _SRT_PUBLIC = frozenset(
 # ("Error opening output rtmp://h/app/KEY: Broken pipe"), unless it is all there is of the last part.
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://\S+")
 _TRAILING = ".,:;!)]}>'\"`"
-# "Not inside a word": no letter, digit, '_' or '-' right before or after, unless that side is a
-# percent escape (a secret inside an encoded URL, `%3Dsecret%26`).
-_WORD = "A-Za-z0-9_-"
-_BEFORE = rf"(?:(?<![{_WORD}])|(?<=%[0-9A-Fa-f]{{2}}))"
-_AFTER = rf"(?:(?![{_WORD}])|(?=%[0-9A-Fa-f]{{2}}))"
+# "Not inside a word": no letter, digit, '_' or '-' right before or after, unless the character
+# before closes a percent escape (a secret inside an encoded URL, `%3Dsecret%26`).
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_WORD_START = re.compile(r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2}))")
 
 
 def _is_secret_param(scheme: str, name: str) -> bool:
@@ -182,26 +181,58 @@ def secrets_of(uri: str) -> list[str]:
     return sorted((v for v in variants if v), key=len, reverse=True)
 
 
+class SecretIndex:
+    """Secrets ready to be found as whole words: by their first `MIN_SECRET_CHARS` characters, longest
+    first. One pass over a text checks only the places where a word starts, whatever the number of
+    secrets (a node-wide registry holds every token and key of every tenant)."""
+
+    __slots__ = ("_by_prefix",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        by_prefix: dict[str, list[str]] = {}
+        for secret in set(secrets):
+            if len(secret) >= MIN_SECRET_CHARS:
+                by_prefix.setdefault(secret[:MIN_SECRET_CHARS], []).append(secret)
+        self._by_prefix = {prefix: tuple(sorted(group, key=len, reverse=True)) for prefix, group in by_prefix.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_prefix)
+
+    def mask_words(self, text: str) -> str:
+        """`text` with every whole-word occurrence of a secret replaced by `***`."""
+        if not self._by_prefix or len(text) < MIN_SECRET_CHARS:
+            return text
+        pieces: list[str] = []
+        done = 0
+        for match in _WORD_START.finditer(text):
+            at = match.start()
+            if at < done:
+                continue
+            for secret in self._by_prefix.get(text[at : at + MIN_SECRET_CHARS], ()):
+                end = at + len(secret)
+                if text.startswith(secret, at) and (end == len(text) or text[end] not in _WORD_CHARS):
+                    pieces += (text[done:at], MASK)
+                    done = end
+                    break
+        return "".join(pieces) + text[done:] if pieces else text
+
+
 @functools.lru_cache(maxsize=256)
-def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    words = sorted((s for s in secrets if len(s) >= MIN_SECRET_CHARS), key=len, reverse=True)
-    if not words:
-        return None
-    return re.compile(_BEFORE + "(?:" + "|".join(map(re.escape, words)) + ")" + _AFTER)
+def _index(secrets: frozenset[str]) -> SecretIndex:
+    return SecretIndex(secrets)
 
 
-def secret_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
-    """One compiled pattern matching any of `secrets` as a whole word (None when none is long enough)."""
-    return _pattern(frozenset(secrets))
-
-
-def mask_text(text: str, pattern: re.Pattern[str] | None) -> str:
-    """`text` with the secrets of `pattern` (see `secret_pattern`) and every URL's secrets masked."""
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+def mask_text(text: str, secrets: SecretIndex) -> str:
+    """`text` with the known `secrets` masked where they stand as words, and every URL's secrets."""
+    text = secrets.mask_words(text)
     if "://" in text:
         text = _URL_IN_TEXT.sub(_mask_url_match, text)
     return text
+
+
+def mask_secrets(text: str, secrets: Collection[str]) -> str:
+    """`text` with each of `secrets` masked where it stands as a word, and every URL masked."""
+    return mask_text(text, _index(frozenset(secrets)))
 
 
 def _mask_url_match(match: re.Match[str]) -> str:
@@ -210,8 +241,3 @@ def _mask_url_match(match: re.Match[str]) -> str:
     if not core or core[-1] in "/?&=#@:":
         core = url  # the punctuation is the key itself (or all of the last part): mask it with the rest
     return mask_uri(core) + url[len(core) :]
-
-
-def mask_secrets(text: str, secrets: Collection[str]) -> str:
-    """`text` with each of `secrets` masked where it stands as a word, and every URL masked."""
-    return mask_text(text, secret_pattern(secrets))

@@ -60,6 +60,10 @@ class Store(abc.ABC):
 
         One `StreamChanged` announces it; its restreams go with it without a change of their own."""
 
+    @abc.abstractmethod
+    async def all_streams(self) -> list[StreamRecord]:
+        """Every stream of every client (the secrets the node must keep out of its logs, at start)."""
+
     # Restreams ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord: ...
@@ -74,6 +78,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def active_restreams(self) -> list[RestreamRecord]:
         """Every active restream of every active stream, all clients: what should push when live."""
+
+    @abc.abstractmethod
+    async def all_restreams(self) -> list[RestreamRecord]:
+        """Every restream of every client, active or not."""
 
     @abc.abstractmethod
     async def update_restream(

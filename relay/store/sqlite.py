@@ -210,6 +210,12 @@ class SqliteStore(Store):
         await self.changes.publish(StreamChanged(stream_id, before, None))
         return True
 
+    async def all_streams(self) -> list[StreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[StreamRecord]:
+            return [_stream(r) for r in conn.execute("SELECT * FROM streams ORDER BY id")]
+
+        return await self._run(work)
+
     # Restreams ----------------------------------------------------------------------------
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
         values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
@@ -268,6 +274,12 @@ class SqliteStore(Store):
                 " WHERE r.active = 1 AND s.active = 1 ORDER BY r.id"
             )
             return [_restream(r) for r in rows]
+
+        return await self._run(work)
+
+    async def all_restreams(self) -> list[RestreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
+            return [_restream(r) for r in conn.execute("SELECT * FROM restreams ORDER BY id")]
 
         return await self._run(work)
 

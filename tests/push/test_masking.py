@@ -106,7 +106,8 @@ def test_secrets_of_lists_every_form_of_the_key() -> None:
 
 @given(
     key=st.text(
-        alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#@%&=:[]\\"),
+        # '*' is left out only because a key "*" would be found in the mask itself
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#@%&=:[]\\*"),
         min_size=1,
         max_size=40,
     ),
