@@ -70,10 +70,11 @@ _SRT_PUBLIC = frozenset(
     }
 )
 # A URL in free text: a scheme, "://", then everything up to whitespace (a key may hold any other
-# character). Punctuation that ends a sentence or closes a quote is given back after masking
-# ("Error opening output rtmp://h/app/KEY: Broken pipe"), unless it is all there is of the last part.
+# character). What closes a bracket or quote opened right before the URL, and punctuation that ends a
+# sentence, are given back after masking: "(rtmp://h/app/KEY/): refused" keeps its "):".
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://\S+")
-_TRAILING = ".,:;!)]}>'\"`"
+_CLOSERS = {"(": ")", "[": "]", "{": "}", "<": ">", "'": "'", '"': '"', "`": "`"}
+_SENTENCE_END = ".,:;!"
 # "Not inside a word": no letter, digit, '_' or '-' right before or after, unless the character
 # before closes a percent escape (a secret inside an encoded URL, `%3Dsecret%26`).
 _WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -166,7 +167,7 @@ def secrets_of(uri: str) -> list[str]:
     if secret_segments:
         # The key as a whole, as an RTMP server or ffmpeg may print it ("live2/KEY/extra", "KEY?query").
         key = "/".join(segments[secret_segments[0] :])
-        found.update({key, key.strip("/")})
+        found.add(key.strip("/"))  # without a trailing slash: masking it keeps the slash where it stands
         if query:
             found.add(f"{key}?{query}")
     for name, value in _query_items(query) if query else []:
@@ -236,8 +237,12 @@ def mask_secrets(text: str, secrets: Collection[str]) -> str:
 
 
 def _mask_url_match(match: re.Match[str]) -> str:
-    url = match.group(0)
-    core = url.rstrip(_TRAILING)
-    if not core or core[-1] in "/?&=#@:":
-        core = url  # the punctuation is the key itself (or all of the last part): mask it with the rest
+    url, start = match.group(0), match.start()
+    closer = _CLOSERS.get(match.string[start - 1]) if start else None
+    if closer is not None and closer in url:
+        core = url[: url.rindex(closer)]
+    else:
+        core = url.rstrip(_SENTENCE_END)
+        if not core or core[-1] in "/?&=#@":
+            core = url  # the punctuation is all there is of the last part: it is the key, mask it
     return mask_uri(core) + url[len(core) :]

@@ -85,6 +85,17 @@ def test_mask_uri(uri: str, masked: str) -> None:
             "redirect=rtmp%3A%2F%2Fh%2Fapp%2Fs3cret-key%26x",
             "redirect=rtmp%3A%2F%2Fh%2Fapp%2F***%26x",
         ),
+        # brackets and quotes around a URL, and the end of a sentence, are not part of its key
+        (
+            "rtmp://h/live2/KEY-1/",
+            "restream 1 (rtmp://h/live2/KEY-1/): idle; 'rtmp://h/live2/KEY-1/', [rtmp://h/a/b]. See rtmp://h/a/c.",
+            "restream 1 (rtmp://h/live2/***/): idle; 'rtmp://h/live2/***/', [rtmp://h/a/***]. See rtmp://h/a/***.",
+        ),
+        (
+            "rtmp://h/live2/)",
+            "opening rtmp://h/live2/): refused (rtmp://h/live2/))",
+            "opening rtmp://h/live2/***: refused (rtmp://h/live2/***)",
+        ),
         # a URL the masker was never told about is masked too
         (
             "rtmp://h/app/k",
@@ -99,7 +110,7 @@ def test_mask_secrets_in_free_text(uri: str, line: str, masked: str) -> None:
 
 def test_secrets_of_lists_every_form_of_the_key() -> None:
     found = secrets_of("rtmp://u:pw@h/live2/a%2Fb/c/?s=1")
-    assert {"u:pw", "pw", "a%2Fb", "a/b", "c", "a%2Fb/c/", "a%2Fb/c", "1"} <= set(found)
+    assert {"u:pw", "pw", "a%2Fb", "a/b", "c", "a%2Fb/c", "a%2Fb/c/?s=1", "1"} <= set(found)
     assert "live2" not in found and "h" not in found
     assert secrets_of("srt://h:1?mode=caller&latency=200") == []
 
