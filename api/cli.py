@@ -93,7 +93,7 @@ def self_signed_tls(settings: Settings) -> Settings:
     directory = settings.data_dir / "tls"
     cert, key = directory / "cert.pem", directory / "key.pem"
     if not (cert.exists() and key.exists()):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         cert, key = write_self_signed(directory, settings.public_host)
     log.warning("RTMPS uses a self-signed certificate (%s): fine for local tests, encoders must not verify it", cert)
     return with_overrides(settings, tls_cert_file=cert, tls_key_file=key)

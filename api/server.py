@@ -85,7 +85,7 @@ class Server:
     async def start(self) -> BoundPorts:
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets live here
             store = self._store = SqliteStore(settings.database_path)
             stack.push_async_callback(store.close)
             stack.callback(await self.secrets.follow(store))  # before the engine: keys known before pushes

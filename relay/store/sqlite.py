@@ -22,6 +22,7 @@ from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, Store, StoreError
 from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.migrations import connect, migrate
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
+from relay.store.permissions import make_private
 
 T = TypeVar("T")
 
@@ -90,7 +91,7 @@ class SqliteStore(Store):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         self._path = path
         self._conn = connect(path)
         self._conn.execute("PRAGMA journal_mode = WAL")
