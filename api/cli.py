@@ -18,6 +18,7 @@ from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID, ADMIN_KEY_FILE
 from relay.secrets import SecretRegistry
+from relay.store.base import StoreError, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
@@ -185,14 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format, secrets)
     if args.command == "serve" and args.self_signed_tls and not settings.rtmps_enabled:
         settings = self_signed_tls(settings)
+    # What an operator must fix (a port in use, a corrupt database) is one line and an exit code, not a traceback.
     if args.command == "serve":
         try:
             on_started = announcer(args.show_secrets) if args.announce else None
             return asyncio.run(serve(settings, on_started, secrets))
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             log.error("cannot start: %s", exc)
             return 1
-    return asyncio.run(keys_command(settings, args))
+    try:
+        return asyncio.run(keys_command(settings, args))
+    except (StoreError, StoreUnavailable) as exc:
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ class StoreError(Exception):
     """The store could not do what was asked (not a missing object: those are None)."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot read or write right now (disk full, I/O error, locked too long); nothing of the
+    request was kept. Not a `StoreError`: it says nothing about the request, and asking again later may
+    work (the API answers 503)."""
+
+
 class Store(abc.ABC):
     """Persistent definitions: clients' API keys, streams and restreams.
 
@@ -108,5 +114,14 @@ class Store(abc.ABC):
         """Revoke by numeric id or by prefix; returns how many keys were revoked."""
 
     # Lifecycle ----------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """False from a failed read or write (disk full, I/O error) until a write succeeds again."""
+        return True
+
+    async def check_health(self) -> bool:
+        """`healthy`, after trying a small write when it is not (so that it recovers without a client's write)."""
+        return self.healthy
+
     @abc.abstractmethod
     async def close(self) -> None: ...
