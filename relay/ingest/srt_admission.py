@@ -66,12 +66,6 @@ def reject_code(reason: RefusalReason) -> int:
     return int(_REJECT_CODES.get(reason, RejectCode.FORBIDDEN))
 
 
-def safe_id(stream_id: str) -> str:
-    """The (untrusted) stream id parsed from a streamid, as it may appear in a log line: digits, or a
-    placeholder (a streamid written token first must not put the token in the log)."""
-    return stream_label(stream_id)
-
-
 def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accept | Reject:
     """The listener's `Admit` (libsrt's receiver thread): parse the streamid, then ask `admission`."""
     try:
@@ -82,5 +76,5 @@ def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accep
     try:
         admit = admission.check(streamid)
     except PublishRefused as exc:
-        return Reject(reject_code(exc.reason), f"stream {safe_id(stream_id)}: {exc.reason.value}")
+        return Reject(reject_code(exc.reason), f"stream {stream_label(stream_id)}: {exc.reason.value}")
     return Accept(passphrase=admit.passphrase or None, latency_ms=admit.latency_ms, context=(stream_id, admit))
