@@ -31,7 +31,7 @@ test-system-deps:
 	@bash scripts/system-deps.sh test
 
 run: setup
-	$(PY) -m api serve --announce --self-signed-tls
+	$(PY) -m api serve --announce --show-secrets --self-signed-tls
 
 CODE := relay api tests bench
 

@@ -9,22 +9,26 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from api.server import Server, serve
 from relay import logs
 from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
-from relay.keys import ADMIN_CLIENT_ID
-from relay.store.base import AmbiguousKeyPrefix
+from relay.keys import ADMIN_CLIENT_ID, ADMIN_KEY_FILE
+from relay.secrets import SecretRegistry
+from relay.store.base import AmbiguousKeyPrefix, StoreError, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
 log = logging.getLogger("relay.cli")
 
 
-def announce(server: Server, demo_stream: dict[str, str | None] | None) -> str:
-    """What `make run` prints: where the dashboard, the API and the ingest listen, the key, a demo stream."""
+def announce(server: Server, demo_stream: dict[str, str | None] | None, *, show_secrets: bool = False) -> str:
+    """What `make run` prints: where the dashboard, the API and the ingest listen, the key, a demo stream.
+
+    The API key and the demo stream's key only with `show_secrets` (`make run`, on a terminal): a
+    container's output is kept in its log, so the default says where the key is instead."""
     settings = server.settings
     ports = server.ports
     api_host = "127.0.0.1" if settings.api_bind in ("0.0.0.0", "::") else settings.api_bind
@@ -33,7 +37,7 @@ def announce(server: Server, demo_stream: dict[str, str | None] | None) -> str:
         "restream-relay is running (Ctrl-C stops it)",
         f"  dashboard     http://{api_host}:{ports.http}/",
         f"  control API   http://{api_host}:{ports.http}/streaming   (Authorization: APIKey <key>)",
-        f"  API key       {server.admin_key or '(managed with: restream-relay keys create --client ID)'}",
+        f"  API key       {_key_line(server, show_secrets)}",
         f"  RTMP ingest   rtmp://{settings.public_host}:{ports.rtmp}/in",
     ]
     if ports.rtmps:
@@ -41,16 +45,30 @@ def announce(server: Server, demo_stream: dict[str, str | None] | None) -> str:
     if ports.srt:
         lines.append(f"  SRT ingest    srt://{settings.public_host}:{ports.srt}")
     if demo_stream and demo_stream.get("push_url"):
+        key, push_url = demo_stream["key"], demo_stream["push_url"]
+        if not show_secrets:
+            key = f"{demo_stream['id']}?<token>   (the token: GET /streaming/streams/{demo_stream['id']})"
+            push_url = f"rtmp://{settings.public_host}:{ports.rtmp}/in/{demo_stream['id']}?<token>"
         lines += [
             "",
-            f"Demo stream '{demo_stream['name']}': OBS server rtmp://{settings.public_host}:"
-            f"{ports.rtmp}/in, stream key {demo_stream['key']}",
+            f"Demo stream '{demo_stream['name']}': OBS server rtmp://{settings.public_host}:{ports.rtmp}/in,"
+            f" stream key {key}",
             "Publish a test pattern to it:",
             "  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\",
             "    -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -f flv \\",
-            f"    '{demo_stream['push_url']}'",
+            f"    '{push_url}'",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _key_line(server: Server, show_secrets: bool) -> str:
+    if server.admin_key is None:
+        return "(managed with: restream-relay keys create --client ID)"
+    if show_secrets:
+        return server.admin_key
+    if server.settings.api_key:
+        return "the one in RELAY_API_KEY (not printed)"
+    return f"in {server.settings.data_dir / ADMIN_KEY_FILE} (not printed; --show-secrets prints it)"
 
 
 async def _demo_stream(server: Server) -> dict[str, str | None] | None:
@@ -59,13 +77,18 @@ async def _demo_stream(server: Server) -> dict[str, str | None] | None:
     page = await store.list_streams(ADMIN_CLIENT_ID, 0, 1)
     stream = page.items[0] if page.items else await store.create_stream(ADMIN_CLIENT_ID, {"name": "demo"})
     urls = addresses.push_urls(stream.id, stream.token)
-    return {"name": stream.name, "push_url": urls.rtmp, "key": f"{stream.id}?{stream.token}"}
+    return {"id": str(stream.id), "name": stream.name, "push_url": urls.rtmp, "key": f"{stream.id}?{stream.token}"}
 
 
-async def _announce(server: Server) -> None:
-    demo = await _demo_stream(server) if server.admin_key else None
-    sys.stdout.write(announce(server, demo))
-    sys.stdout.flush()
+def announcer(show_secrets: bool) -> Callable[[Server], Awaitable[None]]:
+    """The `on_started` hook of `serve` that prints the announcement."""
+
+    async def _announce(server: Server) -> None:
+        demo = await _demo_stream(server) if server.admin_key else None
+        sys.stdout.write(announce(server, demo, show_secrets=show_secrets))
+        sys.stdout.flush()
+
+    return _announce
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -112,7 +135,7 @@ def self_signed_tls(settings: Settings) -> Settings:
     directory = settings.data_dir / "tls"
     cert, key = directory / "cert.pem", directory / "key.pem"
     if not (cert.exists() and key.exists()):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         cert, key = write_self_signed(directory, settings.public_host)
     log.warning("RTMPS uses a self-signed certificate (%s): fine for local tests, encoders must not verify it", cert)
     return with_overrides(settings, tls_cert_file=cert, tls_key_file=key)
@@ -138,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-client limits, e.g. '2:streams=10,pushes=4;7:restreams_per_stream=50' (RELAY_CLIENT_LIMITS)",
     )
     serve_p.add_argument("--max-pushes", type=int, help="pushes running at once on this node (RELAY_MAX_PUSHES, 64)")
-    serve_p.add_argument("--announce", action="store_true", help="print addresses, key and a publish command")
+    serve_p.add_argument("--announce", action="store_true", help="print addresses and a publish command")
+    serve_p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --announce, print the API key and the demo stream's key too (a terminal: container logs are kept)",
+    )
     serve_p.add_argument(
         "--self-signed-tls",
         action="store_true",
@@ -181,19 +209,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    secrets = SecretRegistry()
+    logs.configure(settings.log_level, settings.log_format, secrets)
     if args.command == "serve" and args.self_signed_tls and not settings.rtmps_enabled:
         settings = self_signed_tls(settings)
+    # What an operator must fix (a port in use, a corrupt database) is one line and an exit code, not a traceback.
     if args.command == "serve":
         try:
-            return asyncio.run(serve(settings, _announce if args.announce else None))
+            on_started = announcer(args.show_secrets) if args.announce else None
+            return asyncio.run(serve(settings, on_started, secrets))
         except ConfigError as exc:  # found at start-up (RELAY_API_KEY revoked, say): the same one line
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             log.error("cannot start: %s", exc)
             return 1
-    return asyncio.run(keys_command(settings, args))
+    try:
+        return asyncio.run(keys_command(settings, args))
+    except (StoreError, StoreUnavailable) as exc:
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from relay.store.base import StoreUnavailable
+
 log = logging.getLogger("relay.api")
 
 NOT_FOUND_MESSAGE = "Not Found. Entity you are looking for was not found, please check the initial parameters"
@@ -57,6 +59,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response({"errors": exc.errors}, status=422)
     except BadRequest as exc:
         return generic_error(400, str(exc))
+    except StoreUnavailable:
+        # The disk, not the request (full, I/O error): nothing was kept, and asking again later may work.
+        return generic_error(503, "storage unavailable, try again later")
     except web.HTTPException as exc:
         if exc.status == 404:
             return not_found()

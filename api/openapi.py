@@ -27,6 +27,7 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 _ERRORS = {
     "401": _json(_ref("AuthError"), "Missing, unknown or revoked API key"),
+    "503": _json(_ref("GenericError"), "The relay cannot use its storage now (disk full, I/O error); nothing was kept"),
 }
 _NOT_FOUND = {"404": _json(_ref("NotFound"), "No such object for this client")}
 _INVALID = {
@@ -288,7 +289,11 @@ def openapi_document() -> dict[str, Any]:
                     "200": _json(
                         {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
                         "The relay is up",
-                    )
+                    ),
+                    "503": _json(
+                        {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                        "The relay cannot write its definitions (disk full, I/O error)",
+                    ),
                 },
             }
         },

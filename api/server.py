@@ -27,6 +27,7 @@ from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.ingest.srt_server import SrtServer, SrtSettings
 from relay.ingest.tls import load_server_context
 from relay.keys import bootstrap_admin_key
+from relay.secrets import SecretRegistry
 from relay.store.base import Store
 from relay.store.sqlite import SqliteStore
 
@@ -50,8 +51,10 @@ class Server:
     """One relay node: `start()` brings every part up and returns the bound ports; `close()` (idempotent)
     takes them down in reverse: listeners first, then the engine (publishers, pushes), then the store."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: SecretRegistry | None = None) -> None:
         self.settings = settings
+        self.secrets = secrets if secrets is not None else SecretRegistry()
+        """What the logs must mask (tokens, passphrases, destination and API keys); see relay/secrets.py."""
         self._stack = contextlib.AsyncExitStack()
         self._store: Store | None = None
         self._engine: Engine | None = None
@@ -83,11 +86,13 @@ class Server:
     async def start(self) -> BoundPorts:
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets live here
             store = self._store = SqliteStore(settings.database_path)
             stack.push_async_callback(store.close)
+            stack.callback(await self.secrets.follow(store))  # before the engine: keys known before pushes
 
             self.admin_key = await bootstrap_admin_key(store, settings)
+            self.secrets.hold(("api key", "operator"), (self.admin_key, settings.api_key))
 
             engine = self._engine = Engine(settings, store)
             stack.push_async_callback(engine.close)
@@ -162,8 +167,13 @@ class Server:
         await stack.aclose()
 
 
-async def serve(settings: Settings, on_started: Callable[[Server], Awaitable[None]] | None = None) -> int:
-    """Run a node until SIGINT or SIGTERM; a second signal forces the stop."""
+async def serve(
+    settings: Settings,
+    on_started: Callable[[Server], Awaitable[None]] | None = None,
+    secrets: SecretRegistry | None = None,
+) -> int:
+    """Run a node until SIGINT or SIGTERM; a second signal forces the stop. `secrets` is the registry
+    the log filter reads (relay.logs.configure)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
@@ -182,7 +192,7 @@ async def serve(settings: Settings, on_started: Callable[[Server], Awaitable[Non
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    server = Server(settings)
+    server = Server(settings, secrets)
     try:
         ports = await server.start()
         if on_started is not None:

@@ -8,6 +8,7 @@ through its `PublisherHandle` (a crashed encoder must not lock its own key out).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -105,6 +106,20 @@ class IngestSink(Protocol):
     def close(self, reason: EndReason) -> None:
         """Called exactly once, when the session ends for whatever reason."""
         ...
+
+
+UNNAMED_STREAM = "(no id)"
+"""What a log line names when a stream key holds no stream id."""
+_TOKEN_SEPARATOR = re.compile(r"[?#]|%23", re.IGNORECASE)
+_STREAM_ID = re.compile(r"[0-9]{1,18}")
+
+
+def stream_label(stream_key: str) -> str:
+    """The stream id a publish key names (`5` of `5?token`, `in/5#token`, `5%23token`, or of an SRT
+    streamid's parsed id): the only part of a key that may be logged. Whatever does not parse as an id
+    may be the token (a key written the wrong way round), so it is never shown."""
+    ident = _TOKEN_SEPARATOR.split(stream_key, maxsplit=1)[0].rsplit("/", 1)[-1]
+    return ident if _STREAM_ID.fullmatch(ident) else UNNAMED_STREAM
 
 
 @dataclass(frozen=True, slots=True)

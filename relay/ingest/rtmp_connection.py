@@ -12,7 +12,15 @@ import asyncio
 import logging
 import ssl
 
-from relay.ingest.gate import EndReason, IngestSink, PublishGate, PublishRefused, PublishRequest, Transport
+from relay.ingest.gate import (
+    EndReason,
+    IngestSink,
+    PublishGate,
+    PublishRefused,
+    PublishRequest,
+    Transport,
+    stream_label,
+)
 from relay.ingest.rtmp_info import InfoTracker
 from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.media.packets import ContainerFormat
@@ -30,11 +38,6 @@ from relay.rtmp.events import (
 from relay.rtmp.session import ServerSession
 
 log = logging.getLogger("relay.ingest.rtmp")  # the RTMP ingest logger, shared with rtmp_server
-
-
-def stream_label(stream_key: str) -> str:
-    """The part of a stream key that may be logged (the id before '?'), shortened."""
-    return stream_key.split("?", 1)[0][:64]
 
 
 class _ConnectionClosed(Exception):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from relay.ingest.gate import PublishRefused, RefusalReason
+from relay.ingest.gate import PublishRefused, RefusalReason, stream_label
 from relay.srt.handshake import Accept, Peer, Reject
 from relay.srt.libsrt import RejectCode
 from relay.srt.streamid import InvalidStreamId, parse_streamid
@@ -66,11 +66,6 @@ def reject_code(reason: RefusalReason) -> int:
     return int(_REJECT_CODES.get(reason, RejectCode.FORBIDDEN))
 
 
-def safe_id(stream_id: str) -> str:
-    """The (untrusted) stream id as it may appear in a log line."""
-    return repr(stream_id[:64])
-
-
 def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accept | Reject:
     """The listener's `Admit` (libsrt's receiver thread): parse the streamid, then ask `admission`."""
     try:
@@ -81,5 +76,5 @@ def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accep
     try:
         admit = admission.check(streamid)
     except PublishRefused as exc:
-        return Reject(reject_code(exc.reason), f"stream {safe_id(stream_id)}: {exc.reason.value}")
+        return Reject(reject_code(exc.reason), f"stream {stream_label(stream_id)}: {exc.reason.value}")
     return Accept(passphrase=admit.passphrase or None, latency_ms=admit.latency_ms, context=(stream_id, admit))

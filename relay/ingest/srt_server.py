@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from relay.ingest.gate import EndReason, PublishGate, PublishRefused, PublishRequest
-from relay.ingest.srt_admission import SrtAdmission, SrtAdmit, admit_handshake, safe_id
+from relay.ingest.gate import EndReason, PublishGate, PublishRefused, PublishRequest, stream_label
+from relay.ingest.srt_admission import SrtAdmission, SrtAdmit, admit_handshake
 from relay.ingest.srt_session import SrtPublisher, SrtSession, SrtWire
 from relay.media.packets import ContainerFormat
 from relay.srt.libsrt import LibSrt, LinkStats, SrtUnavailable, format_peer, version_string
@@ -243,7 +243,7 @@ class SrtServer:
         log.info(
             "SRT publisher %s connected for stream %s (latency %d ms, %s)",
             handle.peer,
-            safe_id(stream_id),
+            stream_label(stream_id),
             conn.latency_ms,
             "encrypted" if conn.encrypted else "unencrypted",
         )
@@ -251,7 +251,7 @@ class SrtServer:
         session.task = asyncio.get_running_loop().create_task(self._open(conn.sock, session, request))
 
     async def _open(self, sock: int, session: SrtSession, request: PublishRequest) -> None:
-        stream = safe_id(session.handle.stream_id)
+        stream = stream_label(session.handle.stream_id)
         try:
             async with asyncio.timeout(self.settings.handshake_timeout_seconds):
                 sink = await self._gate.open_publish(request)
@@ -321,14 +321,14 @@ class SrtServer:
         log.info(
             "SRT publisher %s for stream %s ended: %s",
             session.handle.peer,
-            safe_id(session.handle.stream_id),
+            stream_label(session.handle.stream_id),
             reason.value,
         )
         if session.sink is not None:
             try:
                 session.sink.close(reason)
             except Exception:
-                log.exception("closing the sink of SRT stream %s failed", safe_id(session.handle.stream_id))
+                log.exception("closing the sink of SRT stream %s failed", stream_label(session.handle.stream_id))
 
 
 class _ThreadBridge:

@@ -31,6 +31,9 @@ Output
   stream.
   RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
   may opt out for self-signed test servers.
+  `-protocol_whitelist`: only the protocols this one output needs (`rtmp,tcp`; `rtmps,tls,tcp`; `srt`,
+  whose UDP is libsrt's own): a file, pipe, http or concat URL that got past relay/destinations.py, or
+  that a server's redirect names, is refused by ffmpeg itself.
   SRT: `-f mpegts`, the URI passed as given (latency, pkt_size, passphrase, streamid are the user's);
   `-timeout` bounds a blocked send; `-linger 2` keeps the socket while sent packets are acknowledged.
   `-max_interleave_delta 1` (microseconds): write each packet as soon as it arrives instead of holding
@@ -73,6 +76,8 @@ _ENHANCED_CODECS = {
     "vp9": "vp09",
     "vp09": "vp09",
 }
+_OUTPUT_PROTOCOLS = {"rtmp": "rtmp,tcp", "rtmps": "rtmps,tls,tcp", "srt": "srt"}
+"""ffmpeg protocols each destination scheme opens (rtmps is rtmp over ffmpeg's tls, over tcp)."""
 _CA_CANDIDATES = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -193,6 +198,7 @@ def build_command(
         out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
         out["linger"] = settings.srt_linger_seconds
         out["max_interleave_delta"] = 1
+    out["protocol_whitelist"] = _OUTPUT_PROTOCOLS[scheme]
     out["f"] = output_format
 
     global_args: Sequence[str] = (

@@ -3,6 +3,14 @@
 The process runs in its own process group (so SIGINT/SIGKILL reach anything ffmpeg forks and never our
 own group), without a shell. Its three pipes each have one task, so a full pipe never blocks anything:
 the feeder waits on ffmpeg, never the other way round, and the readers always drain.
+
+ffmpeg gets a minimal environment (`child_environment`), never the relay's own, which holds
+RELAY_API_KEY and whatever else the operator exported: ffmpeg parses what servers we do not control
+send it, and a child that goes wrong must find no key to give away. It may not dump core (its memory
+holds the destination key): RLIMIT_CORE is set to 0 right after the spawn, as a limit set before exec
+would need a `preexec_fn`, which is unsafe in a process with threads (libsrt's, the store's); the
+window is ffmpeg's start-up, before it reads any input. No address-space or CPU limit: ffmpeg's threads
+reserve virtual memory freely, and a push runs for hours.
 """
 
 from __future__ import annotations
@@ -11,9 +19,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +36,16 @@ _READ_BYTES = 64 * 1024
 _MAX_LINE_BYTES = 4096
 _KEEP_LINES = 20
 _TRAILER_FAILED = "Error writing trailer"
+_INHERITED = ("PATH", "TMPDIR", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
+"""What a push may take from the relay's environment: where programs, libraries and CA certificates are
+(a custom RELAY_FFMPEG may need the library path). Nothing else, RELAY_* least of all."""
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a push: `_INHERITED` from `parent`, and the C locale (stable messages to parse)."""
+    env = {name: parent[name] for name in _INHERITED if name in parent}
+    env.update(LANG="C", LC_ALL="C")
+    return env
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +132,10 @@ class FfmpegProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            env=child_environment(os.environ),
         )
+        with contextlib.suppress(OSError):  # already gone: wait() reports how
+            resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
         log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
         self._readers = [self._spawn(self._read_progress()), self._spawn(self._read_log())]
         self._feeder = self._spawn(self._feed())

@@ -32,6 +32,12 @@ class AmbiguousKeyPrefix(StoreError):
         self.matches = matches
 
 
+class StoreUnavailable(Exception):
+    """The store cannot read or write right now (disk full, I/O error, locked too long); nothing of the
+    request was kept. Not a `StoreError`: it says nothing about the request, and asking again later may
+    work (the API answers 503)."""
+
+
 class Store(abc.ABC):
     """Persistent definitions: clients' API keys, streams and restreams.
 
@@ -68,6 +74,10 @@ class Store(abc.ABC):
 
         One `StreamChanged` announces it; its restreams go with it without a change of their own."""
 
+    @abc.abstractmethod
+    async def all_streams(self) -> list[StreamRecord]:
+        """Every stream of every client (the secrets the node must keep out of its logs, at start)."""
+
     # Restreams ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord: ...
@@ -87,6 +97,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def restream_count(self, stream_id: int) -> int:
         """How many restreams (active or not) the stream has."""
+
+    @abc.abstractmethod
+    async def all_restreams(self) -> list[RestreamRecord]:
+        """Every restream of every client, active or not."""
 
     @abc.abstractmethod
     async def update_restream(
@@ -131,5 +145,14 @@ class Store(abc.ABC):
         """
 
     # Lifecycle ----------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """False from a failed read or write (disk full, I/O error) until a write succeeds again."""
+        return True
+
+    async def check_health(self) -> bool:
+        """`healthy`, after trying a small write when it is not (so that it recovers without a client's write)."""
+        return self.healthy
+
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -8,7 +8,9 @@ Ids come from AUTOINCREMENT so a deleted stream's id is never handed out again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import secrets
 import sqlite3
 import threading
@@ -18,12 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, AmbiguousKeyPrefix, Store, StoreError
+from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, AmbiguousKeyPrefix, Store, StoreError, StoreUnavailable
 from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.migrations import connect, migrate
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
+from relay.store.permissions import make_private
 
 T = TypeVar("T")
+log = logging.getLogger("relay.store")
 
 
 def _now() -> str:
@@ -89,38 +93,79 @@ class SqliteStore(Store):
     """Definitions in one SQLite file; owns its connections and its worker thread."""
 
     def __init__(self, path: Path) -> None:
+        """Open (or create) the database; raises StoreError, with a message fit for one log line, when
+        the file is not a database, is corrupt, or has a schema newer than this relay."""
         super().__init__()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         self._path = path
-        self._conn = connect(path)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a definition acknowledged to a client survives power loss, not only a process crash.
-        self._conn.execute("PRAGMA synchronous = FULL")
-        migrate(self._conn)
-        self._reader = connect(path, readonly=True)
+        self._conn = _open_writer(path)
+        try:
+            self._reader = connect(path, readonly=True)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
         self._reader_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-store")
         self._closed = False
+        self._healthy = True
 
     @property
     def path(self) -> Path:
         return self._path
 
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def check_health(self) -> bool:
+        if self._healthy or self._closed:
+            return self._healthy
+
+        def probe(conn: sqlite3.Connection) -> None:
+            # Creating a table takes a new page, as a real write would; dropping it leaves the schema as it was.
+            def statements(c: sqlite3.Connection) -> None:
+                c.execute("CREATE TABLE _health_probe (x)")
+                c.execute("DROP TABLE _health_probe")
+
+            self._write(conn, statements)
+
+        with contextlib.suppress(StoreUnavailable):
+            await self._run(probe)
+        return self._healthy
+
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, work, self._conn)
+        try:
+            return await loop.run_in_executor(self._worker, work, self._conn)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise  # the request's (a stream that vanished) or our bug, not the disk's
+        except sqlite3.DatabaseError as exc:
+            # Disk full, I/O error, read-only, corrupt page, locked too long: nothing of this call was kept.
+            if self._healthy:
+                log.error("the database cannot be used (%s): writes fail until it can", exc)
+            self._healthy = False
+            raise StoreUnavailable(str(exc)) from exc
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, statements: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, conn: sqlite3.Connection, statements: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `statements` in one transaction; durable when it returns, rolled back when it raises."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # left over from a rollback that failed too (the disk was gone)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = statements(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (disk full, I/O error, a deferred constraint) can leave the transaction open,
+            # and every later BEGIN would then fail: end it. Nothing of it was acknowledged.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        if not self._healthy:
+            log.warning("the database accepts writes again")
+            self._healthy = True
         return result
 
     # Streams ------------------------------------------------------------------------------
@@ -210,6 +255,12 @@ class SqliteStore(Store):
         await self.changes.publish(StreamChanged(stream_id, before, None))
         return True
 
+    async def all_streams(self) -> list[StreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[StreamRecord]:
+            return [_stream(r) for r in conn.execute("SELECT * FROM streams ORDER BY id")]
+
+        return await self._run(work)
+
     # Restreams ----------------------------------------------------------------------------
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
         values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
@@ -278,6 +329,12 @@ class SqliteStore(Store):
         def work(conn: sqlite3.Connection) -> int:
             count: int = conn.execute("SELECT COUNT(*) FROM restreams WHERE stream_id = ?", (stream_id,)).fetchone()[0]
             return count
+
+        return await self._run(work)
+
+    async def all_restreams(self) -> list[RestreamRecord]:
+        def work(conn: sqlite3.Connection) -> list[RestreamRecord]:
+            return [_restream(r) for r in conn.execute("SELECT * FROM restreams ORDER BY id")]
 
         return await self._run(work)
 
@@ -425,6 +482,32 @@ class SqliteStore(Store):
         self._worker.shutdown(wait=True)
         with self._reader_lock:
             self._reader.close()
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """The writer connection in WAL mode, the file checked and its schema migrated; raises StoreError."""
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a definition acknowledged to a client survives power loss, not only a process crash.
+        conn.execute("PRAGMA synchronous = FULL")
+        # Corruption found now is one clear line at start, not a failed request at some later time.
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StoreError(f"the database {path} is corrupt ({'; '.join(problems)}): restore it from a backup")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(
+            f"the database {path} cannot be used ({exc}): restore it from a backup, or move it away to start empty"
+        ) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _select_stream(conn: sqlite3.Connection, stream_id: int, client_id: int | None) -> StreamRecord | None:

@@ -109,6 +109,33 @@ async def test_deliberate_unpublish_then_close(tmp_path: Path) -> None:
     assert sink.close_reasons == [EndReason.UNPUBLISH]
 
 
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        (f"{STREAM_ID}?{TOKEN}", STREAM_ID),
+        (f"{STREAM_ID}#{TOKEN}", STREAM_ID),
+        (f"{STREAM_ID}%23{TOKEN}", STREAM_ID),
+        (f"live/{STREAM_ID}%23{TOKEN}?x=1", STREAM_ID),
+        (f"{TOKEN}#{STREAM_ID}", "(no id)"),
+        (TOKEN, "(no id)"),
+    ],
+)
+async def test_the_log_names_the_stream_id_never_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, label: str
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="relay.ingest.rtmp")
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    async with RtmpServer(gate, _settings()) as server:
+        client = await ScriptedClient.connect(server.port)
+        await client.send(b"\x03" + simple_c1() + simple_c1(5) + b"".join(publish_script(name)))
+        code = "NetStream.Publish.Start" if name == KEY else "NetStream.Publish.BadName"
+        await client.until(code)
+        client.close()
+    # Leaving the server ended the connection: its last line ("...: closed by peer") is written.
+    assert TOKEN not in caplog.text
+    assert f"stream {label}: " in caplog.text
+
+
 async def test_idle_timeout_drops_the_publisher(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="relay.ingest.rtmp")
     gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})

@@ -136,6 +136,24 @@ async def test_refusals_carry_a_reason(
         assert not engine.sinks
 
 
+async def test_the_log_names_the_stream_id_never_the_token(
+    lib: LibSrt, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="relay")
+    engine = FakeEngine(streams(), tmp_path)
+    async with serving(engine) as server:
+        assert server.port is not None
+        for streamid in ("tok1-written-first#1", "1#wrong-token-xyz", "1%23wrong-token-xyz", "tok1-alone"):
+            assert (await attempt(lib, server.port, streamid)).sock is None
+        accepted = await attempt(lib, server.port, "#!::r=1%23tok1,m=publish")
+        assert accepted.sock is not None
+        await engine.wait_sink(1)
+        accepted.close()
+    text = caplog.text
+    assert "stream 1 " in text and "stream (no id)" in text
+    assert not [secret for secret in ("tok1", "wrong-token-xyz") if secret in text], text
+
+
 async def test_accepts_passphrase_latency_and_access_control_forms(lib: LibSrt, tmp_path: Path) -> None:
     engine = FakeEngine(streams(), tmp_path)
     async with serving(engine) as server:

@@ -63,6 +63,15 @@ def test_no_audio_modes() -> None:
         argv("rtmp://h/a/k", no_audio=True, no_audio_mode="loud")
 
 
+@pytest.mark.parametrize(
+    ("uri", "protocols"),
+    [("rtmp://h/a/k", "rtmp,tcp"), ("RTMPS://h/a/k", "rtmps,tls,tcp"), ("srt://h:9000?mode=caller", "srt")],
+)
+def test_the_output_may_open_only_its_own_protocols(uri: str, protocols: str) -> None:
+    a = argv(uri)
+    assert opt(a, "-protocol_whitelist") == protocols and a.index("-protocol_whitelist") > a.index("-i")
+
+
 def test_unsupported_scheme() -> None:
     with pytest.raises(UnsupportedDestination):
         argv("http://h/x")

@@ -126,3 +126,27 @@ async def test_missing_binary_cannot_start(subscriber: Subscriber) -> None:
     ffmpeg = process(["/nonexistent/ffmpeg", "-i", "pipe:0", URI], subscriber)
     with pytest.raises(OSError):
         await ffmpeg.start()
+
+
+async def test_the_child_gets_no_relay_environment_and_no_core_dump(
+    subscriber: Subscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_API_KEY", "1$must-not-reach-ffmpeg")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor-this")
+    ffmpeg = process([sys.executable, "-c", STUBBORN, "sigint"], subscriber)
+    await ffmpeg.start()
+    try:
+        assert ffmpeg.pid is not None
+        environ, limits = _environ_and_limits(ffmpeg.pid)
+    finally:
+        await ffmpeg.stop(3.0)
+    assert not [name for name in environ if name.startswith(b"RELAY_")] and b"AWS_SECRET_ACCESS_KEY" not in environ
+    assert environ[b"LC_ALL"] == b"C" and b"PATH" in environ
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"], core
+
+
+def _environ_and_limits(pid: int) -> tuple[dict[bytes, bytes], str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    environ = dict(item.split(b"=", 1) for item in raw.split(b"\0") if item)
+    return environ, Path(f"/proc/{pid}/limits").read_text()

@@ -63,6 +63,8 @@ class RelayProcess:
 
     data_dir: Path
     env_extra: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ("serve",)
+    """The command line after `restream-relay` (`python -m api`)."""
     http_port: int = 0
     rtmp_port: int = 0
     rtmps_port: int = 0
@@ -101,7 +103,7 @@ class RelayProcess:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-relay.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve"],
+            [sys.executable, "-m", "api", *self.args],
             cwd=ROOT,
             env=self.env(),
             stdout=log,
