@@ -115,7 +115,7 @@ _STREAM_INPUT = {
         "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         "active": {"type": "boolean", "default": True},
         "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
-        "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,80}$"},
+        "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,79}$"},
         "srt_latency_ms": {
             "type": "integer",
             "nullable": True,

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from api.errors import BadRequest, ValidationFailed
 from relay.destinations import INVALID_SCHEME, InvalidDestination, parse_destination
+from relay.srt.passphrase import PASSPHRASE_LENGTH_RULE, passphrase_length_ok
 
 INT64 = 2**63 - 1
 NAME_MAX = 255
@@ -42,8 +43,8 @@ class StreamFields(_Strict):
     def _passphrase(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not 10 <= len(value) <= 80:
-            raise PydanticCustomError("relay", "must be 10 to 80 characters")
+        if not passphrase_length_ok(value):
+            raise PydanticCustomError("relay", PASSPHRASE_LENGTH_RULE)
         if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
             raise PydanticCustomError("relay", "must be printable ASCII without whitespace")
         return value
@@ -68,10 +69,10 @@ class RestreamFields(_Strict):
         if value is None:
             return None
         try:
-            parse_destination(value)
+            # Stored as normalised (scheme and host in lower case), as ffmpeg will need it.
+            return parse_destination(value).uri
         except InvalidDestination as exc:
             raise PydanticCustomError("relay", str(exc)) from None
-        return value
 
     @field_validator("source")
     @classmethod
