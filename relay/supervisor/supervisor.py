@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from relay.hub.clock import Clock
 from relay.hub.hub import Hub
+from relay.policy import DestinationPolicy
 from relay.push.process import FfmpegProcess
 from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.backoff import Backoff
@@ -26,7 +27,8 @@ class Supervisor:
     `reconcile` is idempotent and cheap: the engine calls it on every change (restream added, toggled,
     edited, removed; a stream going live or not) and periodically. Each runner then starts, stops or
     restarts its own push without touching the others. `process_factory` makes each attempt's process:
-    `FfmpegProcess` unless a test passes an in-memory fake.
+    `FfmpegProcess` unless a test passes an in-memory fake. `policy` decides where each push may
+    connect (the engine passes the node's; without one, ffmpeg connects wherever the URI says).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Supervisor:
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         process_factory: ProcessFactory = FfmpegProcess,
+        policy: DestinationPolicy | None = None,
     ) -> None:
         self._settings = settings
         self._hub_lookup = hub_lookup
@@ -49,6 +52,7 @@ class Supervisor:
         self._wall_clock = wall_clock
         self._rand = rand
         self._process_factory = process_factory
+        self._policy = policy
         self._runners: dict[int, PushRunner] = {}
         self._closed = False
 
@@ -76,6 +80,7 @@ class Supervisor:
                     self._on_status,
                     Backoff(self._settings, self._rand),
                     self._process_factory,
+                    self._policy,
                 )
                 self._runners[restream_id] = runner
             else:
