@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from api.errors import BadRequest, ValidationFailed
 from relay.destinations import INVALID_SCHEME, InvalidDestination, parse_destination
+from relay.policy import DestinationPolicy
 from relay.srt.passphrase import PASSPHRASE_LENGTH_RULE, passphrase_length_ok
 
 INT64 = 2**63 - 1
@@ -156,14 +157,24 @@ def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     return {name: getattr(model, name) for name in fields}
 
 
-def validate_restream(body: dict[str, Any], *, creating: bool) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """(fields to store, field errors so far): the caller adds the stream checks, then raises."""
+def validate_restream(
+    body: dict[str, Any], *, creating: bool, policy: DestinationPolicy, client_id: int
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(fields to store, field errors so far): the caller adds the stream checks, then raises.
+
+    A URI is also held against the destination policy for `client_id` (relay/policy.py): an address
+    the client may not reach is a 422 on `uri` naming the rule, never the URI.
+    """
     errors: dict[str, list[str]] = {}
     model: RestreamFields | None = None
     try:
         model = RestreamFields.model_validate(body)
     except ValidationError as exc:
         errors = _errors(exc)
+    if model is not None and model.uri is not None:
+        refusal = policy.check_host(parse_destination(model.uri).host, client_id)
+        if refusal is not None:
+            errors["uri"] = [refusal]
     must_have = ("uri", "stream_id") if creating else ()
     for name in ("name", "uri", "stream_id", "active", "no_audio", "no_audio_mode", "source", "tls_verify"):
         if (name in body or name in must_have) and body.get(name) is None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from relay.policy import parse_rules
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -38,6 +40,10 @@ class Settings:
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
+    destination_allow: tuple[str, ...] = ()
+    """Networks and host names every client may push to, loopback and private ones included."""
+    destination_deny: tuple[str, ...] = ()
+    """Networks and host names no client may push to, the operator's included (relay/policy.py)."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -70,6 +76,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
+    "RELAY_DESTINATION_ALLOW": "destination_allow",
+    "RELAY_DESTINATION_DENY": "destination_deny",
 }
 
 
@@ -94,6 +102,11 @@ def _convert(name: str, raw: str, target: Any) -> Any:
             if lowered in {"0", "false", "no", "off"}:
                 return False
             raise ValueError("expected true or false")
+        if kind == "tuple[str, ...]":
+            # A list: entries separated by commas or whitespace. Checked here, so a typo stops the start.
+            entries = tuple(e for e in raw.replace(",", " ").split() if e)
+            parse_rules(entries)
+            return entries
         if kind in ("Path", "Path | None"):
             return Path(raw) if raw else None
         return raw or None if kind == "str | None" else raw

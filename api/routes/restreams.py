@@ -20,7 +20,9 @@ NOT_SAME_CLIENT = "does not belong to the same client "  # Gcore's text, trailin
 
 async def _validated(request: web.Request, *, creating: bool) -> dict[str, Any]:
     node = node_of(request)
-    values, errors = validate_restream(parse_body(await read_body(request), "restream"), creating=creating)
+    body = parse_body(await read_body(request), "restream")
+    policy = node.engine.destination_policy
+    values, errors = validate_restream(body, creating=creating, policy=policy, client_id=client_id(request))
     if "stream_id" in values and "stream" not in errors:
         stream = await node.store.get_stream(values["stream_id"])
         if stream is None:

@@ -42,6 +42,8 @@ from relay.hub.hub import (
     SourceResumed,
 )
 from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.keys import ADMIN_CLIENT_ID
+from relay.policy import DestinationPolicy, parse_rules
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
 from relay.store.models import RestreamRecord
@@ -65,8 +67,17 @@ class Engine:
         self._hubs: dict[int, Hub] = {}
         self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
+        self.destination_policy = DestinationPolicy(
+            ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
+        )
+        """Where each client may push (the API checks new URIs with it, each push start its addresses)."""
         self.supervisor = Supervisor(
-            SupervisorSettings(), self._hubs.get, ffmpeg_path, LoopClock(), self._on_push_status
+            SupervisorSettings(),
+            self._hubs.get,
+            ffmpeg_path,
+            LoopClock(),
+            self._on_push_status,
+            policy=self.destination_policy,
         )
         self._specs: dict[int, PushSpec] = {}
         self._restream_clients: dict[int, int] = {}
@@ -243,6 +254,7 @@ class Engine:
                     no_audio=r.no_audio,
                     no_audio_mode=r.no_audio_mode,
                     tls_verify=r.tls_verify,
+                    client_id=r.client_id,
                 )
                 for r in records
             }

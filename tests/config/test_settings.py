@@ -55,3 +55,13 @@ def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
 def test_flags_override_only_when_given() -> None:
     base = Settings(http_port=1)
     assert with_overrides(base, http_port=None, rtmp_port=2) == Settings(http_port=1, rtmp_port=2)
+
+
+def test_destination_lists_from_the_environment() -> None:
+    s = from_environment(
+        {"RELAY_DESTINATION_ALLOW": "10.0.0.0/8, media.lan *.corp.example", "RELAY_DESTINATION_DENY": ""}
+    )
+    assert s.destination_allow == ("10.0.0.0/8", "media.lan", "*.corp.example") and s.destination_deny == ()
+    assert from_environment({}).destination_allow == () == from_environment({}).destination_deny
+    with pytest.raises(ConfigError, match="RELAY_DESTINATION_DENY: 'no-such-host!' is not"):
+        from_environment({"RELAY_DESTINATION_DENY": "169.254.169.254,no-such-host!"})
