@@ -223,8 +223,13 @@ class ResolvedHost:
 
     @property
     def address(self) -> IPAddress:
-        """The one to connect to: the first, as ffmpeg (getaddrinfo's order) would try first."""
+        """The one to connect to first: getaddrinfo's first, which puts unroutable ones last (RFC 6724)."""
         return self.addresses[0]
+
+    def address_for(self, attempt: int) -> IPAddress:
+        """The address for the `attempt`-th try (0 first), in turn: given one address, ffmpeg cannot fall
+        back to the next itself (a name with a broken IPv6 route), so each retry takes the next one."""
+        return self.addresses[attempt % len(self.addresses)]
 
 
 class DestinationPolicy:

@@ -239,7 +239,7 @@ class PushRunner:
                 socket_type=socket.SOCK_DGRAM if destination.scheme == "srt" else socket.SOCK_STREAM,
                 timeout_seconds=self._settings.resolve_timeout_seconds,
             )
-            command = self._command(spec, hub, connect_to=resolved.address)
+            command = self._command(spec, hub, connect_to=resolved.address_for(self._restarts))
         return self._process_factory(
             command.argv,
             subscriber,

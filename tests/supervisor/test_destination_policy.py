@@ -151,3 +151,18 @@ async def test_a_literal_address_is_judged_without_a_lookup(policed: PolicedRig)
     status = await rig.wait_state(1, S.FAILED)
     assert status.last_error == "destination not allowed: the host is a loopback address"
     assert not dns.lookups and not rig.processes.made
+
+
+async def test_each_retry_takes_the_next_address_of_the_name(policed: PolicedRig) -> None:
+    # ffmpeg, given one address, cannot fall back to the host's next one (say, a broken IPv6 route).
+    rig, dns = policed.rig, policed.resolver
+    dns.answers["dual.example"] = [["2606:4700::1", "8.8.8.8"]]
+    rig.go_live()
+    rig.supervisor.reconcile([policed.spec("rtmp://dual.example/live/k", TENANT)])
+    await settle()
+    first = rig.processes.last()
+    assert first.uri == "rtmp://[2606:4700::1]:1935/live/k"
+    first.fail_to_connect()
+    status = await rig.wait_state(1, S.RETRYING)
+    await rig.advance(status.next_retry_seconds or 1.0)
+    assert rig.processes.last().uri == "rtmp://8.8.8.8:1935/live/k"
