@@ -116,7 +116,7 @@ _STREAM_INPUT = {
         "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         "active": {"type": "boolean", "default": True},
         "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
-        "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,80}$"},
+        "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,79}$"},
         "srt_latency_ms": {
             "type": "integer",
             "nullable": True,
@@ -134,7 +134,10 @@ _RESTREAM_INPUT = {
         "uri": {
             "type": "string",
             "maxLength": 2048,
-            "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&...",
+            "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&... "
+            "(integer SRT options within documented ranges). For clients other than the operator's, a host "
+            "that is or resolves to a loopback, private, link-local, shared, multicast or reserved address "
+            "is refused (422 on uri here, a failed push when resolved at start)",
         },
         "stream_id": _INT,
         "client_user_id": _NULL_INT,

@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 
 from api.errors import BadRequest, ValidationFailed
 from relay.destinations import INVALID_SCHEME, InvalidDestination, parse_destination
+from relay.policy import DestinationPolicy
+from relay.srt.passphrase import PASSPHRASE_LENGTH_RULE, passphrase_length_ok
 
 INT64 = 2**63 - 1
 NAME_MAX = 255
@@ -42,8 +44,8 @@ class StreamFields(_Strict):
     def _passphrase(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not 10 <= len(value) <= 80:
-            raise PydanticCustomError("relay", "must be 10 to 80 characters")
+        if not passphrase_length_ok(value):
+            raise PydanticCustomError("relay", PASSPHRASE_LENGTH_RULE)
         if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
             raise PydanticCustomError("relay", "must be printable ASCII without whitespace")
         return value
@@ -68,10 +70,10 @@ class RestreamFields(_Strict):
         if value is None:
             return None
         try:
-            parse_destination(value)
+            # Stored as normalised (scheme and host in lower case), as ffmpeg will need it.
+            return parse_destination(value).uri
         except InvalidDestination as exc:
             raise PydanticCustomError("relay", str(exc)) from None
-        return value
 
     @field_validator("source")
     @classmethod
@@ -155,14 +157,24 @@ def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     return {name: getattr(model, name) for name in fields}
 
 
-def validate_restream(body: dict[str, Any], *, creating: bool) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """(fields to store, field errors so far): the caller adds the stream checks, then raises."""
+def validate_restream(
+    body: dict[str, Any], *, creating: bool, policy: DestinationPolicy, client_id: int
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(fields to store, field errors so far): the caller adds the stream checks, then raises.
+
+    A URI is also held against the destination policy for `client_id` (relay/policy.py): an address
+    the client may not reach is a 422 on `uri` naming the rule, never the URI.
+    """
     errors: dict[str, list[str]] = {}
     model: RestreamFields | None = None
     try:
         model = RestreamFields.model_validate(body)
     except ValidationError as exc:
         errors = _errors(exc)
+    if model is not None and model.uri is not None:
+        refusal = policy.check_host(parse_destination(model.uri).host, client_id)
+        if refusal is not None:
+            errors["uri"] = [refusal]
     must_have = ("uri", "stream_id") if creating else ()
     for name in ("name", "uri", "stream_id", "active", "no_audio", "no_audio_mode", "source", "tls_verify"):
         if (name in body or name in must_have) and body.get(name) is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.limits import ClientLimits, Limits, LimitsError, parse_client_limits
+from relay.policy import parse_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class Settings:
     api_auth_failures_before_delay: int = 10
     api_auth_failure_window_seconds: float = 10.0
     api_auth_failure_delay_seconds: float = 1.0
+    destination_allow: tuple[str, ...] = ()
+    """Networks and host names every client may push to, loopback and private ones included."""
+    destination_deny: tuple[str, ...] = ()
+    """Networks and host names no client may push to, the operator's included (relay/policy.py)."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -103,6 +108,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "api_auth_failures_before_delay",
     "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "api_auth_failure_window_seconds",
     "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "api_auth_failure_delay_seconds",
+    "RELAY_DESTINATION_ALLOW": "destination_allow",
+    "RELAY_DESTINATION_DENY": "destination_deny",
 }
 
 
@@ -145,6 +152,11 @@ def _convert(name: str, raw: str, target: Any) -> Any:
             if lowered in {"0", "false", "no", "off"}:
                 return False
             raise ValueError("expected true or false")
+        if kind == "tuple[str, ...]":
+            # A list: entries separated by commas or whitespace. Checked here, so a typo stops the start.
+            entries = tuple(e for e in raw.replace(",", " ").split() if e)
+            parse_rules(entries)
+            return entries
         if kind in ("Path", "Path | None"):
             return Path(raw) if raw else None
         return raw or None if kind == "str | None" else raw

@@ -3,6 +3,9 @@
 Only rtmp://, rtmps:// and srt:// (caller mode) with a real host and port get through; anything that
 ffmpeg could read as another protocol (file:, pipe:, concat:, data:, subfile:...) or as an option is
 refused with a message that names the problem and never repeats the URI (it may hold a stream key).
+The host must read the same to every parser (one '@' at most, no backslash); scheme and host come out
+in lower case. SRT options are an allow-list, the integer ones each with a range (`SRT_INT_OPTIONS`).
+Whether a client may reach the host at all is the destination policy's question (relay/policy.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.media.packets import ContainerFormat
+from relay.policy import IPAddress, literal_address
+from relay.srt.passphrase import PASSPHRASE_LENGTH_RULE, passphrase_length_ok
 
 INVALID_SCHEME = "invalid uri, supported protocols are rtmp, rtmps, srt"
 SCHEME_CONTAINERS: dict[str, ContainerFormat] = {
@@ -28,42 +33,47 @@ _HOSTNAME = re.compile(
 )
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+$")
 
-# SRT caller options we pass through to ffmpeg's libsrt protocol, with the kind of value each takes.
-SRT_OPTIONS: dict[str, str] = {
-    "mode": "text",
-    "streamid": "text",
-    "passphrase": "text",
-    "pbkeylen": "int",
-    "latency": "int",
-    "rcvlatency": "int",
-    "peerlatency": "int",
-    "payload_size": "int",
-    "pkt_size": "int",
-    "maxbw": "int",
-    "inputbw": "int",
-    "oheadbw": "int",
-    "connect_timeout": "int",
-    "timeout": "int",
-    "tlpktdrop": "int",
-    "nakreport": "int",
-    "lossmaxttl": "int",
-    "minversion": "int",
-    "enforced_encryption": "int",
-    "sndbuf": "int",
-    "rcvbuf": "int",
-    "ipttl": "int",
-    "iptos": "int",
-    "transtype": "text",
-    "linger": "int",
-    "tsbpd": "int",
-    "smoother": "text",
-    "congestion": "text",
-    "kmrefreshrate": "int",
-    "kmpreannounce": "int",
-    "snddropdelay": "int",
-    "messageapi": "int",
-    "listen_timeout": "int",
+SRT_TEXT_OPTIONS = frozenset({"mode", "streamid", "passphrase", "transtype", "smoother", "congestion"})
+"""SRT caller options passed through to ffmpeg's libsrt protocol that take text (checked one by one below)."""
+
+SRT_INT_OPTIONS: dict[str, tuple[int, int]] = {
+    # Times. ffmpeg takes latency and the I/O timeouts in microseconds, connect_timeout in ms.
+    "latency": (0, 60_000_000),  # microseconds: up to 60 s of receiver buffer
+    "rcvlatency": (0, 60_000_000),  # microseconds
+    "peerlatency": (0, 60_000_000),  # microseconds
+    "connect_timeout": (100, 60_000),  # milliseconds
+    "timeout": (100_000, 60_000_000),  # microseconds, 0.1 to 60 s: a blocked send must end (no -1)
+    "listen_timeout": (0, 60_000_000),  # microseconds (listener mode only: inert for a caller)
+    "snddropdelay": (-1, 60_000_000),  # microseconds; -1: never drop
+    "linger": (0, 60),  # seconds the socket stays open for unacknowledged data on close
+    # Sizes and rates.
+    "payload_size": (188, 1456),  # bytes: one TS packet up to the largest live-mode payload
+    "pkt_size": (188, 1456),  # bytes (ffmpeg's other name for payload_size)
+    "sndbuf": (32_768, 67_108_864),  # bytes, at most 64 MiB: libsrt allocates it per push, on our host
+    "rcvbuf": (32_768, 67_108_864),  # bytes, likewise
+    "maxbw": (-1, 1_250_000_000),  # bytes/s (10 Gbit/s); -1: unlimited, 0: relative to inputbw
+    "inputbw": (0, 1_250_000_000),  # bytes/s; 0: estimated
+    "oheadbw": (5, 100),  # percent of the input rate kept for retransmission (libsrt's range)
+    "lossmaxttl": (0, 10_000),  # packets of reorder tolerance
+    # Switches (0 or 1).
+    "tlpktdrop": (0, 1),
+    "nakreport": (0, 1),
+    "enforced_encryption": (0, 1),
+    "messageapi": (0, 1),
+    "tsbpd": (0, 1),
+    # Protocol details.
+    "pbkeylen": (0, 32),  # bytes; only 0, 16, 24 or 32 (checked below)
+    "minversion": (0, 0xFFFFFF),  # 0xMMmmpp, e.g. 66304 = 1.3.0
+    "ipttl": (1, 255),
+    "iptos": (0, 255),
+    "kmrefreshrate": (0, 2_147_483_647),  # packets between key changes
+    "kmpreannounce": (0, 1_073_741_823),  # packets
 }
+"""SRT caller options that take an integer, each with its accepted range (both ends included): out of
+range is refused, naming the option. The bounds keep every value within what libsrt accepts and what
+one push should be able to ask of this host (buffers are allocated here, timeouts hold an ffmpeg)."""
+
+SRT_OPTIONS = SRT_TEXT_OPTIONS | frozenset(SRT_INT_OPTIONS)
 
 
 class InvalidDestination(ValueError):
@@ -76,8 +86,12 @@ class Destination:
 
     scheme: str
     host: str
+    """Lower case, without brackets."""
     port: int
+    """Explicit, or the scheme's default (rtmp 1935, rtmps 443)."""
     uri: str
+    """The URI as accepted, its scheme and host in lower case: ffmpeg looks protocols up by their exact
+    lower-case name, so `RTMP://` would fail on every start (an endless retry)."""
 
 
 def _check_characters(uri: str) -> None:
@@ -87,22 +101,42 @@ def _check_characters(uri: str) -> None:
         raise InvalidDestination("uri must not contain whitespace, control or non-ASCII characters")
 
 
-def parse_destination(uri: str) -> Destination:
-    """Validate and return the destination, or raise InvalidDestination."""
+def _split_authority(scheme: str, rest: str) -> tuple[str, str]:
+    """(authority, what follows it) of the part after `scheme://`, cut where urlsplit cuts it."""
+    # SRT stream ids may carry a '#' (Gcore's `<id>#<token>`): it belongs to the query, not a fragment.
+    delimiters = "/?" if scheme == "srt" else "/?#"
+    end = min((i for i in (rest.find(d) for d in delimiters) if i >= 0), default=len(rest))
+    return rest[:end], rest[end:]
+
+
+def parse_destination(uri: str, *, check_options: bool = True) -> Destination:
+    """Validate and return the destination, or raise InvalidDestination.
+
+    `check_options=False` skips the SRT options' checks: a push of a URI the API accepted earlier,
+    under older rules, still starts (only its host and port are needed then).
+    """
     if not isinstance(uri, str):
         raise InvalidDestination(INVALID_SCHEME)
-    scheme, sep, _ = uri.partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
+    raw_scheme, sep, rest = uri.partition("://")
+    scheme = raw_scheme.lower()
+    if not sep or scheme not in SCHEMES:
         raise InvalidDestination(INVALID_SCHEME)
     _check_characters(uri)
-    scheme = scheme.lower()
-    # SRT stream ids may carry a '#' (Gcore's `<id>#<token>`): it belongs to the query, not a fragment.
-    parts = urlsplit(uri, allow_fragments=scheme != "srt")
+    authority, tail = _split_authority(scheme, rest)
+    userinfo, at, hostport = authority.rpartition("@")
+    # One reading of the host for us and for ffmpeg: no second '@' or backslash for parsers to disagree on.
+    if "@" in userinfo or "\\" in authority:
+        raise InvalidDestination("uri host is not a valid host name or address")
+    normalised = f"{scheme}://{userinfo}{at}{hostport.lower()}{tail}"
+    try:
+        parts = urlsplit(normalised, allow_fragments=scheme != "srt")
+    except ValueError as exc:  # e.g. a bracketed host that is no address
+        raise InvalidDestination("uri host is not a valid host name or address") from exc
     host = parts.hostname or ""
     if not host:
         raise InvalidDestination("uri must name a host")
     if ":" in host:
-        if not _IPV6.match(host):
+        if not _IPV6.match(host) or literal_address(host) is None:
             raise InvalidDestination("uri host is not a valid host name or address")
     elif not _HOSTNAME.match(host):
         raise InvalidDestination("uri host is not a valid host name or address")
@@ -117,7 +151,8 @@ def parse_destination(uri: str) -> Destination:
             raise InvalidDestination("srt uri must name a port")
         if parts.path not in ("", "/"):
             raise InvalidDestination("srt uri must not have a path")
-        _check_srt_query(parts.query)
+        if check_options:
+            _check_srt_query(parts.query)
     else:
         if parts.fragment:
             raise InvalidDestination("uri must not have a fragment")
@@ -125,29 +160,52 @@ def parse_destination(uri: str) -> Destination:
         if not segments:
             raise InvalidDestination(f"{scheme} uri needs an application path, e.g. {scheme}://host/app/stream-key")
         port = port or (443 if scheme == "rtmps" else 1935)
-    return Destination(scheme=scheme, host=host, port=port, uri=uri)
+    return Destination(scheme=scheme, host=host, port=port, uri=normalised)
 
 
-def _check_srt_query(query: str) -> None:
+def with_address(destination: Destination, address: IPAddress) -> str:
+    """The destination's URI with `address` in place of its host and the port written out, everything
+    else (userinfo, path, key, query) byte for byte: what ffmpeg connects to once the host was checked."""
+    scheme, _, rest = destination.uri.partition("://")
+    authority, tail = _split_authority(scheme, rest)
+    userinfo, at, _ = authority.rpartition("@")
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{scheme}://{userinfo}{at}{host}:{destination.port}{tail}"
+
+
+def _query_fields(query: str) -> list[tuple[str, str, str]]:
+    """(name, decoded value, value as written) of each `&`-separated field of the query."""
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
         raise InvalidDestination("srt uri query is malformed") from exc
+    raw_values = [field.partition("=")[2] for field in query.split("&")] if query else []
+    if len(raw_values) != len(pairs):
+        raise InvalidDestination("srt uri query is malformed")
+    return [(name, value, raw) for (name, value), raw in zip(pairs, raw_values, strict=True)]
+
+
+def _check_srt_query(query: str) -> None:
     seen: set[str] = set()
-    for name, value in pairs:
-        kind = SRT_OPTIONS.get(name)
-        if kind is None:
+    for name, value, raw in _query_fields(query):
+        if name not in SRT_OPTIONS:
             raise InvalidDestination(f"unsupported srt option '{name[:40]}'")
         if name in seen:
             raise InvalidDestination(f"srt option '{name}' is given twice")
         seen.add(name)
-        if kind == "int" and not re.fullmatch(r"-?\d{1,12}", value):
-            raise InvalidDestination(f"srt option '{name}' must be an integer")
+        bounds = SRT_INT_OPTIONS.get(name)
+        if bounds is not None:
+            # ffmpeg reads the value as written (strtol, no percent-decoding): judge that text.
+            if not re.fullmatch(r"-?\d{1,19}", raw):
+                raise InvalidDestination(f"srt option '{name}' must be an integer")
+            low, high = bounds
+            if not low <= int(raw) <= high:
+                raise InvalidDestination(f"srt option '{name}' must be from {low} to {high}")
         if name == "mode" and value != "caller":
             raise InvalidDestination("srt targets support only mode=caller")
         if name == "transtype" and value != "live":
             raise InvalidDestination("srt targets support only transtype=live")
-        if name == "passphrase" and not 10 <= len(value) <= 79:
-            raise InvalidDestination("srt passphrase must be 10 to 79 characters")
+        if name == "passphrase" and not passphrase_length_ok(value):
+            raise InvalidDestination(f"srt passphrase {PASSPHRASE_LENGTH_RULE}")
         if name == "pbkeylen" and value not in ("0", "16", "24", "32"):
             raise InvalidDestination("srt pbkeylen must be 16, 24 or 32")

@@ -23,7 +23,9 @@ async def _validated(request: web.Request, *, current_stream_id: int | None = No
     updated (None when creating)."""
     node = node_of(request)
     creating = current_stream_id is None
-    values, errors = validate_restream(parse_body(await read_body(request), "restream"), creating=creating)
+    body = parse_body(await read_body(request), "restream")
+    policy = node.engine.destination_policy
+    values, errors = validate_restream(body, creating=creating, policy=policy, client_id=client_id(request))
     if "stream_id" in values and "stream" not in errors:
         stream = await node.store.get_stream(values["stream_id"])
         if stream is None:

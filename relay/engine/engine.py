@@ -44,6 +44,8 @@ from relay.hub.hub import (
     SourceResumed,
 )
 from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.keys import ADMIN_CLIENT_ID
+from relay.policy import DestinationPolicy, parse_rules
 from relay.push.process import FfmpegProcess
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
@@ -76,6 +78,10 @@ class Engine:
         self._hubs: dict[int, Hub] = {}
         self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
+        self.destination_policy = DestinationPolicy(
+            ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
+        )
+        """Where each client may push (the API checks new URIs with it, each push start its addresses)."""
         self.supervisor = Supervisor(
             SupervisorSettings(),
             self._hubs.get,
@@ -83,6 +89,7 @@ class Engine:
             LoopClock(),
             self._on_push_status,
             process_factory=process_factory,
+            policy=self.destination_policy,
         )
         self.limits = limits = settings.limits()
         slots = PushSlots(limits.node_pushes, lambda client_id: limits.of(client_id).pushes)

@@ -25,6 +25,7 @@ def spec_of(record: RestreamRecord) -> PushSpec:
         no_audio=record.no_audio,
         no_audio_mode=record.no_audio_mode,
         tls_verify=record.tls_verify,
+        client_id=record.client_id,
     )
 
 

@@ -48,6 +48,21 @@ Output
   so `dump_extra` is not added (for TS sources it would rewrite video packets that the relay promises to pass
   unchanged).
 
+Where ffmpeg connects (relay/policy.py)
+  With a destination policy the runner resolves the host and checks every address first; the command
+  then names the checked address so that ffmpeg does not resolve the name again (a second answer
+  could differ: DNS rebinding). RTMP: the address replaces the host and `-rtmp_tcurl` keeps the name
+  in the `connect` command's tcUrl, exactly as ffmpeg would have written it (`rtmp://name:port/app`):
+  servers that pick a virtual host from it (SRS, CDN edges) see no difference. SRT: the address
+  replaces the host; nothing else in the protocol carries it.
+  RTMPS keeps the name. ffmpeg's TLS would verify the certificate against a name given apart from an
+  address (`-verifyhost`, checked with ffmpeg 9), but it sends no SNI when the URL holds an address
+  (tls_openssl.c: `if (!c->listen && !c->numerichost) SSL_set_tlsext_host_name`), and the platforms
+  behind shared TLS front ends need SNI to answer with their certificate. So an RTMPS push is checked
+  and then resolved again by ffmpeg: a name that answers differently within those milliseconds can
+  still reach an address the check refused (with `tls_verify` on, the TLS handshake, and nothing of
+  RTMP, reaches it unless it holds a certificate for that name). An egress firewall closes that.
+
 The destination URI, with its key, is on ffmpeg's argv: ffmpeg has no way to take an output URL or a
 protocol option from a file descriptor (`-/option file` covers only its own option table), so the key
 is visible in /proc/<pid>/cmdline to other users of the host. Everything the relay logs is masked.
@@ -64,8 +79,15 @@ from urllib.parse import urlsplit
 
 import ffmpeg
 
-from relay.destinations import SCHEME_CONTAINERS
+from relay.destinations import (
+    SCHEME_CONTAINERS,
+    Destination,
+    InvalidDestination,
+    parse_destination,
+    with_address,
+)
 from relay.media.packets import ContainerFormat
+from relay.policy import IPAddress
 
 _ENHANCED_CODECS = {
     "hevc": "hvc1",
@@ -149,13 +171,25 @@ def build_command(
     tls_verify: bool = True,
     video_codec: str | None = None,
     settings: CommandSettings | None = None,
+    connect_to: IPAddress | None = None,
 ) -> PushCommand:
-    """The argv for one push; raises UnsupportedDestination for a scheme we cannot push to."""
+    """The argv for one push; raises UnsupportedDestination for a URI we cannot push to.
+
+    `connect_to`: the checked address of the URI's host, for ffmpeg to connect to instead of resolving
+    the name itself (ignored for RTMPS, see the module's docstring).
+    """
     settings = settings or CommandSettings()
     scheme = urlsplit(uri, allow_fragments=False).scheme.lower()
     output = SCHEME_CONTAINERS.get(scheme)
     if output is None:
         raise UnsupportedDestination(f"unsupported destination scheme {scheme or '(none)'!r}")
+    try:
+        destination = parse_destination(uri, check_options=False)
+    except InvalidDestination as exc:
+        raise UnsupportedDestination(str(exc)) from None
+    target = destination.uri  # scheme and host in lower case: ffmpeg's protocol names are
+    if connect_to is not None and scheme != "rtmps":
+        target = with_address(destination, connect_to)
     mode = NoAudioMode(no_audio_mode) if no_audio else None
 
     source = ffmpeg.input(
@@ -186,6 +220,8 @@ def build_command(
         out["tcp_nodelay"] = 1
         if settings.tcp_send_buffer_bytes:
             out["send_buffer_size"] = settings.tcp_send_buffer_bytes
+        if target != destination.uri and scheme == "rtmp":
+            out["rtmp_tcurl"] = rtmp_tc_url(destination)
         fourcc = _ENHANCED_CODECS.get((video_codec or "").lower())
         if fourcc is not None:
             out["rtmp_enhanced_codecs"] = fourcc
@@ -212,5 +248,34 @@ def build_command(
         "-stats_period",
         f"{settings.progress_period_seconds:g}",
     )
-    argv = ffmpeg.output(*streams, uri, **out).compile(cmd=[ffmpeg_path, *global_args])
+    argv = ffmpeg.output(*streams, target, **out).compile(cmd=[ffmpeg_path, *global_args])
     return PushCommand(argv=[str(a) for a in argv], output_format=output_format)
+
+
+def rtmp_tc_url(destination: Destination) -> str:
+    """The tcUrl ffmpeg sends in `connect` for this destination: `rtmp://host:port/app`, with the app
+    split from the path by ffmpeg's own rule (libavformat/rtmpproto.c, rtmp_open)."""
+    _, _, rest = destination.uri.partition("://")
+    cut = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    path = rest[min(cut) :] if cut else ""
+    host = f"[{destination.host}]" if ":" in destination.host else destination.host
+    return f"{destination.scheme}://{host}:{destination.port}/{_rtmp_app(path)}"
+
+
+def _rtmp_app(path: str) -> str:
+    # ffmpeg 7 to 9: with `slist=` in the query the whole path is the application; `/ondemand/...` is
+    # "ondemand"; a single element is the application; otherwise the first element, or the first two
+    # when a third follows (an application instance) and no ':' (as in `mp4:name`) comes before it.
+    # tests/push/test_command_tcurl.py holds this against the tcUrl the shipped ffmpeg really sends.
+    query_at = path.find("?")
+    if query_at >= 0 and "slist=" in path[query_at:]:
+        return path[1:]
+    if path.startswith("/ondemand/"):
+        return "ondemand"
+    first = path.find("/", 1 if path else 0)
+    if first < 0:
+        return path[1:]
+    colon, second = path.find(":", first + 1), path.find("/", first + 1)
+    if second < 0 or 0 <= colon < second:
+        return path[1:first]
+    return path[1:second]

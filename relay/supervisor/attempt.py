@@ -1,18 +1,21 @@
 """One start of a push: the process, what we asked of it and what it showed, from spawn to reap.
 
 A new start makes a new `Attempt`, so nothing of a previous run (a stop asked of it, its progress, its
-stall clock) can leak into the next. The process comes from an injected `ProcessFactory`:
-`FfmpegProcess` in production, an in-memory fake in the state-machine tests.
+stall clock) can leak into the next. An attempt first opens its process (`Opener`: the runner resolves
+and checks the destination, then builds the command; relay/policy.py), then runs it. The process comes
+from an injected `ProcessFactory`: `FfmpegProcess` in production, an in-memory fake in the
+state-machine tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from relay.hub.clock import TimerHandle
 from relay.hub.subscriber import EndCause, Subscriber
+from relay.policy import DestinationRefused, DestinationUnresolved
 from relay.push.process import PushExit
 from relay.push.progress import Progress
 from relay.supervisor.exits import Asked, AttemptEnd
@@ -59,13 +62,20 @@ class ProcessFactory(Protocol):
     ) -> PushProcess: ...
 
 
-class Attempt:
-    """Owns one start of a push: its process and subscriber, its start time, what we asked of it (and
-    why), the progress it showed and when that last advanced, its stall and stability timers, and how
-    it ended. `run` is the one owner of the process from spawn to reap."""
+Opener = Callable[[], Awaitable[PushProcess]]
+"""Makes the process of one attempt (not yet started). Raises DestinationRefused when the policy refuses
+the destination, DestinationUnresolved when its host does not resolve."""
 
-    def __init__(self, process: PushProcess, subscriber: Subscriber, started_at: float) -> None:
-        self.process = process
+
+class Attempt:
+    """Owns one start of a push: its process (once opened) and subscriber, its start time, what we asked
+    of it (and why), the progress it showed and when that last advanced, its stall and stability
+    timers, and how it ended. `run` is the one owner of the process from open to reap."""
+
+    def __init__(self, opener: Opener, subscriber: Subscriber, started_at: float) -> None:
+        self._opener = opener
+        self.process: PushProcess | None = None
+        """None until opened, and for good if the destination was refused or did not resolve."""
         self.subscriber = subscriber
         self.started_at = started_at
         self.asked = Asked.NOTHING
@@ -76,6 +86,8 @@ class Attempt:
         self.stall_timer: TimerHandle | None = None
         self.stable_timer: TimerHandle | None = None
         self.start_error: str | None = None
+        self.refused = False
+        """The destination policy refused it: nothing was attempted (`start_error` says why)."""
         self.exit: PushExit | None = None
         self.task: asyncio.Task[None] | None = None
         """The runner's task around `run`."""
@@ -93,7 +105,10 @@ class Attempt:
     def kill_for_stall(self, stalled_for_seconds: float) -> None:
         self.asked = max(self.asked, Asked.STALL_KILL)
         self.stalled_for_seconds = stalled_for_seconds
-        self.process.kill()
+        if self.process is not None:
+            self.process.kill()
+        else:  # still resolving (bounded well below the stall timeout): give up the open
+            self._stop.set()
 
     def record_progress(self, progress: Progress, now: float) -> None:
         previous = self.progress
@@ -127,12 +142,15 @@ class Attempt:
         self.stable_timer = None
 
     async def run(self, stop_timeout_seconds: float) -> None:
-        """Spawn, wait for the exit or a stop request, reap; sets `exit` or `start_error`.
+        """Open, spawn, wait for the exit or a stop request, reap; sets `exit` or `start_error`.
 
         The subscriber is closed whatever happens; on cancellation the process is killed and reaped.
         """
-        process = self.process
+        process: PushProcess | None = None
         try:
+            process = await self._open()
+            if process is None:
+                return
             try:
                 await process.start()
             except OSError as exc:
@@ -150,10 +168,35 @@ class Attempt:
             else:
                 self.exit = await process.wait()
         except asyncio.CancelledError:
-            await process.aclose()
+            if process is not None:
+                await process.aclose()
             raise
         finally:
             self.subscriber.close()
+
+    async def _open(self) -> PushProcess | None:
+        """The process, or None when the open failed (`start_error` set) or a stop came first."""
+        opening = asyncio.ensure_future(self._opener())
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({opening, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if not opening.done():
+                opening.cancel()
+                await asyncio.gather(opening, return_exceptions=True)
+        if opening.cancelled():
+            return None
+        try:
+            process = opening.result()
+        except (DestinationRefused, ValueError) as exc:  # ValueError: no command for this definition
+            self.start_error, self.refused = str(exc), True
+            return None
+        except DestinationUnresolved as exc:
+            self.start_error = str(exc)
+            return None
+        self.process = process  # made, so its log tail shows; not spawned if a stop came meanwhile
+        return None if self._stop.is_set() else process
 
     def end(self, *, order: Order, live: bool, was_running: bool, now: float) -> AttemptEnd:
         """The facts of this attempt's end, with the runner's view of the moment (`classify_exit`'s input)."""
@@ -169,7 +212,7 @@ class Attempt:
             returncode=result.returncode if result else None,
             stopped=result.stopped if result else False,
             killed=result.killed if result else False,
-            refused=result.refused if result else False,
+            refused=result.refused if result else self.refused,
             last_error=result.last_error if result else None,
             input_end=result.input_end if result else None,
         )

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
+from relay.destinations import parse_destination
 from relay.hub.clock import Clock, TimerHandle
 from relay.hub.hub import Hub
-from relay.hub.subscriber import EndCause
+from relay.hub.subscriber import EndCause, Subscriber
 from relay.media.packets import ContainerFormat
-from relay.push.command import UnsupportedDestination, build_command
+from relay.policy import DestinationPolicy, IPAddress
+from relay.push.command import PushCommand, UnsupportedDestination, build_command
 from relay.push.masking import mask_secrets, mask_uri, secrets_of
 from relay.push.process import FfmpegProcess
 from relay.push.progress import Progress
-from relay.supervisor.attempt import Attempt, ProcessFactory
+from relay.supervisor.attempt import Attempt, ProcessFactory, PushProcess
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.exits import BackoffStep, ExitKind, Verdict, classify_exit, is_clean_exit
 from relay.supervisor.settings import SupervisorSettings
@@ -45,6 +48,7 @@ class PushRunner:
         on_status: Callable[[int, PushStatus], None],
         backoff: Backoff,
         process_factory: ProcessFactory = FfmpegProcess,
+        policy: DestinationPolicy | None = None,
     ) -> None:
         self.spec = spec
         self._settings = settings
@@ -55,6 +59,8 @@ class PushRunner:
         self._on_status = on_status
         self._backoff = backoff
         self._process_factory = process_factory
+        self._policy = policy
+        """Checks where each attempt may connect (relay/policy.py); None: ffmpeg connects as the URI says."""
         self.order = Order.STOP
         self._state = PushState.IDLE
         self._since = wall_clock()
@@ -104,7 +110,7 @@ class PushRunner:
             restarts=self._restarts,
             last_error=self._last_error,
             next_retry_seconds=next_retry,
-            log_tail=tuple(shown.process.recent_lines) if shown is not None else (),
+            log_tail=tuple(shown.process.recent_lines) if shown is not None and shown.process is not None else (),
         )
 
     # -- orders --------------------------------------------------------------------------------------
@@ -190,16 +196,7 @@ class PushRunner:
                 self._set_state(PushState.IDLE, "stream not live")
             return
         try:
-            command = build_command(
-                self._ffmpeg_path,
-                self.spec.uri,
-                hub.container or ContainerFormat.FLV,
-                no_audio=self.spec.no_audio,
-                no_audio_mode=self.spec.no_audio_mode,
-                tls_verify=self.spec.tls_verify,
-                video_codec=hub.info.video_codec,
-                settings=self._settings.command,
-            )
+            command = self._command(self.spec, hub)
         except (UnsupportedDestination, ValueError) as exc:
             # Nothing can be pushed to this definition: as good as refused by the destination.
             self._last_error = mask_secrets(str(exc), secrets_of(self.spec.uri))
@@ -210,19 +207,47 @@ class PushRunner:
             self._restarts += 1
         self._restart_next = False
         subscriber = hub.subscribe()
-        process = self._process_factory(
-            command.argv,
-            subscriber,
-            secrets_of(self.spec.uri),
-            on_progress=self._on_progress,
-            on_input_end=self._on_input_end,
-            log_prefix=self._log_prefix,
-        )
-        attempt = Attempt(process, subscriber, self._clock.now())
+        spec = self.spec
+        attempt = Attempt(lambda: self._open(spec, hub, command, subscriber), subscriber, self._clock.now())
         self._attempt = attempt
         self._set_state(PushState.STARTING, reason)
         attempt.task = asyncio.create_task(self._run(attempt))
         self._arm_stall(attempt)
+
+    def _command(self, spec: PushSpec, hub: Hub, connect_to: IPAddress | None = None) -> PushCommand:
+        return build_command(
+            self._ffmpeg_path,
+            spec.uri,
+            hub.container or ContainerFormat.FLV,
+            no_audio=spec.no_audio,
+            no_audio_mode=spec.no_audio_mode,
+            tls_verify=spec.tls_verify,
+            video_codec=hub.info.video_codec,
+            settings=self._settings.command,
+            connect_to=connect_to,
+        )
+
+    async def _open(self, spec: PushSpec, hub: Hub, command: PushCommand, subscriber: Subscriber) -> PushProcess:
+        """The attempt's process: with a policy, only once every address of the host passed it, and then
+        pointed at the checked address (raises DestinationRefused or DestinationUnresolved)."""
+        if self._policy is not None:
+            destination = parse_destination(spec.uri, check_options=False)
+            resolved = await self._policy.resolve(
+                destination.host,
+                destination.port,
+                spec.client_id,
+                socket_type=socket.SOCK_DGRAM if destination.scheme == "srt" else socket.SOCK_STREAM,
+                timeout_seconds=self._settings.resolve_timeout_seconds,
+            )
+            command = self._command(spec, hub, connect_to=resolved.address_for(self._restarts))
+        return self._process_factory(
+            command.argv,
+            subscriber,
+            secrets_of(spec.uri),
+            on_progress=self._on_progress,
+            on_input_end=self._on_input_end,
+            log_prefix=self._log_prefix,
+        )
 
     async def _run(self, attempt: Attempt) -> None:
         await attempt.run(self._settings.stop_timeout_seconds)

@@ -31,4 +31,7 @@ class SupervisorSettings:
     """No output progress for this long while input flows: kill and restart."""
     stop_timeout_seconds: float = 5.0
     """From stop request (EOF, then SIGINT) to SIGKILL."""
+    resolve_timeout_seconds: float = 5.0
+    """How long the destination's host name may take to resolve before a push starts (with a destination
+    policy); well below `stall_timeout_seconds`, which only a running process can satisfy."""
     command: CommandSettings = field(default_factory=CommandSettings)

@@ -77,6 +77,8 @@ class PushSpec:
     no_audio: bool = False
     no_audio_mode: str = "drop"
     tls_verify: bool = True
+    client_id: int | None = None
+    """The owner, whose destination policy applies (None: judged as a tenant)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from relay.hub.clock import Clock
 from relay.hub.hub import Hub
+from relay.policy import DestinationPolicy
 from relay.push.process import FfmpegProcess
 from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.backoff import Backoff
@@ -27,7 +28,8 @@ class Supervisor:
     touches: added, toggled, edited, removed, its stream going live or not); `reconcile` does it for all
     (the engine's periodic safety net). Both are idempotent. Each runner starts, stops or restarts its
     own push without touching the others. `process_factory` makes each attempt's process:
-    `FfmpegProcess` unless a test passes an in-memory fake.
+    `FfmpegProcess` unless a test passes an in-memory fake. `policy` decides where each push may
+    connect (the engine passes the node's; without one, ffmpeg connects wherever the URI says).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Supervisor:
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         process_factory: ProcessFactory = FfmpegProcess,
+        policy: DestinationPolicy | None = None,
     ) -> None:
         self._settings = settings
         self._hub_lookup = hub_lookup
@@ -50,6 +53,7 @@ class Supervisor:
         self._wall_clock = wall_clock
         self._rand = rand
         self._process_factory = process_factory
+        self._policy = policy
         self._runners: dict[int, PushRunner] = {}
         self._closed = False
 
@@ -84,6 +88,7 @@ class Supervisor:
                 self._on_status,
                 Backoff(self._settings, self._rand),
                 self._process_factory,
+                self._policy,
             )
             self._runners[restream_id] = runner
         else:

@@ -82,7 +82,9 @@ async def test_validation_errors_use_gcore_shape(api: ApiClient) -> None:
         ({"name": "a", "active": None}, {"active": ["must be a boolean"]}),
         ({"name": "a", "client_user_id": "7"}, {"client_user_id": ["must be an integer"]}),
         ({"name": "a", "client_user_id": 2**64}, {"client_user_id": ["is out of range"]}),
-        ({"name": "a", "srt_passphrase": "short"}, {"srt_passphrase": ["must be 10 to 80 characters"]}),
+        ({"name": "a", "srt_passphrase": "short"}, {"srt_passphrase": ["must be 10 to 79 characters"]}),
+        # libsrt's limit is 79: an 80-character passphrase would be refused at every SRT handshake.
+        ({"name": "a", "srt_passphrase": "p" * 80}, {"srt_passphrase": ["must be 10 to 79 characters"]}),
         (
             {"name": "a", "srt_passphrase": "has a space in it"},
             {"srt_passphrase": ["must be printable ASCII without whitespace"]},

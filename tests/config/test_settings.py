@@ -97,3 +97,13 @@ def test_failed_authentication_settings() -> None:
     )
     assert (s.api_auth_failures_before_delay, s.api_auth_failure_window_seconds) == (20, 30.0)
     assert s.api_auth_failure_delay_seconds == 0.0
+
+
+def test_destination_lists_from_the_environment() -> None:
+    s = from_environment(
+        {"RELAY_DESTINATION_ALLOW": "10.0.0.0/8, media.lan *.corp.example", "RELAY_DESTINATION_DENY": ""}
+    )
+    assert s.destination_allow == ("10.0.0.0/8", "media.lan", "*.corp.example") and s.destination_deny == ()
+    assert from_environment({}).destination_allow == () == from_environment({}).destination_deny
+    with pytest.raises(ConfigError, match="RELAY_DESTINATION_DENY: 'no-such-host!' is not"):
+        from_environment({"RELAY_DESTINATION_DENY": "169.254.169.254,no-such-host!"})

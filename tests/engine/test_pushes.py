@@ -20,6 +20,10 @@ from tests.engine.test_engine import Publisher
 from tests.supervisor.fake_process import FakeProcesses
 
 
+PUSHED = "rtmp://192.0.2.1:1935/live"
+"""What ffmpeg is given for rtmp://192.0.2.1/live/...: the checked address with its port."""
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     sqlite = SqliteStore(tmp_path / "relay.sqlite3")
@@ -34,7 +38,9 @@ def processes() -> FakeProcesses:
 
 @pytest.fixture
 async def engine(tmp_path: Path, store: SqliteStore, processes: FakeProcesses) -> AsyncIterator[Engine]:
-    settings = Settings(data_dir=tmp_path, max_pushes=3, client_limits="2:pushes=1")
+    settings = Settings(
+        data_dir=tmp_path, max_pushes=3, client_limits="2:pushes=1", destination_allow=("192.0.2.0/24",)
+    )  # TEST-NET-1: documentation addresses, allowed to tenants here; the fake processes never connect
     node = Engine(settings, store, process_factory=processes)
     await node.start()
     yield node
@@ -80,7 +86,7 @@ async def test_a_client_over_its_push_limit_waits_and_says_why(
     stream = await store.create_stream(2, {"name": "show"})
     first, second = await destinations(store, 2, stream, 2)
     await go_live(engine, stream)
-    assert [p.uri for p in processes.made] == ["rtmp://192.0.2.1/live/k0"]
+    assert [p.uri for p in processes.made] == [f"{PUSHED}/k0"]
     record = await store.get_restream(second)
     assert record is not None
     status = engine.restream_status(record)
@@ -93,7 +99,7 @@ async def test_a_client_over_its_push_limit_waits_and_says_why(
 
     await store.update_restream(first, 2, {"active": False})  # frees the slot: the waiter starts
     await settle()
-    assert processes.last().uri == "rtmp://192.0.2.1/live/k1"
+    assert processes.last().uri == f"{PUSHED}/k1"
     assert (await states(engine, store, [first, second]))[0] is PushState.DISABLED
     assert engine.pushes.slots.running(2) == 1
 
@@ -112,7 +118,7 @@ async def test_the_node_cap_is_shared_and_freed_slots_go_to_the_client_running_f
 
     await store.update_restream(busy_ids[0], 1, {"active": False})
     await settle()
-    assert processes.last().uri == "rtmp://192.0.2.1/live/k0" and processes.last() in processes.of("k0")
+    assert processes.last().uri == f"{PUSHED}/k0"
     assert engine.pushes.slots.running(2) == 1  # client 2 ran none: it got the slot before client 1's waiter
     assert (await states(engine, store, [busy_ids[3]]))[0] is PushState.WAITING
 
@@ -140,5 +146,5 @@ async def test_a_restream_write_touches_only_that_push(
     runs = {p.uri: p for p in processes.made}
     await store.update_restream(ids[1], 1, {"uri": "rtmp://192.0.2.1/live/moved"})
     await settle()
-    assert not runs["rtmp://192.0.2.1/live/k0"].stopped  # the other push never noticed
-    assert processes.last().uri == "rtmp://192.0.2.1/live/moved"
+    assert not runs[f"{PUSHED}/k0"].stopped  # the other push never noticed
+    assert processes.last().uri == f"{PUSHED}/moved"

@@ -70,7 +70,7 @@ class RealRig:
 
     def pid(self) -> int | None:
         attempt = self.supervisor._runners[1]._attempt
-        return attempt.process.pid if attempt is not None else None  # type: ignore[attr-defined]
+        return attempt.process.pid if attempt is not None else None  # type: ignore[union-attr]
 
 
 def alive(pid: int | None) -> bool:

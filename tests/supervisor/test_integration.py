@@ -205,7 +205,7 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
         # ffmpeg itself is SIGKILLed: restarted.
         runner = engine.supervisor._runners[1]
         assert runner._attempt is not None
-        pid = runner._attempt.process.pid  # type: ignore[attr-defined]
+        pid = runner._attempt.process.pid  # type: ignore[union-attr]
         assert pid is not None
         os.killpg(pid, signal.SIGKILL)
         await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=10)
