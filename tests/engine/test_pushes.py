@@ -19,7 +19,6 @@ from relay.supervisor.states import PushState
 from tests.engine.test_engine import Publisher
 from tests.supervisor.fake_process import FakeProcesses
 
-
 PUSHED = "rtmp://192.0.2.1:1935/live"
 """What ffmpeg is given for rtmp://192.0.2.1/live/...: the checked address with its port."""
 
