@@ -38,6 +38,18 @@ class Settings:
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
     reconcile_interval_seconds: float = 5.0
+    # Before authentication (issue 10): what anonymous peers may hold. Documented in the README's table.
+    rtmp_max_unauthenticated_connections: int = 64
+    rtmp_preauth_timeout_seconds: float = 5.0
+    rtmp_preauth_max_message_bytes: int = 32 << 10
+    rtmp_preauth_max_partial_bytes: int = 64 << 10
+    srt_handshakes_per_second_per_address: float = 5.0
+    srt_handshake_burst_per_address: int = 20
+    http_max_connections: int = 512
+    http_header_timeout_seconds: float = 5.0
+    http_body_timeout_seconds: float = 10.0
+    http_keepalive_timeout_seconds: float = 15.0
+    event_feeds_reserved_per_client: int = 4
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -70,6 +82,17 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
+    "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "rtmp_max_unauthenticated_connections",
+    "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "rtmp_preauth_timeout_seconds",
+    "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "rtmp_preauth_max_message_bytes",
+    "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "rtmp_preauth_max_partial_bytes",
+    "RELAY_SRT_HANDSHAKES_PER_SECOND_PER_ADDRESS": "srt_handshakes_per_second_per_address",
+    "RELAY_SRT_HANDSHAKE_BURST_PER_ADDRESS": "srt_handshake_burst_per_address",
+    "RELAY_HTTP_MAX_CONNECTIONS": "http_max_connections",
+    "RELAY_HTTP_HEADER_TIMEOUT_SECONDS": "http_header_timeout_seconds",
+    "RELAY_HTTP_BODY_TIMEOUT_SECONDS": "http_body_timeout_seconds",
+    "RELAY_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "http_keepalive_timeout_seconds",
+    "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
 }
 
 
