@@ -5,11 +5,14 @@ Each connection is one task owned by the server; what it does is in `relay.inges
 Limits, checked at accept: `max_connections` in all and `max_connections_per_address` per peer key
 (`relay.ingest.peers`: an IPv4 address, an IPv6 /64), and a budget of `max_unauthenticated_connections`
 for connections that have not had a publish accepted yet. Anonymous connections are cheap to open and
-cost us a slot each, so when any of these is full the oldest anonymous connection (from the same peer
-when it is the peer's limit that is full) is evicted to make room for the newcomer; only when no
-anonymous connection could make room is the newcomer refused. So anonymous clients, however many and
-however slow, cannot keep an encoder out: each holds a slot at most `preauth_timeout_seconds`, and a
-newcomer never waits for one to expire.
+cost us a slot each, so when any of these is full an anonymous connection is evicted to make room for
+the newcomer; only when none could make room is the newcomer refused. The one evicted is the oldest of
+the peer holding the most anonymous connections (of the newcomer's own peer when it is the peer's limit
+that is full). Oldest first alone would let a flood faster than the budget per handshake time evict an
+encoder during its own handshake; taken from the heaviest peer, a flood competes with itself, and evicts
+a lone encoder only if it comes from as many peers as the budget holds connections. So anonymous
+clients, however many and however slow, cannot keep an encoder out: each holds a slot at most
+`preauth_timeout_seconds`, and a newcomer never waits for one to expire.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
@@ -173,7 +177,12 @@ class RtmpServer:
         self._anonymous.pop(connection, None)
 
     def _oldest_anonymous(self) -> RtmpConnection | None:
-        return next((c for c in self._anonymous if not c.at_gate), None)
+        """The oldest anonymous connection of the peer holding the most (at most the budget to scan)."""
+        counts = Counter(c.address for c in self._anonymous if not c.at_gate)
+        if not counts:
+            return None
+        most = max(counts.values())
+        return next(c for c in self._anonymous if not c.at_gate and counts[c.address] == most)
 
     def _forget(self, connection: RtmpConnection) -> None:
         """Free the connection's slots (idempotent: eviction frees them before its task ends)."""

@@ -37,8 +37,9 @@ class RtmpServerSettings:
     """Open connections from one IP address (one /64 for IPv6, see `relay.ingest.peers`)."""
     max_unauthenticated_connections: int = 64
     """Open connections not publishing yet. When this budget (or the total, or the address's limit) is
-    full, the oldest of them is closed to make room for the new one: however many anonymous clients hold
-    connections open, a real encoder gets in, and what it loses is a slot that had the longest to publish."""
+    full, one of them is closed to make room for the new one (the oldest of the peer holding the most,
+    see `relay.ingest.rtmp_server`): however many anonymous clients hold connections open, an encoder
+    gets in."""
     preauth_max_message_bytes: int = 32 << 10
     """Largest RTMP message accepted before a publish is accepted (a publish's commands take a few
     hundred bytes); `max_message_bytes` applies from then on."""

@@ -95,6 +95,21 @@ async def test_the_oldest_anonymous_connection_makes_room_and_an_encoder_gets_in
     assert refused == [RefusalReason.EVICTED] * 4
 
 
+async def test_a_flood_from_one_peer_evicts_its_own_connections_before_an_older_lone_one(tmp_path: Path) -> None:
+    refused = Refusals()
+    server_settings = settings(max_unauthenticated_connections=4, preauth_timeout_seconds=30)
+    async with RtmpServer(RecordingGate(tmp_path, {}), server_settings, on_refused=refused) as server:
+        lone = await anonymous(server, "127.0.0.9")  # the oldest of all, e.g. an encoder still handshaking
+        flood = [await anonymous(server, "127.0.0.2") for _ in range(3)]
+        newcomers = [await anonymous(server, "127.0.0.3") for _ in range(2)]
+        await flood[0].closed()  # 127.0.0.2 held the most: its oldest went first...
+        await flood[1].closed()  # ...and still held the most (two, against one each) for the next newcomer
+        assert [await still_open(c) for c in (lone, flood[2], *newcomers)] == [True] * 4
+        for client in (lone, flood[2], *newcomers):
+            client.close()
+    assert refused == [RefusalReason.EVICTED] * 2
+
+
 async def test_a_full_address_evicts_its_own_oldest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="relay.ingest.rtmp")
     refused = Refusals()
