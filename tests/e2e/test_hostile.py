@@ -370,5 +370,6 @@ async def test_encoders_publish_and_destinations_stay_identical_through_a_flood_
     total_attempts = sum(f.attempts for f in floods.values()) + srt_flood.codes.total()
     assert len(flood_lines) < 400 < total_attempts, (len(flood_lines), total_attempts)
     assert "more not logged" in log
+    assert "API connection waiting longest closed to make room" in log  # 80 flood connections, a cap of 48
     assert rss_during - rss_before < 64 * 1024, (rss_before, rss_during)
     api.assert_no_secrets()
