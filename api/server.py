@@ -20,6 +20,8 @@ from aiohttp import web
 
 from api.app import create_app
 from api.auth_failures import AuthFailureSettings
+from api.limits import ConnectionGuard, GuardedSite, HttpLimits
+from api.routes.events import FeedSettings
 from relay.config import Settings
 from relay.engine import Engine
 from relay.ingest.addresses import IngestAddresses
@@ -98,14 +100,14 @@ class Server:
             stack.push_async_callback(engine.close)
             await engine.start()
 
-            rtmp_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmp_port)
+            rtmp_settings = self._rtmp_settings(settings.rtmp_port)
             rtmp = RtmpServer(engine, rtmp_settings, on_refused=engine.admission.refused)
             await stack.enter_async_context(rtmp)
 
             rtmps_port: int | None = None
             if settings.tls_cert_file is not None and settings.tls_key_file is not None:
                 context = load_server_context(settings.tls_cert_file, settings.tls_key_file)
-                rtmps_settings = RtmpServerSettings(host=settings.media_bind, port=settings.rtmps_port)
+                rtmps_settings = self._rtmp_settings(settings.rtmps_port)
                 rtmps = RtmpServer(engine, rtmps_settings, ssl_context=context, on_refused=engine.admission.refused)
                 rtmps_port = (await stack.enter_async_context(rtmps)).port
             log.info(
@@ -124,6 +126,17 @@ class Server:
             self._stack = stack.pop_all()
         return self._ports
 
+    def _rtmp_settings(self, port: int) -> RtmpServerSettings:
+        settings = self.settings
+        return RtmpServerSettings(
+            host=settings.media_bind,
+            port=port,
+            max_unauthenticated_connections=settings.rtmp_max_unauthenticated_connections,
+            preauth_timeout_seconds=settings.rtmp_preauth_timeout_seconds,
+            preauth_max_message_bytes=settings.rtmp_preauth_max_message_bytes,
+            preauth_max_partial_bytes=settings.rtmp_preauth_max_partial_bytes,
+        )
+
     async def _start_srt(self, stack: contextlib.AsyncExitStack, engine: Engine) -> int | None:
         settings = self.settings
         if not settings.srt_enabled:
@@ -138,7 +151,10 @@ class Server:
                 latency_ms=settings.srt_latency_ms,
                 max_connections=settings.srt_max_connections,
                 handshake_timeout_seconds=settings.srt_handshake_timeout_seconds,
+                handshakes_per_second_per_address=settings.srt_handshakes_per_second_per_address,
+                handshake_burst_per_address=settings.srt_handshake_burst_per_address,
             ),
+            on_refused=engine.admission.refused,
         )
         stack.push_async_callback(srt.close)
         return srt.port if await srt.start() else None  # False: libsrt missing, said once in the log
@@ -146,21 +162,34 @@ class Server:
     async def _start_http(
         self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store, addresses: IngestAddresses
     ) -> int:
+        settings = self.settings
+        limits = HttpLimits(
+            max_connections=settings.http_max_connections,
+            header_timeout_seconds=settings.http_header_timeout_seconds,
+            body_timeout_seconds=settings.http_body_timeout_seconds,
+            keepalive_timeout_seconds=settings.http_keepalive_timeout_seconds,
+        )
+        guard = ConnectionGuard(limits)
+        feeds = FeedSettings(reserved_subscriptions_per_client=settings.event_feeds_reserved_per_client)
         runner = web.AppRunner(
             create_app(
-                engine, store, addresses, auth_failure_settings=AuthFailureSettings.from_settings(self.settings)
+                engine,
+                store,
+                addresses,
+                feed_settings=feeds,
+                guard=guard,
+                auth_failure_settings=AuthFailureSettings.from_settings(self.settings),
             ),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=GRACEFUL_STOP_SECONDS,
+            keepalive_timeout=limits.keepalive_timeout_seconds,
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.settings.api_bind, self.settings.http_port, reuse_address=True)
+        site = GuardedSite(runner, settings.api_bind, settings.http_port, guard)  # its own site: port 0 resolved
         await site.start()
-        server = site._server  # aiohttp keeps the asyncio server private; port 0 needs the real one
-        sockets = getattr(server, "sockets", None) or ()
-        return int(sockets[0].getsockname()[1]) if sockets else self.settings.http_port
+        return site.port
 
     async def close(self) -> None:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()

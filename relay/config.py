@@ -55,6 +55,18 @@ class Settings:
     """Networks and host names every client may push to, loopback and private ones included."""
     destination_deny: tuple[str, ...] = ()
     """Networks and host names no client may push to, the operator's included (relay/policy.py)."""
+    # Before authentication (issue 10): what anonymous peers may hold. Documented in the README's table.
+    rtmp_max_unauthenticated_connections: int = 64
+    rtmp_preauth_timeout_seconds: float = 5.0
+    rtmp_preauth_max_message_bytes: int = 32 << 10
+    rtmp_preauth_max_partial_bytes: int = 64 << 10
+    srt_handshakes_per_second_per_address: float = 5.0
+    srt_handshake_burst_per_address: int = 20
+    http_max_connections: int = 512
+    http_header_timeout_seconds: float = 5.0
+    http_body_timeout_seconds: float = 10.0
+    http_keepalive_timeout_seconds: float = 15.0
+    event_feeds_reserved_per_client: int = 4
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -110,6 +122,17 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "api_auth_failure_delay_seconds",
     "RELAY_DESTINATION_ALLOW": "destination_allow",
     "RELAY_DESTINATION_DENY": "destination_deny",
+    "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "rtmp_max_unauthenticated_connections",
+    "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "rtmp_preauth_timeout_seconds",
+    "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "rtmp_preauth_max_message_bytes",
+    "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "rtmp_preauth_max_partial_bytes",
+    "RELAY_SRT_HANDSHAKES_PER_SECOND_PER_ADDRESS": "srt_handshakes_per_second_per_address",
+    "RELAY_SRT_HANDSHAKE_BURST_PER_ADDRESS": "srt_handshake_burst_per_address",
+    "RELAY_HTTP_MAX_CONNECTIONS": "http_max_connections",
+    "RELAY_HTTP_HEADER_TIMEOUT_SECONDS": "http_header_timeout_seconds",
+    "RELAY_HTTP_BODY_TIMEOUT_SECONDS": "http_body_timeout_seconds",
+    "RELAY_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "http_keepalive_timeout_seconds",
+    "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
 }
 
 

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,10 +56,14 @@ class FeedSettings:
     max_queued_events: int = 256
     """Per subscription; stats snapshots are dropped first, then the whole queue is replaced by `resync`."""
     max_subscriptions: int = 128
+    """Feeds beyond each client's reserved ones, shared by all clients: the node holds at most this many
+    plus the reserved ones of the clients with feeds open (each feed is also an open connection)."""
     max_subscriptions_per_client: int = 32
     key_check_interval_seconds: float = 2.0
     """How often the API keys of open feeds are checked again. Keys are revoked by `restream-relay keys
     revoke`, another process, so a feed cannot be told: one query for all open feeds finds out."""
+    reserved_subscriptions_per_client: int = 4
+    """Feeds every client may open even when other clients have taken the whole shared pool."""
 
 
 class Subscription:
@@ -133,6 +137,9 @@ class EventFeed:
         self.node = node
         self.settings = settings or FeedSettings()
         self._subscriptions: set[Subscription] = set()
+        self._per_client: Counter[int] = Counter()
+        self._shared_taken = 0
+        """Feeds open beyond their clients' reserved ones (what `max_subscriptions` bounds)."""
         self._unsubscribe: Callable[[], None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self._key_task: asyncio.Task[None] | None = None
@@ -151,6 +158,8 @@ class EventFeed:
         for subscription in list(self._subscriptions):
             subscription.close()
         self._subscriptions.clear()
+        self._per_client.clear()
+        self._shared_taken = 0
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -162,21 +171,36 @@ class EventFeed:
         self._stats_task = self._key_task = None
 
     def subscribe(self, client: int, key_id: int | None = None) -> Subscription:
+        """A new feed for `client`: one of its reserved ones, else one from the shared pool (FeedFull if none)."""
         if self._closed:
             raise FeedFull("shutting down")
-        same_client = sum(1 for s in self._subscriptions if s.client_id == client)
-        if (
-            len(self._subscriptions) >= self.settings.max_subscriptions
-            or same_client >= self.settings.max_subscriptions_per_client
-        ):
+        settings = self.settings
+        own = self._per_client[client]
+        if own >= settings.max_subscriptions_per_client:
+            raise FeedFull("too many open event feeds for this client")
+        shared = own >= settings.reserved_subscriptions_per_client
+        if shared and self._shared_taken >= settings.max_subscriptions:
             raise FeedFull("too many open event feeds")
-        subscription = Subscription(client, self.settings.max_queued_events, key_id)
+        subscription = Subscription(client, settings.max_queued_events, key_id)
         self._subscriptions.add(subscription)
+        self._per_client[client] = own + 1
+        self._shared_taken += int(shared)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.close()
+        if subscription not in self._subscriptions:
+            return
         self._subscriptions.discard(subscription)
+        client = subscription.client_id
+        own = self._per_client[client] - 1
+        if own:
+            self._per_client[client] = own
+        else:
+            del self._per_client[client]
+        # Whichever feed of the client ends, the one that leaves is counted as its newest: a shared one if
+        # it had any beyond its reserve.
+        self._shared_taken -= int(own >= self.settings.reserved_subscriptions_per_client)
 
     @property
     def subscriptions(self) -> int:

@@ -54,6 +54,11 @@ class RefusalReason(str, Enum):
     UNAVAILABLE = "unavailable"
     CONNECTION_LIMIT = "connection_limit"
     """Too many connections (in all, or from the publisher's address): refused before the gate."""
+    EVICTED = "evicted"
+    """An anonymous connection (not publishing yet) closed to make room for a newer one: the budget of
+    unauthenticated connections was full (a flood, or clients stuck before publishing)."""
+    RATE_LIMITED = "rate_limited"
+    """An SRT handshake over its address's rate, refused before the stream was looked up."""
 
 
 class PublishRefused(Exception):

@@ -1,6 +1,18 @@
 """The RTMP/RTMPS publishing server: the listening socket, connection limits and one task per connection.
 
 Each connection is one task owned by the server; what it does is in `relay.ingest.rtmp_connection`.
+
+Limits, checked at accept: `max_connections` in all and `max_connections_per_address` per peer key
+(`relay.ingest.peers`: an IPv4 address, an IPv6 /64), and a budget of `max_unauthenticated_connections`
+for connections that have not had a publish accepted yet. Anonymous connections are cheap to open and
+cost us a slot each, so when any of these is full an anonymous connection is evicted to make room for
+the newcomer; only when none could make room is the newcomer refused. The one evicted is the oldest of
+the peer holding the most anonymous connections (of the newcomer's own peer when it is the peer's limit
+that is full). Oldest first alone would let a flood faster than the budget per handshake time evict an
+encoder during its own handshake; taken from the heaviest peer, a flood competes with itself, and evicts
+a lone encoder only if it comes from as many peers as the budget holds connections. So anonymous
+clients, however many and however slow, cannot keep an encoder out: each holds a slot at most
+`preauth_timeout_seconds`, and a newcomer never waits for one to expire.
 """
 
 from __future__ import annotations
@@ -8,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
+from relay.ingest.peers import peer_key
 from relay.ingest.rtmp_connection import RtmpConnection
 from relay.ingest.rtmp_settings import RtmpServerSettings
+from relay.ratelimit import ThrottledLog
 
 __all__ = ["RtmpServer", "RtmpServerSettings"]
 
@@ -42,8 +57,14 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[RtmpConnection] = set()
+        self._anonymous: dict[RtmpConnection, None] = {}
+        """Connections not publishing yet, oldest first (a dict keeps insertion order)."""
         self._per_address: dict[str, int] = {}
         self._closed = False
+        self.accepted = 0
+        """Connections taken in since start (refused ones not included)."""
+        self._anonymous_log = ThrottledLog(log, f"rtmp {self.transport.value}: connections that never published")
+        """Anonymous clients are many under a flood; each would otherwise write a line."""
 
     @property
     def port(self) -> int:
@@ -58,6 +79,11 @@ class RtmpServer:
         """Connections being served now."""
         return len(self._connections)
 
+    @property
+    def anonymous_count(self) -> int:
+        """Connections being served now that have not had a publish accepted."""
+        return len(self._anonymous)
+
     async def start(self) -> None:
         """Start listening."""
         if self._server is not None or self._closed:
@@ -66,8 +92,6 @@ class RtmpServer:
             self._on_client,
             self.settings.host,
             self.settings.port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=self.settings.handshake_timeout_seconds if self.ssl_context else None,
             limit=self.settings.read_chunk_bytes,
         )
         log.info("rtmp %s listening on %s:%d", self.transport.value, self.settings.host, self.port)
@@ -94,39 +118,94 @@ class RtmpServer:
         await self.close()
 
     def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        if self.ssl_context is not None and isinstance(transport, asyncio.ReadTransport):
+            # Before the transport's first read: the ClientHello must stay in the socket for start_tls.
+            transport.pause_reading()
         peername = writer.get_extra_info("peername")
-        address = str(peername[0]) if peername else "?"
-        peer = f"{address}:{peername[1]}" if peername else "?"
+        host = str(peername[0]) if peername else "?"
+        peer = f"{host}:{peername[1]}" if peername else "?"
         if self._closed:
             writer.transport.abort()
             return
-        if len(self._connections) >= self.settings.max_connections:
-            log.warning("rtmp %s %s: refused: too many connections", self.transport.value, peer)
-            self._refuse(writer)
+        address = peer_key(host)
+        if not self._make_room(address, peer):
+            writer.transport.abort()
+            self._count(RefusalReason.CONNECTION_LIMIT)
             return
-        if self._per_address.get(address, 0) >= self.settings.max_connections_per_address:
-            log.warning("rtmp %s %s: refused: too many connections from this address", self.transport.value, peer)
-            self._refuse(writer)
-            return
-        connection = RtmpConnection(self.gate, self.settings, self.transport, reader, writer, peer, address)
+        connection = RtmpConnection(
+            self.gate,
+            self.settings,
+            self.transport,
+            reader,
+            writer,
+            peer,
+            address,
+            ssl_context=self.ssl_context,
+            on_publishing=self._published,
+            log_anonymous_end=self._log_anonymous_end,
+        )
+        self.accepted += 1
         self._connections.add(connection)
+        self._anonymous[connection] = None
         self._per_address[address] = self._per_address.get(address, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run(connection), name=f"rtmp {peer}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _refuse(self, writer: asyncio.StreamWriter) -> None:
-        writer.transport.abort()
+    def _make_room(self, address: str, peer: str) -> bool:
+        """Whether a new connection from `address` fits, after evicting an anonymous one if that is needed."""
+        settings = self.settings
+        if self._per_address.get(address, 0) >= settings.max_connections_per_address:
+            full = "too many connections from this address"
+            victim = next((c for c in self._anonymous if c.address == address and not c.at_gate), None)
+        elif len(self._anonymous) >= settings.max_unauthenticated_connections:
+            full, victim = "too many connections not publishing", self._oldest_anonymous()
+        elif len(self._connections) >= settings.max_connections:
+            full, victim = "too many connections", self._oldest_anonymous()
+        else:
+            return True
+        if victim is None:
+            self._anonymous_log.log(logging.WARNING, full, "rtmp %s %s: refused: %s", self.transport.value, peer, full)
+            return False
+        self._forget(victim)
+        victim.evict()
+        self._count(RefusalReason.EVICTED)
+        return True
+
+    def _published(self, connection: RtmpConnection) -> None:
+        self._anonymous.pop(connection, None)
+
+    def _oldest_anonymous(self) -> RtmpConnection | None:
+        """The oldest anonymous connection of the peer holding the most (at most the budget to scan)."""
+        counts = Counter(c.address for c in self._anonymous if not c.at_gate)
+        if not counts:
+            return None
+        most = max(counts.values())
+        return next(c for c in self._anonymous if not c.at_gate and counts[c.address] == most)
+
+    def _forget(self, connection: RtmpConnection) -> None:
+        """Free the connection's slots (idempotent: eviction frees them before its task ends)."""
+        if connection not in self._connections:
+            return
+        self._connections.discard(connection)
+        self._anonymous.pop(connection, None)
+        left = self._per_address.get(connection.address, 1) - 1
+        if left:
+            self._per_address[connection.address] = left
+        else:
+            self._per_address.pop(connection.address, None)
+
+    def _log_anonymous_end(self, level: int, reason: str, peer: str, label: str) -> None:
+        kind = reason.split(":", 1)[0]  # a few kinds, without the client's details
+        self._anonymous_log.log(level, kind, "rtmp %s %s%s: %s", self.transport.value, peer, label, reason)
+
+    def _count(self, reason: RefusalReason) -> None:
         if self._on_refused is not None:
-            self._on_refused(self.transport, RefusalReason.CONNECTION_LIMIT)
+            self._on_refused(self.transport, reason)
 
     async def _run(self, connection: RtmpConnection) -> None:
         try:
             await connection.run()
         finally:
-            self._connections.discard(connection)
-            left = self._per_address.get(connection.address, 1) - 1
-            if left:
-                self._per_address[connection.address] = left
-            else:
-                self._per_address.pop(connection.address, None)
+            self._forget(connection)

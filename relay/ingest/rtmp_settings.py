@@ -17,10 +17,12 @@ class RtmpServerSettings:
     """Listen address (tests use 127.0.0.1)."""
     port: int = 1935
     """Listen port; 0 picks a free one (see `RtmpServer.port`)."""
-    handshake_timeout_seconds: float = 10.0
-    """From accept to the end of the RTMP handshake (and the TLS handshake for RTMPS)."""
-    publish_timeout_seconds: float = 30.0
-    """From the end of the handshake to an accepted publish: a client may not idle in between."""
+    handshake_timeout_seconds: float = 5.0
+    """From accept to the end of the RTMP handshake (the TLS handshake first for RTMPS); also how long a
+    refused client is given to take its refusal before the socket is closed."""
+    preauth_timeout_seconds: float = 5.0
+    """From accept to an accepted publish (TLS and RTMP handshakes, connect, publish): the longest an
+    anonymous connection holds a slot. Encoders need well under a second on a sane network."""
     idle_timeout_seconds: float = 30.0
     """Longest silence from a connected client."""
     max_message_bytes: int = 8 << 20
@@ -32,7 +34,17 @@ class RtmpServerSettings:
     max_connections: int = 256
     """Open connections in total; more are closed at once."""
     max_connections_per_address: int = 16
-    """Open connections from one IP address."""
+    """Open connections from one IP address (one /64 for IPv6, see `relay.ingest.peers`)."""
+    max_unauthenticated_connections: int = 64
+    """Open connections not publishing yet. When this budget (or the total, or the address's limit) is
+    full, one of them is closed to make room for the new one (the oldest of the peer holding the most,
+    see `relay.ingest.rtmp_server`): however many anonymous clients hold connections open, an encoder
+    gets in."""
+    preauth_max_message_bytes: int = 32 << 10
+    """Largest RTMP message accepted before a publish is accepted (a publish's commands take a few
+    hundred bytes); `max_message_bytes` applies from then on."""
+    preauth_max_partial_bytes: int = 64 << 10
+    """Bytes held in partially received messages before a publish is accepted; then `max_partial_bytes`."""
     read_chunk_bytes: int = 64 * 1024
     """Most bytes read from a socket before processing them."""
     amf_limits: AmfLimits = field(default_factory=AmfLimits)
@@ -45,6 +57,11 @@ class RtmpServerSettings:
                 max_chunk_size_bytes=self.max_chunk_size_bytes,
                 max_message_bytes=self.max_message_bytes,
                 max_partial_bytes=self.max_partial_bytes,
+            ),
+            preauth_chunk_limits=ChunkLimits(
+                max_chunk_size_bytes=self.max_chunk_size_bytes,
+                max_message_bytes=self.preauth_max_message_bytes,
+                max_partial_bytes=self.preauth_max_partial_bytes,
             ),
             amf_limits=self.amf_limits,
             max_buffered_bytes=self.read_chunk_bytes + 4096,

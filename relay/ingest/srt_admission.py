@@ -7,8 +7,12 @@ Admission happens twice, for two different reasons:
    by a live encoder; it also gives the stream's passphrase, which libsrt then enforces in the
    same handshake. A refused caller never gets a connection, and its rejection code says why
    (1400 bad streamid, 1403 wrong token or inactive, 1404 unknown stream, 1405 mode not publish,
-   1409 already live, 1402 server full, 1503 engine unavailable; libsrt's own 1010/1011 for a
-   wrong or missing/unexpected passphrase).
+   1409 already live, 1402 server full or handshakes from this address over their rate, 1503 engine
+   unavailable; libsrt's own 1010/1011 for a wrong or missing/unexpected passphrase).
+
+   Before any of that, each address (an IPv6 /64, see `relay.ingest.peers`) has a token bucket: a caller
+   over its rate is refused at once, without the store being read. A handshake costs the caller a UDP
+   packet and us a store read on the thread every SRT packet of the port waits for.
 2. After accept, on the event loop: `PublishGate.open_publish` as for RTMP, which opens the sink
    (and may kick a silent earlier publisher). If it refuses now (a race with a change in the store),
    the connection is closed.
@@ -20,10 +24,13 @@ is refused with 1011 rather than silently sending media we could not decrypt).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from relay.ingest.gate import PublishRefused, RefusalReason, stream_label
+from relay.ingest.gate import PublishRefused, RefusalReason, Transport, stream_label
+from relay.ingest.peers import peer_key
+from relay.ratelimit import TokenBuckets
 from relay.srt.handshake import Accept, Peer, Reject
 from relay.srt.libsrt import RejectCode
 from relay.srt.streamid import InvalidStreamId, parse_streamid
@@ -66,8 +73,22 @@ def reject_code(reason: RefusalReason) -> int:
     return int(_REJECT_CODES.get(reason, RejectCode.FORBIDDEN))
 
 
-def admit_handshake(admission: SrtAdmission, streamid: str, peer: Peer) -> Accept | Reject:
-    """The listener's `Admit` (libsrt's receiver thread): parse the streamid, then ask `admission`."""
+def admit_handshake(
+    admission: SrtAdmission,
+    streamid: str,
+    peer: Peer,
+    *,
+    throttle: TokenBuckets | None = None,
+    on_refused: Callable[[Transport, RefusalReason], None] | None = None,
+) -> Accept | Reject:
+    """The listener's `Admit` (libsrt's receiver thread): the address's rate, the streamid, then `admission`.
+
+    `on_refused` is told of the refusals decided here rather than by `admission` (the rate): for metrics.
+    """
+    if throttle is not None and not throttle.take(peer_key(peer[0]) if peer else "?"):
+        if on_refused is not None:
+            on_refused(Transport.SRT, RefusalReason.RATE_LIMITED)
+        return Reject(RejectCode.OVERLOAD, "too many handshakes from this address")
     try:
         stream_id, _token = parse_streamid(streamid)
     except InvalidStreamId as exc:

@@ -21,10 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from relay.ingest.gate import EndReason, PublishGate, PublishRefused, PublishRequest, stream_label
+from relay.ingest.gate import (
+    EndReason,
+    PublishGate,
+    PublishRefused,
+    PublishRequest,
+    RefusalReason,
+    Transport,
+    stream_label,
+)
 from relay.ingest.srt_admission import SrtAdmission, SrtAdmit, admit_handshake
 from relay.ingest.srt_session import SrtPublisher, SrtSession, SrtWire
 from relay.media.packets import ContainerFormat
+from relay.ratelimit import TokenBuckets
 from relay.srt.libsrt import LibSrt, LinkStats, SrtUnavailable, format_peer, version_string
 from relay.srt.listener import CloseCause, Connected, ListenerConfig, SrtListener
 from relay.srt.streamid import parse_streamid
@@ -54,6 +63,13 @@ class SrtSettings:
     latency_ms: int = 120
     max_connections: int = 64
     """Connections plus handshakes in progress; more are refused with 1402."""
+    handshakes_per_second_per_address: float = 5.0
+    """Handshakes an address (an IPv6 /64) may make per second, sustained; more are refused with 1402
+    before the stream is looked up. An encoder makes one per connection attempt."""
+    handshake_burst_per_address: int = 20
+    """Handshakes an address may make at once before its rate applies (encoders behind one NAT)."""
+    handshake_addresses_tracked: int = 4096
+    """Addresses whose handshake rate is remembered (the least recently seen is forgotten first)."""
     handshake_timeout_seconds: float = 3.0
     """SRTO_CONNTIMEO, and the limit for the gate to answer after accept."""
     idle_timeout_seconds: float = 5.0
@@ -89,9 +105,12 @@ class SrtServer:
         *,
         clock: Callable[[], float] = time.monotonic,
         library_names: list[str] | None = None,
+        on_refused: Callable[[Transport, RefusalReason], None] | None = None,
     ) -> None:
         self._gate = gate
         self._admission = admission
+        self._on_refused = on_refused
+        """Told of the refusals decided here rather than by the admission (handshake rate): for metrics."""
         self.settings = settings or SrtSettings()
         self.clock = clock
         self._library_names = library_names
@@ -142,8 +161,15 @@ class SrtServer:
             poll_interval_ms=max(1, round(s.poll_interval_seconds * 1000)),
             join_timeout_seconds=s.stop_timeout_seconds,
         )
+        throttle = TokenBuckets(
+            s.handshakes_per_second_per_address,
+            s.handshake_burst_per_address,
+            max_keys=s.handshake_addresses_tracked,
+            clock=self.clock,
+        )
+        admit = functools.partial(admit_handshake, self._admission, throttle=throttle, on_refused=self._on_refused)
         lib.startup()
-        listener = SrtListener(lib, config, functools.partial(admit_handshake, self._admission), _ThreadBridge(self))
+        listener = SrtListener(lib, config, admit, _ThreadBridge(self))
         try:
             listener.start()
         except BaseException:

@@ -9,7 +9,7 @@ is bounded by `ChunkLimits`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 
 from relay.rtmp.buffer import ReceiveBuffer
@@ -56,6 +56,10 @@ class ChunkLimits:
     """Distinct chunk stream ids a peer may use (encoders use fewer than ten)."""
     max_partial_bytes: int = 16 << 20
     """Sum of the declared sizes of all messages being reassembled at once."""
+
+    def widened(self, other: ChunkLimits) -> ChunkLimits:
+        """Each bound the larger of the two: limits that only ever grow."""
+        return ChunkLimits(**{f.name: max(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,14 @@ class ChunkReader:
     def chunk_stream_count(self) -> int:
         """Chunk stream ids currently known."""
         return len(self._streams)
+
+    def raise_limits(self, limits: ChunkLimits) -> None:
+        """Allow more from now on (a peer that has just authenticated); a bound is never lowered.
+
+        What is held already stayed within the old limits, so it is within the wider ones and needs no
+        check again; a lower bound could be below a message already being reassembled, hence only widening.
+        """
+        self.limits = self.limits.widened(limits)
 
     def set_chunk_size(self, size: int) -> None:
         """Apply the peer's Set Chunk Size (already masked to 31 bits by the caller or not)."""

@@ -64,7 +64,11 @@ class SessionConfig:
     """Limits and announced values of a server session."""
 
     chunk_limits: ChunkLimits = field(default_factory=ChunkLimits)
-    """Bounds of the chunk reader."""
+    """Bounds of the chunk reader once a publish is accepted."""
+    preauth_chunk_limits: ChunkLimits | None = None
+    """Bounds until a publish is accepted, while the peer is anonymous: the commands of a publish need a
+    few hundred bytes, so an anonymous peer need not make us hold megabytes. None: `chunk_limits` from
+    the start. Accepting a publish widens them to `chunk_limits` (never narrows)."""
     amf_limits: amf0.AmfLimits = field(default_factory=amf0.AmfLimits)
     """Bounds of every AMF0 decode."""
     max_buffered_bytes: int = 1 << 20
@@ -101,7 +105,7 @@ class ServerSession:
         """Total bytes fed in (what acknowledgements report)."""
         self._buffer = ReceiveBuffer(self.config.max_buffered_bytes)
         self._handshake = ServerHandshake(epoch_ms=epoch_ms, random_source=random_source)
-        self._reader = ChunkReader(self.config.chunk_limits)
+        self._reader = ChunkReader(self.config.preauth_chunk_limits or self.config.chunk_limits)
         self._writer = ChunkWriter()
         self._out = bytearray()
         self._events: deque[Event] = deque()
@@ -140,6 +144,11 @@ class ServerSession:
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    @property
+    def chunk_limits(self) -> ChunkLimits:
+        """The chunk reader's bounds now (the pre-auth ones until a publish is accepted)."""
+        return self._reader.limits
 
     @property
     def buffered_bytes(self) -> int:
@@ -212,6 +221,8 @@ class ServerSession:
     def accept_publish(self) -> None:
         """Start the stream: Stream Begin and onStatus NetStream.Publish.Start."""
         self._move(Move.ACCEPT_PUBLISH)
+        # Before any media is parsed: what the client sent right behind its publish is read with these.
+        self._reader.raise_limits(self.config.chunk_limits)
         stream_id = self._pending_stream_id
         self.publish_stream_id = stream_id
         begin = _U16.pack(USER_CONTROL_STREAM_BEGIN) + _U32.pack(stream_id)

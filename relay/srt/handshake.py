@@ -10,6 +10,9 @@ A handshake said yes to waits here until the listener's worker thread accepts it
 waiting handshakes and the accepted connections together are bounded by `max_connections`. No lock
 of ours is held while calling libsrt, because libsrt may be inside our callback (holding its own
 locks) waiting for that same lock.
+
+Refusals are logged through a `ThrottledLog`: a handshake costs a caller one UDP packet, so without it a
+flood of bad handshakes would be a flood of log lines written on libsrt's receiver thread.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from relay.ratelimit import ThrottledLog
 from relay.srt.libsrt import LibSrt, RejectCode, SockOpt, SrtError, format_peer, make_listen_callback, read_sockaddr_at
 
 log = logging.getLogger("relay.srt.listener")  # the listener's logger, shared with listener.py
@@ -74,6 +78,7 @@ class Handshakes:
         latency_ms: int,
         peer_idle_timeout_ms: int,
         connect_timeout_ms: int,
+        refusal_log: ThrottledLog | None = None,
     ) -> None:
         self._lib = lib
         self._admit = admit
@@ -84,6 +89,7 @@ class Handshakes:
         self._lock = threading.Lock()
         self._pending: dict[int, Admitted] = {}
         self._connections = 0
+        self._refusal_log = refusal_log or ThrottledLog(log, "SRT handshake refusals")
         self.callback: Any = make_listen_callback(self._on_handshake)
         """The C callback object for `LibSrt.set_listen_callback`; it must outlive the listener socket:
         libsrt keeps only the raw pointer."""
@@ -107,9 +113,17 @@ class Handshakes:
             peer = read_sockaddr_at(peer_ptr)
             decision = self._decide(hsversion, peer, sid)
             if isinstance(decision, Reject):
-                log.info("SRT handshake from %s refused (%d): %s", format_peer(peer), decision.code, decision.reason)
+                self._refusal_log.log(
+                    logging.INFO,
+                    str(decision.code),
+                    "SRT handshake from %s refused (%d): %s",
+                    format_peer(peer),
+                    decision.code,
+                    decision.reason,
+                )
                 self._lib.set_reject_reason(ns, decision.code)
                 return -1
+            self._refusal_log.flush()  # a window that held refusals back says so, even if none follow
             try:
                 if decision.passphrase:
                     self._lib.set_str(ns, SockOpt.PASSPHRASE, decision.passphrase)

@@ -107,3 +107,27 @@ def test_destination_lists_from_the_environment() -> None:
     assert from_environment({}).destination_allow == () == from_environment({}).destination_deny
     with pytest.raises(ConfigError, match="RELAY_DESTINATION_DENY: 'no-such-host!' is not"):
         from_environment({"RELAY_DESTINATION_DENY": "169.254.169.254,no-such-host!"})
+
+
+def test_preauth_limits_come_from_the_environment_and_are_in_the_readme() -> None:
+    env = {
+        "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "8",
+        "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "2.5",
+        "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "4096",
+        "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "8192",
+        "RELAY_SRT_HANDSHAKES_PER_SECOND_PER_ADDRESS": "0.5",
+        "RELAY_SRT_HANDSHAKE_BURST_PER_ADDRESS": "3",
+        "RELAY_HTTP_MAX_CONNECTIONS": "64",
+        "RELAY_HTTP_HEADER_TIMEOUT_SECONDS": "1",
+        "RELAY_HTTP_BODY_TIMEOUT_SECONDS": "2",
+        "RELAY_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "3",
+        "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "1",
+    }
+    s = from_environment(env)
+    assert (s.rtmp_max_unauthenticated_connections, s.rtmp_preauth_timeout_seconds) == (8, 2.5)
+    assert (s.rtmp_preauth_max_message_bytes, s.rtmp_preauth_max_partial_bytes) == (4096, 8192)
+    assert (s.srt_handshakes_per_second_per_address, s.srt_handshake_burst_per_address) == (0.5, 3)
+    assert (s.http_max_connections, s.http_header_timeout_seconds, s.http_body_timeout_seconds) == (64, 1.0, 2.0)
+    assert (s.http_keepalive_timeout_seconds, s.event_feeds_reserved_per_client) == (3.0, 1)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(f"| `{name}` |" in readme for name in env)

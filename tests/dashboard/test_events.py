@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from api.app import create_app
-from api.routes.events import RESYNC, STATS, FeedSettings, Subscription
+from api.routes.common import Node
+from api.routes.events import RESYNC, STATS, EventFeed, FeedFull, FeedSettings, Subscription
 from api.server import Server
-from tests.support import ADMIN_KEY, Publisher, pattern_publish_argv
+from tests.support import ADMIN_KEY, Publisher, pattern_publish_argv, wait_for
 
 Event = tuple[str, Any]
 
@@ -177,6 +180,72 @@ async def test_heartbeats_and_the_subscription_limit(quick_service: Server, http
         response.close()
     finally:
         await runner.cleanup()
+
+
+async def test_every_client_keeps_a_reserve_of_feeds_when_others_took_the_shared_pool(
+    quick_service: Server, http: aiohttp.ClientSession
+) -> None:
+    settings = FeedSettings(
+        heartbeat_seconds=0.2, max_subscriptions=2, max_subscriptions_per_client=3, reserved_subscriptions_per_client=1
+    )
+    app = create_app(quick_service.engine, quick_service.store, quick_service.addresses, feed_settings=settings)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    key_b, _ = await quick_service.store.create_api_key(2, "client B")
+    key_c, _ = await quick_service.store.create_api_key(3, "client C")
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def status_of_another(key: str) -> int:
+        async with http.get(f"{base}/streaming/events", headers=sse(key)) as response:
+            return response.status
+
+    try:
+        # Client A takes its reserved feed and the whole shared pool, then hits its own cap.
+        a_feeds = [await open_feed(http, base, ADMIN_KEY) for _ in range(3)]
+        assert await status_of_another(ADMIN_KEY) == 503
+        # B and C still get their reserved feed; beyond it the shared pool is taken.
+        b_feed = await open_feed(http, base, key_b)
+        c_feed = await open_feed(http, base, key_c)
+        assert await status_of_another(key_b) == 503
+        # A gives one back: that shared place is B's to take.
+        a_feeds.pop().response.close()
+
+        async def b_gets_a_second() -> FeedReader | None:
+            response = await http.get(f"{base}/streaming/events", headers=sse(key_b))
+            if response.status == 200:
+                return FeedReader(response)
+            response.close()
+            return None
+
+        b_second = await wait_for(b_gets_a_second, 5, "a shared feed for B once A closed one", every=0.1)
+        assert await status_of_another(key_c) == 503
+        for reader in (*a_feeds, b_feed, c_feed, b_second):
+            reader.response.close()
+    finally:
+        await runner.cleanup()
+
+
+def test_feed_accounting_follows_any_order_of_opening_and_closing() -> None:
+    settings = FeedSettings(max_subscriptions=5, max_subscriptions_per_client=4, reserved_subscriptions_per_client=2)
+    feed = EventFeed(cast(Node, None), settings)  # subscribe/unsubscribe never touch the node
+    rng = random.Random(7)
+    open_: list[Subscription] = []
+    for _ in range(2000):
+        if open_ and rng.random() < 0.45:
+            feed.unsubscribe(open_.pop(rng.randrange(len(open_))))
+        else:
+            client = rng.randrange(4)
+            per_client = Counter(s.client_id for s in open_)
+            shared = sum(max(0, n - 2) for n in per_client.values())
+            allowed = per_client[client] < 4 and (per_client[client] < 2 or shared < 5)
+            try:
+                open_.append(feed.subscribe(client))
+                assert allowed
+            except FeedFull:
+                assert not allowed
+    assert feed.subscriptions == len(open_)
 
 
 # The mailbox itself: bounded, stats coalesced, a reader that falls behind is told to reload.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.ingest.gate import EndReason, Transport
+from relay.ingest.gate import EndReason, RefusalReason, Transport
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.media.packets import MediaKind
 from relay.rtmp.handshake import SERVER_FULL_KEY, SERVER_PARTIAL_KEY, compute_digest, digest_offset, find_client_digest
@@ -31,8 +31,9 @@ class ScriptedClient:
         self.replies = ServerReplies()
 
     @classmethod
-    async def connect(cls, port: int) -> ScriptedClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, source: str = "127.0.0.1") -> ScriptedClient:
+        """Connect from `source`: any 127.0.0.0/8 address works on Linux (all of it is routed to lo)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
@@ -152,7 +153,7 @@ async def test_idle_timeout_drops_the_publisher(tmp_path: Path, caplog: pytest.L
 async def test_connected_but_never_publishing_is_closed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="relay.ingest.rtmp")
     gate = RecordingGate(tmp_path, {})
-    async with RtmpServer(gate, _settings(publish_timeout_seconds=0.3)) as server:
+    async with RtmpServer(gate, _settings(preauth_timeout_seconds=0.3)) as server:
         client = await ScriptedClient.connect(server.port)
         await client.send(b"\x03" + simple_c1() + simple_c1(5) + publish_script("x")[0])
         with pytest.raises(ConnectionError):  # keeps talking, but never publishes: cut off
@@ -162,21 +163,32 @@ async def test_connected_but_never_publishing_is_closed(tmp_path: Path, caplog: 
     assert "no publish in time" in caplog.text
 
 
-async def test_connection_limits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_connection_limits_refuse_when_only_publishers_hold_the_slots(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="relay.ingest.rtmp")
-    gate = RecordingGate(tmp_path, {})
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN, "13": "other"})
+    refused: list[RefusalReason] = []
     settings = RtmpServerSettings(host="127.0.0.1", port=0, max_connections_per_address=2, max_connections=3)
-    async with RtmpServer(gate, settings) as server:
+    async with RtmpServer(gate, settings, on_refused=lambda _t, reason: refused.append(reason)) as server:
         kept = [await ScriptedClient.connect(server.port) for _ in range(2)]
-        for client in kept:  # make sure the server has registered them
-            await client.send(b"\x03")
-        await asyncio.sleep(0.05)
-        extra = await ScriptedClient.connect(server.port)
+        await kept[0].publish()
+        await kept[1].publish("13?other")
+        extra = await ScriptedClient.connect(server.port)  # no anonymous connection to evict: refused
         await extra.closed()
-        assert server.connection_count == 2
-        for client in kept:
+        other = await ScriptedClient.connect(server.port, source="127.0.0.2")
+        await other.send(b"\x03")
+        await asyncio.sleep(0.05)
+        assert server.connection_count == 3 and server.anonymous_count == 1
+        last = await ScriptedClient.connect(server.port, source="127.0.0.3")  # total full: evicts the anonymous one
+        await other.closed()
+        await last.send(b"\x03")
+        await asyncio.sleep(0.05)
+        assert server.connection_count == 3
+        for client in (*kept, last):
             client.close()
-    assert "too many connections from this address" in caplog.text
+    assert refused == [RefusalReason.CONNECTION_LIMIT, RefusalReason.EVICTED]
+    assert "refused: too many connections from this address" in caplog.text
 
 
 async def test_close_is_idempotent_and_ends_every_connection(tmp_path: Path) -> None:

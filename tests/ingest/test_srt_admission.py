@@ -9,12 +9,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from relay.ingest.gate import EndReason
+from relay.ingest.gate import EndReason, RefusalReason, Transport
 from relay.ingest.srt_server import SrtServer, SrtSettings
 from relay.srt.libsrt import LibSrt, SockOpt, SockStatus, SrtError, TransType
 from tests.ingest.srt_gate import FakeEngine, StreamDef
@@ -47,10 +47,12 @@ def streams() -> dict[int, StreamDef]:
 
 
 @contextlib.asynccontextmanager
-async def serving(engine: FakeEngine, **overrides: object) -> AsyncIterator[SrtServer]:
+async def serving(
+    engine: FakeEngine, on_refused: Callable[[Transport, RefusalReason], None] | None = None, **overrides: object
+) -> AsyncIterator[SrtServer]:
     values: dict[str, object] = {"host": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM)}
     values.update(overrides)
-    server = SrtServer(engine, engine, SrtSettings(**values))  # type: ignore[arg-type]
+    server = SrtServer(engine, engine, SrtSettings(**values), on_refused=on_refused)  # type: ignore[arg-type]
     assert await server.start()
     try:
         yield server
@@ -67,7 +69,7 @@ class Caller:
         self.sock: int | None = None
         self.reject: int | None = None
 
-    def connect(self, streamid: str, passphrase: str | None = None) -> bool:
+    def connect(self, streamid: str, passphrase: str | None = None, source: str | None = None) -> bool:
         lib = self.lib
         sock = lib.create_socket()
         lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)
@@ -75,6 +77,8 @@ class Caller:
         lib.set_str(sock, SockOpt.STREAMID, streamid)
         if passphrase:
             lib.set_str(sock, SockOpt.PASSPHRASE, passphrase)
+        if source is not None:
+            lib.bind(sock, source, 0)  # any 127.0.0.0/8 address: Linux routes all of it to lo
         try:
             lib.connect(sock, "127.0.0.1", self.port)
         except SrtError:
@@ -106,9 +110,11 @@ class Caller:
             self.sock = None
 
 
-async def attempt(lib: LibSrt, port: int, streamid: str, passphrase: str | None = None) -> Caller:
+async def attempt(
+    lib: LibSrt, port: int, streamid: str, passphrase: str | None = None, source: str | None = None
+) -> Caller:
     caller = Caller(lib, port)
-    await asyncio.to_thread(caller.connect, streamid, passphrase)
+    await asyncio.to_thread(caller.connect, streamid, passphrase, source)
     return caller
 
 
@@ -215,6 +221,35 @@ async def test_max_connections(lib: LibSrt, tmp_path: Path) -> None:
             assert second.reject == 1402
         finally:
             first.close()
+
+
+async def test_handshakes_over_an_address_rate_are_refused_before_the_store_is_read(
+    lib: LibSrt, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.srt.listener")
+    engine = FakeEngine(streams(), tmp_path)
+    refused: list[RefusalReason] = []
+    async with serving(
+        engine,
+        handshakes_per_second_per_address=0.1,
+        handshake_burst_per_address=3,
+        on_refused=lambda _transport, reason: refused.append(reason),
+    ) as server:
+        assert server.port is not None
+        codes = [(await attempt(lib, server.port, "1#wrong", source="127.0.0.2")).reject for _ in range(25)]
+        assert codes == [1403] * 3 + [1402] * 22
+        assert engine.checks == 3  # the 22 over the rate never reached the admission (the store)
+        # Another address has its own bucket: an encoder there is not held back by the flood.
+        encoder = await attempt(lib, server.port, "1#tok1", source="127.0.0.3")
+        try:
+            assert encoder.sock is not None, encoder.reject
+            await engine.wait_sink(1)
+        finally:
+            encoder.close()
+    assert refused == [RefusalReason.RATE_LIMITED] * 22
+    refusal_lines = [r for r in caplog.records if "SRT handshake from" in r.getMessage()]
+    assert len(refusal_lines) == 20  # the rest held back by the throttled log (summed up when its window ends)
+    assert "#wrong" not in caplog.text and "wrong" not in caplog.text
 
 
 async def test_close_ends_sessions_once_and_joins_the_worker(lib: LibSrt, tmp_path: Path) -> None:

@@ -209,3 +209,18 @@ def test_a_large_chunk_body_is_taken_as_it_arrives() -> None:
         got = reader.next_message(buffer) or got
         assert len(buffer) < 64
     assert got is not None and len(got.payload) == 500_000
+
+
+def test_raise_limits_widens_and_never_narrows() -> None:
+    reader = ChunkReader(ChunkLimits(max_message_bytes=1000, max_partial_bytes=1500))
+    buffer = ReceiveBuffer(1 << 20)
+    buffer.append(encode_chunk_header(0, 4, length=900, type_id=9) + b"a" * 128)
+    assert reader.next_message(buffer) is None  # a message begun under the small limits...
+    reader.raise_limits(ChunkLimits(max_message_bytes=4000, max_partial_bytes=8000))
+    buffer.append(b"".join(encode_chunk_header(3, 4) + b"a" * 128 for _ in range(6)) + encode_chunk_header(3, 4))
+    buffer.append(b"a" * 4)
+    assert reader.next_message(buffer) == RawMessage(4, 9, 0, 0, b"a" * 900)  # ...completes under the wider ones
+    buffer.append(encode_chunk_header(0, 4, length=3000, type_id=9))
+    assert reader.next_message(buffer) is None  # over the old bound, within the new one
+    reader.raise_limits(ChunkLimits(max_message_bytes=10, max_partial_bytes=10, max_chunk_streams=2))
+    assert reader.limits == ChunkLimits(max_message_bytes=4000, max_partial_bytes=8000)  # nothing lowered

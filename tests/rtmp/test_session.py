@@ -8,7 +8,7 @@ import pytest
 from relay.media.flv import classify
 from relay.media.packets import MediaKind, MediaPacket
 from relay.rtmp import amf0
-from relay.rtmp.chunks import ChunkWriter, MessageType
+from relay.rtmp.chunks import ChunkLimits, ChunkWriter, MessageType, encode_chunk_header
 from relay.rtmp.errors import LocalProtocolError, ProtocolError
 from relay.rtmp.events import (
     NEED_DATA,
@@ -325,3 +325,40 @@ def test_republish_on_the_same_connection() -> None:
     assert events == [PublishRequested(1, "12?tok", "live")]
     assert session.state is SessionState.PUBLISHING
     assert drain(session) == []
+
+
+PREAUTH = SessionConfig(
+    chunk_limits=ChunkLimits(max_message_bytes=1 << 20, max_partial_bytes=2 << 20),
+    preauth_chunk_limits=ChunkLimits(max_message_bytes=1024, max_partial_bytes=2048),
+)
+
+
+def test_an_anonymous_peer_cannot_announce_a_large_message() -> None:
+    # Refused on the header alone: nothing of the body is waited for or held.
+    for stage in (handshake(), handshake() + publish_script("x")[0]):
+        session = ServerSession(PREAUTH)
+        feed(session, stage)
+        session.receive_data(encode_chunk_header(0, 3, length=1025, type_id=MessageType.COMMAND_AMF0))
+        with pytest.raises(ProtocolError, match="over the limit"):
+            drain(session)
+    session = ServerSession(PREAUTH)
+    halves = [encode_chunk_header(0, csid, length=1000, type_id=MessageType.VIDEO) for csid in (4, 5, 6)]
+    session.receive_data(handshake() + b"".join(h + b"v" * 128 for h in halves))
+    with pytest.raises(ProtocolError, match="partial"):
+        drain(session)
+
+
+def test_accepting_the_publish_raises_the_limits_before_the_media_behind_it() -> None:
+    big_key = VIDEO_KEY + bytes(200_000)
+    session = ServerSession(PREAUTH)
+    assert session.chunk_limits == PREAUTH.preauth_chunk_limits
+    # The client pipelines a large keyframe right behind its publish: it is read with the raised limits.
+    events = feed(session, handshake() + b"".join(publish_script("12?tok")) + media(MediaKind.VIDEO, 0, big_key))
+    assert session.chunk_limits == PREAUTH.chunk_limits
+    assert [e.packet.payload for e in events if isinstance(e, MediaReceived)] == [big_key]
+
+
+def test_a_refused_publish_keeps_the_preauth_limits() -> None:
+    session = ServerSession(PREAUTH)
+    feed(session, handshake() + b"".join(publish_script("12?bad")), accept=False)
+    assert session.chunk_limits == PREAUTH.preauth_chunk_limits
