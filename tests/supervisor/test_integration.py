@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 
 from relay.hub import Hub, HubSettings, LoopClock, SubscriberLimits
@@ -18,20 +17,10 @@ from relay.media.mpegts import MpegTsReader
 from relay.media.packets import ContainerFormat, MediaPacket
 from relay.push import CommandSettings
 from relay.supervisor import PushSpec, PushState, PushStatus, Supervisor, SupervisorSettings
-from tests.supervisor.realtime import (
-    Receiver,
-    feed_realtime,
-    flv_packets,
-    free_port,
-    is_contiguous_run,
-    self_signed_context,
-    tcp_proxy,
-    video_md5s,
-)
+from tests.supervisor.realtime import Receiver, feed_realtime, flv_packets
+from tests.support import FFMPEG, free_port, is_contiguous_run, md5s, self_signed_context, tcp_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +107,13 @@ async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[P
         for r in engine.receivers:
             if not await r.finished(8):
                 await r.close()
-    source = video_md5s(FFMPEG, flv)
+    source = md5s(flv)
     for name in ("rtmp.flv", "rtmps.flv"):
-        got = video_md5s(FFMPEG, tmp_path / name)
+        got = md5s(tmp_path / name)
         assert got == source, name
     # FLV -> MPEG-TS converts H.264 to Annex B exactly as `ffmpeg -c copy -f mpegts` made the sample.
-    got_ts = video_md5s(FFMPEG, tmp_path / "srt.ts")
-    assert got_ts == video_md5s(FFMPEG, ts)
+    got_ts = md5s(tmp_path / "srt.ts")
+    assert got_ts == md5s(ts)
     assert all(s.restarts == 0 for _, s in engine.statuses)
 
 
@@ -169,8 +158,8 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
     await engine.wait_state(1, PushState.IDLE)
     if not await receiver.finished(8):
         await receiver.close()
-    source = video_md5s(FFMPEG, ts)
-    got = video_md5s(FFMPEG, tmp_path / "srt.ts")
+    source = md5s(ts)
+    got = md5s(tmp_path / "srt.ts")
     assert got and is_contiguous_run(got, source)
     assert len(got) >= len(source) - 31  # at most one GOP missed by a late start
 
@@ -221,10 +210,10 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
     sink.close(EndReason.UNPUBLISH)
     await engine.wait_state(2, PushState.IDLE)
     await b.finished(8)
-    source = video_md5s(FFMPEG, flv) * loops
-    assert video_md5s(FFMPEG, tmp_path / "b.flv") == source  # no gap on the healthy destination
+    source = md5s(flv) * loops
+    assert md5s(tmp_path / "b.flv") == source  # no gap on the healthy destination
     assert engine.supervisor.status(1).restarts >= 3
-    a3 = video_md5s(FFMPEG, tmp_path / "a3.flv")
+    a3 = md5s(tmp_path / "a3.flv")
     assert a3 and is_contiguous_run(a3, source)
 
 
@@ -266,7 +255,7 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
             sink.close(EndReason.UNPUBLISH)
             await watcher.wait_state(1, PushState.IDLE, within=15)
             await fast.finished(8)
-            assert video_md5s(FFMPEG, tmp_path / "fast.flv") == video_md5s(FFMPEG, flv) * 2
+            assert md5s(tmp_path / "fast.flv") == md5s(flv) * 2
     finally:
         await asyncio.wait_for(sup.close(), 20)
         await fast.close()
