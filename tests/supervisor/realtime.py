@@ -1,62 +1,14 @@
-"""Real-ffmpeg helpers: sample media, receivers on 127.0.0.1, TLS and throttling proxies, a paced feeder."""
+"""Real-ffmpeg helpers: receivers on 127.0.0.1 and a paced feeder of a sample's packets."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 from relay.ingest.gate import IngestSink
 from relay.media.flv import iter_tags
 from relay.media.packets import MediaPacket
 from tests.support import wait_listening
-
-
-def make_samples(ffmpeg: str, directory: Path, seconds: int = 3) -> tuple[Path, Path]:
-    flv = directory / "sample.flv"
-    ts = directory / "sample.ts"
-    subprocess.run(
-        [
-            ffmpeg,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            str(seconds),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-f",
-            "flv",
-            str(flv),
-        ],
-        check=True,
-        timeout=60,
-    )
-    subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(flv), "-c", "copy", "-f", "mpegts", str(ts)],
-        check=True,
-        timeout=60,
-    )
-    return flv, ts
 
 
 def flv_packets(path: Path, loops: int = 1) -> list[MediaPacket]:

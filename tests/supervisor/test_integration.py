@@ -18,16 +18,20 @@ from relay.media.packets import ContainerFormat, MediaPacket
 from relay.push import CommandSettings
 from relay.supervisor import PushSpec, PushState, PushStatus, Supervisor, SupervisorSettings
 from tests.supervisor.realtime import Receiver, feed_realtime, flv_packets
-from tests.support import FFMPEG, free_port, is_contiguous_run, md5s, self_signed_context, tcp_proxy
+from tests.support import FFMPEG, Clip, MediaCache, free_port, is_contiguous_run, md5s, self_signed_context, tcp_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.supervisor.realtime import make_samples
+SAMPLE = Clip(seconds=3.0, rate=30, gop=30)
+"""90 frames of 320x240 H.264 (GOP 30, no B-frames at preset ultrafast) + 64 kb/s AAC in FLV."""
 
-    return make_samples(FFMPEG, tmp_path_factory.mktemp("samples"))
+
+@pytest.fixture(scope="module")
+def samples(media_cache: MediaCache) -> tuple[Path, Path]:
+    """The FLV sample and its `-c copy` remux to MPEG-TS."""
+    flv = media_cache.clip(SAMPLE)
+    return flv, media_cache.remux(flv, "mpegts")
 
 
 @dataclass
