@@ -174,7 +174,9 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
         await receiver.close()
     source = md5s(ts)
     got = md5s(tmp_path / "srt.ts")
-    assert got and is_contiguous_run(got, source)
+    # The last packet received may be cut short: ffmpeg's SRT caller closes without sending what it still
+    # holds (relay/push/command.py; the e2e suite's srt_tail_ok allows the same). Every other is identical.
+    assert got and is_contiguous_run(got[:-1], source)
     assert len(got) >= len(source) - 31  # at most one GOP missed by a late start
 
 
