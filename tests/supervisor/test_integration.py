@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio_ffmpeg
 import pytest
 
 from relay.hub import Hub, HubSettings, LoopClock, SubscriberLimits
@@ -18,27 +17,34 @@ from relay.media.mpegts import MpegTsReader
 from relay.media.packets import ContainerFormat, MediaPacket
 from relay.push import CommandSettings
 from relay.supervisor import PushSpec, PushState, PushStatus, Supervisor, SupervisorSettings
-from tests.supervisor.realtime import (
+from tests.supervisor.realtime import feed_realtime, flv_packets
+from tests.support import (
+    FFMPEG,
+    Clip,
+    MediaCache,
     Receiver,
-    feed_realtime,
-    flv_packets,
     free_port,
     is_contiguous_run,
+    md5s,
     self_signed_context,
     tcp_proxy,
-    video_md5s,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+KEY = "receiver-key"
+"""The receivers' stream key (and an SRT receiver's passphrase, which takes 10 to 79 characters)."""
+
+
+SAMPLE = Clip(seconds=3.0, rate=30, gop=30)
+"""90 frames of 320x240 H.264 (GOP 30, no B-frames at preset ultrafast) + 64 kb/s AAC in FLV."""
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.supervisor.realtime import make_samples
-
-    return make_samples(FFMPEG, tmp_path_factory.mktemp("samples"))
+def samples(media_cache: MediaCache) -> tuple[Path, Path]:
+    """The FLV sample and its `-c copy` remux to MPEG-TS."""
+    flv = media_cache.clip(SAMPLE)
+    return flv, media_cache.remux(flv, "mpegts")
 
 
 @dataclass
@@ -60,10 +66,10 @@ class Engine:
                 await self.changed.wait()
             return status
 
-    async def receiver(self, url: str, out: Path, fmt: str, port: int, udp: bool = False) -> Receiver:
-        r = Receiver(FFMPEG, url, out, fmt)
+    async def receiver(self, out: Path, *, srt: bool = False, port: int | None = None, key: str = KEY) -> Receiver:
+        r = Receiver(out, srt=srt, port=port, key=key)
         self.receivers.append(r)
-        return await r.start(port, udp)
+        return await r.start()
 
 
 @pytest.fixture
@@ -87,25 +93,25 @@ async def engine() -> AsyncIterator[Engine]:
             await r.close()
 
 
-def rtmp(port: int, key: str = "key", scheme: str = "rtmp") -> str:
-    return f"{scheme}://127.0.0.1:{port}/live/{key}"
+def rtmp(port: int) -> str:
+    """The URL of a receiver that is not listening yet."""
+    return f"rtmp://127.0.0.1:{port}/live/{KEY}"
 
 
 async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[Path, Path], tmp_path: Path) -> None:
     flv, ts = samples
-    p_rtmp, p_backend, p_tls = free_port(), free_port(), free_port()
-    p_srt = free_port(__import__("socket").SOCK_DGRAM)
-    await engine.receiver(rtmp(p_rtmp), tmp_path / "rtmp.flv", "flv", p_rtmp)
-    await engine.receiver(rtmp(p_backend), tmp_path / "rtmps.flv", "flv", p_backend)
-    await engine.receiver(f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt, udp=True)
-    async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
+    p_tls = free_port()
+    to_rtmp = await engine.receiver(tmp_path / "rtmp.flv")
+    to_rtmps = await engine.receiver(tmp_path / "rtmps.flv")
+    to_srt = await engine.receiver(tmp_path / "srt.ts", srt=True)
+    async with tcp_proxy(p_tls, to_rtmps.port, tls=self_signed_context(tmp_path)):
         sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
         packets = flv_packets(flv)
         engine.supervisor.reconcile(
             [
-                PushSpec(1, 1, rtmp(p_rtmp), False, "drop", True),
-                PushSpec(2, 1, rtmp(p_tls, scheme="rtmps"), False, "drop", tls_verify=False),
-                PushSpec(3, 1, f"srt://127.0.0.1:{p_srt}?mode=caller&latency=120000", False, "drop", True),
+                PushSpec(1, 1, to_rtmp.uri(), False, "drop", True),
+                PushSpec(2, 1, to_rtmps.uri("rtmps", p_tls), False, "drop", tls_verify=False),
+                PushSpec(3, 1, to_srt.uri(), False, "drop", True),
             ]
         )
         await feed_realtime(sink, packets, speed=1.5)
@@ -116,26 +122,26 @@ async def test_flv_source_to_rtmp_rtmps_and_srt(engine: Engine, samples: tuple[P
         for rid in (1, 2, 3):
             await engine.wait_state(rid, PushState.IDLE)
         for r in engine.receivers:
-            if not await r.finished(8):
+            if await r.finished(8) is None:
                 await r.close()
-    source = video_md5s(FFMPEG, flv)
+    source = md5s(flv)
     for name in ("rtmp.flv", "rtmps.flv"):
-        got = video_md5s(FFMPEG, tmp_path / name)
+        got = md5s(tmp_path / name)
         assert got == source, name
     # FLV -> MPEG-TS converts H.264 to Annex B exactly as `ffmpeg -c copy -f mpegts` made the sample.
-    got_ts = video_md5s(FFMPEG, tmp_path / "srt.ts")
-    assert got_ts == video_md5s(FFMPEG, ts)
+    got_ts = md5s(tmp_path / "srt.ts")
+    assert got_ts == md5s(ts)
     assert all(s.restarts == 0 for _, s in engine.statuses)
 
 
 async def test_rtmps_verification_rejects_self_signed(
     engine: Engine, samples: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    p_backend, p_tls = free_port(), free_port()
-    await engine.receiver(rtmp(p_backend), tmp_path / "x.flv", "flv", p_backend)
-    async with tcp_proxy(p_tls, p_backend, tls=self_signed_context(tmp_path)):
+    p_tls = free_port()
+    backend = await engine.receiver(tmp_path / "x.flv", key="topsecret")
+    async with tcp_proxy(p_tls, backend.port, tls=self_signed_context(tmp_path)):
         sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-        engine.supervisor.reconcile([PushSpec(1, 1, rtmp(p_tls, "topsecret", "rtmps"), False, "drop", True)])
+        engine.supervisor.reconcile([PushSpec(1, 1, backend.uri("rtmps", p_tls), False, "drop", True)])
         feeder = asyncio.create_task(feed_realtime(sink, flv_packets(samples[0]), speed=2))
         try:
             status = await engine.wait_state(1, PushState.RETRYING, PushState.FAILED, within=15)
@@ -148,10 +154,7 @@ async def test_rtmps_verification_rejects_self_signed(
 
 async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple[Path, Path], tmp_path: Path) -> None:
     _, ts = samples
-    p_srt = free_port(__import__("socket").SOCK_DGRAM)
-    receiver = await engine.receiver(
-        f"srt://127.0.0.1:{p_srt}?mode=listener", tmp_path / "srt.ts", "mpegts", p_srt, udp=True
-    )
+    receiver = await engine.receiver(tmp_path / "srt.ts", srt=True)
     sink = engine.hub.open_session(ContainerFormat.MPEGTS, SourceType.SRT)
     packetizer = MpegTsReader()
     data = ts.read_bytes()
@@ -162,16 +165,18 @@ async def test_ts_source_to_srt_keeps_video_bytes(engine: Engine, samples: tuple
     for i, pos in enumerate(range(0, len(data), chunk)):
         packets += packetizer.feed(data[pos : pos + chunk], int(i * per_chunk_ms))
     packets += packetizer.flush(3000)
-    engine.supervisor.reconcile([PushSpec(1, 1, f"srt://127.0.0.1:{p_srt}?mode=caller", False, "drop", True)])
+    engine.supervisor.reconcile([PushSpec(1, 1, receiver.uri(), False, "drop", True)])
     await feed_realtime(sink, packets, speed=1.5)
     await engine.wait_state(1, PushState.RUNNING, within=5)
     sink.close(EndReason.UNPUBLISH)
     await engine.wait_state(1, PushState.IDLE)
-    if not await receiver.finished(8):
+    if await receiver.finished(8) is None:
         await receiver.close()
-    source = video_md5s(FFMPEG, ts)
-    got = video_md5s(FFMPEG, tmp_path / "srt.ts")
-    assert got and is_contiguous_run(got, source)
+    source = md5s(ts)
+    got = md5s(tmp_path / "srt.ts")
+    # The last packet received may be cut short: ffmpeg's SRT caller closes without sending what it still
+    # holds (relay/push/command.py; the e2e suite's srt_tail_ok allows the same). Every other is identical.
+    assert got and is_contiguous_run(got[:-1], source)
     assert len(got) >= len(source) - 31  # at most one GOP missed by a late start
 
 
@@ -179,20 +184,20 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
     engine: Engine, samples: tuple[Path, Path], tmp_path: Path
 ) -> None:
     flv, _ = samples
-    p_a, p_b = free_port(), free_port()
+    p_a = free_port()
     loops = 3
     packets = flv_packets(flv, loops=loops)
     sink = engine.hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    b = await engine.receiver(rtmp(p_b), tmp_path / "b.flv", "flv", p_b)
+    b = await engine.receiver(tmp_path / "b.flv")
     engine.supervisor.reconcile(
-        [PushSpec(1, 1, rtmp(p_a), False, "drop", True), PushSpec(2, 1, rtmp(p_b), False, "drop", True)]
+        [PushSpec(1, 1, rtmp(p_a), False, "drop", True), PushSpec(2, 1, b.uri(), False, "drop", True)]
     )
     feeder = asyncio.create_task(feed_realtime(sink, packets, speed=1.5))
     try:
         # A is down at start: refused connections, retried with backoff (never marked "failed").
         status = await engine.wait_state(1, PushState.RETRYING, within=10)
         assert "Connection refused" in (status.last_error or "")
-        await engine.receiver(rtmp(p_a), tmp_path / "a1.flv", "flv", p_a)
+        await engine.receiver(tmp_path / "a1.flv", port=p_a)
         await engine.wait_state(1, PushState.RUNNING, within=10)
         # A's receiver dies mid-stream: the push is restarted when it comes back; B is untouched.
         a1 = engine.receivers[-1]
@@ -200,7 +205,7 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
         a1.proc.kill()
         await a1.proc.wait()
         await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=15)
-        await engine.receiver(rtmp(p_a), tmp_path / "a2.flv", "flv", p_a)
+        await engine.receiver(tmp_path / "a2.flv", port=p_a)
         await engine.wait_state(1, PushState.RUNNING, within=10)
         # ffmpeg itself is SIGKILLed: restarted.
         runner = engine.supervisor._runners[1]
@@ -211,7 +216,7 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
         await engine.wait_state(1, PushState.RETRYING, PushState.STARTING, within=10)
         a2 = engine.receivers[-1]
         await a2.finished(5)
-        await engine.receiver(rtmp(p_a), tmp_path / "a3.flv", "flv", p_a)
+        await engine.receiver(tmp_path / "a3.flv", port=p_a)
         await engine.wait_state(1, PushState.RUNNING, within=10)
         assert engine.supervisor.status(2).restarts == 0
         await feeder
@@ -221,10 +226,10 @@ async def test_faults_down_at_start_killed_destination_and_sigkilled_ffmpeg(
     sink.close(EndReason.UNPUBLISH)
     await engine.wait_state(2, PushState.IDLE)
     await b.finished(8)
-    source = video_md5s(FFMPEG, flv) * loops
-    assert video_md5s(FFMPEG, tmp_path / "b.flv") == source  # no gap on the healthy destination
+    source = md5s(flv) * loops
+    assert md5s(tmp_path / "b.flv") == source  # no gap on the healthy destination
     assert engine.supervisor.status(1).restarts >= 3
-    a3 = video_md5s(FFMPEG, tmp_path / "a3.flv")
+    a3 = md5s(tmp_path / "a3.flv")
     assert a3 and is_contiguous_run(a3, source)
 
 
@@ -239,16 +244,19 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
     watcher = Engine(hub, None)  # type: ignore[arg-type]
     sup = Supervisor(settings, {1: hub}.get, FFMPEG, clock, watcher.record)
     watcher.supervisor = sup
-    p_fast, p_slow_backend, p_slow = free_port(), free_port(), free_port()
-    fast = Receiver(FFMPEG, rtmp(p_fast), tmp_path / "fast.flv", "flv")
-    slow = Receiver(FFMPEG, rtmp(p_slow_backend), tmp_path / "slow.flv", "flv")
+    p_slow = free_port()
+    fast = Receiver(tmp_path / "fast.flv", key=KEY)
+    slow = Receiver(tmp_path / "slow.flv", key=KEY)
     try:
-        await fast.start(p_fast)
-        await slow.start(p_slow_backend)
-        async with tcp_proxy(p_slow, p_slow_backend, upstream_bytes_per_second=5_000):
+        await fast.start()
+        await slow.start()
+        async with tcp_proxy(p_slow, slow.port, upstream_bytes_per_second=5_000):
             sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
             sup.reconcile(
-                [PushSpec(1, 1, rtmp(p_fast), False, "drop", True), PushSpec(2, 1, rtmp(p_slow), False, "drop", True)]
+                [
+                    PushSpec(1, 1, fast.uri(), False, "drop", True),
+                    PushSpec(2, 1, slow.uri(port=p_slow), False, "drop", True),
+                ]
             )
             packets = flv_packets(flv, loops=2)
             peak = overflows = 0
@@ -266,7 +274,7 @@ async def test_slow_destination_does_not_hold_back_others(samples: tuple[Path, P
             sink.close(EndReason.UNPUBLISH)
             await watcher.wait_state(1, PushState.IDLE, within=15)
             await fast.finished(8)
-            assert video_md5s(FFMPEG, tmp_path / "fast.flv") == video_md5s(FFMPEG, flv) * 2
+            assert md5s(tmp_path / "fast.flv") == md5s(flv) * 2
     finally:
         await asyncio.wait_for(sup.close(), 20)
         await fast.close()
