@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.media.flv import classify
-from relay.media.packets import MediaKind, MediaPacket
+from relay.media.packets import MediaKind
 from relay.rtmp import amf0
 from relay.rtmp.buffer import ReceiveBuffer
 from relay.rtmp.chunks import ChunkLimits, ChunkReader, ChunkWriter, MessageType, RawMessage
@@ -36,12 +36,12 @@ from relay.rtmp.events import (
     Event,
     HandshakeDone,
     MediaReceived,
-    MetadataReceived,
     Need,
     PublishRequested,
     Unpublished,
 )
 from relay.rtmp.handshake import HandshakeState, ServerHandshake
+from relay.rtmp.media import data_event, split_aggregate, strip_amf3_format
 from relay.rtmp.states import Move, SessionState, next_state
 
 _U32 = struct.Struct(">I")
@@ -257,13 +257,13 @@ class ServerSession:
             return  # media outside a publish (e.g. right after unpublish) is dropped, as servers do
         if type_id == MessageType.DATA_AMF0 or type_id == MessageType.DATA_AMF3:
             if type_id == MessageType.DATA_AMF3:
-                payload = _strip_amf3_format(payload)
+                payload = strip_amf3_format(payload)
             if self.state is SessionState.PUBLISHING and message.stream_id == self.publish_stream_id:
                 self._data(message.timestamp, payload)
             return
         if type_id == MessageType.COMMAND_AMF0 or type_id == MessageType.COMMAND_AMF3:
             if type_id == MessageType.COMMAND_AMF3:
-                payload = _strip_amf3_format(payload)
+                payload = strip_amf3_format(payload)
             self._command(message.stream_id, payload)
             return
         if type_id == MessageType.SET_CHUNK_SIZE:
@@ -289,48 +289,16 @@ class ServerSession:
             self._send_control(MessageType.USER_CONTROL, _U16.pack(USER_CONTROL_PING_RESPONSE) + payload[2:6])
 
     def _aggregate(self, timestamp: int, payload: bytes) -> None:
-        # Sub-messages are FLV tags; their timestamps are relative to the first one's.
-        pos = 0
-        base: int | None = None
-        while pos + 11 <= len(payload):
-            tag_type = payload[pos]
-            size = int.from_bytes(payload[pos + 1 : pos + 4], "big")
-            sub_ts = int.from_bytes(payload[pos + 4 : pos + 7], "big") | (payload[pos + 7] << 24)
-            end = pos + 11 + size
-            if end + 4 > len(payload):
-                raise ProtocolError("aggregate sub-message truncated")
-            if base is None:
-                base = sub_ts
-            body = payload[pos + 11 : end]
-            ts = timestamp + (sub_ts - base)
-            if tag_type in (MediaKind.AUDIO, MediaKind.VIDEO):
-                self._events.append(MediaReceived(classify(MediaKind(tag_type), ts, body)))
-            elif tag_type == MediaKind.DATA:
+        for kind, ts, body in split_aggregate(timestamp, payload):
+            if kind is MediaKind.DATA:
                 self._data(ts, body)
-            pos = end + 4
+            else:
+                self._events.append(MediaReceived(classify(kind, ts, body)))
 
     def _data(self, timestamp: int, payload: bytes) -> None:
-        limits = self.config.amf_limits
-        if not payload:
-            return
-        name, pos = amf0.decode_one(payload, 0, limits)
-        if name == "@setDataFrame":
-            # What ffmpeg's FLV muxer writes is the rest: "onMetaData" and its array.
-            payload = payload[pos:]
-            if not payload:
-                return
-            name, pos = amf0.decode_one(payload, 0, limits)
-        if name == "onMetaData":
-            values: dict[str, Any] = {}
-            if pos < len(payload):
-                decoded, _ = amf0.decode_one(payload, pos, limits)
-                if isinstance(decoded, dict):
-                    values = dict(decoded)
-            packet = MediaPacket(MediaKind.DATA, timestamp, payload, config=True)
-            self._events.append(MetadataReceived(packet, values))
-        else:
-            # onTextData, onCuePoint...: stream content, not decoder configuration.
-            self._events.append(MediaReceived(MediaPacket(MediaKind.DATA, timestamp, payload)))
+        event = data_event(timestamp, payload, self.config.amf_limits)
+        if event is not None:
+            self._events.append(event)
 
     def _command(self, stream_id: int, payload: bytes) -> None:
         values = amf0.decode_all(payload, self.config.amf_limits)
@@ -443,10 +411,3 @@ def _u32_field(payload: bytes, what: str) -> int:
     if what == "Set Chunk Size" and value & 0x80000000:
         raise ProtocolError("negative chunk size")
     return value
-
-
-def _strip_amf3_format(payload: bytes) -> bytes:
-    # Type 15/17 messages start with a format byte; 0 means the rest is plain AMF0.
-    if not payload or payload[0] != 0:
-        raise ProtocolError("AMF3-encoded messages are not supported")
-    return payload[1:]
