@@ -262,6 +262,8 @@ class Engine:
                 elif before is not None and not before.active:  # switched on: its restreams are wanted again
                     for active in await self.store.active_restreams(change.stream_id):
                         self.pushes.set(active.id, active)
+                if after is not None and before is not None and after.token != before.token:
+                    self.disconnect_publishers(change.stream_id)  # the old token admits nobody any more
                 return
             record, previous = change.after, change.before
             stream = await self.store.get_stream(record.stream_id) if record is not None else None
@@ -269,6 +271,16 @@ class Engine:
             self.pushes.set(change.restream_id, record if wanted else None)
             if record is not None and wanted and (previous is None or not previous.active):
                 self.supervisor.retry_now(record.id)  # switched on: no waiting out a backoff
+
+    def disconnect_publishers(self, stream_id: int) -> None:
+        """End every publishing session of the stream, whichever input it came in on (its token was reset).
+
+        Ended as KICKED, as a deactivation: the pushes end at once rather than wait out the grace period
+        for a publisher whose credential is gone; an encoder given the new token starts them again."""
+        for session in self.registry.sessions_of(stream_id):
+            if session.publisher is not None:
+                session.publisher.disconnect(EndReason.KICKED)
+                self._session_ended(session, EndReason.KICKED)
 
     def end_stream(self, stream_id: int) -> None:
         """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
