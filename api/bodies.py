@@ -13,7 +13,7 @@ from relay.engine import Engine
 from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
 from relay.engine.status import IngestStatus, RestreamStatus, StreamSnapshot
 from relay.ingest.addresses import IngestAddresses
-from relay.store.models import RestreamRecord, StreamRecord
+from relay.store.models import GcoreSettings, RestreamRecord, StreamRecord
 
 
 def ingest_status_body(status: IngestStatus) -> dict[str, Any]:
@@ -96,10 +96,28 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         "video_width": live["video_width"],
         "video_height": live["video_height"],
         "frame_rate": live["frame_rate"],
-        "quality_set_id": None,
         "transcoded_qualities": [],
+        "client_entity_data": stream.client_entity_data,
+        **gcore_settings_body(stream.gcore_settings),
+        "low_latency_enabled": True,  # Gcore: deprecated, always true (its Terraform provider reads it)
         "created_at": iso(stream.created_at),
         "status": live["status"],
+    }
+
+
+def gcore_settings_body(settings: GcoreSettings) -> dict[str, Any]:
+    """The Gcore settings a stream keeps, as they were sent (or Gcore's defaults)."""
+    return {
+        "auto_record": settings.auto_record,
+        "dvr_enabled": settings.dvr_enabled,
+        "dvr_duration": settings.dvr_duration,
+        "record_type": settings.record_type,
+        "html_overlay": settings.html_overlay,
+        "projection": settings.projection,
+        "cdn_id": settings.cdn_id,
+        "broadcast_ids": list(settings.broadcast_ids),
+        "quality_set_id": settings.quality_set_id,
+        "hls_mpegts_endlist_tag": settings.hls_mpegts_endlist_tag,
     }
 
 

@@ -110,11 +110,61 @@ def _resource(
     }
 
 
+_KEPT = "Gcore's setting, kept and returned as sent; not a relay feature"
+_GCORE_SETTINGS_INPUT: dict[str, Any] = {
+    "client_entity_data": {
+        "type": "string",
+        "nullable": True,
+        "maxLength": 4096,
+        "description": "Free text of the client's own, kept and returned as sent",
+    },
+    "auto_record": {
+        "type": "boolean",
+        "nullable": True,
+        "default": False,
+        "description": "true is refused (422 on auto_record): the relay does not record streams",
+    },
+    "dvr_enabled": {
+        "type": "boolean",
+        "nullable": True,
+        "default": False,
+        "description": "true is refused (422 on dvr_enabled): the relay keeps no recording to rewind",
+    },
+    "dvr_duration": {
+        "type": "integer",
+        "nullable": True,
+        "minimum": 30,
+        "maximum": 14400,
+        "default": 3600,
+        "description": _KEPT,
+    },
+    "record_type": {
+        "type": "string",
+        "nullable": True,
+        "enum": ["origin", "transcoded"],
+        "default": "origin",
+        "description": _KEPT,
+    },
+    "html_overlay": {"type": "boolean", "nullable": True, "default": False, "description": _KEPT},
+    "projection": {
+        "type": "string",
+        "nullable": True,
+        "enum": ["regular", "vr360", "vr180", "vr360tb"],
+        "default": "regular",
+        "description": _KEPT,
+    },
+    "cdn_id": {**_NULL_INT, "description": _KEPT},
+    "broadcast_ids": {"type": "array", "nullable": True, "maxItems": 1000, "items": _INT, "description": _KEPT},
+    "quality_set_id": {**_NULL_INT, "description": _KEPT},
+    "hls_mpegts_endlist_tag": {"type": "boolean", "nullable": True, "default": True, "description": _KEPT},
+}
+_NULL_DEFAULT = "An explicit null restores a field's default (Terraform sends null for an attribute it no longer sets)."
 _STREAM_INPUT = {
     "type": "object",
+    "description": _NULL_DEFAULT,
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
-        "active": {"type": "boolean", "default": True},
+        "active": {"type": "boolean", "nullable": True, "default": True},
         "client_user_id": {"type": "integer", "format": "int64", "nullable": True},
         "srt_passphrase": {"type": "string", "nullable": True, "pattern": r"^[!-~]{10,79}$"},
         "srt_latency_ms": {
@@ -124,27 +174,30 @@ _STREAM_INPUT = {
             "maximum": 8000,
             "description": "Extension (ours): SRT receiver latency for this stream",
         },
+        **_GCORE_SETTINGS_INPUT,
     },
 }
 _RESTREAM_INPUT = {
     "type": "object",
+    "description": _NULL_DEFAULT + " uri and stream_id have none.",
     "properties": {
-        "name": {"type": "string", "maxLength": 255},
-        "active": {"type": "boolean", "default": True},
+        "name": {"type": "string", "nullable": True, "maxLength": 255, "default": ""},
+        "active": {"type": "boolean", "nullable": True, "default": True},
         "uri": {
             "type": "string",
             "maxLength": 2048,
             "description": "rtmp://host[:port]/app/key, rtmps://..., or srt://host:port?mode=caller&... "
-            "(integer SRT options within documented ranges). For clients other than the operator's, a host "
+            "(integer SRT options within documented ranges, send_buffer_size and recv_buffer_size among them). "
+            "For clients other than the operator's, a host "
             "that is or resolves to a loopback, private, link-local, shared, multicast or reserved address "
             "is refused (422 on uri here, a failed push when resolved at start)",
         },
         "stream_id": _INT,
         "client_user_id": _NULL_INT,
-        "no_audio": {"type": "boolean", "default": False},
-        "no_audio_mode": {"type": "string", "enum": ["drop", "silence"], "default": "drop"},
-        "source": {"type": "string", "enum": ["original"], "default": "original"},
-        "tls_verify": {"type": "boolean", "default": True},
+        "no_audio": {"type": "boolean", "nullable": True, "default": False},
+        "no_audio_mode": {"type": "string", "nullable": True, "enum": ["drop", "silence"], "default": "drop"},
+        "source": {"type": "string", "nullable": True, "enum": ["original"], "default": "original"},
+        "tls_verify": {"type": "boolean", "nullable": True, "default": True},
     },
 }
 
@@ -171,8 +224,19 @@ _STREAM = {
         "video_width": _NULL_NUM,
         "video_height": _NULL_NUM,
         "frame_rate": _NULL_NUM,
-        "quality_set_id": _NULL_INT,
         "transcoded_qualities": {"type": "array", "items": {"type": "string"}},
+        "client_entity_data": _NULL_STR,
+        "auto_record": {"type": "boolean"},
+        "dvr_enabled": {"type": "boolean"},
+        "dvr_duration": {"type": "integer"},
+        "record_type": {"type": "string", "enum": ["origin", "transcoded"]},
+        "html_overlay": {"type": "boolean"},
+        "projection": {"type": "string", "enum": ["regular", "vr360", "vr180", "vr360tb"]},
+        "cdn_id": _NULL_INT,
+        "broadcast_ids": {"type": "array", "items": _INT},
+        "quality_set_id": _NULL_INT,
+        "hls_mpegts_endlist_tag": {"type": "boolean"},
+        "low_latency_enabled": {"type": "boolean", "description": "Gcore: deprecated, always true"},
         "created_at": {"type": "string", "format": "date-time"},
         "status": {
             "type": "object",
@@ -326,9 +390,24 @@ def openapi_document() -> dict[str, Any]:
                 "required": ["restream"],
                 "properties": {"restream": {**_RESTREAM_INPUT, "required": ["uri", "stream_id"]}},
             },
-            {"type": "object", "required": ["restream"], "properties": {"restream": _RESTREAM_INPUT}},
+            {
+                "oneOf": [
+                    {"type": "object", "required": ["restream"], "properties": {"restream": _RESTREAM_INPUT}},
+                    _RESTREAM_INPUT,
+                ]
+            },
         )
     )
+    paths["/streaming/streams/{id}/reset_push_token"] = {
+        "parameters": [_ID],
+        "post": {
+            "summary": "Give a stream a new publish token",
+            "operationId": "reset_push_token",
+            "description": "Every publisher that came in on the old token is disconnected before the answer, and "
+            "the old token is refused from then on (RTMP, RTMPS, SRT). No body is needed.",
+            "responses": {"200": _json(_ref("Stream"), "The stream, with its new token"), **_NOT_FOUND, **_ERRORS},
+        },
+    }
     _STREAM_INPUT_CREATE = {**_STREAM_INPUT, "required": ["name"]}
     paths["/streaming/streams"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {
         "oneOf": [

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.errors import BadRequest, ValidationFailed
@@ -29,15 +29,67 @@ class _Strict(BaseModel):
     # Unknown fields are ignored, as Gcore does: its SDKs and tools send fields the relay has no use for.
     model_config = ConfigDict(extra="ignore", strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_restores_the_default(cls, data: Any) -> Any:
+        """An explicit null stands for the field's default: Terraform's provider sends `null` for an
+        attribute removed from the configuration, on create and on update alike. A field without a
+        default (a required one: a stream's name, a restream's uri and stream_id) stays null and is
+        refused by the caller."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: cls.model_fields[name].get_default(call_default_factory=True)
+            if value is None and name in cls.model_fields
+            else value
+            for name, value in data.items()
+        }
+
+
+RECORDING_REFUSED = "is not supported: the relay does not record streams"
+DVR_REFUSED = "is not supported: the relay keeps no recording to rewind (DVR)"
+CLIENT_ENTITY_DATA_MAX = 4096
+
 
 class StreamFields(_Strict):
-    """Writable stream fields. On create `name` is required; on update only sent fields change."""
+    """Writable stream fields. On create `name` is required; on update only sent fields change.
+
+    Gcore's settings that mean nothing to a relay (DVR window, recording source, overlays, projection,
+    CDN, broadcasts, quality set, HLS tag) are kept and given back as sent, with Gcore's defaults
+    (relay/store/models.py GcoreSettings); the two that would promise a feature the relay lacks are
+    refused when switched on, naming the field, rather than accepted and silently not done.
+    """
 
     name: str | None = Field(default=None, max_length=NAME_MAX)
     active: bool = True
     client_user_id: int | None = Field(default=None, ge=-INT64, le=INT64)
     srt_passphrase: str | None = None
     srt_latency_ms: int | None = Field(default=None, ge=20, le=8000)
+    client_entity_data: str | None = Field(default=None, max_length=CLIENT_ENTITY_DATA_MAX)
+    auto_record: bool = False
+    dvr_enabled: bool = False
+    dvr_duration: int = Field(default=3600, ge=30, le=14400)
+    record_type: Literal["origin", "transcoded"] = "origin"
+    html_overlay: bool = False
+    projection: Literal["regular", "vr360", "vr180", "vr360tb"] = "regular"
+    cdn_id: int | None = Field(default=None, ge=-INT64, le=INT64)
+    broadcast_ids: list[Annotated[int, Field(ge=-INT64, le=INT64)]] = Field(default_factory=list, max_length=1000)
+    quality_set_id: int | None = Field(default=None, ge=-INT64, le=INT64)
+    hls_mpegts_endlist_tag: bool = True
+
+    @field_validator("auto_record")
+    @classmethod
+    def _no_recording(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError("relay", RECORDING_REFUSED)
+        return value
+
+    @field_validator("dvr_enabled")
+    @classmethod
+    def _no_dvr(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError("relay", DVR_REFUSED)
+        return value
 
     @field_validator("srt_passphrase")
     @classmethod
@@ -54,7 +106,7 @@ class StreamFields(_Strict):
 class RestreamFields(_Strict):
     """Writable restream fields (Gcore's plus `tls_verify`); `live`, `id`, `client_id` are read-only."""
 
-    name: str | None = Field(default=None, max_length=NAME_MAX)
+    name: str = Field(default="", max_length=NAME_MAX)
     active: bool = True
     uri: str | None = None
     stream_id: int | None = Field(default=None, ge=-INT64, le=INT64)
@@ -98,6 +150,10 @@ def _message(error: Mapping[str, Any]) -> str:
         return str(error["msg"])
     if kind == "string_too_long":
         return f"is too long (maximum is {error.get('ctx', {}).get('max_length', NAME_MAX)} characters)"
+    if kind == "too_long":
+        return f"is too long (maximum is {error.get('ctx', {}).get('max_length')} items)"
+    if kind == "list_type":
+        return "must be an array"
     if kind == "literal_error":
         return f"must be one of: {error.get('ctx', {}).get('expected', '')}".replace("'", "")
     return _TYPE_MESSAGES.get(kind, "is invalid")
@@ -126,6 +182,10 @@ def parse_body(raw: bytes, wrapper: str) -> dict[str, Any]:
         raise BadRequest("request body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if wrapper in body and body[wrapper] is None:
+        # Terraform's provider models both forms and sends a removed nested attribute as null: the
+        # fields are then the flat ones beside it.
+        del body[wrapper]
     if wrapper in body:
         inner = body[wrapper]
         if not isinstance(inner, dict):
@@ -176,10 +236,11 @@ def validate_restream(
         if refusal is not None:
             errors["uri"] = [refusal]
     must_have = ("uri", "stream_id") if creating else ()
-    for name in ("name", "uri", "stream_id", "active", "no_audio", "no_audio_mode", "source", "tls_verify"):
+    # A null elsewhere restores the default (see _Strict); these two have none.
+    for name in ("uri", "stream_id"):
         if (name in body or name in must_have) and body.get(name) is None:
             field = "stream" if name == "stream_id" else name
-            message = INVALID_SCHEME if name == "uri" else "must exist" if name == "stream_id" else CANT_BE_BLANK
+            message = INVALID_SCHEME if name == "uri" else "must exist"
             errors.setdefault(field, [message])
     if model is None or errors:
         stream_id = body.get("stream_id")
@@ -187,8 +248,6 @@ def validate_restream(
         return ({"stream_id": stream_id} if usable else {}), errors
     names = RestreamFields.model_fields if creating else model.model_fields_set
     values = {name: getattr(model, name) for name in names if name != "source"}
-    if creating:
-        values["name"] = values["name"] or ""
     return values, errors
 
 

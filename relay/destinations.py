@@ -51,6 +51,11 @@ SRT_INT_OPTIONS: dict[str, tuple[int, int]] = {
     "pkt_size": (188, 1456),  # bytes (ffmpeg's other name for payload_size)
     "sndbuf": (32_768, 67_108_864),  # bytes, at most 64 MiB: libsrt allocates it per push, on our host
     "rcvbuf": (32_768, 67_108_864),  # bytes, likewise
+    # The kernel buffers of the UDP socket under libsrt (ffmpeg sets SRTO_UDP_SNDBUF / SRTO_UDP_RCVBUF);
+    # Gcore lists them among the common SRT parameters. Bytes, within sndbuf's bounds; the kernel caps
+    # what it grants at net.core.wmem_max / rmem_max.
+    "send_buffer_size": (32_768, 67_108_864),
+    "recv_buffer_size": (32_768, 67_108_864),
     "maxbw": (-1, 1_250_000_000),  # bytes/s (10 Gbit/s); -1: unlimited, 0: relative to inputbw
     "inputbw": (0, 1_250_000_000),  # bytes/s; 0: estimated
     "oheadbw": (5, 100),  # percent of the input rate kept for retransmission (libsrt's range)

@@ -53,6 +53,15 @@ async def update_stream(request: web.Request) -> web.Response:
     return json_response(stream_body(node.engine, node.addresses, stream))
 
 
+@routes.post(r"/streaming/streams/{id}/reset_push_token")
+async def reset_push_token(request: web.Request) -> web.Response:
+    """Gcore's token reset: a new token, the stream as GET shows it. The store announces the change, so
+    that when this answers every publisher on the old token is gone and the old token admits nobody."""
+    node = node_of(request)
+    stream = await node.store.reset_stream_token(path_id(request), client_id(request))
+    return not_found() if stream is None else json_response(stream_body(node.engine, node.addresses, stream))
+
+
 @routes.delete(r"/streaming/streams/{id}")
 async def delete_stream(request: web.Request) -> web.Response:
     node = node_of(request)

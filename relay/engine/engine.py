@@ -262,6 +262,8 @@ class Engine:
                 elif before is not None and not before.active:  # switched on: its restreams are wanted again
                     for active in await self.store.active_restreams(change.stream_id):
                         self.pushes.set(active.id, active)
+                if after is not None and before is not None and after.token != before.token:
+                    self.end_stream(change.stream_id)  # its publishers came in on a token that is gone
                 return
             record, previous = change.after, change.before
             stream = await self.store.get_stream(record.stream_id) if record is not None else None
@@ -271,8 +273,13 @@ class Engine:
                 self.supervisor.retry_now(record.id)  # switched on: no waiting out a backoff
 
     def end_stream(self, stream_id: int) -> None:
-        """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
-        self._disconnect(stream_id, EndReason.KICKED, ended_as=EndReason.KICKED)
+        """Disconnect every publisher of the stream, whichever input it came in on, and end the pushes at
+        once: no grace, the stream is gone, off, or its token was reset (an encoder given the new token
+        starts them again)."""
+        for session in self.registry.sessions_of(stream_id):
+            if session.publisher is not None:
+                session.publisher.disconnect(EndReason.KICKED)
+                self._session_ended(session, EndReason.KICKED)
         hub = self._hubs.get(stream_id)
         if hub is not None and hub.live:
             hub.close()

@@ -46,6 +46,11 @@ class LiveRegistry:
         """The session publishing now."""
         return self._live.get(stream_id)
 
+    def sessions_of(self, stream_id: int) -> list[LiveSession]:
+        """Every session publishing the stream now, one per input (what a token reset must end)."""
+        session = self._live.get(stream_id)
+        return [session] if session is not None else []
+
     def publisher_of(self, stream_id: int) -> PublisherHandle | None:
         session = self._live.get(stream_id)
         return session.publisher if session is not None else None

@@ -8,13 +8,18 @@ ever learning that the object exists.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from relay.store.changes import ChangeFeed
-from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
+from relay.store.models import ApiKeyRecord, GcoreSettings, Page, RestreamRecord, StreamRecord
 
-STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms"})
+STREAM_FIELDS = frozenset(
+    {"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms", "client_entity_data"}
+)
+GCORE_SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(GcoreSettings))
+"""Stream fields kept together as `StreamRecord.gcore_settings` (see relay/store/models.py)."""
 RESTREAM_FIELDS = frozenset(
     {"name", "active", "uri", "stream_id", "client_user_id", "no_audio", "no_audio_mode", "tls_verify"}
 )
@@ -67,6 +72,13 @@ class Store(abc.ABC):
     async def update_stream(
         self, stream_id: int, client_id: int, changes: Mapping[str, Any]
     ) -> StreamRecord | None: ...
+
+    @abc.abstractmethod
+    async def reset_stream_token(self, stream_id: int, client_id: int) -> StreamRecord | None:
+        """Give the stream a new publish token (made as at creation); None if the client has no such stream.
+
+        Announced as any update (`StreamChanged`, the old token in `before`): the engine disconnects
+        every publisher that came in on the old one, and the secret registry learns the new one."""
 
     @abc.abstractmethod
     async def delete_stream(self, stream_id: int, client_id: int) -> bool:

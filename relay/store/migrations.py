@@ -54,6 +54,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE streams ADD COLUMN srt_latency_ms INTEGER;
     """,
+    # Gcore's client_entity_data, and its stream settings that the relay only keeps and gives back
+    # (relay/store/models.py GcoreSettings) as one JSON object: no query ever looks into them, and
+    # Gcore's next such setting needs no migration. '{}' reads as every setting at its default.
+    """
+    ALTER TABLE streams ADD COLUMN client_entity_data TEXT;
+    ALTER TABLE streams ADD COLUMN gcore_settings TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 

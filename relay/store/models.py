@@ -10,6 +10,30 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class GcoreSettings:
+    """Gcore stream settings the relay keeps only to give them back as they were sent.
+
+    None of them means anything here (no DVR, recording, HTML overlays, player, CDN or transcoding), but
+    a Gcore client and Terraform read back what they wrote: a setting lost would be drift on every plan.
+    The defaults are Gcore's, the values its Terraform provider plans with when a setting is left out.
+    Those that would promise what the relay does not do (`auto_record`, `dvr_enabled` switched on) are
+    refused by the API before they reach the store.
+    """
+
+    auto_record: bool = False
+    dvr_enabled: bool = False
+    dvr_duration: int = 3600
+    """Seconds of DVR window (Gcore: 30 to 14400)."""
+    record_type: str = "origin"
+    html_overlay: bool = False
+    projection: str = "regular"
+    cdn_id: int | None = None
+    broadcast_ids: tuple[int, ...] = ()
+    quality_set_id: int | None = None
+    hls_mpegts_endlist_tag: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class StreamRecord:
     """A source a client can publish to. `token` is the secret half of the stream key."""
 
@@ -23,6 +47,9 @@ class StreamRecord:
     srt_passphrase: str | None = field(default=None, repr=False)
     srt_latency_ms: int | None = None
     """SRT receiver latency for this stream's publishers; None uses the relay's default."""
+    client_entity_data: str | None = None
+    """The client's own free text (Gcore: up to 4096 characters), kept and returned as sent."""
+    gcore_settings: GcoreSettings = field(default_factory=GcoreSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import secrets
 import sqlite3
@@ -20,10 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.store.base import RESTREAM_FIELDS, STREAM_FIELDS, AmbiguousKeyPrefix, Store, StoreError, StoreUnavailable
+from relay.store.base import (
+    GCORE_SETTINGS_FIELDS,
+    RESTREAM_FIELDS,
+    STREAM_FIELDS,
+    AmbiguousKeyPrefix,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.migrations import connect, migrate
-from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
+from relay.store.models import ApiKeyRecord, GcoreSettings, Page, RestreamRecord, StreamRecord
 from relay.store.permissions import make_private
 
 T = TypeVar("T")
@@ -48,6 +58,27 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _settings_json(settings: GcoreSettings) -> str:
+    return json.dumps(dataclasses.asdict(settings), separators=(",", ":"))
+
+
+def _settings(text: str) -> GcoreSettings:
+    """The stored settings over the defaults: a key this relay does not know is left out, a missing one is
+    the default (a row written before a setting existed)."""
+    stored = json.loads(text or "{}")
+    known = {name: value for name, value in stored.items() if name in GCORE_SETTINGS_FIELDS}
+    if isinstance(known.get("broadcast_ids"), list):
+        known["broadcast_ids"] = tuple(known["broadcast_ids"])
+    return GcoreSettings(**known)
+
+
+def _with_settings(settings: GcoreSettings, values: Mapping[str, Any]) -> GcoreSettings:
+    changes = {name: value for name, value in values.items() if name in GCORE_SETTINGS_FIELDS}
+    if "broadcast_ids" in changes:
+        changes["broadcast_ids"] = tuple(changes["broadcast_ids"] or ())
+    return dataclasses.replace(settings, **changes)
+
+
 def _stream(row: sqlite3.Row) -> StreamRecord:
     return StreamRecord(
         id=row["id"],
@@ -59,6 +90,8 @@ def _stream(row: sqlite3.Row) -> StreamRecord:
         client_user_id=row["client_user_id"],
         srt_passphrase=row["srt_passphrase"],
         srt_latency_ms=row["srt_latency_ms"],
+        client_entity_data=row["client_entity_data"],
+        gcore_settings=_settings(row["gcore_settings"]),
     )
 
 
@@ -171,12 +204,14 @@ class SqliteStore(Store):
     # Streams ------------------------------------------------------------------------------
     async def create_stream(self, client_id: int, fields: Mapping[str, Any]) -> StreamRecord:
         values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
+        settings = _with_settings(GcoreSettings(), fields)
 
         def work(conn: sqlite3.Connection) -> StreamRecord:
             def insert(c: sqlite3.Connection) -> StreamRecord:
                 cur = c.execute(
                     "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                    " srt_latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " srt_latency_ms, client_entity_data, gcore_settings, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         client_id,
                         values.get("name", ""),
@@ -185,6 +220,8 @@ class SqliteStore(Store):
                         values.get("client_user_id"),
                         values.get("srt_passphrase"),
                         values.get("srt_latency_ms"),
+                        values.get("client_entity_data"),
+                        _settings_json(settings),
                         _now(),
                     ),
                 )
@@ -219,13 +256,29 @@ class SqliteStore(Store):
 
     async def update_stream(self, stream_id: int, client_id: int, changes: Mapping[str, Any]) -> StreamRecord | None:
         values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
+        settings_changed = not GCORE_SETTINGS_FIELDS.isdisjoint(changes)
+
+        def columns(before: StreamRecord) -> dict[str, Any]:
+            if not settings_changed:
+                return values
+            return {**values, "gcore_settings": _settings_json(_with_settings(before.gcore_settings, changes))}
+
+        return await self._change_stream(stream_id, client_id, columns)
+
+    async def reset_stream_token(self, stream_id: int, client_id: int) -> StreamRecord | None:
+        return await self._change_stream(stream_id, client_id, lambda before: {"token": new_token()})
+
+    async def _change_stream(
+        self, stream_id: int, client_id: int, columns: Callable[[StreamRecord], Mapping[str, Any]]
+    ) -> StreamRecord | None:
+        """Write `columns(before)` to the client's stream in one transaction and announce the change."""
 
         def work(conn: sqlite3.Connection) -> tuple[StreamRecord, StreamRecord] | None:
             def update(c: sqlite3.Connection) -> tuple[StreamRecord, StreamRecord] | None:
                 before = _select_stream(c, stream_id, client_id)
                 if before is None:
                     return None
-                _update_row(c, "streams", stream_id, values)
+                _update_row(c, "streams", stream_id, columns(before))
                 after = _select_stream(c, stream_id, client_id)
                 assert after is not None
                 return before, after
@@ -531,7 +584,8 @@ def _select_restream(conn: sqlite3.Connection, restream_id: int, client_id: int 
 def _update_row(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> None:
     if not values:
         return
-    # Column names come from the STREAM_FIELDS/RESTREAM_FIELDS allow-lists, never from the request.
+    # Column names come from the STREAM_FIELDS/RESTREAM_FIELDS allow-lists (or the store's own: token,
+    # gcore_settings), never from the request.
     assignments = ", ".join(f"{name} = ?" for name in values)
     params = [int(v) if isinstance(v, bool) else v for v in values.values()]
     conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*params, row_id))

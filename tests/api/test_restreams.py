@@ -99,6 +99,7 @@ async def test_documented_messages(api: ApiClient) -> None:
         "srt://10.0.0.5:9000",
         "srt://relay.example.com:5001?streamid=12%23tok",
         "srt://relay.example.com:5001?streamid=12#tok",
+        "srt://relay.example.com:5001?mode=caller&send_buffer_size=1048576&recv_buffer_size=1048576",
         "rtmp://[2001:db8::1]:1935/live/key",
     ],
 )
@@ -135,6 +136,7 @@ async def test_accepted_destinations(api: ApiClient, uri: str) -> None:
         ("srt://host:5000?latency=abc", "srt option 'latency' must be an integer"),
         ("srt://host:5000?passphrase=short", "srt passphrase must be 10 to 79 characters"),
         ("srt://host:5000?mode=caller&mode=caller", "srt option 'mode' is given twice"),
+        ("srt://host:5000?send_buffer_size=1024", "srt option 'send_buffer_size' must be from 32768 to 67108864"),
         ("rtmp://h/" + "a" * 2100, "uri is too long (maximum is 2048 characters)"),
     ],
 )

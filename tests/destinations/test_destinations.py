@@ -83,6 +83,17 @@ def test_gcore_example_and_a_79_character_passphrase_pass() -> None:
     parse_destination("srt://h:9000?passphrase=" + "p" * 79)
 
 
+def test_gcore_common_srt_buffer_options_pass_and_are_bounded() -> None:
+    # Gcore lists send_buffer_size and recv_buffer_size among the common SRT parameters; ffmpeg's libsrt
+    # takes both from the URL (the UDP socket's SO_SNDBUF / SO_RCVBUF).
+    uri = "srt://h:9000?mode=caller&send_buffer_size=1048576&recv_buffer_size=262144"
+    assert parse_destination(uri).uri == uri
+    for name in ("send_buffer_size", "recv_buffer_size"):
+        with pytest.raises(InvalidDestination) as refused:
+            parse_destination(f"srt://h:9000?{name}=2147483647")
+        assert str(refused.value) == f"srt option '{name}' must be from 32768 to 67108864"
+
+
 def test_older_uris_still_push_when_options_are_not_checked() -> None:
     # Accepted under the old rules (no ranges), still in the store: the push only needs host and port.
     destination = parse_destination("srt://h:9000?latency=120000000", check_options=False)

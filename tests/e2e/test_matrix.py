@@ -27,12 +27,14 @@ async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media,
     rtmps_backend = await rig.receiver("rtmps")
     srt = await rig.receiver("srt", srt=True)
     rtmps_port = await rig.tls_proxy(rtmps_backend.port)
+    # The SRT push carries Gcore's common buffer options: ffmpeg's libsrt sizes its UDP socket from them.
+    srt_uri = srt.uri() + "&send_buffer_size=1048576&recv_buffer_size=1048576"
     ids = {
         "rtmp": (await api.add_restream(stream["id"], rtmp.uri(), rtmp.key))["id"],
         "rtmps": (await api.add_restream(stream["id"], rtmps_backend.uri("rtmps", rtmps_port), rtmps_backend.key))[
             "id"
         ],
-        "srt": (await api.add_restream(stream["id"], srt.uri()))["id"],
+        "srt": (await api.add_restream(stream["id"], srt_uri))["id"],
     }
     url = {
         "rtmp": stream["push_url"],

@@ -130,6 +130,32 @@ async def test_a_silent_publisher_is_taken_over(engine: Engine, store: SqliteSto
     assert engine.stream_snapshot(stream.id).live
 
 
+async def test_a_token_reset_disconnects_the_publisher_and_admits_only_the_new_token(
+    engine: Engine, store: SqliteStore
+) -> None:
+    stream = await store.create_stream(1, {"name": "show"})
+    publisher = Publisher()
+    sink = await publish(engine, stream.id, stream.token, publisher)
+    await store.update_stream(stream.id, 1, {"name": "renamed"})  # another change leaves it alone
+    assert publisher.disconnected == [] and engine.is_live(stream.id)
+
+    reset = await store.reset_stream_token(stream.id, 1)  # no engine call: the change feed carries it
+    assert reset is not None
+    assert publisher.disconnected == [EndReason.KICKED] and not engine.is_live(stream.id)
+    sink.close(EndReason.KICKED)  # as the ingest does once the connection is closed: nothing more happens
+    assert not engine.is_live(stream.id)
+    with pytest.raises(PublishRefused) as refused:
+        await publish(engine, stream.id, stream.token, Publisher())
+    assert refused.value.reason is RefusalReason.BAD_TOKEN
+    # The SRT handshake admission reads the store from libsrt's thread: it sees the new token too.
+    with pytest.raises(PublishRefused) as refused:
+        engine.admission.check(f"{stream.id}#{stream.token}")
+    assert refused.value.reason is RefusalReason.BAD_TOKEN
+    assert engine.admission.check(f"{stream.id}#{reset.token}").stream_id == stream.id
+    await publish(engine, stream.id, reset.token, Publisher(peer="127.0.0.1:50001"))
+    assert engine.is_live(stream.id)
+
+
 async def test_restream_status_says_why_no_push_runs(engine: Engine, store: SqliteStore) -> None:
     stream = await store.create_stream(1, {"name": "show"})
     on = await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://127.0.0.1:1/live/a"})

@@ -39,6 +39,14 @@ def test_mpegts_source_to_srt() -> None:
     assert opt(a, "-max_interleave_delta") == "1" and "-max_interleave_delta" not in argv("rtmp://h/live/k")
 
 
+def test_srt_buffer_options_reach_ffmpeg_in_the_uri() -> None:
+    # ffmpeg's libsrt reads send_buffer_size / recv_buffer_size from the URL and sets the UDP socket's
+    # SO_SNDBUF / SO_RCVBUF (seen with strace): the URI goes to ffmpeg as accepted.
+    uri = "srt://h:9000?mode=caller&send_buffer_size=1048576&recv_buffer_size=524288"
+    a = argv(uri, ContainerFormat.MPEGTS)
+    assert a[-1] == uri
+
+
 def test_rtmps_verifies_by_default_and_may_opt_out() -> None:
     a = argv("rtmps://h:443/app/key", settings=CommandSettings(ca_file="/tmp/ca.pem"))
     assert opt(a, "-tls_verify") == "1" and opt(a, "-ca_file") == "/tmp/ca.pem"

@@ -30,9 +30,11 @@ async def test_follows_every_secret_the_store_holds(tmp_path: Path) -> None:
 
         await store.update_stream(old.id, 1, {"srt_passphrase": None})
         assert "old-passphrase-1" not in secrets and old.token in secrets
+        reset = await store.reset_stream_token(old.id, 1)  # a new token is masked from its first log line
+        assert reset is not None and reset.token in secrets
         await store.delete_stream(new.id, 2)  # its restreams go with it, without a change of their own
         assert new.token not in secrets and "replaced-key" not in secrets
-        assert "old-dest-key" in secrets
+        assert "old-dest-key" in secrets and reset.token in secrets
 
         unsubscribe()
         late = await store.create_stream(1, {"name": "unfollowed"})
