@@ -14,7 +14,7 @@ from typing import Any
 from relay.store.changes import ChangeFeed
 from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 
-STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms"})
+STREAM_FIELDS = frozenset({"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms", "pull", "uri"})
 RESTREAM_FIELDS = frozenset(
     {"name", "active", "uri", "stream_id", "client_user_id", "no_audio", "no_audio_mode", "tls_verify"}
 )

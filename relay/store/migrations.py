@@ -54,6 +54,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE streams ADD COLUMN srt_latency_ms INTEGER;
     """,
+    """
+    ALTER TABLE streams ADD COLUMN pull INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE streams ADD COLUMN uri TEXT;
+    """,
 ]
 
 

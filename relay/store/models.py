@@ -23,6 +23,11 @@ class StreamRecord:
     srt_passphrase: str | None = field(default=None, repr=False)
     srt_latency_ms: int | None = None
     """SRT receiver latency for this stream's publishers; None uses the relay's default."""
+    pull: bool = False
+    """The relay feeds the stream itself by pulling `uri` (relay/pull/); publishers are refused."""
+    uri: str | None = field(default=None, repr=False)
+    """Where a pulled stream's media comes from: space-separated alternatives, tried in turn. May hold
+    secrets (a stream key, a password): never log it unmasked."""
 
 
 @dataclass(frozen=True, slots=True)

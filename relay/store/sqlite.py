@@ -59,6 +59,8 @@ def _stream(row: sqlite3.Row) -> StreamRecord:
         client_user_id=row["client_user_id"],
         srt_passphrase=row["srt_passphrase"],
         srt_latency_ms=row["srt_latency_ms"],
+        pull=bool(row["pull"]),
+        uri=row["uri"],
     )
 
 
@@ -176,7 +178,7 @@ class SqliteStore(Store):
             def insert(c: sqlite3.Connection) -> StreamRecord:
                 cur = c.execute(
                     "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                    " srt_latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " srt_latency_ms, pull, uri, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         client_id,
                         values.get("name", ""),
@@ -185,6 +187,8 @@ class SqliteStore(Store):
                         values.get("client_user_id"),
                         values.get("srt_passphrase"),
                         values.get("srt_latency_ms"),
+                        int(values.get("pull", False)),
+                        values.get("uri"),
                         _now(),
                     ),
                 )
