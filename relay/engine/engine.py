@@ -26,7 +26,7 @@ import imageio_ffmpeg
 from relay.config import Settings
 from relay.engine.admission import Admission
 from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
-from relay.engine.pulls import PullPlan
+from relay.engine.pulls import PullPlan, pulled
 from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
 from relay.engine.sink import SessionSink
@@ -298,6 +298,8 @@ class Engine:
             if isinstance(change, StreamChanged):
                 after, before = change.after, change.before
                 self.pulls.set(change.stream_id, after)
+                if after is not None and after.active and pulled(before) and not pulled(after):
+                    self.end_stream(change.stream_id)  # not pulled any more: a held grace period ends too
                 if after is None or not after.active:
                     self.end_stream(change.stream_id)  # deleted or deactivated: refuse and stop at once
                     self.pushes.drop_stream(change.stream_id)
