@@ -174,6 +174,7 @@ def validate_stream(
         for index, source in enumerate(parse_sources(model.uri), start=1):
             refusal = policy.check_host(source.host, client_id)
             if refusal is not None:
+                refusal = refusal.replace("destination not allowed", "source not allowed")
                 several = " " in model.uri
                 errors["uri"] = [f"alternative {index}: {refusal}" if several else refusal]
                 break

@@ -58,6 +58,8 @@ from relay.ingest.gate import (
 from relay.keys import ADMIN_CLIENT_ID
 from relay.media.packets import ContainerFormat
 from relay.policy import DestinationPolicy, parse_rules
+from relay.pull.process import PullProcess
+from relay.pull.runner import ProcessFactory as PullProcessFactory
 from relay.pull.runner import PullSettings
 from relay.push.process import FfmpegProcess
 from relay.store.base import Store
@@ -83,6 +85,7 @@ class Engine:
         *,
         clock: Callable[[], float] = time.monotonic,
         process_factory: ProcessFactory = FfmpegProcess,
+        pull_process_factory: PullProcessFactory = PullProcess,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -111,7 +114,13 @@ class Engine:
             retry_max_delay_seconds=settings.pull_retry_max_delay_seconds,
             stall_timeout_seconds=settings.pull_stall_timeout_seconds,
         )
-        self.pulls = PullPlan(self._open_pulled, self.destination_policy, ffmpeg_path, pull_settings)
+        self.pulls = PullPlan(
+            self._open_pulled,
+            self.destination_policy,
+            ffmpeg_path,
+            pull_settings,
+            process_factory=pull_process_factory,
+        )
         """The streams the relay feeds itself (`pull: true`), as publishers of their hubs."""
         self._push_states: dict[int, PushState] = {}
         self._listeners: list[EventListener] = []
