@@ -15,8 +15,6 @@ destination policy's question (relay/policy.py), asked of every alternative.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from relay.destinations import Destination, InvalidDestination, parse_destination, parse_location
 from relay.ingest.gate import SourceType
 
@@ -100,7 +98,3 @@ def normalise_sources(text: str) -> str:
     """The `uri` as stored: each alternative normalised, one space between them; raises InvalidSource."""
     return " ".join(source.uri for source in parse_sources(text))
 
-
-def scheme_of(uri: str) -> str:
-    """The scheme of a stored alternative (lower case), for logs and metrics."""
-    return urlsplit(uri, allow_fragments=False).scheme.lower()
