@@ -97,4 +97,3 @@ def parse_sources(text: str) -> tuple[Destination, ...]:
 def normalise_sources(text: str) -> str:
     """The `uri` as stored: each alternative normalised, one space between them; raises InvalidSource."""
     return " ".join(source.uri for source in parse_sources(text))
-
