@@ -13,6 +13,7 @@ from relay.engine import Engine
 from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
 from relay.engine.status import IngestStatus, RestreamStatus, StreamSnapshot
 from relay.ingest.addresses import IngestAddresses
+from relay.pull.runner import PullStatus
 from relay.store.models import GcoreSettings, RestreamRecord, StreamRecord
 
 
@@ -41,6 +42,20 @@ def ingest_status_body(status: IngestStatus) -> dict[str, Any]:
             "encrypted": link.encrypted,
         }
     return body
+
+
+def pull_status_body(status: PullStatus) -> dict[str, Any]:
+    """The `pull` of a stream's extension `status` (the source and the error come masked)."""
+    return {
+        "state": status.state.value,
+        "source": status.source,
+        "source_index": status.source_index,
+        "sources": status.sources,
+        "since": iso(status.since),
+        "attempts": status.attempts,
+        "last_error": status.last_error,
+        "next_retry_seconds": status.next_retry_seconds,
+    }
 
 
 def restream_status_body(status: RestreamStatus) -> dict[str, Any]:
@@ -88,6 +103,8 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         "push_url_rtmps": urls.rtmps,
         "srt_passphrase": stream.srt_passphrase,
         "srt_latency_ms": stream.srt_latency_ms,
+        "pull": stream.pull,
+        "uri": stream.uri,
         "live": snapshot.live,
         "backup_live": False,
         "stream_source_type": live["stream_source_type"],
@@ -101,7 +118,7 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         **gcore_settings_body(stream.gcore_settings),
         "low_latency_enabled": True,  # Gcore: deprecated, always true (its Terraform provider reads it)
         "created_at": iso(stream.created_at),
-        "status": live["status"],
+        "status": {**live["status"], "pull": pull_status_body(snapshot.pull) if snapshot.pull else None},
     }
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from relay.destinations import MAX_URI_LENGTH
+from relay.ingest.gate import SourceType
+from relay.pull.runner import PullState
+from relay.pull.sources import MAX_ALTERNATIVES
 from relay.supervisor.states import PushState
 
 _INT = {"type": "integer", "format": "int64"}
@@ -12,6 +16,7 @@ _NULL_INT = {"type": "integer", "format": "int64", "nullable": True}
 _NULL_STR = {"type": "string", "nullable": True}
 _NULL_NUM = {"type": "number", "nullable": True}
 _TIME = {"type": "string", "format": "date-time", "nullable": True}
+_PULL_URI_MAX = MAX_ALTERNATIVES * MAX_URI_LENGTH
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -175,6 +180,24 @@ _STREAM_INPUT = {
             "description": "Extension (ours): SRT receiver latency for this stream",
         },
         **_GCORE_SETTINGS_INPUT,
+        "pull": {
+            "type": "boolean",
+            "nullable": True,
+            "default": False,
+            "description": "true: the relay feeds the stream itself by pulling `uri` (publishers are refused); "
+            "null is false",
+        },
+        "uri": {
+            "type": "string",
+            "nullable": True,
+            "maxLength": _PULL_URI_MAX,
+            "description": "The source a pulled stream reads: rtmp://host[:port]/app/key, rtmps://..., "
+            "srt://host:port?mode=caller&..., rtsp://host[:port]/path (pulled over TCP), or http(s):// serving "
+            "HLS or MPEG-TS. Several addresses separated by spaces are alternatives, tried in turn. Required "
+            "when pull is true. For clients other than the operator's, a host that is or resolves to a "
+            "loopback, private, link-local, shared, multicast or reserved address is refused (422 on uri "
+            "here, a failed attempt when resolved before each pull)",
+        },
     },
 }
 _RESTREAM_INPUT = {
@@ -216,9 +239,11 @@ _STREAM = {
         "push_url_rtmps": _NULL_STR,
         "srt_passphrase": _NULL_STR,
         "srt_latency_ms": _NULL_INT,
+        "pull": {"type": "boolean"},
+        "uri": _NULL_STR,
         "live": {"type": "boolean"},
         "backup_live": {"type": "boolean"},
-        "stream_source_type": {"type": "string", "enum": ["rtmp", "srt"], "nullable": True},
+        "stream_source_type": {"type": "string", "enum": [kind.value for kind in SourceType], "nullable": True},
         "started_at_primary": _TIME,
         "finished_at_primary": _TIME,
         "video_width": _NULL_NUM,
@@ -241,6 +266,24 @@ _STREAM = {
         "status": {
             "type": "object",
             "description": "Extension (ours): what the ingest sees of the source",
+            "properties": {
+                "pull": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "A pulled stream's pull (null otherwise): which alternative (masked, from 1), "
+                    "its state, why the last failed attempt failed (masked), the wait before the next",
+                    "properties": {
+                        "state": {"type": "string", "enum": [state.value for state in PullState]},
+                        "source": _NULL_STR,
+                        "source_index": _NULL_INT,
+                        "sources": _INT,
+                        "since": _TIME,
+                        "attempts": _INT,
+                        "last_error": _NULL_STR,
+                        "next_retry_seconds": _NULL_NUM,
+                    },
+                },
+            },
             "additionalProperties": True,
         },
     },

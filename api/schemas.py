@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from api.errors import BadRequest, ValidationFailed
-from relay.destinations import INVALID_SCHEME, InvalidDestination, parse_destination
+from relay.destinations import INVALID_SCHEME, MAX_URI_LENGTH, InvalidDestination, parse_destination
 from relay.policy import DestinationPolicy
+from relay.pull.sources import INVALID_SOURCE_SCHEME, MAX_ALTERNATIVES, InvalidSource, normalise_sources, parse_sources
 from relay.srt.passphrase import PASSPHRASE_LENGTH_RULE, passphrase_length_ok
 
 INT64 = 2**63 - 1
@@ -91,6 +92,21 @@ class StreamFields(_Strict):
             raise PydanticCustomError("relay", DVR_REFUSED)
         return value
 
+    pull: bool | None = False
+    """Null (Terraform's removed attribute) is the default, false."""
+    uri: str | None = Field(default=None, max_length=MAX_ALTERNATIVES * MAX_URI_LENGTH)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            # Stored normalised (scheme and host in lower case, one space between alternatives).
+            return normalise_sources(value)
+        except InvalidSource as exc:
+            raise PydanticCustomError("relay", str(exc)) from None
+
     @field_validator("srt_passphrase")
     @classmethod
     def _passphrase(cls, value: str | None) -> str | None:
@@ -159,13 +175,13 @@ def _message(error: Mapping[str, Any]) -> str:
     return _TYPE_MESSAGES.get(kind, "is invalid")
 
 
-def _errors(exc: ValidationError) -> dict[str, list[str]]:
+def _errors(exc: ValidationError, *, invalid_uri: str = INVALID_SCHEME) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False, include_input=False):
         field = str(error["loc"][0]) if error["loc"] else "base"
         message = _message(error)
-        if field == "uri" and error["type"] != "relay":
-            message = INVALID_SCHEME
+        if field == "uri" and error["type"] not in ("relay", "string_too_long"):
+            message = invalid_uri
         if field == "stream_id" and error["type"] != "relay":
             field, message = "stream", "must exist"
         found.setdefault(field, [])
@@ -198,14 +214,33 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """The fields to store (only those sent, on update), or ValidationFailed."""
+PULL_NEEDS_URI = "can't be blank when pull is true"
+
+
+def validate_stream(
+    body: dict[str, Any], *, creating: bool, policy: DestinationPolicy, client_id: int
+) -> dict[str, Any]:
+    """The fields to store (only those sent, on update), or ValidationFailed.
+
+    A pulled source's `uri` is held against the destination policy for `client_id`, alternative by
+    alternative (relay/policy.py): the relay would connect there on the client's behalf.
+    """
     errors: dict[str, list[str]] = {}
     try:
         model = StreamFields.model_validate(body)
     except ValidationError as exc:
-        errors = _errors(exc)
+        errors = _errors(exc, invalid_uri=INVALID_SOURCE_SCHEME)
         model = None
+    if model is not None and model.uri is not None:
+        for index, source in enumerate(parse_sources(model.uri), start=1):
+            refusal = policy.check_host(source.host, client_id)
+            if refusal is not None:
+                refusal = refusal.replace("destination not allowed", "source not allowed")
+                several = " " in model.uri
+                errors["uri"] = [f"alternative {index}: {refusal}" if several else refusal]
+                break
+    if creating and model is not None and model.pull and model.uri is None and "uri" not in errors:
+        errors["uri"] = [PULL_NEEDS_URI]
     name = body.get("name")
     sent_name = "name" in body
     if (creating or sent_name) and "name" not in errors and (not isinstance(name, str) or not name.strip()):
@@ -214,7 +249,10 @@ def validate_stream(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         raise ValidationFailed(errors)
     # On create every field (unsent ones at their defaults); on update only those sent.
     fields = StreamFields.model_fields if creating else model.model_fields_set
-    return {name: getattr(model, name) for name in fields}
+    values = {name: getattr(model, name) for name in fields}
+    if "pull" in values:
+        values["pull"] = bool(values["pull"])
+    return values
 
 
 def validate_restream(

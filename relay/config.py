@@ -67,6 +67,11 @@ class Settings:
     http_body_timeout_seconds: float = 10.0
     http_keepalive_timeout_seconds: float = 15.0
     event_feeds_reserved_per_client: int = 4
+    # Pulled sources (issue 11): how a stream with `pull: true` is fed. Documented in the README's table.
+    pull_retry_max_delay_seconds: float = 10.0
+    """Cap of the backoff between pull attempts (alternatives tried in turn)."""
+    pull_stall_timeout_seconds: float = 10.0
+    """A pull that delivers no media for this long is restarted."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -133,6 +138,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_HTTP_BODY_TIMEOUT_SECONDS": "http_body_timeout_seconds",
     "RELAY_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "http_keepalive_timeout_seconds",
     "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
+    "RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "pull_retry_max_delay_seconds",
+    "RELAY_PULL_STALL_TIMEOUT_SECONDS": "pull_stall_timeout_seconds",
 }
 
 
@@ -207,6 +214,9 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
     if not 0 <= changes.get("api_auth_failure_delay_seconds", 0) <= 10:
         # A held answer keeps a socket open; more than the graceful-stop time would also hold the stop.
         raise ConfigError("RELAY_API_AUTH_FAILURE_DELAY_SECONDS: expected 0 to 10")
+    for name in ("RELAY_PULL_RETRY_MAX_DELAY_SECONDS", "RELAY_PULL_STALL_TIMEOUT_SECONDS"):
+        if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
+            raise ConfigError(f"{name}: must be positive")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from relay.media.packets import ContainerFormat
 from relay.policy import IPAddress, literal_address
@@ -126,10 +126,36 @@ def parse_destination(uri: str, *, check_options: bool = True) -> Destination:
     scheme = raw_scheme.lower()
     if not sep or scheme not in SCHEMES:
         raise InvalidDestination(INVALID_SCHEME)
+    normalised, parts, host, port = parse_location(scheme, rest)
+    if scheme == "srt":
+        if port is None:
+            raise InvalidDestination("srt uri must name a port")
+        if parts.path not in ("", "/"):
+            raise InvalidDestination("srt uri must not have a path")
+        if check_options:
+            _check_srt_query(parts.query)
+    else:
+        if parts.fragment:
+            raise InvalidDestination("uri must not have a fragment")
+        segments = [s for s in parts.path.split("/") if s]
+        if not segments:
+            raise InvalidDestination(f"{scheme} uri needs an application path, e.g. {scheme}://host/app/stream-key")
+        port = port or (443 if scheme == "rtmps" else 1935)
+    return Destination(scheme=scheme, host=host, port=port, uri=normalised)
+
+
+def parse_location(scheme: str, rest: str) -> tuple[str, SplitResult, str, int | None]:
+    """(normalised URI, its parts, host, explicit port) of `scheme://rest`, or InvalidDestination.
+
+    The strict reading every URI the relay connects to gets (destinations here, pulled sources in
+    relay/pull/sources.py): safe characters only, one reading of the host for us and for ffmpeg (no
+    second '@' or backslash for parsers to disagree on), a valid name or address, a port in range.
+    `scheme` is already in lower case; the host comes out in lower case too.
+    """
+    uri = f"{scheme}://{rest}"
     _check_characters(uri)
     authority, tail = _split_authority(scheme, rest)
     userinfo, at, hostport = authority.rpartition("@")
-    # One reading of the host for us and for ffmpeg: no second '@' or backslash for parsers to disagree on.
     if "@" in userinfo or "\\" in authority:
         raise InvalidDestination("uri host is not a valid host name or address")
     normalised = f"{scheme}://{userinfo}{at}{hostport.lower()}{tail}"
@@ -151,21 +177,7 @@ def parse_destination(uri: str, *, check_options: bool = True) -> Destination:
         raise InvalidDestination("uri port must be a number from 1 to 65535") from exc
     if port == 0:
         raise InvalidDestination("uri port must be a number from 1 to 65535")
-    if scheme == "srt":
-        if port is None:
-            raise InvalidDestination("srt uri must name a port")
-        if parts.path not in ("", "/"):
-            raise InvalidDestination("srt uri must not have a path")
-        if check_options:
-            _check_srt_query(parts.query)
-    else:
-        if parts.fragment:
-            raise InvalidDestination("uri must not have a fragment")
-        segments = [s for s in parts.path.split("/") if s]
-        if not segments:
-            raise InvalidDestination(f"{scheme} uri needs an application path, e.g. {scheme}://host/app/stream-key")
-        port = port or (443 if scheme == "rtmps" else 1935)
-    return Destination(scheme=scheme, host=host, port=port, uri=normalised)
+    return normalised, parts, host, port
 
 
 def with_address(destination: Destination, address: IPAddress) -> str:

@@ -24,10 +24,13 @@ from relay.store.models import RestreamRecord, StreamRecord
 
 
 def stream_secrets(stream: StreamRecord | None) -> list[str]:
-    """A stream's publish token and SRT passphrase."""
+    """A stream's publish token and SRT passphrase, and the secrets of each source it pulls (`uri`)."""
     if stream is None:
         return []
-    return [s for s in (stream.token, stream.srt_passphrase) if s]
+    found = [s for s in (stream.token, stream.srt_passphrase) if s]
+    for alternative in (stream.uri or "").split():
+        found += secrets_of(alternative)
+    return found
 
 
 def restream_secrets(restream: RestreamRecord | None) -> list[str]:

@@ -8,7 +8,7 @@ from api.auth import client_id
 from api.bodies import stream_body
 from api.errors import ValidationFailed, json_response, not_found
 from api.routes.common import node_of, paged_response, path_id, read_body
-from api.schemas import parse_body, validate_stream
+from api.schemas import PULL_NEEDS_URI, parse_body, validate_stream
 
 routes = web.RouteTableDef()
 
@@ -17,7 +17,10 @@ routes = web.RouteTableDef()
 async def create_stream(request: web.Request) -> web.Response:
     node = node_of(request)
     owner = client_id(request)
-    fields = validate_stream(parse_body(await read_body(request), "stream"), creating=True)
+    policy = node.engine.destination_policy
+    fields = validate_stream(
+        parse_body(await read_body(request), "stream"), creating=True, policy=policy, client_id=owner
+    )
     limit = node.engine.limits.of(owner).streams
     if (await node.store.list_streams(owner, 0, 0)).total >= limit:
         raise ValidationFailed({"streams": [f"limit reached: this client may have at most {limit} streams"]})
@@ -44,9 +47,14 @@ async def get_stream(request: web.Request) -> web.Response:
 async def update_stream(request: web.Request) -> web.Response:
     node = node_of(request)
     stream_id, owner = path_id(request), client_id(request)
-    if await node.store.get_stream(stream_id, owner) is None:
+    current = await node.store.get_stream(stream_id, owner)
+    if current is None:
         return not_found()
-    changes = validate_stream(parse_body(await read_body(request), "stream"), creating=False)
+    policy = node.engine.destination_policy
+    body = parse_body(await read_body(request), "stream")
+    changes = validate_stream(body, creating=False, policy=policy, client_id=owner)
+    if changes.get("pull", current.pull) and changes.get("uri", current.uri) is None:
+        raise ValidationFailed({"uri": [PULL_NEEDS_URI]})
     stream = await node.store.update_stream(stream_id, owner, changes)  # the engine hears of it from the store
     if stream is None:
         return not_found()

@@ -78,6 +78,8 @@ def check_stream(stream_id: int, stream: StreamRecord | None, token: str) -> Str
         raise PublishRefused(RefusalReason.BAD_TOKEN, f"wrong token for stream {stream_id}")
     if not stream.active:
         raise PublishRefused(RefusalReason.INACTIVE, f"stream {stream_id} is not active")
+    if stream.pull:
+        raise PublishRefused(RefusalReason.PULLED, f"stream {stream_id} is pulled by the relay")
     return stream
 
 

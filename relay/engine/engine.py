@@ -26,6 +26,7 @@ import imageio_ffmpeg
 from relay.config import Settings
 from relay.engine.admission import Admission
 from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.pulls import PullPlan, pulled
 from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
 from relay.engine.sink import SessionSink
@@ -43,9 +44,23 @@ from relay.hub.hub import (
     SourceChanged,
     SourceResumed,
 )
-from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.ingest.gate import (
+    EndReason,
+    IngestSink,
+    PublisherHandle,
+    PublishRefused,
+    PublishRequest,
+    RefusalReason,
+    SourceType,
+    StreamInfo,
+    Transport,
+)
 from relay.keys import ADMIN_CLIENT_ID
+from relay.media.packets import ContainerFormat
 from relay.policy import DestinationPolicy, parse_rules
+from relay.pull.process import PullProcess
+from relay.pull.runner import ProcessFactory as PullProcessFactory
+from relay.pull.runner import PullSettings
 from relay.push.process import FfmpegProcess
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
@@ -70,6 +85,7 @@ class Engine:
         *,
         clock: Callable[[], float] = time.monotonic,
         process_factory: ProcessFactory = FfmpegProcess,
+        pull_process_factory: PullProcessFactory = PullProcess,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -94,6 +110,18 @@ class Engine:
         self.limits = limits = settings.limits()
         slots = PushSlots(limits.node_pushes, lambda client_id: limits.of(client_id).pushes)
         self.pushes = PushPlan(self.supervisor, slots, self.is_live, self._on_waiting)
+        pull_settings = PullSettings(
+            retry_max_delay_seconds=settings.pull_retry_max_delay_seconds,
+            stall_timeout_seconds=settings.pull_stall_timeout_seconds,
+        )
+        self.pulls = PullPlan(
+            self._open_pulled,
+            self.destination_policy,
+            ffmpeg_path,
+            pull_settings,
+            process_factory=pull_process_factory,
+        )
+        """The streams the relay feeds itself (`pull: true`), as publishers of their hubs."""
         self._push_states: dict[int, PushState] = {}
         self._listeners: list[EventListener] = []
         self._reconcile_lock = asyncio.Lock()
@@ -135,21 +163,44 @@ class Engine:
             # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
         transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
+        return self._open_session(stream.id, stream.client_id, request.publisher, request.container, source_type)
+
+    def _open_pulled(
+        self, stream_id: int, client_id: int, publisher: PublisherHandle, source_type: SourceType
+    ) -> IngestSink:
+        """The session of a pulled source (relay/pull/): the engine started the pull itself, so no key is
+        checked; it feeds the hub as the stream's main input, as a publisher does."""
+        if self._closed:
+            raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
+        if self.registry.current(stream_id) is not None:
+            # A publisher from before the stream was switched to pull: the pull takes over, as a reconnect.
+            self._disconnect(stream_id, EndReason.KICKED, ended_as=EndReason.DROP)
+        return self._open_session(stream_id, client_id, publisher, ContainerFormat.FLV, source_type)
+
+    def _open_session(
+        self,
+        stream_id: int,
+        client_id: int,
+        publisher: PublisherHandle,
+        container: ContainerFormat,
+        source_type: SourceType,
+    ) -> IngestSink:
+        transport = publisher.transport
         session = LiveSession(
-            stream_id=stream.id,
-            client_id=stream.client_id,
+            stream_id=stream_id,
+            client_id=client_id,
             source_type=source_type,
             started_at=datetime.now(UTC),
-            publisher=request.publisher,
+            publisher=publisher,
         )
         self.registry.open(session)
-        hub = self._hubs.get(stream.id)
+        hub = self._hubs.get(stream_id)
         if hub is None:
-            hub = Hub(stream.id, self._hub_settings, LoopClock(), self._on_hub_event)
-            self._hubs[stream.id] = hub
-        log.info("stream %d live from %s via %s", stream.id, request.publisher.peer, transport.value)
-        hub_sink = hub.open_session(request.container, source_type, transport)
-        self._emit_live(stream.id)
+            hub = Hub(stream_id, self._hub_settings, LoopClock(), self._on_hub_event)
+            self._hubs[stream_id] = hub
+        log.info("stream %d live from %s via %s", stream_id, publisher.peer, transport.value)
+        hub_sink = hub.open_session(container, source_type, transport)
+        self._emit_live(stream_id)
         return SessionSink(session, hub_sink, self.registry, self._info_changed, self._session_ended)
 
     def _info_changed(self, session: LiveSession, info: StreamInfo) -> None:
@@ -232,6 +283,7 @@ class Engine:
             started_at=session.started_at if session is not None else None,
             finished_at=session.finished_at if session is not None else None,
             status=self.registry.ingest_status(stream_id, self._stream_state(stream_id)),
+            pull=self.pulls.status(stream_id),
         )
 
     def restream_status(self, restream: RestreamRecord) -> RestreamStatus:
@@ -254,6 +306,9 @@ class Engine:
                 return
             if isinstance(change, StreamChanged):
                 after, before = change.after, change.before
+                self.pulls.set(change.stream_id, after)
+                if after is not None and after.active and pulled(before) and not pulled(after):
+                    self.end_stream(change.stream_id)  # not pulled any more: a held grace period ends too
                 if after is None or not after.active:
                     self.end_stream(change.stream_id)  # deleted or deactivated: refuse and stop at once
                     self.pushes.drop_stream(change.stream_id)
@@ -290,8 +345,10 @@ class Engine:
         At start and every `reconcile_interval_seconds`, as a safety net behind the change feed."""
         async with self._reconcile_lock:
             records = await self.store.active_restreams()
+            streams = await self.store.all_streams()
             if not self._closed:
                 self.pushes.replace_all(records)
+                self.pulls.replace_all(streams)
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -325,6 +382,7 @@ class Engine:
                 await task
         for stream_id in self.registry.publishing():
             self.end_stream(stream_id)
+        await self.pulls.close()
         for hub in list(self._hubs.values()):
             hub.close()
         await self.supervisor.close()

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from relay.engine.slots import Waiting
 from relay.ingest.gate import SourceType, StreamInfo, Transport
+from relay.pull.runner import PullStatus
 from relay.supervisor.states import PushState, PushStatus
 
 
@@ -72,6 +73,8 @@ class StreamSnapshot:
     """Start of the current or last publishing session since start-up."""
     finished_at: datetime | None
     status: IngestStatus
+    pull: PullStatus | None = None
+    """The relay's own pull of the stream's source, for a stream with `pull: true` that is active."""
 
 
 @dataclass(frozen=True, slots=True)

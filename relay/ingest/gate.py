@@ -22,6 +22,10 @@ class SourceType(str, Enum):
     RTMP = "rtmp"
     """RTMP and RTMPS alike: Gcore reports both as "rtmp"."""
     SRT = "srt"
+    HTTPS = "https"
+    """A pulled HLS or MPEG-TS source over HTTP(S) (Gcore's value for HTTP sources)."""
+    RTSP = "rtsp"
+    """A pulled RTSP source **(ours: Gcore's list stops at rtmp, srt, webrtc, https)**."""
 
 
 class Transport(str, Enum):
@@ -30,6 +34,8 @@ class Transport(str, Enum):
     RTMP = "rtmp"
     RTMPS = "rtmps"
     SRT = "srt"
+    PULL = "pull"
+    """No listener: the relay pulls the stream itself (relay/pull/)."""
 
 
 class EndReason(str, Enum):
@@ -59,6 +65,8 @@ class RefusalReason(str, Enum):
     unauthenticated connections was full (a flood, or clients stuck before publishing)."""
     RATE_LIMITED = "rate_limited"
     """An SRT handshake over its address's rate, refused before the stream was looked up."""
+    PULLED = "pulled"
+    """The stream is fed by the relay's own pull (`pull: true`): it takes no publisher."""
 
 
 class PublishRefused(Exception):

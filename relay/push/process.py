@@ -66,7 +66,7 @@ class PushExit:
     """Why the subscriber ended, if it did."""
 
 
-async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
+async def capped_lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
     """Lines of a pipe, each capped in length: a runaway line never grows a buffer without bound."""
     partial = b""
     while True:
@@ -250,14 +250,14 @@ class FfmpegProcess:
     async def _read_progress(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         parser = ProgressParser()
-        async for line in _lines(self._proc.stdout):
+        async for line in capped_lines(self._proc.stdout):
             progress = parser.feed_line(line)
             if progress is not None:
                 self._on_progress(progress)
 
     async def _read_log(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        async for raw in _lines(self._proc.stderr):
+        async for raw in capped_lines(self._proc.stderr):
             line = mask_secrets(raw, self._secrets)
             self.recent_lines.append(line)
             kind = classify_error(line)

@@ -16,7 +16,7 @@ from relay.store.changes import ChangeFeed
 from relay.store.models import ApiKeyRecord, GcoreSettings, Page, RestreamRecord, StreamRecord
 
 STREAM_FIELDS = frozenset(
-    {"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms", "client_entity_data"}
+    {"name", "active", "client_user_id", "srt_passphrase", "srt_latency_ms", "client_entity_data", "pull", "uri"}
 )
 GCORE_SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(GcoreSettings))
 """Stream fields kept together as `StreamRecord.gcore_settings` (see relay/store/models.py)."""

@@ -61,6 +61,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE streams ADD COLUMN client_entity_data TEXT;
     ALTER TABLE streams ADD COLUMN gcore_settings TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE streams ADD COLUMN pull INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE streams ADD COLUMN uri TEXT;
+    """,
 ]
 
 

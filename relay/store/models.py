@@ -50,6 +50,11 @@ class StreamRecord:
     client_entity_data: str | None = None
     """The client's own free text (Gcore: up to 4096 characters), kept and returned as sent."""
     gcore_settings: GcoreSettings = field(default_factory=GcoreSettings)
+    pull: bool = False
+    """The relay feeds the stream itself by pulling `uri` (relay/pull/); publishers are refused."""
+    uri: str | None = field(default=None, repr=False)
+    """Where a pulled stream's media comes from: space-separated alternatives, tried in turn. May hold
+    secrets (a stream key, a password): never log it unmasked."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,8 @@ def _stream(row: sqlite3.Row) -> StreamRecord:
         srt_latency_ms=row["srt_latency_ms"],
         client_entity_data=row["client_entity_data"],
         gcore_settings=_settings(row["gcore_settings"]),
+        pull=bool(row["pull"]),
+        uri=row["uri"],
     )
 
 
@@ -210,8 +212,8 @@ class SqliteStore(Store):
             def insert(c: sqlite3.Connection) -> StreamRecord:
                 cur = c.execute(
                     "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                    " srt_latency_ms, client_entity_data, gcore_settings, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " srt_latency_ms, client_entity_data, gcore_settings, pull, uri, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         client_id,
                         values.get("name", ""),
@@ -222,6 +224,8 @@ class SqliteStore(Store):
                         values.get("srt_latency_ms"),
                         values.get("client_entity_data"),
                         _settings_json(settings),
+                        int(values.get("pull", False)),
+                        values.get("uri"),
                         _now(),
                     ),
                 )

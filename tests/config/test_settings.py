@@ -131,3 +131,15 @@ def test_preauth_limits_come_from_the_environment_and_are_in_the_readme() -> Non
     assert (s.http_keepalive_timeout_seconds, s.event_feeds_reserved_per_client) == (3.0, 1)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert all(f"| `{name}` |" in readme for name in env)
+
+
+def test_pull_settings_come_from_the_environment_and_are_in_the_readme() -> None:
+    env = {"RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "4", "RELAY_PULL_STALL_TIMEOUT_SECONDS": "6.5"}
+    s = from_environment(env)
+    assert (s.pull_retry_max_delay_seconds, s.pull_stall_timeout_seconds) == (4.0, 6.5)
+    defaults = from_environment({})
+    assert (defaults.pull_retry_max_delay_seconds, defaults.pull_stall_timeout_seconds) == (10.0, 10.0)
+    with pytest.raises(ConfigError, match="RELAY_PULL_STALL_TIMEOUT_SECONDS: must be positive"):
+        from_environment({"RELAY_PULL_STALL_TIMEOUT_SECONDS": "0"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(f"| `{name}` |" in readme for name in env)

@@ -43,6 +43,23 @@ async def test_follows_every_secret_the_store_holds(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_pulled_streams_source_secrets_are_held_while_it_has_them(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "relay.sqlite3")
+    try:
+        secrets = SecretRegistry()
+        unsubscribe = await secrets.follow(store)
+        uri = "rtmp://a.example.com/live/source-key-1 rtsp://cam:camera-pass-1@b.example.com/s"
+        stream = await store.create_stream(1, {"name": "pulled", "pull": True, "uri": uri})
+        assert "source-key-1" in secrets and "camera-pass-1" in secrets
+        masked = secrets.mask("ffmpeg said: source-key-1 and camera-pass-1")
+        assert "source-key-1" not in masked and "camera-pass-1" not in masked
+        await store.update_stream(stream.id, 1, {"uri": "srt://c.example.com:9000?passphrase=srt-pass-123"})
+        assert "source-key-1" not in secrets and "srt-pass-123" in secrets
+        unsubscribe()
+    finally:
+        await store.close()
+
+
 def test_masks_words_and_urls_never_inside_words() -> None:
     secrets = SecretRegistry()
     secrets.hold(("restream", 1, 1), ["k", "ab", "s3cr3t-key"])

@@ -146,3 +146,30 @@ async def test_keys_are_stored_hashed(tmp_path: Path) -> None:
 
 def _database_bytes(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in directory.glob("keys.sqlite3*"))
+
+
+async def test_upgrade_gives_existing_streams_pull_false_and_no_uri(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO streams (client_id, name, active, token, created_at)"
+        " VALUES (1, 'pushed', 1, 'tok-123456', '2026-01-01T00:00:00.000+00:00')"
+    )
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        stream = await store.get_stream(1)
+        assert stream is not None and stream.pull is False and stream.uri is None
+        updated = await store.update_stream(1, 1, {"pull": True, "uri": "rtmp://a.example.com/live/k"})
+        assert updated is not None and updated.pull is True and updated.uri == "rtmp://a.example.com/live/k"
+        created = await store.create_stream(1, {"name": "pulled", "pull": True, "uri": "srt://b.example.com:9000"})
+        assert created.pull is True and created.uri == "srt://b.example.com:9000"
+        assert "uri" not in repr(created), "the uri may hold a secret: kept out of reprs"
+    finally:
+        await store.close()
