@@ -25,7 +25,13 @@ import imageio_ffmpeg
 
 from relay.config import Settings
 from relay.engine.admission import Admission
-from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.events import (
+    EngineEvent,
+    InputSwitched,
+    RestreamStateChanged,
+    StreamInfoChanged,
+    StreamLiveChanged,
+)
 from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
 from relay.engine.sink import SessionSink
@@ -43,7 +49,8 @@ from relay.hub.hub import (
     SourceChanged,
     SourceResumed,
 )
-from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, Transport
+from relay.hub.hub import InputSwitched as HubInputSwitched
+from relay.ingest.gate import EndReason, IngestSink, PublishRequest, SourceType, StreamInfo, StreamInput, Transport
 from relay.keys import ADMIN_CLIENT_ID
 from relay.policy import DestinationPolicy, parse_rules
 from relay.push.process import FfmpegProcess
@@ -76,7 +83,10 @@ class Engine:
         self.registry = LiveRegistry(clock)
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
         self._hubs: dict[int, Hub] = {}
-        self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
+        self._hub_settings = HubSettings(
+            grace_period_seconds=settings.publisher_grace_seconds,
+            input_silence_seconds=settings.input_switch_silence_seconds,
+        )
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
         self.destination_policy = DestinationPolicy(
             ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
@@ -117,21 +127,23 @@ class Engine:
     def _emit_live(self, stream_id: int, reason: str | None = None) -> None:
         client_id = self.registry.client_of(stream_id)
         if client_id is not None:
-            self._emit(
-                StreamLiveChanged(client_id, stream_id, self.is_live(stream_id), self._stream_state(stream_id), reason)
-            )
+            backup_live = self.registry.current(stream_id, StreamInput.BACKUP) is not None
+            live, state = self.is_live(stream_id), self._stream_state(stream_id)
+            self._emit(StreamLiveChanged(client_id, stream_id, live, state, reason, backup_live))
 
     # PublishGate ------------------------------------------------------------------------------
     async def open_publish(self, request: PublishRequest) -> IngestSink:
         admitted = await self.admission.admit(request)
         stream = admitted.stream
+        stream_input = admitted.input
         if admitted.replaces is not None:
             log.warning(
-                "stream %d: publisher silent for %.1f s, the newcomer takes over",
+                "stream %d: %s publisher silent for %.1f s, the newcomer takes over",
                 stream.id,
+                stream_input.value,
                 admitted.replaces.idle_seconds(),
             )
-            self._disconnect(stream.id, EndReason.KICKED, ended_as=EndReason.DROP)
+            self._disconnect(stream.id, stream_input, EndReason.KICKED, ended_as=EndReason.DROP)
             # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
         transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
@@ -141,14 +153,21 @@ class Engine:
             source_type=source_type,
             started_at=datetime.now(UTC),
             publisher=request.publisher,
+            input=stream_input,
         )
         self.registry.open(session)
         hub = self._hubs.get(stream.id)
         if hub is None:
             hub = Hub(stream.id, self._hub_settings, LoopClock(), self._on_hub_event)
             self._hubs[stream.id] = hub
-        log.info("stream %d live from %s via %s", stream.id, request.publisher.peer, transport.value)
-        hub_sink = hub.open_session(request.container, source_type, transport)
+        log.info(
+            "stream %d live from %s via %s (%s input)",
+            stream.id,
+            request.publisher.peer,
+            transport.value,
+            stream_input.value,
+        )
+        hub_sink = hub.open_session(request.container, source_type, transport, stream_input)
         self._emit_live(stream.id)
         return SessionSink(session, hub_sink, self.registry, self._info_changed, self._session_ended)
 
@@ -157,12 +176,12 @@ class Engine:
 
     def _session_ended(self, session: LiveSession, reason: EndReason) -> None:
         if self.registry.end(session):
-            log.info("stream %d publishing ended (%s)", session.stream_id, reason.value)
+            log.info("stream %d %s publishing ended (%s)", session.stream_id, session.input.value, reason.value)
             self._place_stream(session.stream_id)  # not live any more unless the hub holds it (grace)
             self._emit_live(session.stream_id, reason.value)
 
-    def _disconnect(self, stream_id: int, reason: EndReason, *, ended_as: EndReason) -> None:
-        session = self.registry.current(stream_id)
+    def _disconnect(self, stream_id: int, stream_input: StreamInput, reason: EndReason, *, ended_as: EndReason) -> None:
+        session = self.registry.current(stream_id, stream_input)
         if session is not None and session.publisher is not None:
             session.publisher.disconnect(reason)
             self._session_ended(session, ended_as)
@@ -188,6 +207,14 @@ class Engine:
             )
         elif isinstance(event, SourceChanged):
             log.info("stream %d: publisher back with another configuration, pushes restart", stream_id)
+        elif isinstance(event, HubInputSwitched):
+            log.info(
+                "stream %d: the %s input feeds the destinations (%s)", stream_id, event.to.value, event.reason.value
+            )
+            self.registry.count_switch(stream_id)
+            client_id = self.registry.client_of(stream_id)
+            if client_id is not None:
+                self._emit(InputSwitched(client_id, stream_id, event.to, event.reason.value, event.restarted))
 
     def _on_push_status(self, restream_id: int, status: PushStatus) -> None:
         previous = self._push_states.get(restream_id)
@@ -211,27 +238,43 @@ class Engine:
     def is_live(self, stream_id: int) -> bool:
         """A publisher is connected, or one dropped and the destinations are held for its return."""
         hub = self._hubs.get(stream_id)
-        return self.registry.current(stream_id) is not None or (hub is not None and hub.live)
+        return bool(self.registry.sessions(stream_id)) or (hub is not None and hub.live)
 
     def live_count(self) -> int:
         return sum(1 for stream_id in set(self.registry.publishing()) | set(self._hubs) if self.is_live(stream_id))
 
     def _stream_state(self, stream_id: int) -> StreamState:
-        if self.registry.current(stream_id) is not None:
+        if self.registry.sessions(stream_id):
             return StreamState.LIVE
         return StreamState.RECONNECTING if self.is_live(stream_id) else StreamState.OFFLINE
 
+    def feeding_input(self, stream_id: int) -> StreamInput | None:
+        """The input feeding the stream's destinations (or held for), None while the stream is offline."""
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.input is not None:
+            return hub.input
+        sessions = self.registry.sessions(stream_id)
+        return sessions[0].input if sessions else None
+
     def stream_snapshot(self, stream_id: int) -> StreamSnapshot:
-        session = self.registry.latest(stream_id)
         live = self.is_live(stream_id)
+        feeding = self.feeding_input(stream_id) if live else None
+        main = self.registry.latest(stream_id, StreamInput.MAIN)
+        backup = self.registry.latest(stream_id, StreamInput.BACKUP)
+        source = self.registry.latest(stream_id, feeding) if feeding is not None else None
         return StreamSnapshot(
             stream_id=stream_id,
             live=live,
-            source_type=session.source_type if session is not None and live else None,
-            info=session.info if session is not None and live else None,
-            started_at=session.started_at if session is not None else None,
-            finished_at=session.finished_at if session is not None else None,
-            status=self.registry.ingest_status(stream_id, self._stream_state(stream_id)),
+            source_type=source.source_type if source is not None else None,
+            info=source.info if source is not None else None,
+            started_at=main.started_at if main is not None else None,
+            finished_at=main.finished_at if main is not None else None,
+            status=self.registry.ingest_status(stream_id, self._stream_state(stream_id), feeding or StreamInput.MAIN),
+            backup_live=self.registry.current(stream_id, StreamInput.BACKUP) is not None,
+            input=feeding,
+            started_at_backup=backup.started_at if backup is not None else None,
+            finished_at_backup=backup.finished_at if backup is not None else None,
+            input_switches=self.registry.switches(stream_id),
         )
 
     def restream_status(self, restream: RestreamRecord) -> RestreamStatus:
@@ -271,8 +314,9 @@ class Engine:
                 self.supervisor.retry_now(record.id)  # switched on: no waiting out a backoff
 
     def end_stream(self, stream_id: int) -> None:
-        """Disconnect the publisher and end the pushes at once (no grace: the stream is gone)."""
-        self._disconnect(stream_id, EndReason.KICKED, ended_as=EndReason.KICKED)
+        """Disconnect every publisher (main and backup) and end the pushes at once (no grace: the stream is gone)."""
+        for stream_input in StreamInput:
+            self._disconnect(stream_id, stream_input, EndReason.KICKED, ended_as=EndReason.KICKED)
         hub = self._hubs.get(stream_id)
         if hub is not None and hub.live:
             hub.close()
