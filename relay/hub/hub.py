@@ -424,7 +424,7 @@ class Hub:
         assert feeding is not None, "LIVE without a feeding input"
         held_at = standby.held_sync_at
         silent = now - feeding.last_media_at >= self._settings.input_silence_seconds
-        if silent and held_at is not None and held_at >= feeding.last_media_at:
+        if silent and held_at is not None and held_at > feeding.last_media_at:
             return SwitchReason.SILENT
         if fresh_sync and standby.input is self._preferred and feeding.input is not self._preferred:
             return SwitchReason.PREFERRED
@@ -437,7 +437,7 @@ class Hub:
             session = self._sessions[stream_input]
             if (
                 session.held_sync_at is not None
-                and session.held_sync_at >= self._last_fed_at
+                and session.held_sync_at > self._last_fed_at
                 and session.framing.ready_to_compare
             ):
                 self._take_over(session, reason)
