@@ -569,7 +569,8 @@ class Hub:
 
     def _replace_source(self, session: _Session) -> None:
         self._cancel_grace_timer()
-        self._transition(HubState.LIVE)
+        if self._state is not HubState.LIVE:  # LIVE already: a switch to an input of other codecs
+            self._transition(HubState.LIVE)
         self._end_subscribers(EndCause.SOURCE_CHANGED)
         self._start_source(session)
         log.info("stream %d: source changed, subscribers restart", self.stream_id)

@@ -268,3 +268,15 @@ def test_both_unpublished_ends_the_stream() -> None:
     assert sub.end_cause is EndCause.UNPUBLISHED
     assert rec.events[-1] == LiveEnded(7, LiveEndReason.UNPUBLISHED)
     assert hub.input is None and hub.inputs == frozenset()
+
+
+def test_an_rtmp_main_after_an_srt_backup_takes_over_with_a_restart() -> None:
+    hub, _, rec = make_hub()
+    backup = TsEncoder(hub, BACKUP)
+    backup.send(ts_pat(0) + ts_pmt(0) + ts_packet(0x100, 0, b"b", rai=True))
+    sub = hub.subscribe()
+    main = open_flv(hub, MAIN)
+    feed(main, [*config_packets(), marked(0, b"M", key=True)])
+    assert sub.end_cause is EndCause.SOURCE_CHANGED
+    assert hub.input is MAIN and hub.container is ContainerFormat.FLV
+    assert rec.events[-1] == InputSwitched(7, MAIN, SwitchReason.PREFERRED, 0, restarted=True)
