@@ -10,7 +10,13 @@ from typing import Any
 
 from api.schemas import iso
 from relay.engine import Engine
-from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.events import (
+    EngineEvent,
+    InputSwitched,
+    RestreamStateChanged,
+    StreamInfoChanged,
+    StreamLiveChanged,
+)
 from relay.engine.status import IngestStatus, RestreamStatus, StreamSnapshot
 from relay.ingest.addresses import IngestAddresses
 from relay.pull.runner import PullStatus
@@ -79,6 +85,8 @@ def live_fields(snapshot: StreamSnapshot) -> dict[str, Any]:
     info = snapshot.info
     return {
         "live": snapshot.live,
+        "backup_live": snapshot.backup_live,
+        "input": snapshot.input.value if snapshot.input is not None else None,
         "stream_source_type": snapshot.source_type.value if snapshot.source_type is not None else None,
         "video_width": info.video_width if info else None,
         "video_height": info.video_height if info else None,
@@ -101,15 +109,21 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         "push_url": urls.rtmp,
         "push_url_srt": urls.srt,
         "push_url_rtmps": urls.rtmps,
+        "backup_push_url": urls.backup_rtmp,
+        "backup_push_url_srt": urls.backup_srt,
+        "backup_push_url_rtmps": urls.backup_rtmps,
         "srt_passphrase": stream.srt_passphrase,
         "srt_latency_ms": stream.srt_latency_ms,
         "pull": stream.pull,
         "uri": stream.uri,
         "live": snapshot.live,
-        "backup_live": False,
+        "backup_live": snapshot.backup_live,
+        "input": live["input"],
         "stream_source_type": live["stream_source_type"],
         "started_at_primary": iso(snapshot.started_at),
         "finished_at_primary": iso(snapshot.finished_at),
+        "started_at_backup": iso(snapshot.started_at_backup),
+        "finished_at_backup": iso(snapshot.finished_at_backup),
         "video_width": live["video_width"],
         "video_height": live["video_height"],
         "frame_rate": live["frame_rate"],
@@ -165,6 +179,7 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
             "client_id": event.client_id,
             "stream_id": event.stream_id,
             "live": event.live,
+            "backup_live": event.backup_live,
             "state": event.state.value,
         }
         if event.reason:
@@ -177,6 +192,14 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
             "video_width": event.info.video_width,
             "video_height": event.info.video_height,
             "frame_rate": event.info.frame_rate,
+        }
+    if isinstance(event, InputSwitched):
+        return "stream.input", {
+            "client_id": event.client_id,
+            "stream_id": event.stream_id,
+            "input": event.to.value,
+            "reason": event.reason,
+            "restarted": event.restarted,
         }
     assert isinstance(event, RestreamStateChanged)
     return "restream.status", {

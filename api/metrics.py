@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.routes.common import Node
 from relay.engine.status import RestreamStatus
+from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
@@ -86,6 +87,19 @@ class RelayCollector(Collector):
         ingest_uptime = GaugeMetricFamily(
             "relay_stream_uptime_seconds", "Seconds since the current publishing session started", labels=stream_labels
         )
+        feeding = GaugeMetricFamily(
+            "relay_stream_input",
+            "1 for the input (main, backup) feeding the destinations, 0 for the other",
+            labels=[*stream_labels, "input"],
+        )
+        backup_live = GaugeMetricFamily(
+            "relay_stream_backup_live", "1 while a publisher is connected on the backup input", labels=stream_labels
+        )
+        switches = CounterMetricFamily(
+            "relay_stream_input_switches",
+            "Times another input took over feeding the destinations since the relay started",
+            labels=stream_labels,
+        )
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
             snapshot = engine.stream_snapshot(stream.id)
@@ -94,7 +108,11 @@ class RelayCollector(Collector):
             ingest_bytes.add_metric(labels, snapshot.status.bytes_in_total)
             ingest_rate.add_metric(labels, snapshot.status.bitrate_kbps * 1000)
             ingest_uptime.add_metric(labels, snapshot.status.uptime_seconds)
-        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime)
+            for stream_input in StreamInput:
+                feeding.add_metric([*labels, stream_input.value], 1.0 if snapshot.input is stream_input else 0.0)
+            backup_live.add_metric(labels, 1.0 if snapshot.backup_live else 0.0)
+            switches.add_metric(labels, snapshot.input_switches)
+        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
         state = GaugeMetricFamily(

@@ -237,15 +237,30 @@ _STREAM = {
         "push_url": {"type": "string"},
         "push_url_srt": _NULL_STR,
         "push_url_rtmps": _NULL_STR,
+        "backup_push_url": {
+            "type": "string",
+            "description": "The backup input: the key is the id followed by `b` (`rtmp://HOST:PORT/in/<id>b?<token>`)",
+        },
+        "backup_push_url_srt": {**_NULL_STR, "description": "`srt://HOST:PORT?streamid=<id>b#<token>`"},
+        "backup_push_url_rtmps": {**_NULL_STR, "description": "Extension (ours): the backup input over RTMPS"},
         "srt_passphrase": _NULL_STR,
         "srt_latency_ms": _NULL_INT,
         "pull": {"type": "boolean"},
         "uri": _NULL_STR,
         "live": {"type": "boolean"},
-        "backup_live": {"type": "boolean"},
+        "backup_live": {"type": "boolean", "description": "A publisher is connected on the backup input"},
+        "input": {
+            "type": "string",
+            "enum": ["main", "backup"],
+            "nullable": True,
+            "description": "Extension (ours): the input feeding the destinations (the main whenever it "
+            "sends; the backup while the main is gone or silent); null while offline",
+        },
         "stream_source_type": {"type": "string", "enum": [kind.value for kind in SourceType], "nullable": True},
         "started_at_primary": _TIME,
         "finished_at_primary": _TIME,
+        "started_at_backup": _TIME,
+        "finished_at_backup": _TIME,
         "video_width": _NULL_NUM,
         "video_height": _NULL_NUM,
         "frame_rate": _NULL_NUM,
@@ -325,14 +340,18 @@ blank line:
 
 - `hello` first: `{"client_id", "stats_interval_seconds", "heartbeat_seconds"}`;
 - `stream.live` when a stream starts, holds (publisher dropped, destinations kept for its return) or
-  ends publishing: `{"client_id", "stream_id", "live", "state": "live"|"reconnecting"|"offline", "reason"?}`;
+  ends publishing, and when the backup input connects or leaves: `{"client_id", "stream_id", "live",
+  "backup_live", "state": "live"|"reconnecting"|"offline", "reason"?}`;
+- `stream.input` when another input feeds the destinations: `{"client_id", "stream_id", "input":
+  "main"|"backup", "reason": "dropped"|"silent"|"preferred"|"returned", "restarted"}` (`restarted`:
+  the inputs' codecs or containers differed, so the pushes restarted instead of continuing);
 - `stream.info` when the source's video is known: `{"client_id", "stream_id", "video_width",
   "video_height", "frame_rate"}`;
 - `restream.status` when a push changes state: `{"client_id", "stream_id", "restream_id", "status"}`
   (`status` as on a restream);
 - `stats` every 2 s: `{"client_id", "time", "streams": [{"id", "name", "active", "live",
-  "stream_source_type", "video_width", "video_height", "frame_rate", "status"}], "restreams": [{"id",
-  "stream_id", "name", "active", "live", "status"}]}`;
+  "backup_live", "input", "stream_source_type", "video_width", "video_height", "frame_rate", "status"}],
+  "restreams": [{"id", "stream_id", "name", "active", "live", "status"}]}`;
 - `resync` when this reader fell too far behind and events were dropped: reload everything.
 
 A comment line `: heartbeat` comes every 15 s while nothing else is sent. Only the latest `stats` is

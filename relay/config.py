@@ -40,6 +40,8 @@ class Settings:
     srt_handshake_timeout_seconds: float = 3.0
     publisher_grace_seconds: float = 10.0
     takeover_idle_seconds: float = 4.0
+    input_switch_silence_seconds: float = 1.0
+    """A stream's feeding input (main or backup) silent this long while the other publishes: switch."""
     reconcile_interval_seconds: float = 5.0
     max_streams_per_client: int = 100
     max_restreams_per_stream: int = 20
@@ -117,6 +119,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_SRT_HANDSHAKE_TIMEOUT_SECONDS": "srt_handshake_timeout_seconds",
     "RELAY_PUBLISHER_GRACE_SECONDS": "publisher_grace_seconds",
     "RELAY_TAKEOVER_IDLE_SECONDS": "takeover_idle_seconds",
+    "RELAY_INPUT_SWITCH_SILENCE_SECONDS": "input_switch_silence_seconds",
     "RELAY_MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
     "RELAY_MAX_RESTREAMS_PER_STREAM": "max_restreams_per_stream",
     "RELAY_MAX_PUSHES_PER_CLIENT": "max_pushes_per_client",

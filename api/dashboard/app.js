@@ -251,7 +251,7 @@
     view.facts = el('dl', { class: 'facts' });
     view.factValues = {};
     for (const [key, label] of [['size', 'Video'], ['fps', 'Frame rate'], ['bitrate', 'Bitrate'],
-      ['received', 'Received'], ['uptime', 'Live for'], ['transport', 'Via']]) {
+      ['received', 'Received'], ['uptime', 'Live for'], ['transport', 'Via'], ['input', 'Input']]) {
       view.factValues[key] = el('dd');
       view.facts.append(el('div', {}, el('dt', { text: label }), view.factValues[key]));
     }
@@ -321,12 +321,19 @@
     setText(values.received, on ? fmtBytes(status.bytes_in) : '\u2014');
     setText(values.uptime, on ? fmtDuration(status.uptime_seconds) : '\u2014');
     setText(values.transport, on ? (status.transport || stream.stream_source_type || '').toUpperCase() : '\u2014');
-    const urlsKey = [stream.push_url, stream.push_url_rtmps, stream.push_url_srt, stream.srt_passphrase].join('|');
+    // Which input feeds the destinations: the main, or the backup while the main is gone or silent.
+    const standby = stream.input === 'main' && stream.backup_live ? ' (backup ready)' : '';
+    setText(values.input, stream.live && stream.input ? `${stream.input}${standby}` : '\u2014');
+    values.input.dataset.input = stream.live && stream.input ? stream.input : '';
+    const urlsKey = [stream.push_url, stream.push_url_rtmps, stream.push_url_srt, stream.backup_push_url,
+      stream.srt_passphrase].join('|');
     if (stream.push_url && view.urlsKey !== urlsKey) {
       view.urlsKey = urlsKey;
       const rows = [ingestRow('RTMP', stream.push_url, stream.token)];
       if (stream.push_url_rtmps) rows.push(ingestRow('RTMPS', stream.push_url_rtmps, stream.token));
       if (stream.push_url_srt) rows.push(ingestRow('SRT', stream.push_url_srt, stream.token));
+      if (stream.backup_push_url) rows.push(ingestRow('Backup RTMP', stream.backup_push_url, stream.token));
+      if (stream.backup_push_url_srt) rows.push(ingestRow('Backup SRT', stream.backup_push_url_srt, stream.token));
       if (stream.srt_passphrase) rows.push(ingestRow('SRT passphrase', stream.srt_passphrase, stream.srt_passphrase));
       view.ingest.replaceChildren(el('h3', { text: 'Ingest' }), ...rows);
     }
@@ -583,7 +590,8 @@
         const entry = streams.get(payload.stream_id);
         if (entry) {
           const status = { ...(entry.data.status || {}), state: payload.state || (payload.live ? 'live' : 'offline') };
-          upsertStream({ id: payload.stream_id, live: Boolean(payload.live), status });
+          upsertStream({ id: payload.stream_id, live: Boolean(payload.live), backup_live: Boolean(payload.backup_live),
+            status });
           for (const rentry of restreams.values()) {
             if (rentry.data.stream_id === payload.stream_id) upsertRestream({ ...rentry.data, live: Boolean(payload.live) });
           }
@@ -591,6 +599,9 @@
         refreshStream(payload.stream_id);
         break;
       }
+      case 'stream.input':
+        if (streams.has(payload.stream_id)) upsertStream({ id: payload.stream_id, input: payload.input });
+        break;
       case 'stream.info':
         if (streams.has(payload.stream_id)) {
           const { client_id: _client, stream_id: id, ...fields } = payload;

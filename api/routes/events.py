@@ -12,6 +12,7 @@ Wire format (UTF-8, `\\n` line ends, one JSON object per `data:` line)::
     event: hello                 once, first: {"client_id", "stats_interval_seconds", "heartbeat_seconds"}
     event: stream.live           engine events, as the engine sends them: {"client_id", "stream_id", ...}
     event: stream.info
+    event: stream.input          another input (main, backup) feeds the destinations
     event: restream.status
     event: stats                 periodic: {"client_id", "time", "streams": [...], "restreams": [...]}
     event: resync                this subscriber lost events (it read too slowly): reload everything

@@ -1,9 +1,10 @@
 """Publish admission: who may publish to which stream, decided before any media flows.
 
-A stream key names a stream and carries its token (`<id>?<token>` over RTMP, an SRT streamid over
-SRT). The stream must exist, the token match (in constant time) and the stream be active. A stream
-has one publisher: a second one is refused while the first sends, and takes over from one silent for
-`takeover_idle_seconds` (a crashed encoder must not lock its own key out). Every refusal is counted
+A stream key names a stream and its input and carries its token (`<id>?<token>` over RTMP, an SRT
+streamid over SRT; `<id>b?<token>` names the backup input, as Gcore's `backup_push_url`). The stream
+must exist, the token match (in constant time) and the stream be active. Each input has one
+publisher: a second one on the same input is refused while the first sends, and takes over from one
+silent for `takeover_idle_seconds` (a crashed encoder must not lock its own key out). Every refusal is counted
 by transport and reason, for the metrics.
 """
 
@@ -17,7 +18,14 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
-from relay.ingest.gate import PublisherHandle, PublishRefused, PublishRequest, RefusalReason, Transport
+from relay.ingest.gate import (
+    PublisherHandle,
+    PublishRefused,
+    PublishRequest,
+    RefusalReason,
+    StreamInput,
+    Transport,
+)
 from relay.ingest.srt_admission import SrtAdmit
 from relay.srt.streamid import InvalidStreamId, parse_streamid
 from relay.store.models import StreamRecord
@@ -41,11 +49,31 @@ class Admitted:
 
     stream: StreamRecord
     replaces: PublisherHandle | None
-    """A silent publisher of the same stream that the newcomer takes over from (to be disconnected)."""
+    """A silent publisher of the same input that the newcomer takes over from (to be disconnected)."""
+    input: StreamInput = StreamInput.MAIN
 
 
-def split_stream_key(stream_key: str) -> tuple[int, str]:
-    """`<id>?<token>` (RTMP) or `<id>#<token>` (SRT, after parsing) -> (id, token); raises PublishRefused."""
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """What a publish key names: the stream, its input, and the token to check (secret)."""
+
+    stream_id: int
+    input: StreamInput
+    token: str
+
+
+def _parse_ident(ident: str, what: str) -> tuple[int, StreamInput]:
+    """`123` -> (123, MAIN); `123b` -> (123, BACKUP); raises PublishRefused."""
+    stream_input = StreamInput.MAIN
+    if ident.endswith("b"):
+        ident, stream_input = ident[:-1], StreamInput.BACKUP
+    if not ident.isdigit() or len(ident) > _MAX_ID_DIGITS:
+        raise PublishRefused(RefusalReason.UNKNOWN_STREAM, f"{what} does not name a stream")
+    return int(ident), stream_input
+
+
+def parse_stream_key(stream_key: str) -> StreamKey:
+    """`<id>?<token>` or `<id>b?<token>` (RTMP; `#` and `%23` also separate) -> StreamKey; raises PublishRefused."""
     key = stream_key.strip()
     for separator in ("?", "#", "%23"):
         if separator in key:
@@ -53,21 +81,30 @@ def split_stream_key(stream_key: str) -> tuple[int, str]:
             break
     else:
         raise PublishRefused(RefusalReason.BAD_REQUEST, "stream key has no token")
-    ident = unquote(ident).rsplit("/", 1)[-1]
-    if not ident.isdigit() or len(ident) > _MAX_ID_DIGITS:
-        raise PublishRefused(RefusalReason.UNKNOWN_STREAM, "stream key does not name a stream")
-    return int(ident), unquote(token)
+    stream_id, stream_input = _parse_ident(unquote(ident).rsplit("/", 1)[-1], "stream key")
+    return StreamKey(stream_id, stream_input, unquote(token))
 
 
-def srt_stream_key(streamid: str) -> tuple[int, str]:
-    """An SRT streamid -> (id, token); raises PublishRefused."""
+def parse_srt_stream_key(streamid: str) -> StreamKey:
+    """An SRT streamid (`<id>#<token>`, `<id>b#<token>` for the backup) -> StreamKey; raises PublishRefused."""
     try:
         ident, token = parse_streamid(streamid)
     except InvalidStreamId as exc:
         raise PublishRefused(RefusalReason.BAD_REQUEST, "malformed SRT streamid") from exc
-    if not ident.isdigit() or len(ident) > _MAX_ID_DIGITS:
-        raise PublishRefused(RefusalReason.UNKNOWN_STREAM, "streamid does not name a stream")
-    return int(ident), token
+    stream_id, stream_input = _parse_ident(ident, "streamid")
+    return StreamKey(stream_id, stream_input, token)
+
+
+def split_stream_key(stream_key: str) -> tuple[int, str]:
+    """`parse_stream_key` as (id, token), for callers that do not care about the input."""
+    key = parse_stream_key(stream_key)
+    return key.stream_id, key.token
+
+
+def srt_stream_key(streamid: str) -> tuple[int, str]:
+    """`parse_srt_stream_key` as (id, token), for callers that do not care about the input."""
+    key = parse_srt_stream_key(streamid)
+    return key.stream_id, key.token
 
 
 def check_stream(stream_id: int, stream: StreamRecord | None, token: str) -> StreamRecord:
@@ -87,7 +124,10 @@ class Admission:
     """Decides publish requests (the gate's half and SRT's handshake-time half); owns the refusal counts."""
 
     def __init__(
-        self, streams: StreamLookup, publisher_of: Callable[[int], PublisherHandle | None], takeover_idle_seconds: float
+        self,
+        streams: StreamLookup,
+        publisher_of: Callable[[int, StreamInput], PublisherHandle | None],
+        takeover_idle_seconds: float,
     ) -> None:
         self._streams = streams
         self._publisher_of = publisher_of
@@ -110,9 +150,9 @@ class Admission:
         try:
             if not self._accepting:
                 raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
-            stream_id, token = self._stream_key(request.stream_key, transport)
-            stream = check_stream(stream_id, await self._streams.get_stream(stream_id), token)
-            return Admitted(stream, self._silent_publisher(stream_id))
+            key = self._stream_key(request.stream_key, transport)
+            stream = check_stream(key.stream_id, await self._streams.get_stream(key.stream_id), key.token)
+            return Admitted(stream, self._silent_publisher(key.stream_id, key.input), key.input)
         except PublishRefused as refused:
             self.refused(transport, refused.reason)
             raise
@@ -124,24 +164,27 @@ class Admission:
         live state; the loop decides again (takeover or refusal) when the gate is asked.
         """
         try:
-            stream_id, token = srt_stream_key(streamid)
-            stream = check_stream(stream_id, self._streams.get_stream_blocking(stream_id), token)
-            self._silent_publisher(stream_id)
+            key = parse_srt_stream_key(streamid)
+            stream = check_stream(key.stream_id, self._streams.get_stream_blocking(key.stream_id), key.token)
+            self._silent_publisher(key.stream_id, key.input)
         except PublishRefused as refused:
             self.refused(Transport.SRT, refused.reason)
             raise
         return SrtAdmit(stream_id=stream.id, passphrase=stream.srt_passphrase or None, latency_ms=stream.srt_latency_ms)
 
     @staticmethod
-    def _stream_key(stream_key: str, transport: Transport) -> tuple[int, str]:
-        return srt_stream_key(stream_key) if transport is Transport.SRT else split_stream_key(stream_key)
+    def _stream_key(stream_key: str, transport: Transport) -> StreamKey:
+        return parse_srt_stream_key(stream_key) if transport is Transport.SRT else parse_stream_key(stream_key)
 
-    def _silent_publisher(self, stream_id: int) -> PublisherHandle | None:
-        """The one rule for a second publisher: refused while the current one sends; a current one silent
-        for `takeover_idle_seconds` (a crashed encoder) is returned, to be replaced."""
-        current = self._publisher_of(stream_id)
+    def _silent_publisher(self, stream_id: int, stream_input: StreamInput) -> PublisherHandle | None:
+        """The one rule for a second publisher on an input: refused while the current one sends; a current
+        one silent for `takeover_idle_seconds` (a crashed encoder) is returned, to be replaced. The other
+        input's publisher never counts: main and backup publish side by side."""
+        current = self._publisher_of(stream_id, stream_input)
         if current is None:
             return None
         if current.idle_seconds() < self._takeover_idle_seconds:
-            raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a publisher")
+            raise PublishRefused(
+                RefusalReason.ALREADY_LIVE, f"stream {stream_id} already has a {stream_input.value} publisher"
+            )
         return current

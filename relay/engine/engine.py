@@ -25,7 +25,13 @@ import imageio_ffmpeg
 
 from relay.config import Settings
 from relay.engine.admission import Admission
-from relay.engine.events import EngineEvent, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.events import (
+    EngineEvent,
+    InputSwitched,
+    RestreamStateChanged,
+    StreamInfoChanged,
+    StreamLiveChanged,
+)
 from relay.engine.pulls import PullPlan, pulled
 from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
@@ -44,6 +50,7 @@ from relay.hub.hub import (
     SourceChanged,
     SourceResumed,
 )
+from relay.hub.hub import InputSwitched as HubInputSwitched
 from relay.ingest.gate import (
     EndReason,
     IngestSink,
@@ -53,6 +60,7 @@ from relay.ingest.gate import (
     RefusalReason,
     SourceType,
     StreamInfo,
+    StreamInput,
     Transport,
 )
 from relay.keys import ADMIN_CLIENT_ID
@@ -92,7 +100,10 @@ class Engine:
         self.registry = LiveRegistry(clock)
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
         self._hubs: dict[int, Hub] = {}
-        self._hub_settings = HubSettings(grace_period_seconds=settings.publisher_grace_seconds)
+        self._hub_settings = HubSettings(
+            grace_period_seconds=settings.publisher_grace_seconds,
+            input_silence_seconds=settings.input_switch_silence_seconds,
+        )
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
         self.destination_policy = DestinationPolicy(
             ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
@@ -145,25 +156,29 @@ class Engine:
     def _emit_live(self, stream_id: int, reason: str | None = None) -> None:
         client_id = self.registry.client_of(stream_id)
         if client_id is not None:
-            self._emit(
-                StreamLiveChanged(client_id, stream_id, self.is_live(stream_id), self._stream_state(stream_id), reason)
-            )
+            backup_live = self.registry.current(stream_id, StreamInput.BACKUP) is not None
+            live, state = self.is_live(stream_id), self._stream_state(stream_id)
+            self._emit(StreamLiveChanged(client_id, stream_id, live, state, reason, backup_live))
 
     # PublishGate ------------------------------------------------------------------------------
     async def open_publish(self, request: PublishRequest) -> IngestSink:
         admitted = await self.admission.admit(request)
         stream = admitted.stream
+        stream_input = admitted.input
         if admitted.replaces is not None:
             log.warning(
-                "stream %d: publisher silent for %.1f s, the newcomer takes over",
+                "stream %d: %s publisher silent for %.1f s, the newcomer takes over",
                 stream.id,
+                stream_input.value,
                 admitted.replaces.idle_seconds(),
             )
-            self._disconnect(stream.id, EndReason.KICKED, ended_as=EndReason.DROP)
+            self._disconnect(stream.id, stream_input, EndReason.KICKED, ended_as=EndReason.DROP)
             # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
         transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
-        return self._open_session(stream.id, stream.client_id, request.publisher, request.container, source_type)
+        return self._open_session(
+            stream.id, stream.client_id, request.publisher, request.container, source_type, stream_input
+        )
 
     def _open_pulled(
         self, stream_id: int, client_id: int, publisher: PublisherHandle, source_type: SourceType
@@ -174,8 +189,8 @@ class Engine:
             raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
         if self.registry.current(stream_id) is not None:
             # A publisher from before the stream was switched to pull: the pull takes over, as a reconnect.
-            self._disconnect(stream_id, EndReason.KICKED, ended_as=EndReason.DROP)
-        return self._open_session(stream_id, client_id, publisher, ContainerFormat.FLV, source_type)
+            self._disconnect(stream_id, StreamInput.MAIN, EndReason.KICKED, ended_as=EndReason.DROP)
+        return self._open_session(stream_id, client_id, publisher, ContainerFormat.FLV, source_type, StreamInput.MAIN)
 
     def _open_session(
         self,
@@ -184,6 +199,7 @@ class Engine:
         publisher: PublisherHandle,
         container: ContainerFormat,
         source_type: SourceType,
+        stream_input: StreamInput,
     ) -> IngestSink:
         transport = publisher.transport
         session = LiveSession(
@@ -192,14 +208,17 @@ class Engine:
             source_type=source_type,
             started_at=datetime.now(UTC),
             publisher=publisher,
+            input=stream_input,
         )
         self.registry.open(session)
         hub = self._hubs.get(stream_id)
         if hub is None:
             hub = Hub(stream_id, self._hub_settings, LoopClock(), self._on_hub_event)
             self._hubs[stream_id] = hub
-        log.info("stream %d live from %s via %s", stream_id, publisher.peer, transport.value)
-        hub_sink = hub.open_session(container, source_type, transport)
+        log.info(
+            "stream %d live from %s via %s (%s input)", stream_id, publisher.peer, transport.value, stream_input.value
+        )
+        hub_sink = hub.open_session(container, source_type, transport, stream_input)
         self._emit_live(stream_id)
         return SessionSink(session, hub_sink, self.registry, self._info_changed, self._session_ended)
 
@@ -208,12 +227,12 @@ class Engine:
 
     def _session_ended(self, session: LiveSession, reason: EndReason) -> None:
         if self.registry.end(session):
-            log.info("stream %d publishing ended (%s)", session.stream_id, reason.value)
+            log.info("stream %d %s publishing ended (%s)", session.stream_id, session.input.value, reason.value)
             self._place_stream(session.stream_id)  # not live any more unless the hub holds it (grace)
             self._emit_live(session.stream_id, reason.value)
 
-    def _disconnect(self, stream_id: int, reason: EndReason, *, ended_as: EndReason) -> None:
-        session = self.registry.current(stream_id)
+    def _disconnect(self, stream_id: int, stream_input: StreamInput, reason: EndReason, *, ended_as: EndReason) -> None:
+        session = self.registry.current(stream_id, stream_input)
         if session is not None and session.publisher is not None:
             session.publisher.disconnect(reason)
             self._session_ended(session, ended_as)
@@ -239,6 +258,14 @@ class Engine:
             )
         elif isinstance(event, SourceChanged):
             log.info("stream %d: publisher back with another configuration, pushes restart", stream_id)
+        elif isinstance(event, HubInputSwitched):
+            log.info(
+                "stream %d: the %s input feeds the destinations (%s)", stream_id, event.to.value, event.reason.value
+            )
+            self.registry.count_switch(stream_id)
+            client_id = self.registry.client_of(stream_id)
+            if client_id is not None:
+                self._emit(InputSwitched(client_id, stream_id, event.to, event.reason.value, event.restarted))
 
     def _on_push_status(self, restream_id: int, status: PushStatus) -> None:
         previous = self._push_states.get(restream_id)
@@ -262,27 +289,43 @@ class Engine:
     def is_live(self, stream_id: int) -> bool:
         """A publisher is connected, or one dropped and the destinations are held for its return."""
         hub = self._hubs.get(stream_id)
-        return self.registry.current(stream_id) is not None or (hub is not None and hub.live)
+        return bool(self.registry.sessions(stream_id)) or (hub is not None and hub.live)
 
     def live_count(self) -> int:
         return sum(1 for stream_id in set(self.registry.publishing()) | set(self._hubs) if self.is_live(stream_id))
 
     def _stream_state(self, stream_id: int) -> StreamState:
-        if self.registry.current(stream_id) is not None:
+        if self.registry.sessions(stream_id):
             return StreamState.LIVE
         return StreamState.RECONNECTING if self.is_live(stream_id) else StreamState.OFFLINE
 
+    def feeding_input(self, stream_id: int) -> StreamInput | None:
+        """The input feeding the stream's destinations (or held for), None while the stream is offline."""
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.input is not None:
+            return hub.input
+        sessions = self.registry.sessions(stream_id)
+        return sessions[0].input if sessions else None
+
     def stream_snapshot(self, stream_id: int) -> StreamSnapshot:
-        session = self.registry.latest(stream_id)
         live = self.is_live(stream_id)
+        feeding = self.feeding_input(stream_id) if live else None
+        main = self.registry.latest(stream_id, StreamInput.MAIN)
+        backup = self.registry.latest(stream_id, StreamInput.BACKUP)
+        source = self.registry.latest(stream_id, feeding) if feeding is not None else None
         return StreamSnapshot(
             stream_id=stream_id,
             live=live,
-            source_type=session.source_type if session is not None and live else None,
-            info=session.info if session is not None and live else None,
-            started_at=session.started_at if session is not None else None,
-            finished_at=session.finished_at if session is not None else None,
-            status=self.registry.ingest_status(stream_id, self._stream_state(stream_id)),
+            source_type=source.source_type if source is not None else None,
+            info=source.info if source is not None else None,
+            started_at=main.started_at if main is not None else None,
+            finished_at=main.finished_at if main is not None else None,
+            status=self.registry.ingest_status(stream_id, self._stream_state(stream_id), feeding or StreamInput.MAIN),
+            backup_live=self.registry.current(stream_id, StreamInput.BACKUP) is not None,
+            input=feeding,
+            started_at_backup=backup.started_at if backup is not None else None,
+            finished_at_backup=backup.finished_at if backup is not None else None,
+            input_switches=self.registry.switches(stream_id),
             pull=self.pulls.status(stream_id),
         )
 
@@ -331,10 +374,8 @@ class Engine:
         """Disconnect every publisher of the stream, whichever input it came in on, and end the pushes at
         once: no grace, the stream is gone, off, or its token was reset (an encoder given the new token
         starts them again)."""
-        for session in self.registry.sessions_of(stream_id):
-            if session.publisher is not None:
-                session.publisher.disconnect(EndReason.KICKED)
-                self._session_ended(session, EndReason.KICKED)
+        for stream_input in StreamInput:
+            self._disconnect(stream_id, stream_input, EndReason.KICKED, ended_as=EndReason.KICKED)
         hub = self._hubs.get(stream_id)
         if hub is not None and hub.live:
             hub.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relay.engine.status import RestreamStatus, StreamState
-from relay.ingest.gate import StreamInfo
+from relay.ingest.gate import StreamInfo, StreamInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,8 @@ class StreamLiveChanged:
     state: StreamState
     reason: str | None = None
     """Why publishing ended (an ingest end reason or a hub end reason), when it did."""
+    backup_live: bool = False
+    """A publisher is connected on the backup input (this event also tells when that changes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +44,17 @@ class RestreamStateChanged:
     status: RestreamStatus
 
 
-EngineEvent = StreamLiveChanged | StreamInfoChanged | RestreamStateChanged
+@dataclass(frozen=True, slots=True)
+class InputSwitched:
+    """Another input of the stream feeds its destinations now."""
+
+    client_id: int
+    stream_id: int
+    to: StreamInput
+    reason: str
+    """dropped, silent, preferred or returned (relay.hub.hub.SwitchReason)."""
+    restarted: bool
+    """The inputs' codecs differed: the pushes restarted instead of continuing."""
+
+
+EngineEvent = StreamLiveChanged | StreamInfoChanged | RestreamStateChanged | InputSwitched

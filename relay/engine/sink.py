@@ -30,7 +30,7 @@ class SessionSink:
     def write(self, packet: MediaPacket) -> None:
         if self._closed:
             return
-        self._registry.count(self._session.stream_id, len(packet.payload))
+        self._registry.count(self._session.stream_id, len(packet.payload), self._session.input)
         self._hub_sink.write(packet)
 
     def update_info(self, info: StreamInfo) -> None:

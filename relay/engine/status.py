@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from relay.engine.slots import Waiting
-from relay.ingest.gate import SourceType, StreamInfo, Transport
+from relay.ingest.gate import SourceType, StreamInfo, StreamInput, Transport
 from relay.pull.runner import PullStatus
 from relay.supervisor.states import PushState, PushStatus
 
@@ -64,15 +64,25 @@ class StreamSnapshot:
 
     stream_id: int
     live: bool
-    """A publisher is connected, or one dropped and the destinations are held for its return."""
+    """A publisher is connected on either input, or one dropped and the destinations are held for its
+    return: the destinations are being fed (or held)."""
     source_type: SourceType | None
-    """While live."""
+    """Of the input feeding the destinations, while live."""
     info: StreamInfo | None
-    """What the source looks like, while live."""
+    """What the source feeding the destinations looks like, while live."""
     started_at: datetime | None
-    """Start of the current or last publishing session since start-up."""
+    """Start of the main input's current or last publishing session since start-up."""
     finished_at: datetime | None
     status: IngestStatus
+    """Of the input feeding the destinations."""
+    backup_live: bool = False
+    """A publisher is connected on the backup input."""
+    input: StreamInput | None = None
+    """The input feeding the destinations (or that fed them last, while held); None while offline."""
+    started_at_backup: datetime | None = None
+    finished_at_backup: datetime | None = None
+    input_switches: int = 0
+    """Times another input took over feeding the destinations since start-up."""
     pull: PullStatus | None = None
     """The relay's own pull of the stream's source, for a stream with `pull: true` that is active."""
 

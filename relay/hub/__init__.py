@@ -7,12 +7,14 @@ from relay.hub.hub import (
     HubEvent,
     HubSettings,
     HubState,
+    InputSwitched,
     LiveEnded,
     LiveEndReason,
     LiveStarted,
     PublisherDropped,
     SourceChanged,
     SourceResumed,
+    SwitchReason,
 )
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 
@@ -25,6 +27,7 @@ __all__ = [
     "HubEvent",
     "HubSettings",
     "HubState",
+    "InputSwitched",
     "LiveEndReason",
     "LiveEnded",
     "LiveStarted",
@@ -34,5 +37,6 @@ __all__ = [
     "SourceResumed",
     "Subscriber",
     "SubscriberLimits",
+    "SwitchReason",
     "TimerHandle",
 ]

@@ -10,7 +10,11 @@ what differs between the two:
   sequence header tags, MPEG-TS the PAT/PMT packets without their continuity counters, which a new
   connection legitimately restarts;
 - timestamps across the return (`resume`): FLV rebases the newcomer's timestamps, which restart near
-  zero, to continue after the last ones sent; MPEG-TS bytes are never rewritten, so it keeps them.
+  zero, to continue after the last ones sent; MPEG-TS bytes are never rewritten, so it keeps them;
+- whether another input (main and backup are two encoders) can follow without the pushes restarting
+  (`compatible`: same codecs; FLV sequence headers that differ are then sent again inline,
+  `configuration_changes`); MPEG-TS asks for the same PAT/PMT, since a push's demuxer cannot take new
+  PIDs or stream types mid-stream.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ class Framing(Protocol):
         take what it may update, and return the timestamp offset applied to its packets from now on."""
         ...
 
+    def compatible(self, newcomer: Framing) -> bool:
+        """A decoder fed this source can go on with the newcomer's media (same container, same codecs),
+        given its `configuration_changes` first."""
+        ...
+
+    def configuration_changes(self, newcomer: Framing) -> list[MediaPacket]:
+        """The newcomer's configuration packets that differ from this source's, to be framed and sent
+        before its first media (a decoder then reconfigures in place)."""
+        ...
+
 
 def framing_for(container: ContainerFormat, *, resume_gap_ms: int) -> Framing:
     """The framing of a new publisher session (`resume_gap_ms`: see `HubSettings.resume_gap_ms`)."""
@@ -82,6 +96,8 @@ class FlvFraming:
     def __init__(self, *, resume_gap_ms: int) -> None:
         self._resume_gap_ms = resume_gap_ms
         self._sequence_headers: dict[MediaKind, Chunk] = {}
+        self._config_packets: dict[MediaKind, MediaPacket] = {}
+        """The sequence headers as received (before framing), to be sent again by another source."""
         self._metadata: Chunk | None = None
         self._has_video = False
         self._ts_offset = 0
@@ -104,18 +120,19 @@ class FlvFraming:
             self._last_out_ts[packet.kind] = ts
         data = encode_tag(packet.kind, ts, packet.payload)
         if packet.config:
-            self._keep(packet.kind, Chunk(data, ts, sync=False, config=True))
+            self._keep(packet, Chunk(data, ts, sync=False, config=True))
         return _media_chunk(data, ts, packet, self._has_video)
 
     def keep_configuration(self, packet: MediaPacket) -> None:
         ts = packet.timestamp_ms
-        self._keep(packet.kind, Chunk(encode_tag(packet.kind, ts, packet.payload), ts, sync=False, config=True))
+        self._keep(packet, Chunk(encode_tag(packet.kind, ts, packet.payload), ts, sync=False, config=True))
 
-    def _keep(self, kind: MediaKind, chunk: Chunk) -> None:
-        if kind is MediaKind.DATA:
+    def _keep(self, packet: MediaPacket, chunk: Chunk) -> None:
+        if packet.kind is MediaKind.DATA:
             self._metadata = chunk
         else:
-            self._sequence_headers[kind] = chunk
+            self._sequence_headers[packet.kind] = chunk
+            self._config_packets[packet.kind] = packet
 
     def header_chunks(self) -> list[Chunk]:
         has_audio = MediaKind.AUDIO in self._sequence_headers
@@ -144,6 +161,35 @@ class FlvFraming:
             offset = max(self._last_out_ts.values()) + self._resume_gap_ms - first.timestamp_ms
         self._ts_offset = offset
         return offset
+
+    def compatible(self, newcomer: Framing) -> bool:
+        if not isinstance(newcomer, FlvFraming):
+            return False
+        mine, theirs = self._config_packets, newcomer._config_packets
+        if mine.keys() != theirs.keys():
+            return False  # a track appearing or vanishing: the push's muxer was set up for these
+        return all(_flv_codec(k, mine[k].payload) == _flv_codec(k, theirs[k].payload) for k in mine)
+
+    def configuration_changes(self, newcomer: Framing) -> list[MediaPacket]:
+        if not isinstance(newcomer, FlvFraming):
+            return []
+        return [
+            packet
+            for kind, packet in sorted(newcomer._config_packets.items(), reverse=True)
+            if kind not in self._config_packets or self._config_packets[kind].payload != packet.payload
+        ]
+
+
+def _flv_codec(kind: MediaKind, payload: bytes) -> bytes:
+    """What names the codec of an FLV audio/video tag body: the codec id nibble, or with enhanced RTMP's
+    extended header the FourCC that follows the first byte."""
+    if not payload:
+        return b""
+    first = payload[0]
+    if kind is MediaKind.VIDEO:
+        return payload[1:5] if first & 0x80 else bytes([first & 0x0F])
+    sound_format = first >> 4
+    return payload[1:5] if sound_format == 9 else bytes([sound_format])
 
 
 class MpegTsFraming:
@@ -190,3 +236,9 @@ class MpegTsFraming:
 
     def resume(self, newcomer: Framing, first: MediaPacket) -> int:
         return 0
+
+    def compatible(self, newcomer: Framing) -> bool:
+        return self.same_configuration(newcomer)
+
+    def configuration_changes(self, newcomer: Framing) -> list[MediaPacket]:
+        return []  # compatible means the same tables; the newcomer repeats them in its own stream

@@ -1,13 +1,29 @@
-"""The hub of one live stream: publisher sessions in, subscribers out.
+"""The hub of one live stream: publisher sessions in (a main and a backup input), subscribers out.
 
 State of the source, as one table (`TRANSITIONS`):
 
-    IDLE ──open──▶ LIVE ──close(DROP)──▶ GRACE ──open──▶ RESUMING ──first media──▶ LIVE
-      ▲              │                     │                 │  (same config: rebased, pushes kept;
-      │              │ close(UNPUBLISH,    │ grace expired   │   changed: subscribers end, restart)
-      └──────────────┴─ KICKED) ◀──────────┘ ◀───────────────┘
+    IDLE ──open──▶ LIVE ──feeding input ends, none left (DROP)──▶ GRACE ──open──▶ RESUMING
+      ▲             │  ▲                                             │              │
+      │             │  └──────── an input's first keyframe ──────────┼──────────────┘
+      │             │  (same config: rebased, pushes kept; changed: subscribers end, restart)
+      │             └── feeding input ends, another still open ──▶ RESUMING
+      └────── close(UNPUBLISH, KICKED) with no input left; grace expired ◀──┘
 
-A second publisher opening while one is live takes over: the old session is treated as dropped.
+One input feeds the subscribers at a time (`input`); the other, when it publishes too, is a standby:
+its configuration is kept and its packets since its last keyframe held (bounded), never sent. The
+feeding input changes without a state change (still LIVE) when:
+
+- it is silent (no media for `input_silence_seconds`) and the standby has a keyframe that arrived
+  after the last packet fed (held already, or its next one): reason `silent`;
+- the preferred input (main) sends a keyframe while the other feeds: reason `preferred`;
+and through RESUMING when it ends while the other is open (reason `dropped`): the other takes over at
+its held keyframe if that came after the last packet fed, else at its next one.
+
+A switch between inputs keeps every subscriber when the codecs are the same (FLV timestamps rebased
+to continue, sequence headers that differ sent again inline); otherwise (another codec, MPEG-TS vs
+FLV, other PAT/PMT) the subscribers end with SOURCE_CHANGED and the pushes restart. A publisher
+returning on the same input keeps the older, stricter rule: the same configuration, or a restart.
+A second publisher on the same input takes over: the old session is treated as dropped.
 """
 
 from __future__ import annotations
@@ -21,8 +37,8 @@ from relay.hub.clock import Clock, TimerHandle
 from relay.hub.framing import Framing, framing_for
 from relay.hub.gop_cache import GopCache
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
-from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, Transport
-from relay.media.packets import ContainerFormat, MediaPacket
+from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, StreamInput, Transport
+from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 from relay.transitions import check_transition
 
 log = logging.getLogger("relay.hub")
@@ -37,6 +53,8 @@ class HubSettings:
     gop_cache_max_bytes: int = 12 * 1024 * 1024
     resume_gap_ms: int = 33
     """FLV: the timestamp step inserted between the last packet before a drop and the first after."""
+    input_silence_seconds: float = 1.0
+    """An input that sent no media this long while another publishes is switched away from."""
     subscriber: SubscriberLimits = field(default_factory=SubscriberLimits)
 
 
@@ -95,11 +113,37 @@ class SourceChanged:
     source_type: SourceType
 
 
-HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged
+class SwitchReason(StrEnum):
+    """Why the input feeding the subscribers changed."""
+
+    DROPPED = "dropped"
+    """The feeding input's publisher ended (dropped or unpublished) while the other one publishes."""
+    SILENT = "silent"
+    """The feeding input sent no media for `input_silence_seconds`."""
+    PREFERRED = "preferred"
+    """The main input is back: it takes over again at its keyframe."""
+    RETURNED = "returned"
+    """No input was left (grace period); a publisher came back on the other input."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSwitched:
+    """Another input feeds the subscribers now (`timestamp_offset_ms`: FLV rebasing; 0 for MPEG-TS).
+    `restarted`: the codecs differed, so the subscribers were ended (SourceChanged came first)."""
+
+    stream_id: int
+    to: StreamInput
+    reason: SwitchReason
+    timestamp_offset_ms: int
+    restarted: bool = False
+
+
+HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged | InputSwitched
 
 TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.IDLE: frozenset({HubState.LIVE}),
     HubState.LIVE: frozenset({HubState.IDLE, HubState.GRACE, HubState.RESUMING}),
+    # LIVE -> RESUMING: the feeding input ended while the other publishes (it takes over at a keyframe).
     HubState.GRACE: frozenset({HubState.IDLE, HubState.RESUMING}),
     HubState.RESUMING: frozenset({HubState.IDLE, HubState.LIVE, HubState.GRACE, HubState.RESUMING}),
 }
@@ -107,10 +151,12 @@ TRANSITIONS: dict[HubState, frozenset[HubState]] = {
 
 
 class _Session:
-    """The IngestSink of one publisher connection; forwards to the hub while it is the current one.
+    """The IngestSink of one publisher connection (one input); forwards to the hub while it is open.
 
     Its `framing` carries the stream when this session starts (or replaces) the source; a session that
-    resumes the source only keeps its configuration there, to be compared with the source's.
+    resumes the source, or waits as a standby, only keeps its configuration there, to be compared with
+    the source's. A standby also holds its packets since its last sync point (`held`, bounded), so that
+    a switch can start at a keyframe that already arrived.
     """
 
     def __init__(
@@ -120,13 +166,42 @@ class _Session:
         source_type: SourceType,
         transport: Transport | None,
         framing: Framing,
+        stream_input: StreamInput,
+        opened_at: float,
     ) -> None:
         self._hub = hub
         self.container = container
         self.source_type = source_type
         self.transport = transport
         self.framing = framing
+        self.input = stream_input
         self.closed = False
+        self.last_media_at = opened_at
+        """Clock time of its last media packet (its opening until one arrives): silence is measured from it."""
+        self.held: list[MediaPacket] = []
+        self.held_bytes = 0
+        self.held_sync_at: float | None = None
+        """Clock time the first held packet (a sync point) arrived; None while nothing is held."""
+
+    def hold(self, packet: MediaPacket, now: float, *, sync: bool, max_bytes: int) -> None:
+        """Keep a standby's packet: configuration in its framing, media from its last sync point on."""
+        if packet.config:
+            self.framing.keep_configuration(packet)
+            return
+        if sync:
+            self.drop_held()
+            self.held_sync_at = now
+        elif self.held_sync_at is None:
+            return  # nothing before a sync point is of use to a switch
+        self.held.append(packet)
+        self.held_bytes += len(packet.payload)
+        if self.held_bytes > max_bytes:
+            self.drop_held()  # a GOP larger than the bound: a switch waits for the next keyframe
+
+    def drop_held(self) -> None:
+        self.held = []
+        self.held_bytes = 0
+        self.held_sync_at = None
 
     def write(self, packet: MediaPacket) -> None:
         if not self.closed:
@@ -143,8 +218,9 @@ class _Session:
 
 
 class Hub:
-    """Owns one stream's live state: the current publisher session, the source's framing (its codec
-    configuration and timestamps, relay.hub.framing), the GOP cache, the grace timer and the subscribers.
+    """Owns one stream's live state: the publisher session of each input, which one feeds, the source's
+    framing (its codec configuration and timestamps, relay.hub.framing), the GOP cache, the grace timer
+    and the subscribers.
 
     `on_event` is called synchronously with each `HubEvent`; it must not call back into the hub's
     session methods (subscribing from it is fine).
@@ -162,7 +238,17 @@ class Hub:
         self._clock = clock
         self._on_event = on_event
         self._state = HubState.IDLE
-        self._session: _Session | None = None
+        self._sessions: dict[StreamInput, _Session] = {}
+        """The open session of each input."""
+        self._feeding: _Session | None = None
+        """The session whose media the subscribers get; set exactly while LIVE."""
+        self._input: StreamInput | None = None
+        """The input feeding now, or that fed last (kept through GRACE and RESUMING); None while idle."""
+        self._preferred = StreamInput.MAIN
+        self._last_fed_at = 0.0
+        """Clock time of the last media packet fed to the subscribers."""
+        self._feeding_lost_live = False
+        """In RESUMING: True when the feeding input ended while another was open (a switch), False after GRACE."""
         self._container: ContainerFormat | None = None
         self._source_type: SourceType | None = None
         self._info = StreamInfo()
@@ -183,6 +269,16 @@ class Hub:
     def live(self) -> bool:
         """True from the first publisher until the stream ends (a dropped publisher's grace included)."""
         return self._state is not HubState.IDLE
+
+    @property
+    def input(self) -> StreamInput | None:
+        """The input feeding the subscribers (or that fed them last, while none does); None while idle."""
+        return self._input
+
+    @property
+    def inputs(self) -> frozenset[StreamInput]:
+        """The inputs with an open publisher session."""
+        return frozenset(self._sessions)
 
     @property
     def container(self) -> ContainerFormat | None:
@@ -213,20 +309,22 @@ class Hub:
         container: ContainerFormat,
         source_type: SourceType,
         transport: Transport | None = None,
+        stream_input: StreamInput = StreamInput.MAIN,
     ) -> IngestSink:
-        """A publisher connection was accepted: return the sink for its media."""
+        """A publisher connection was accepted on `stream_input`: return the sink for its media."""
         framing = framing_for(container, resume_gap_ms=self._settings.resume_gap_ms)
-        session = _Session(self, container, source_type, transport, framing)
-        old = self._session
+        session = _Session(self, container, source_type, transport, framing, stream_input, self._clock.now())
+        old = self._sessions.get(stream_input)
         if old is not None and not old.closed:
             # A newcomer took over (the gate disconnects the old one): treat the old as dropped.
             old.closed = True
             self._on_session_closed(old, EndReason.DROP)
-        self._session = session
+        self._sessions[stream_input] = session
         if self._state is HubState.IDLE:
             self._start_live(session)
-        else:
+        elif self._state is HubState.GRACE:
             self._transition(HubState.RESUMING)
+        # LIVE: a standby until a switch; RESUMING: one more candidate to take over.
         return session
 
     def subscribe(self) -> Subscriber:
@@ -242,35 +340,65 @@ class Hub:
         return sub
 
     def close(self) -> None:
-        """Shut the hub down (engine shutdown): the session is detached, subscribers end."""
-        if self._session is not None:
-            self._session.closed = True
+        """Shut the hub down (engine shutdown): the sessions are detached, subscribers end."""
+        for session in self._sessions.values():
+            session.closed = True
+        self._sessions.clear()
+        self._feeding = None
         if self._state is not HubState.IDLE:
             self._end_live(LiveEndReason.HUB_CLOSED, EndCause.HUB_CLOSED)
 
     # -- session callbacks ----------------------------------------------------------------------------
 
     def _on_packet(self, session: _Session, packet: MediaPacket) -> None:
-        if session is not self._session:
+        if self._sessions.get(session.input) is not session:
+            return
+        now = self._clock.now()
+        if not packet.config:
+            session.last_media_at = now
+        if session is self._feeding:
+            if not packet.config:
+                self._last_fed_at = now
+            self._accept(packet)
+            return
+        sync = self._is_sync(packet)
+        session.hold(packet, now, sync=sync, max_bytes=self._settings.gop_cache_max_bytes)
+        if packet.config or not session.held or not session.framing.ready_to_compare:
             return
         if self._state is HubState.RESUMING:
-            self._resuming_packet(session, packet)
-            return
-        if self._state is not HubState.LIVE:
-            return
-        self._accept(packet)
+            if sync:
+                self._take_over(session, SwitchReason.DROPPED if self._feeding_lost_live else SwitchReason.RETURNED)
+        elif self._state is HubState.LIVE:
+            reason = self._switch_reason(session, now, fresh_sync=sync)
+            if reason is not None:
+                self._take_over(session, reason)
 
     def _on_info(self, session: _Session, info: StreamInfo) -> None:
-        if session is self._session:
+        if session is self._feeding or (self._feeding is None and self._sessions.get(session.input) is session):
             self._info = info
 
     def _on_session_closed(self, session: _Session, reason: EndReason) -> None:
-        if session is not self._session:
+        if self._sessions.get(session.input) is not session:
             return
-        self._session = None
+        del self._sessions[session.input]
+        if self._state is HubState.IDLE:
+            return
+        if session is self._feeding:
+            self._feeding = None
+            if self._sessions:
+                # Another input publishes: it takes over at a keyframe; the grace timer bounds the wait.
+                self._transition(HubState.RESUMING)
+                self._feeding_lost_live = True
+                self._arm_grace_timer()
+                log.info("stream %d: %s input ended (%s), switching", self.stream_id, session.input.value, reason.value)
+                self._take_over_held(SwitchReason.DROPPED)
+                return
+        elif self._sessions or self._state is HubState.LIVE:
+            return  # a standby went away, or a candidate while another may still take over
         if reason is EndReason.DROP:
             if self._state in (HubState.LIVE, HubState.RESUMING):
                 self._transition(HubState.GRACE)
+                self._feeding_lost_live = False
                 self._arm_grace_timer()
                 log.info(
                     "stream %d: publisher dropped, grace %.1fs", self.stream_id, self._settings.grace_period_seconds
@@ -279,6 +407,92 @@ class Hub:
             return
         cause = LiveEndReason.KICKED if reason is EndReason.KICKED else LiveEndReason.UNPUBLISHED
         self._end_live(cause, EndCause.UNPUBLISHED)
+
+    # -- the selector ---------------------------------------------------------------------------------
+
+    def _is_sync(self, packet: MediaPacket) -> bool:
+        """A point the subscribers' decoders can continue from: a video keyframe, or any audio packet of a
+        source without video."""
+        has_video = self._framing is not None and self._framing.has_video
+        return packet.keyframe or (not has_video and packet.kind is MediaKind.AUDIO)
+
+    def _switch_reason(self, standby: _Session, now: float, *, fresh_sync: bool) -> SwitchReason | None:
+        """While LIVE, whether `standby` (holding packets from a sync point on) takes over from the feeding
+        input now: the feeding one is silent and the held sync point is newer than its last packet (no
+        old picture is replayed), or the standby is the preferred input and its sync point just arrived."""
+        feeding = self._feeding
+        assert feeding is not None, "LIVE without a feeding input"
+        held_at = standby.held_sync_at
+        silent = now - feeding.last_media_at >= self._settings.input_silence_seconds
+        if silent and held_at is not None and held_at > feeding.last_media_at:
+            return SwitchReason.SILENT
+        if fresh_sync and standby.input is self._preferred and feeding.input is not self._preferred:
+            return SwitchReason.PREFERRED
+        return None
+
+    def _take_over_held(self, reason: SwitchReason) -> None:
+        """On losing the feeding input: an open input whose held sync point arrived after the last packet
+        fed takes over at once (the preferred one first); otherwise the first sync point to come decides."""
+        for stream_input in sorted(self._sessions, key=lambda i: i is not self._preferred):
+            session = self._sessions[stream_input]
+            if (
+                session.held_sync_at is not None
+                and session.held_sync_at > self._last_fed_at
+                and session.framing.ready_to_compare
+            ):
+                self._take_over(session, reason)
+                return
+
+    def _take_over(self, session: _Session, reason: SwitchReason) -> None:
+        """`session` feeds the subscribers from its held packets on (they start at a sync point)."""
+        packets, first = session.held, session.held[0]
+        session.drop_held()
+        previous = self._input
+        switching = session.input is not previous
+        self._cancel_grace_timer()
+        if self._continues(session, switching):
+            if self._state is not HubState.LIVE:
+                self._transition(HubState.LIVE)
+            assert self._framing is not None, "a source without its framing"
+            offset = self._framing.resume(session.framing, first)
+            changes = self._framing.configuration_changes(session.framing) if switching else []
+            self._feed_from(session)
+            for packet in changes:
+                self._accept(packet)
+            if switching:
+                log.info(
+                    "stream %d: %s input feeds (%s), timestamp offset %d ms",
+                    self.stream_id,
+                    session.input.value,
+                    reason.value,
+                    offset,
+                )
+                self._emit(InputSwitched(self.stream_id, session.input, reason, offset))
+            else:
+                log.info("stream %d: publisher resumed, timestamp offset %d ms", self.stream_id, offset)
+                self._emit(SourceResumed(self.stream_id, offset))
+        else:
+            self._replace_source(session)
+            if switching:
+                self._emit(InputSwitched(self.stream_id, session.input, reason, 0, restarted=True))
+        for packet in packets:
+            self._last_fed_at = self._clock.now()
+            self._accept(packet)
+
+    def _continues(self, session: _Session, switching: bool) -> bool:
+        """The subscribers may go on with `session`'s media: another input needs the same codecs (its
+        differing sequence headers are sent inline); a returning one on the same input the same configuration."""
+        if session.container is not self._container or self._framing is None:
+            return False
+        if switching:
+            return self._framing.compatible(session.framing)
+        return session.source_type is self._source_type and self._framing.same_configuration(session.framing)
+
+    def _feed_from(self, session: _Session) -> None:
+        self._feeding = session
+        self._input = session.input
+        self._source_type = session.source_type
+        self._gop.clear()  # a joiner starts on the new input's keyframe, never on the old input's GOP
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -293,21 +507,29 @@ class Hub:
     def _start_live(self, session: _Session) -> None:
         self._transition(HubState.LIVE)
         self._start_source(session)
-        log.info("stream %d: live (%s over %s)", self.stream_id, session.container.value, session.source_type.value)
+        self._last_fed_at = self._clock.now()
+        log.info(
+            "stream %d: live (%s over %s, %s input)",
+            self.stream_id,
+            session.container.value,
+            session.source_type.value,
+            session.input.value,
+        )
         self._emit(LiveStarted(self.stream_id, session.container, session.source_type, session.transport))
 
     def _start_source(self, session: _Session) -> None:
         """The session's media becomes the source, with the configuration its framing kept so far."""
         self._container = session.container
-        self._source_type = session.source_type
         self._framing = session.framing
-        self._gop.clear()
+        self._feed_from(session)
 
     def _end_live(self, reason: LiveEndReason, cause: EndCause) -> None:
         self._cancel_grace_timer()
         self._transition(HubState.IDLE)
         self._end_subscribers(cause)
         self._framing = None
+        self._feeding = None
+        self._input = None
         self._gop.clear()  # a later session must never replay a stale GOP
         log.info("stream %d: live ended (%s)", self.stream_id, reason.value)
         self._emit(LiveEnded(self.stream_id, reason))
@@ -336,38 +558,19 @@ class Hub:
         self._grace_timer = None
         if self._state is HubState.GRACE:
             self._end_live(LiveEndReason.GRACE_EXPIRED, EndCause.SOURCE_LOST)
-        elif self._state is HubState.RESUMING and self._session is not None:
-            # The newcomer never proved the same configuration in time: start over with it.
-            self._replace_source(self._session)
-
-    def _resuming_packet(self, session: _Session, packet: MediaPacket) -> None:
-        if packet.config:
-            session.framing.keep_configuration(packet)
-            return
-        if not session.framing.ready_to_compare:
-            return
-        if self._same_source(session):
-            self._resume(session, packet)
-        else:
+        elif self._state is HubState.RESUMING and self._sessions:
+            # No input proved itself in time (no sync point, no configuration): start over with one.
+            session = self._sessions.get(self._preferred) or next(iter(self._sessions.values()))
+            session.drop_held()
+            switching = session.input is not self._input
             self._replace_source(session)
-        self._accept(packet)
-
-    def _same_source(self, session: _Session) -> bool:
-        if session.container is not self._container or session.source_type is not self._source_type:
-            return False
-        return self._framing is not None and self._framing.same_configuration(session.framing)
-
-    def _resume(self, session: _Session, first: MediaPacket) -> None:
-        assert self._framing is not None, "resuming without a source"
-        self._cancel_grace_timer()
-        self._transition(HubState.LIVE)
-        offset = self._framing.resume(session.framing, first)
-        log.info("stream %d: publisher resumed, timestamp offset %d ms", self.stream_id, offset)
-        self._emit(SourceResumed(self.stream_id, offset))
+            if switching:
+                self._emit(InputSwitched(self.stream_id, session.input, SwitchReason.DROPPED, 0, restarted=True))
 
     def _replace_source(self, session: _Session) -> None:
         self._cancel_grace_timer()
-        self._transition(HubState.LIVE)
+        if self._state is not HubState.LIVE:  # LIVE already: a switch to an input of other codecs
+            self._transition(HubState.LIVE)
         self._end_subscribers(EndCause.SOURCE_CHANGED)
         self._start_source(session)
         log.info("stream %d: source changed, subscribers restart", self.stream_id)

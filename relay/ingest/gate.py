@@ -49,6 +49,16 @@ class EndReason(str, Enum):
     """The relay ended it (stream deleted or deactivated, a newcomer took over a silent session)."""
 
 
+class StreamInput(str, Enum):
+    """Which ingest of a stream a publisher uses; every stream has both (Gcore's `push_url` and
+    `backup_push_url`). The value is what logs, events and metrics show."""
+
+    MAIN = "main"
+    """The key `<id>?<token>` (SRT `<id>#<token>`): feeds the destinations whenever it sends."""
+    BACKUP = "backup"
+    """The key `<id>b?<token>` (SRT `<id>b#<token>`): feeds them while the main is gone or silent."""
+
+
 class RefusalReason(str, Enum):
     """Why a publish request was refused; used in logs and metrics, never with the key itself."""
 
@@ -124,13 +134,14 @@ class IngestSink(Protocol):
 UNNAMED_STREAM = "(no id)"
 """What a log line names when a stream key holds no stream id."""
 _TOKEN_SEPARATOR = re.compile(r"[?#]|%23", re.IGNORECASE)
-_STREAM_ID = re.compile(r"[0-9]{1,18}")
+_STREAM_ID = re.compile(r"[0-9]{1,18}b?")
 
 
 def stream_label(stream_key: str) -> str:
     """The stream id a publish key names (`5` of `5?token`, `in/5#token`, `5%23token`, or of an SRT
-    streamid's parsed id): the only part of a key that may be logged. Whatever does not parse as an id
-    may be the token (a key written the wrong way round), so it is never shown."""
+    streamid's parsed id; `5b` for the backup input): the only part of a key that may be logged.
+    Whatever does not parse as an id may be the token (a key written the wrong way round), so it is
+    never shown."""
     ident = _TOKEN_SEPARATOR.split(stream_key, maxsplit=1)[0].rsplit("/", 1)[-1]
     return ident if _STREAM_ID.fullmatch(ident) else UNNAMED_STREAM
 

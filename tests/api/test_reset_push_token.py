@@ -23,7 +23,17 @@ async def test_reset_gives_a_new_token_and_the_stream_as_get_shows_it(api: ApiCl
     assert reset["push_url"] == stream["push_url"].replace(stream["token"], token)
     assert reset["push_url_srt"] == stream["push_url_srt"].replace(stream["token"], token)
     assert (await api.call("GET", path))[1] == reset
-    unchanged = {k: v for k, v in stream.items() if k not in ("token", "push_url", "push_url_srt", "push_url_rtmps")}
+    for url in ("backup_push_url", "backup_push_url_srt"):  # the backup input's keys carry the token too
+        assert reset[url] == stream[url].replace(stream["token"], token)
+    urls = (
+        "push_url",
+        "push_url_srt",
+        "push_url_rtmps",
+        "backup_push_url",
+        "backup_push_url_srt",
+        "backup_push_url_rtmps",
+    )
+    unchanged = {k: v for k, v in stream.items() if k != "token" and k not in urls}
     assert {k: v for k, v in reset.items() if k in unchanged} == unchanged
 
     status, again, _ = await api.call("POST", f"{path}/reset_push_token", {"ignored": True})

@@ -143,3 +143,11 @@ def test_pull_settings_come_from_the_environment_and_are_in_the_readme() -> None
         from_environment({"RELAY_PULL_STALL_TIMEOUT_SECONDS": "0"})
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert all(f"| `{name}` |" in readme for name in env)
+
+
+def test_the_input_switch_silence_comes_from_the_environment_and_is_documented() -> None:
+    assert Settings().input_switch_silence_seconds == 1.0
+    s = from_environment({"RELAY_INPUT_SWITCH_SILENCE_SECONDS": "2.5"})
+    assert s.input_switch_silence_seconds == 2.5
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| `RELAY_INPUT_SWITCH_SILENCE_SECONDS` |" in readme

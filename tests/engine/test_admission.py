@@ -7,8 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from relay.engine.admission import Admission, split_stream_key
-from relay.ingest.gate import EndReason, PublisherHandle, PublishRefused, PublishRequest, RefusalReason, Transport
+from relay.engine.admission import Admission, StreamKey, parse_srt_stream_key, parse_stream_key, split_stream_key
+from relay.ingest.gate import (
+    EndReason,
+    PublisherHandle,
+    PublishRefused,
+    PublishRequest,
+    RefusalReason,
+    StreamInput,
+    Transport,
+)
 from relay.media.packets import ContainerFormat
 from relay.store.models import StreamRecord
 
@@ -59,8 +67,15 @@ def request(key: str, transport: Transport = Transport.RTMP) -> PublishRequest:
     return PublishRequest(stream_key=key, container=container, publisher=Publisher(transport))
 
 
-def admission(*streams: StreamRecord, current: PublisherHandle | None = None) -> Admission:
-    return Admission(Streams(*streams), lambda stream_id: current, takeover_idle_seconds=4.0)
+def admission(
+    *streams: StreamRecord, current: PublisherHandle | None = None, on: StreamInput = StreamInput.MAIN
+) -> Admission:
+    """`current` publishes on input `on` (the main unless told)."""
+    return Admission(
+        Streams(*streams),
+        lambda stream_id, stream_input: current if stream_input is on else None,
+        takeover_idle_seconds=4.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,10 +92,36 @@ def test_stream_keys_name_a_stream_and_carry_its_token(key: str, expected: tuple
 
 
 @pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("7?abc", StreamKey(7, StreamInput.MAIN, "abc")),
+        ("in/123b?abc", StreamKey(123, StreamInput.BACKUP, "abc")),
+        ("123b%23abc", StreamKey(123, StreamInput.BACKUP, "abc")),
+    ],
+)
+def test_a_b_after_the_id_names_the_backup_input(key: str, expected: StreamKey) -> None:
+    assert parse_stream_key(key) == expected
+
+
+@pytest.mark.parametrize(
+    ("streamid", "expected"),
+    [
+        ("123b#abc", StreamKey(123, StreamInput.BACKUP, "abc")),
+        ("#!::r=123b#abc,m=publish", StreamKey(123, StreamInput.BACKUP, "abc")),
+        ("123#abc", StreamKey(123, StreamInput.MAIN, "abc")),
+    ],
+)
+def test_an_srt_streamid_names_the_backup_input_likewise(streamid: str, expected: StreamKey) -> None:
+    assert parse_srt_stream_key(streamid) == expected
+
+
+@pytest.mark.parametrize(
     ("key", "reason"),
     [
         ("7", RefusalReason.BAD_REQUEST),
         ("x?abc", RefusalReason.UNKNOWN_STREAM),
+        ("7bb?abc", RefusalReason.UNKNOWN_STREAM),
+        ("b?abc", RefusalReason.UNKNOWN_STREAM),
         ("1234567890123456789?abc", RefusalReason.UNKNOWN_STREAM),
     ],
 )
@@ -124,6 +165,21 @@ async def test_a_sending_publisher_keeps_its_stream_and_a_silent_one_is_taken_ov
     silent = Publisher(idle=4.5)
     admitted = await admission(stream(), current=silent).admit(request(f"7?{TOKEN}"))
     assert admitted.replaces is silent
+
+
+async def test_the_takeover_rule_applies_per_input() -> None:
+    sending_main = Publisher(idle=0.1)
+    admitted = await admission(stream(), current=sending_main).admit(request(f"7b?{TOKEN}"))
+    assert (admitted.input, admitted.replaces) == (StreamInput.BACKUP, None)
+    sending_backup = Publisher(idle=0.1)
+    gate = admission(stream(), current=sending_backup, on=StreamInput.BACKUP)
+    with pytest.raises(PublishRefused) as refused:
+        await gate.admit(request(f"7b?{TOKEN}"))
+    assert refused.value.reason is RefusalReason.ALREADY_LIVE
+    assert (await gate.admit(request(f"7?{TOKEN}"))).input is StreamInput.MAIN
+    with pytest.raises(PublishRefused):
+        gate.check(f"7b#{TOKEN}")
+    assert gate.check(f"7#{TOKEN}").stream_id == 7
 
 
 async def test_nothing_is_admitted_once_the_node_stops() -> None:

@@ -21,7 +21,7 @@ LEGAL = [
     (H.IDLE, H.LIVE),  # a publisher opened
     (H.LIVE, H.IDLE),  # unpublished, kicked, hub closed
     (H.LIVE, H.GRACE),  # the publisher dropped
-    (H.LIVE, H.RESUMING),  # listed; a takeover goes LIVE -> GRACE -> RESUMING, so the hub never takes it
+    (H.LIVE, H.RESUMING),  # the feeding input ended while the other publishes (tests/hub/test_inputs.py)
     (H.GRACE, H.IDLE),  # grace expired, hub closed
     (H.GRACE, H.RESUMING),  # a publisher came back
     (H.RESUMING, H.IDLE),

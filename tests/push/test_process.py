@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from relay.hub import Hub, HubSettings, LoopClock, Subscriber
+from relay.hub import Hub, HubSettings, Subscriber
 from relay.ingest.gate import SourceType
 from relay.media.packets import ContainerFormat
 from relay.push.masking import secrets_of
 from relay.push.process import FfmpegProcess
 from relay.push.progress import Progress
+from tests.fakes.clock import FakeClock
 from tests.hub.helpers import config_packets, video
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -43,7 +44,8 @@ while True:
 
 @pytest.fixture
 def subscriber() -> Iterator[Subscriber]:
-    hub = Hub(1, HubSettings(), LoopClock(), lambda event: None)
+    # Filled before any loop runs: the hub reads its clock on every packet (an input's silence).
+    hub = Hub(1, HubSettings(), FakeClock(), lambda event: None)
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     for packet in config_packets():
         sink.write(packet)
