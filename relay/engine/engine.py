@@ -39,8 +39,7 @@ from relay.engine.sink import SessionSink
 from relay.engine.slots import PushSlots, Waiting
 from relay.engine.status import RestreamStatus, StreamSnapshot, StreamState
 from relay.hub.clock import LoopClock
-from relay.hub.hub import (
-    Hub,
+from relay.hub.events import (
     HubEvent,
     HubSettings,
     HubState,
@@ -50,7 +49,8 @@ from relay.hub.hub import (
     SourceChanged,
     SourceResumed,
 )
-from relay.hub.hub import InputSwitched as HubInputSwitched
+from relay.hub.events import InputSwitched as HubInputSwitched
+from relay.hub.hub import Hub
 from relay.ingest.gate import (
     EndReason,
     IngestSink,

@@ -1,9 +1,7 @@
 """The hub: one per live stream, between an ingest sink and the pushes (see hub.py)."""
 
 from relay.hub.clock import Clock, LoopClock, TimerHandle
-from relay.hub.gop_cache import GopCache
-from relay.hub.hub import (
-    Hub,
+from relay.hub.events import (
     HubEvent,
     HubSettings,
     HubState,
@@ -16,6 +14,8 @@ from relay.hub.hub import (
     SourceResumed,
     SwitchReason,
 )
+from relay.hub.gop_cache import GopCache
+from relay.hub.hub import Hub
 from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
 
 __all__ = [

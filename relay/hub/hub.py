@@ -30,115 +30,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 from relay.hub.clock import Clock, TimerHandle
+from relay.hub.events import (
+    HubEvent,
+    HubSettings,
+    HubState,
+    InputSwitched,
+    LiveEnded,
+    LiveEndReason,
+    LiveStarted,
+    PublisherDropped,
+    SourceChanged,
+    SourceResumed,
+    SwitchReason,
+)
 from relay.hub.framing import Framing, framing_for
 from relay.hub.gop_cache import GopCache
-from relay.hub.subscriber import Chunk, EndCause, Subscriber, SubscriberLimits
+from relay.hub.inputs import InputSession
+from relay.hub.subscriber import Chunk, EndCause, Subscriber
 from relay.ingest.gate import EndReason, IngestSink, SourceType, StreamInfo, StreamInput, Transport
 from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 from relay.transitions import check_transition
 
 log = logging.getLogger("relay.hub")
 
-
-@dataclass(frozen=True, slots=True)
-class HubSettings:
-    """Bounds and timings of a hub; names carry units."""
-
-    grace_period_seconds: float = 10.0
-    """How long pushes survive a dropped publisher, waiting for it to come back."""
-    gop_cache_max_bytes: int = 12 * 1024 * 1024
-    resume_gap_ms: int = 33
-    """FLV: the timestamp step inserted between the last packet before a drop and the first after."""
-    input_silence_seconds: float = 1.0
-    """An input that sent no media this long while another publishes is switched away from."""
-    subscriber: SubscriberLimits = field(default_factory=SubscriberLimits)
-
-
-class HubState(StrEnum):
-    IDLE = "idle"
-    LIVE = "live"
-    GRACE = "grace"
-    """The publisher dropped; subscribers wait for it."""
-    RESUMING = "resuming"
-    """A publisher came back during the grace period; waiting for its codec configuration."""
-
-
-class LiveEndReason(StrEnum):
-    UNPUBLISHED = "unpublished"
-    KICKED = "kicked"
-    GRACE_EXPIRED = "grace_expired"
-    HUB_CLOSED = "hub_closed"
-
-
-@dataclass(frozen=True, slots=True)
-class LiveStarted:
-    stream_id: int
-    container: ContainerFormat
-    source_type: SourceType
-    transport: Transport | None
-
-
-@dataclass(frozen=True, slots=True)
-class LiveEnded:
-    stream_id: int
-    reason: LiveEndReason
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherDropped:
-    """Still live: the pushes continue for `grace_period_seconds`."""
-
-    stream_id: int
-    grace_period_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class SourceResumed:
-    """A publisher came back with the same configuration; subscribers continue without a break."""
-
-    stream_id: int
-    timestamp_offset_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SourceChanged:
-    """A publisher came back with a different configuration; every subscriber was ended."""
-
-    stream_id: int
-    container: ContainerFormat
-    source_type: SourceType
-
-
-class SwitchReason(StrEnum):
-    """Why the input feeding the subscribers changed."""
-
-    DROPPED = "dropped"
-    """The feeding input's publisher ended (dropped or unpublished) while the other one publishes."""
-    SILENT = "silent"
-    """The feeding input sent no media for `input_silence_seconds`."""
-    PREFERRED = "preferred"
-    """The main input is back: it takes over again at its keyframe."""
-    RETURNED = "returned"
-    """No input was left (grace period); a publisher came back on the other input."""
-
-
-@dataclass(frozen=True, slots=True)
-class InputSwitched:
-    """Another input feeds the subscribers now (`timestamp_offset_ms`: FLV rebasing; 0 for MPEG-TS).
-    `restarted`: the codecs differed, so the subscribers were ended (SourceChanged came first)."""
-
-    stream_id: int
-    to: StreamInput
-    reason: SwitchReason
-    timestamp_offset_ms: int
-    restarted: bool = False
-
-
-HubEvent = LiveStarted | LiveEnded | PublisherDropped | SourceResumed | SourceChanged | InputSwitched
 
 TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.IDLE: frozenset({HubState.LIVE}),
@@ -148,73 +64,6 @@ TRANSITIONS: dict[HubState, frozenset[HubState]] = {
     HubState.RESUMING: frozenset({HubState.IDLE, HubState.LIVE, HubState.GRACE, HubState.RESUMING}),
 }
 """The only legal changes of `Hub.state` (the diagram above); any other raises `IllegalTransition`."""
-
-
-class _Session:
-    """The IngestSink of one publisher connection (one input); forwards to the hub while it is open.
-
-    Its `framing` carries the stream when this session starts (or replaces) the source; a session that
-    resumes the source, or waits as a standby, only keeps its configuration there, to be compared with
-    the source's. A standby also holds its packets since its last sync point (`held`, bounded), so that
-    a switch can start at a keyframe that already arrived.
-    """
-
-    def __init__(
-        self,
-        hub: Hub,
-        container: ContainerFormat,
-        source_type: SourceType,
-        transport: Transport | None,
-        framing: Framing,
-        stream_input: StreamInput,
-        opened_at: float,
-    ) -> None:
-        self._hub = hub
-        self.container = container
-        self.source_type = source_type
-        self.transport = transport
-        self.framing = framing
-        self.input = stream_input
-        self.closed = False
-        self.last_media_at = opened_at
-        """Clock time of its last media packet (its opening until one arrives): silence is measured from it."""
-        self.held: list[MediaPacket] = []
-        self.held_bytes = 0
-        self.held_sync_at: float | None = None
-        """Clock time the first held packet (a sync point) arrived; None while nothing is held."""
-
-    def hold(self, packet: MediaPacket, now: float, *, sync: bool, max_bytes: int) -> None:
-        """Keep a standby's packet: configuration in its framing, media from its last sync point on."""
-        if packet.config:
-            self.framing.keep_configuration(packet)
-            return
-        if sync:
-            self.drop_held()
-            self.held_sync_at = now
-        elif self.held_sync_at is None:
-            return  # nothing before a sync point is of use to a switch
-        self.held.append(packet)
-        self.held_bytes += len(packet.payload)
-        if self.held_bytes > max_bytes:
-            self.drop_held()  # a GOP larger than the bound: a switch waits for the next keyframe
-
-    def drop_held(self) -> None:
-        self.held = []
-        self.held_bytes = 0
-        self.held_sync_at = None
-
-    def write(self, packet: MediaPacket) -> None:
-        if not self.closed:
-            self._hub._on_packet(self, packet)
-
-    def update_info(self, info: StreamInfo) -> None:
-        if not self.closed:
-            self._hub._on_info(self, info)
-
-    def close(self, reason: EndReason) -> None:
-        if not self.closed:
-            self.closed = True
-            self._hub._on_session_closed(self, reason)
 
 
 class Hub:
@@ -238,9 +87,9 @@ class Hub:
         self._clock = clock
         self._on_event = on_event
         self._state = HubState.IDLE
-        self._sessions: dict[StreamInput, _Session] = {}
+        self._sessions: dict[StreamInput, InputSession] = {}
         """The open session of each input."""
-        self._feeding: _Session | None = None
+        self._feeding: InputSession | None = None
         """The session whose media the subscribers get; set exactly while LIVE."""
         self._input: StreamInput | None = None
         """The input feeding now, or that fed last (kept through GRACE and RESUMING); None while idle."""
@@ -313,7 +162,17 @@ class Hub:
     ) -> IngestSink:
         """A publisher connection was accepted on `stream_input`: return the sink for its media."""
         framing = framing_for(container, resume_gap_ms=self._settings.resume_gap_ms)
-        session = _Session(self, container, source_type, transport, framing, stream_input, self._clock.now())
+        session = InputSession(
+            container,
+            source_type,
+            transport,
+            framing,
+            stream_input,
+            self._clock.now(),
+            on_packet=self._on_packet,
+            on_info=self._on_info,
+            on_closed=self._on_session_closed,
+        )
         old = self._sessions.get(stream_input)
         if old is not None and not old.closed:
             # A newcomer took over (the gate disconnects the old one): treat the old as dropped.
@@ -350,7 +209,7 @@ class Hub:
 
     # -- session callbacks ----------------------------------------------------------------------------
 
-    def _on_packet(self, session: _Session, packet: MediaPacket) -> None:
+    def _on_packet(self, session: InputSession, packet: MediaPacket) -> None:
         if self._sessions.get(session.input) is not session:
             return
         now = self._clock.now()
@@ -373,11 +232,11 @@ class Hub:
             if reason is not None:
                 self._take_over(session, reason)
 
-    def _on_info(self, session: _Session, info: StreamInfo) -> None:
+    def _on_info(self, session: InputSession, info: StreamInfo) -> None:
         if session is self._feeding or (self._feeding is None and self._sessions.get(session.input) is session):
             self._info = info
 
-    def _on_session_closed(self, session: _Session, reason: EndReason) -> None:
+    def _on_session_closed(self, session: InputSession, reason: EndReason) -> None:
         if self._sessions.get(session.input) is not session:
             return
         del self._sessions[session.input]
@@ -416,7 +275,7 @@ class Hub:
         has_video = self._framing is not None and self._framing.has_video
         return packet.keyframe or (not has_video and packet.kind is MediaKind.AUDIO)
 
-    def _switch_reason(self, standby: _Session, now: float, *, fresh_sync: bool) -> SwitchReason | None:
+    def _switch_reason(self, standby: InputSession, now: float, *, fresh_sync: bool) -> SwitchReason | None:
         """While LIVE, whether `standby` (holding packets from a sync point on) takes over from the feeding
         input now: the feeding one is silent and the held sync point is newer than its last packet (no
         old picture is replayed), or the standby is the preferred input and its sync point just arrived."""
@@ -443,7 +302,7 @@ class Hub:
                 self._take_over(session, reason)
                 return
 
-    def _take_over(self, session: _Session, reason: SwitchReason) -> None:
+    def _take_over(self, session: InputSession, reason: SwitchReason) -> None:
         """`session` feeds the subscribers from its held packets on (they start at a sync point)."""
         packets, first = session.held, session.held[0]
         session.drop_held()
@@ -479,7 +338,7 @@ class Hub:
             self._last_fed_at = self._clock.now()
             self._accept(packet)
 
-    def _continues(self, session: _Session, switching: bool) -> bool:
+    def _continues(self, session: InputSession, switching: bool) -> bool:
         """The subscribers may go on with `session`'s media: another input needs the same codecs (its
         differing sequence headers are sent inline); a returning one on the same input the same configuration."""
         if session.container is not self._container or self._framing is None:
@@ -488,7 +347,7 @@ class Hub:
             return self._framing.compatible(session.framing)
         return session.source_type is self._source_type and self._framing.same_configuration(session.framing)
 
-    def _feed_from(self, session: _Session) -> None:
+    def _feed_from(self, session: InputSession) -> None:
         self._feeding = session
         self._input = session.input
         self._source_type = session.source_type
@@ -504,7 +363,7 @@ class Hub:
     def _emit(self, event: HubEvent) -> None:
         self._on_event(event)
 
-    def _start_live(self, session: _Session) -> None:
+    def _start_live(self, session: InputSession) -> None:
         self._transition(HubState.LIVE)
         self._start_source(session)
         self._last_fed_at = self._clock.now()
@@ -517,7 +376,7 @@ class Hub:
         )
         self._emit(LiveStarted(self.stream_id, session.container, session.source_type, session.transport))
 
-    def _start_source(self, session: _Session) -> None:
+    def _start_source(self, session: InputSession) -> None:
         """The session's media becomes the source, with the configuration its framing kept so far."""
         self._container = session.container
         self._framing = session.framing
@@ -567,7 +426,7 @@ class Hub:
             if switching:
                 self._emit(InputSwitched(self.stream_id, session.input, SwitchReason.DROPPED, 0, restarted=True))
 
-    def _replace_source(self, session: _Session) -> None:
+    def _replace_source(self, session: InputSession) -> None:
         self._cancel_grace_timer()
         if self._state is not HubState.LIVE:  # LIVE already: a switch to an input of other codecs
             self._transition(HubState.LIVE)

@@ -97,3 +97,29 @@ def migrate(conn: sqlite3.Connection) -> int:
                 conn.execute("ROLLBACK")
         raise
     return len(MIGRATIONS)
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The writer connection in WAL mode, the file checked and its schema migrated; raises StoreError."""
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a definition acknowledged to a client survives power loss, not only a process crash.
+        conn.execute("PRAGMA synchronous = FULL")
+        # Corruption found now is one clear line at start, not a failed request at some later time.
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StoreError(f"the database {path} is corrupt ({'; '.join(problems)}): restore it from a backup")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(
+            f"the database {path} cannot be used ({exc}): restore it from a backup, or move it away to start empty"
+        ) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from relay.hub.clock import LoopClock
-from relay.hub.hub import Hub, HubSettings
+from relay.hub.events import HubSettings
+from relay.hub.hub import Hub
 from relay.ingest.gate import EndReason, SourceType
 from relay.media.packets import ContainerFormat
 from relay.push.process import FfmpegProcess

@@ -1,0 +1,69 @@
+"""The SQL of API keys: stored as SHA-256 hashes with a short public prefix; a revoked key stays revoked.
+
+Each function runs on the store's worker connection (writes inside the store's transaction).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from relay.store.base import AmbiguousKeyPrefix, StoreError
+from relay.store.models import ApiKeyRecord
+from relay.store.rows import hash_key, key_of, now
+
+
+def insert(c: sqlite3.Connection, client_id: int, clear: str, prefix: str, label: str) -> ApiKeyRecord:
+    """Store a key (its hash); the same key given again for its client is the same record."""
+    existing = c.execute("SELECT * FROM api_keys WHERE key_hash = ?", (hash_key(clear),)).fetchone()
+    if existing is not None:
+        if existing["client_id"] != client_id:
+            raise StoreError("that key already belongs to another client")
+        if existing["revoked_at"] is not None:
+            raise StoreError(f"that key was revoked (key {existing['id']}); a revoked key stays revoked")
+        return key_of(existing)
+    cur = c.execute(
+        "INSERT INTO api_keys (client_id, key_hash, prefix, label, created_at) VALUES (?, ?, ?, ?, ?)",
+        (client_id, hash_key(clear), prefix, label, now()),
+    )
+    return key_of(c.execute("SELECT * FROM api_keys WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+
+def client_of(conn: sqlite3.Connection, digest: str) -> int | None:
+    row = conn.execute("SELECT client_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (digest,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def find(conn: sqlite3.Connection, digest: str) -> ApiKeyRecord | None:
+    row = conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+    return None if row is None else key_of(row)
+
+
+def active_ids(conn: sqlite3.Connection, wanted: list[int]) -> set[int]:
+    # The primary key makes this one index probe per id; callers pass a bounded set (open feeds).
+    marks = ", ".join("?" * len(wanted))
+    rows = conn.execute(f"SELECT id FROM api_keys WHERE id IN ({marks}) AND revoked_at IS NULL", wanted)
+    return {int(row[0]) for row in rows}
+
+
+def listed(conn: sqlite3.Connection, client_id: int | None) -> list[ApiKeyRecord]:
+    if client_id is None:
+        rows = conn.execute("SELECT * FROM api_keys ORDER BY id")
+    else:
+        rows = conn.execute("SELECT * FROM api_keys WHERE client_id = ? ORDER BY id", (client_id,))
+    return [key_of(r) for r in rows]
+
+
+def revoke(c: sqlite3.Connection, wanted: str) -> ApiKeyRecord | None:
+    """Revoke the one active key with id `wanted`, or whose prefix starts with it; several: refused."""
+    if wanted.isdigit():
+        rows = c.execute("SELECT * FROM api_keys WHERE id = ? AND revoked_at IS NULL", (int(wanted),)).fetchall()
+    else:
+        # Compared in Python, not with LIKE: prefixes hold '$', '_' and '%' as plain characters.
+        active = c.execute("SELECT * FROM api_keys WHERE revoked_at IS NULL").fetchall()
+        rows = [row for row in active if str(row["prefix"]).startswith(wanted)]
+    if len(rows) > 1:
+        raise AmbiguousKeyPrefix(len(rows))
+    if not rows:
+        return None
+    c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now(), rows[0]["id"]))
+    return key_of(c.execute("SELECT * FROM api_keys WHERE id = ?", (rows[0]["id"],)).fetchone())

@@ -1,0 +1,130 @@
+"""Rows and records: how the SQLite store's rows become frozen records, and the small SQL it shares.
+
+Also the values the store makes itself: timestamps, key hashes, stream tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import secrets
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from relay.store.base import GCORE_SETTINGS_FIELDS
+from relay.store.models import ApiKeyRecord, GcoreSettings, RestreamRecord, StreamRecord
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so a plain SHA-256 is enough: no dictionary to defend against.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A stream's publish token: unguessable and URL-safe (no '#', '?', ',' or '&')."""
+    return secrets.token_urlsafe(24)
+
+
+def settings_json(settings: GcoreSettings) -> str:
+    return json.dumps(dataclasses.asdict(settings), separators=(",", ":"))
+
+
+def settings_of(text: str) -> GcoreSettings:
+    """The stored settings over the defaults: a key this relay does not know is left out, a missing one is
+    the default (a row written before a setting existed)."""
+    stored = json.loads(text or "{}")
+    known = {name: value for name, value in stored.items() if name in GCORE_SETTINGS_FIELDS}
+    if isinstance(known.get("broadcast_ids"), list):
+        known["broadcast_ids"] = tuple(known["broadcast_ids"])
+    return GcoreSettings(**known)
+
+
+def with_settings(settings: GcoreSettings, values: Mapping[str, Any]) -> GcoreSettings:
+    changes = {name: value for name, value in values.items() if name in GCORE_SETTINGS_FIELDS}
+    if "broadcast_ids" in changes:
+        changes["broadcast_ids"] = tuple(changes["broadcast_ids"] or ())
+    return dataclasses.replace(settings, **changes)
+
+
+def stream_of(row: sqlite3.Row) -> StreamRecord:
+    return StreamRecord(
+        id=row["id"],
+        client_id=row["client_id"],
+        name=row["name"],
+        active=bool(row["active"]),
+        token=row["token"],
+        created_at=when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"],
+        srt_passphrase=row["srt_passphrase"],
+        srt_latency_ms=row["srt_latency_ms"],
+        client_entity_data=row["client_entity_data"],
+        gcore_settings=settings_of(row["gcore_settings"]),
+        pull=bool(row["pull"]),
+        uri=row["uri"],
+    )
+
+
+def restream_of(row: sqlite3.Row) -> RestreamRecord:
+    return RestreamRecord(
+        id=row["id"],
+        client_id=row["client_id"],
+        stream_id=row["stream_id"],
+        name=row["name"],
+        active=bool(row["active"]),
+        uri=row["uri"],
+        created_at=when(row["created_at"]) or datetime.now(UTC),
+        client_user_id=row["client_user_id"],
+        no_audio=bool(row["no_audio"]),
+        no_audio_mode=row["no_audio_mode"],
+        tls_verify=bool(row["tls_verify"]),
+    )
+
+
+def key_of(row: sqlite3.Row) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        client_id=row["client_id"],
+        prefix=row["prefix"],
+        label=row["label"],
+        created_at=when(row["created_at"]) or datetime.now(UTC),
+        revoked_at=when(row["revoked_at"]),
+    )
+
+
+def select_stream(conn: sqlite3.Connection, stream_id: int, client_id: int | None) -> StreamRecord | None:
+    if client_id is None:
+        row = conn.execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone()
+    else:
+        row = conn.execute("SELECT * FROM streams WHERE id = ? AND client_id = ?", (stream_id, client_id)).fetchone()
+    return None if row is None else stream_of(row)
+
+
+def select_restream(conn: sqlite3.Connection, restream_id: int, client_id: int | None) -> RestreamRecord | None:
+    if client_id is None:
+        row = conn.execute("SELECT * FROM restreams WHERE id = ?", (restream_id,)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT * FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id)
+        ).fetchone()
+    return None if row is None else restream_of(row)
+
+
+def update_row(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> None:
+    if not values:
+        return
+    # Column names come from the STREAM_FIELDS/RESTREAM_FIELDS allow-lists (or the store's own: token,
+    # gcore_settings), never from the request.
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    params = [int(v) if isinstance(v, bool) else v for v in values.values()]
+    conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*params, row_id))
