@@ -73,7 +73,7 @@ class Compose:
         while time.monotonic() < deadline:
             try:
                 targets = self.prometheus("/api/v1/targets")["activeTargets"]
-            except (OSError, AssertionError):
+            except (OSError, AssertionError, ValueError):  # not up yet; starting, it answers in plain text
                 targets = []
             if any(t["labels"]["job"] == "restream-relay" and t["health"] == "up" for t in targets):
                 return targets
