@@ -36,9 +36,11 @@ def steps(request: pytest.FixtureRequest) -> Steps:
     return request.config.stash.setdefault(STEPS, Steps())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def podman(steps: Steps) -> Iterator[Podman]:
-    """A podman with its own configuration and storage under a temporary directory, removed at the end."""
+    """A podman with its own configuration and storage under a temporary directory, removed after the last
+    container test. Package scope, not session: a session fixture is torn down after the run's last test,
+    which may be unmarked, and tests/conftest.py refuses subprocesses there (the clean-up's podman)."""
     if reason := unavailable():
         pytest.skip(reason)
     instance = Podman.create()
@@ -49,7 +51,7 @@ def podman(steps: Steps) -> Iterator[Podman]:
             instance.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def relay_image(podman: Podman, steps: Steps, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The project's Dockerfile, unchanged, built on the Python stand-in; its size goes to the summary."""
     build_standins(podman, tmp_path_factory.mktemp("images"), steps)
