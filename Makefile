@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast lint bench setup system-deps test-system-deps clean
+.PHONY: run test test-fast test-containers lint bench setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -46,6 +46,11 @@ test-fast: $(TEST_STAMP)
 
 test: $(TEST_STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+# The image and the compose file, built and run with a podman of the test's own (tests/containers; also
+# part of `make test`, skipped with the reason where podman cannot run).
+test-containers: $(TEST_STAMP) system-deps test-system-deps
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/containers
 
 bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench

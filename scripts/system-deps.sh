@@ -24,6 +24,15 @@ if [ "$mode" = test ]; then
   command -v ffmpeg >/dev/null || test_pkgs+=(ffmpeg)
   # The dashboard's browser test drives Debian's Chromium with Playwright (never Playwright's download).
   [ -x /usr/bin/chromium ] || test_pkgs+=(chromium)
+  # The container tests (tests/containers): rootful podman on runc, netavark with aardvark-dns (compose
+  # services find each other by name), debootstrap for a base image without a registry, and Debian's
+  # prometheus for the monitoring profile's stand-in.
+  command -v podman >/dev/null || test_pkgs+=(podman)
+  [ -x /usr/sbin/runc ] || test_pkgs+=(runc)
+  [ -x /usr/lib/podman/netavark ] || test_pkgs+=(netavark)
+  [ -x /usr/lib/podman/aardvark-dns ] || test_pkgs+=(aardvark-dns)
+  [ -x /usr/sbin/debootstrap ] || test_pkgs+=(debootstrap)
+  [ -x /usr/bin/prometheus ] || test_pkgs+=(prometheus)
 fi
 
 bench_pkgs=()

@@ -41,8 +41,11 @@ class Receiver:
         port: int | None = None,
         key: str = "dest-key",
         watch_frames: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         self.srt = srt
+        self.host = host
+        """The address it listens on: loopback, or the host's side of a container bridge (tests/containers)."""
         self.port = port or free_port(socket.SOCK_DGRAM if srt else socket.SOCK_STREAM)
         self.key = key
         self.out = out
@@ -55,14 +58,14 @@ class Receiver:
     @property
     def listen_url(self) -> str:
         if self.srt:
-            return f"srt://127.0.0.1:{self.port}?mode=listener&latency=120000&passphrase={self.key}"
-        return f"rtmp://127.0.0.1:{self.port}/live/{self.key}"
+            return f"srt://{self.host}:{self.port}?mode=listener&latency=120000&passphrase={self.key}"
+        return f"rtmp://{self.host}:{self.port}/live/{self.key}"
 
     def uri(self, scheme: str | None = None, port: int | None = None) -> str:
         """What the relay pushes to (`rtmps` through a TLS proxy on `port`)."""
         if self.srt:  # the passphrase is the SRT destination's secret: the relay must never log it
-            return f"srt://127.0.0.1:{self.port}?mode=caller&latency=120000&passphrase={self.key}"
-        return f"{scheme or 'rtmp'}://127.0.0.1:{port or self.port}/live/{self.key}"
+            return f"srt://{self.host}:{self.port}?mode=caller&latency=120000&passphrase={self.key}"
+        return f"{scheme or 'rtmp'}://{self.host}:{port or self.port}/live/{self.key}"
 
     async def start(self) -> Receiver:
         probe = ("-probesize", "100000", "-analyzeduration", "200000") if self.watch_frames else ()
