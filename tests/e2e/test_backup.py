@@ -168,10 +168,10 @@ async def test_silent_srt_main_gives_way_to_the_srt_backup(rig: Rig, long_media:
         await asyncio.sleep(1.5)
         gap_srt = switch_gap(receiver, stopped_at)
     finally:
-        # Let the stopped group go on before it is killed; it may be gone already (its pipe feeder ended it).
+        main.sigkill()
+        # What is left of the stopped group must run to die; it may be reaped already.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(main.proc.pid, signal.SIGCONT)
-        main.sigkill()
     await main.close()
     await receiver.ends_cleanly(within=long_media.seconds + 15)
     print(f"\nswitch gap SRT, main silent -> backup: {gap_srt * 1000:.0f} ms (switched after {switched_after:.2f} s)")
