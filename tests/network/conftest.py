@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Rig, long_media, media, relay_env
-from tests.e2e.helpers import RelayApi
-from tests.support import RelayProcess
+from tests.e2e.helpers import Media, RelayApi
+from tests.support import MediaCache, RelayProcess
 from tests.support.netns import Netns, namespace, unavailable
 
 __all__ = ["long_media", "media"]
@@ -32,6 +32,12 @@ def _needs_namespaces() -> None:
     reason = _why_not()
     if reason is not None:
         pytest.skip(f"network namespaces unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def outage_media(media_cache: MediaCache) -> Media:
+    """30 s of video: a 20 s outage, with time to notice it before and to see the recovery after."""
+    return Media.make(media_cache, 30.0)
 
 
 @pytest.fixture
