@@ -36,8 +36,9 @@ def _needs_namespaces() -> None:
 
 @pytest.fixture(scope="session")
 def outage_media(media_cache: MediaCache) -> Media:
-    """30 s of video: a 20 s outage, with time to notice it before and to see the recovery after."""
-    return Media.make(media_cache, 30.0)
+    """38 s of video: a 20 s outage with time to notice it and to see the recovery; a link at half the
+    rate fills the push's 10 s queue (relay/hub/subscriber.py) after about 25 s, with time to spare."""
+    return Media.make(media_cache, 38.0)
 
 
 @pytest.fixture
