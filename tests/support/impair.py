@@ -38,6 +38,9 @@ class TcpImpairment:
     zero_window: bool = False
     reset_on_connect: bool = False
     reset_after_bytes: int | None = None
+    """RST a connection once it has carried this many bytes upstream..."""
+    resets_mid_stream: int = 1
+    """...this many times in all; later connections pass (a destination that recovers)."""
     max_queued: int = MAX_QUEUED_DEFAULT
 
 
@@ -48,14 +51,15 @@ class TcpStats:
     bytes_up: int = 0
 
 
-def _reset(sock: socket.socket | None) -> None:
-    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
-    if sock is None:
+def _reset(writer: asyncio.StreamWriter | None) -> None:
+    """Abort with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    if writer is None:
         return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        sock.close()
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 @dataclass
@@ -85,9 +89,12 @@ async def tcp_impair(listen: Address, target: Address, impairment: TcpImpairment
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
+    async def pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool, peer: asyncio.StreamWriter | None
+    ) -> None:
         """Read, hold each chunk `delay_seconds`, write; a bounded queue between the two keeps order."""
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(impairment.max_queued)
+        carried = 0
 
         async def read() -> None:
             try:
@@ -108,15 +115,20 @@ async def tcp_impair(listen: Address, target: Address, impairment: TcpImpairment
                 due, data = item
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 await proxy._flowing.wait()
-                if upstream and impairment.reset_after_bytes is not None:
-                    if proxy.stats.bytes_up + len(data) > impairment.reset_after_bytes:
-                        proxy.stats.resets += 1
-                        for w in (writer, *conns):
-                            _reset(w.get_extra_info("socket"))
-                        return
+                if (
+                    upstream
+                    and impairment.reset_after_bytes is not None
+                    and carried + len(data) > impairment.reset_after_bytes
+                    and proxy.stats.resets < impairment.resets_mid_stream
+                ):
+                    proxy.stats.resets += 1
+                    _reset(writer)  # the destination's side
+                    _reset(peer)  # and the sender's
+                    return
                 writer.write(data)
                 await writer.drain()
                 if upstream:
+                    carried += len(data)
                     proxy.stats.bytes_up += len(data)
         except (ConnectionError, OSError):
             pass
@@ -129,8 +141,7 @@ async def tcp_impair(listen: Address, target: Address, impairment: TcpImpairment
         proxy.stats.connections += 1
         if impairment.reset_on_connect:
             proxy.stats.resets += 1
-            _reset(writer.get_extra_info("socket"))
-            writer.transport.abort()
+            _reset(writer)
             return
         if impairment.zero_window:
             conns.append(writer)
@@ -144,8 +155,8 @@ async def tcp_impair(listen: Address, target: Address, impairment: TcpImpairment
             writer.close()
             return
         conns.extend((writer, up_writer))
-        spawn(pipe(reader, up_writer, True))
-        spawn(pipe(up_reader, writer, False))
+        spawn(pipe(reader, up_writer, True, writer))
+        spawn(pipe(up_reader, writer, False, None))
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
