@@ -5,15 +5,17 @@ What a user checks: what reaches the destinations, and how the stream's state fo
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.conftest import Rig
 from tests.e2e.helpers import GOP, Media
-from tests.support import Publisher, ffmpeg_publish_argv
-from tests.support.impair import UdpImpairment, udp_impair
+from tests.support import Publisher, ffmpeg_publish_argv, wait_for
+from tests.support.impair import TcpImpairment, UdpImpairment, tcp_impair, udp_impair
 from tests.support.netns import Netns
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
@@ -58,4 +60,77 @@ async def test_srt_ingest_through_5_percent_loss_and_100ms_reaches_destinations_
     )
     assert (await api.status(rtmp_id))["restarts"] == 0
     print(f"\nSRT ingest: {proxy.stats.dropped} of {proxy.stats.dropped + proxy.stats.forwarded} datagrams lost")
+    api.assert_no_secrets()
+
+
+IDLE_TIMEOUT_SECONDS = 5.0
+GRACE_SECONDS = 10.0
+
+
+async def _main_session(rig: Rig, stream_id: int) -> tuple[bool, str | None, str | None]:
+    body = await rig.api.call("GET", f"/streaming/streams/{stream_id}")
+    return bool(body["live"]), body["started_at_primary"], body["finished_at_primary"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.relay_env(
+    RELAY_RTMP_IDLE_TIMEOUT_SECONDS=IDLE_TIMEOUT_SECONDS, RELAY_PUBLISHER_GRACE_SECONDS=GRACE_SECONDS
+)
+async def test_rtmp_publisher_whose_link_dies_is_a_drop_after_the_idle_timeout_and_resumes_on_return(
+    net_rig: Rig, netns: Callable[[str], Netns], outage_media: Media, long_media: Media
+) -> None:
+    rig, api = net_rig, net_rig.api
+    ns = netns("rtmpin")
+    # The publisher, inside the namespace, connects to a plain forwarder on the root side of the veth.
+    forward = await rig.stack.enter_async_context(
+        tcp_impair((ns.host_address, 0), ("127.0.0.1", rig.relay.rtmp_port), TcpImpairment())
+    )
+    dest = await rig.receiver("dest")
+    stream = await api.stream()
+    dest_id = (await api.add_restream(stream["id"], dest.uri(), dest.key))["id"]
+    url = re.sub(r"rtmp://[^:/]+:\d+", f"rtmp://{ns.host_address}:{forward.port}", stream["push_url"])
+    first = Publisher(ns.argv(ffmpeg_publish_argv(outage_media.flv, url)))
+    rig.publishers.append(first)
+    await first.start()
+    await api.wait_state(dest_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
+    _, started, _ = await _main_session(rig, stream["id"])
+
+    ns.link_down()  # no FIN, no RST: the relay hears nothing more
+    down_at = time.monotonic()
+
+    async def dropped() -> bool:
+        live, _, finished = await _main_session(rig, stream["id"])
+        return live and finished is not None
+
+    await wait_for(dropped, IDLE_TIMEOUT_SECONDS + 3, "the publisher ended as a drop, the stream held")
+    drop_after = time.monotonic() - down_at
+    # The destination is held through the grace period, not restarted.
+    await asyncio.sleep(2)
+    held = await api.status(dest_id)
+    assert held["state"] == "running" and held["restarts"] == 0, held
+    assert (await _main_session(rig, stream["id"]))[0], "the stream ended before its grace period"
+
+    # The link returns and the encoder publishes again (its old connection is gone) within the grace.
+    ns.link_up()
+    again = Publisher(ns.argv(ffmpeg_publish_argv(long_media.flv, url)))
+    rig.publishers.append(again)
+    await again.start()
+
+    async def resumed() -> bool:
+        live, started_again, finished = await _main_session(rig, stream["id"])
+        return live and finished is None and started_again != started
+
+    await wait_for(resumed, 10, "the stream resumed with the returning publisher")
+    resume_after = time.monotonic() - down_at
+    code, err = await again.wait(within=long_media.seconds + 15)
+    assert code == 0, err
+    await dest.ends_cleanly(within=GRACE_SECONDS + 10)
+    print(f"\nRTMP ingest blackhole: drop after {drop_after:.1f} s, resumed {resume_after:.1f} s after the cut")
+    status = await api.status(dest_id)
+    assert status["restarts"] == 0, f"the destination restarted: {status}"
+    got = dest.frames()
+    # The first play up to the cut, then the whole second play, on one connection.
+    assert got[-len(long_media.ref_flv) :] == long_media.ref_flv, "the second play did not arrive whole"
+    head = got[: -len(long_media.ref_flv)]
+    assert head and head == outage_media.ref_flv[: len(head)], "the first play did not arrive unbroken"
     api.assert_no_secrets()
