@@ -134,3 +134,38 @@ async def test_rtmp_publisher_whose_link_dies_is_a_drop_after_the_idle_timeout_a
     head = got[: -len(long_media.ref_flv)]
     assert head and head == outage_media.ref_flv[: len(head)], "the first play did not arrive unbroken"
     api.assert_no_secrets()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.relay_env(
+    RELAY_RTMP_IDLE_TIMEOUT_SECONDS=IDLE_TIMEOUT_SECONDS, RELAY_PUBLISHER_GRACE_SECONDS=GRACE_SECONDS / 2
+)
+async def test_rtmp_publisher_whose_link_stays_dead_ends_the_stream_after_the_grace_period(
+    net_rig: Rig, netns: Callable[[str], Netns], outage_media: Media
+) -> None:
+    rig, api = net_rig, net_rig.api
+    ns = netns("rtmpgone")
+    forward = await rig.stack.enter_async_context(
+        tcp_impair((ns.host_address, 0), ("127.0.0.1", rig.relay.rtmp_port), TcpImpairment())
+    )
+    dest = await rig.receiver("dest")
+    stream = await api.stream()
+    dest_id = (await api.add_restream(stream["id"], dest.uri(), dest.key))["id"]
+    url = re.sub(r"rtmp://[^:/]+:\d+", f"rtmp://{ns.host_address}:{forward.port}", stream["push_url"])
+    publisher = Publisher(ns.argv(ffmpeg_publish_argv(outage_media.flv, url)))
+    rig.publishers.append(publisher)
+    await publisher.start()
+    await api.wait_state(dest_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
+
+    ns.link_down()
+    down_at = time.monotonic()
+    await api.wait_live(stream["id"], live=False, within=IDLE_TIMEOUT_SECONDS + GRACE_SECONDS / 2 + 4)
+    ended_after = time.monotonic() - down_at
+    print(f"\nRTMP ingest dead for good: stream ended {ended_after:.1f} s after the cut")
+    assert ended_after >= IDLE_TIMEOUT_SECONDS + GRACE_SECONDS / 2 - 0.5, "ended before the idle timeout and grace"
+    status = await api.wait_state(dest_id, "idle", within=8)
+    assert status["restarts"] == 0, status
+    await dest.ends_cleanly()
+    got = dest.frames()
+    assert len(got) >= 2 * GOP and got == outage_media.ref_flv[: len(got)], "the destination's video is not unbroken"
+    api.assert_no_secrets()
