@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast test-containers lint bench setup system-deps test-system-deps clean
+.PHONY: run test test-fast test-containers test-network lint bench setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -43,6 +43,10 @@ lint: $(TEST_STAMP)
 # The tests that start no process (tests/conftest.py fails one that does without the `integration` marker).
 test-fast: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" tests
+
+# Faults on real impaired links (network namespaces, veth, tc tbf); needs root, skips saying why otherwise.
+test-network: $(TEST_STAMP) system-deps test-system-deps
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m network tests/network
 
 test: $(TEST_STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests

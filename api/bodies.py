@@ -74,6 +74,7 @@ def restream_status_body(status: RestreamStatus) -> dict[str, Any]:
         "bytes": status.bytes,
         "frames": status.frames,
         "restarts": status.restarts,
+        "overflows": status.overflows,
         "last_error": status.last_error,
         "next_retry_seconds": status.next_retry_seconds,
         "log_tail": list(status.log_tail),

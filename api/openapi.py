@@ -326,6 +326,11 @@ _RESTREAM = {
             "description": "Extension (ours): the push's observed state",
             "properties": {
                 "state": {"type": "string", "enum": [state.value for state in PushState]},
+                "overflows": {
+                    "type": "integer",
+                    "description": "Times the destination fell a whole queue behind (it takes less than the "
+                    "stream's bitrate) and the push skipped ahead to a keyframe; repeated, the push restarts",
+                },
             },
             "additionalProperties": True,
         },

@@ -135,6 +135,7 @@ class Server:
             preauth_timeout_seconds=settings.rtmp_preauth_timeout_seconds,
             preauth_max_message_bytes=settings.rtmp_preauth_max_message_bytes,
             preauth_max_partial_bytes=settings.rtmp_preauth_max_partial_bytes,
+            idle_timeout_seconds=settings.rtmp_idle_timeout_seconds,
         )
 
     async def _start_srt(self, stack: contextlib.AsyncExitStack, engine: Engine) -> int | None:

@@ -62,6 +62,9 @@ class Settings:
     rtmp_preauth_timeout_seconds: float = 5.0
     rtmp_preauth_max_message_bytes: int = 32 << 10
     rtmp_preauth_max_partial_bytes: int = 64 << 10
+    rtmp_idle_timeout_seconds: float = 30.0
+    """A publishing RTMP(S) connection silent this long is ended as a drop (grace period): how long a
+    publisher whose link went dead (no FIN, no RST) holds the stream before the grace period starts."""
     srt_handshakes_per_second_per_address: float = 5.0
     srt_handshake_burst_per_address: int = 20
     http_max_connections: int = 512
@@ -134,6 +137,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "rtmp_preauth_timeout_seconds",
     "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "rtmp_preauth_max_message_bytes",
     "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "rtmp_preauth_max_partial_bytes",
+    "RELAY_RTMP_IDLE_TIMEOUT_SECONDS": "rtmp_idle_timeout_seconds",
     "RELAY_SRT_HANDSHAKES_PER_SECOND_PER_ADDRESS": "srt_handshakes_per_second_per_address",
     "RELAY_SRT_HANDSHAKE_BURST_PER_ADDRESS": "srt_handshake_burst_per_address",
     "RELAY_HTTP_MAX_CONNECTIONS": "http_max_connections",
@@ -217,7 +221,11 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
     if not 0 <= changes.get("api_auth_failure_delay_seconds", 0) <= 10:
         # A held answer keeps a socket open; more than the graceful-stop time would also hold the stop.
         raise ConfigError("RELAY_API_AUTH_FAILURE_DELAY_SECONDS: expected 0 to 10")
-    for name in ("RELAY_PULL_RETRY_MAX_DELAY_SECONDS", "RELAY_PULL_STALL_TIMEOUT_SECONDS"):
+    for name in (
+        "RELAY_PULL_RETRY_MAX_DELAY_SECONDS",
+        "RELAY_PULL_STALL_TIMEOUT_SECONDS",
+        "RELAY_RTMP_IDLE_TIMEOUT_SECONDS",
+    ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
     api_key = changes.get("api_key")

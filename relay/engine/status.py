@@ -102,6 +102,8 @@ class RestreamStatus:
     last_error: str | None
     next_retry_seconds: float | None
     log_tail: tuple[str, ...]
+    overflows: int = 0
+    """Skips to a keyframe of a destination too slow for the stream (PushStatus.overflows)."""
 
     @classmethod
     def waiting(cls, waiting: Waiting) -> RestreamStatus:
@@ -135,4 +137,5 @@ class RestreamStatus:
             last_error=status.last_error,
             next_retry_seconds=status.next_retry_seconds,
             log_tail=tuple(status.log_tail),
+            overflows=status.overflows,
         )

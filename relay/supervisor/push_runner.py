@@ -65,6 +65,8 @@ class PushRunner:
         self._state = PushState.IDLE
         self._since = wall_clock()
         self._restarts = 0
+        self._overflows_before = 0
+        """Skips to a keyframe in the attempts that ended (the running one's are on its subscriber)."""
         self._restart_next = False
         """The next launch is a restart (counted), not a first start."""
         self._last_error: str | None = None
@@ -108,6 +110,7 @@ class PushRunner:
             out_time_seconds=p.out_time_us / 1_000_000 if p else 0.0,
             speed=p.speed if p else None,
             restarts=self._restarts,
+            overflows=self._overflows_before + (self._attempt.subscriber.overflows if self._attempt else 0),
             last_error=self._last_error,
             next_retry_seconds=next_retry,
             log_tail=tuple(shown.process.recent_lines) if shown is not None and shown.process is not None else (),
@@ -253,6 +256,7 @@ class PushRunner:
         await attempt.run(self._settings.stop_timeout_seconds)
         attempt.cancel_timers()
         self._attempt, self._previous = None, attempt
+        self._overflows_before += attempt.subscriber.overflows
         self._on_exit(attempt)
 
     def _request_stop(self, *, restart: bool = False) -> None:

@@ -98,6 +98,9 @@ class PushStatus:
     out_time_seconds: float = 0.0
     speed: float | None = None
     restarts: int = 0
+    overflows: int = 0
+    """Times its queue overflowed and skipped ahead to a keyframe (the destination took less than the
+    stream's rate), over every attempt: a push can fall behind without ever failing."""
     last_error: str | None = None
     next_retry_seconds: float | None = None
     """Seconds until the scheduled retry (RETRYING, FAILED)."""

@@ -151,3 +151,12 @@ def test_the_input_switch_silence_comes_from_the_environment_and_is_documented()
     assert s.input_switch_silence_seconds == 2.5
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "| `RELAY_INPUT_SWITCH_SILENCE_SECONDS` |" in readme
+
+
+def test_rtmp_idle_timeout_comes_from_the_environment_and_is_in_the_readme() -> None:
+    assert from_environment({"RELAY_RTMP_IDLE_TIMEOUT_SECONDS": "5"}).rtmp_idle_timeout_seconds == 5.0
+    assert from_environment({}).rtmp_idle_timeout_seconds == 30.0
+    with pytest.raises(ConfigError, match="RELAY_RTMP_IDLE_TIMEOUT_SECONDS: must be positive"):
+        from_environment({"RELAY_RTMP_IDLE_TIMEOUT_SECONDS": "0"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| `RELAY_RTMP_IDLE_TIMEOUT_SECONDS` |" in readme

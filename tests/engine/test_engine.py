@@ -176,9 +176,11 @@ def test_a_push_status_becomes_a_restream_status() -> None:
         bitrate_kbps=4499.6,
         frames=90,
         restarts=1,
+        overflows=2,
         log_tail=("a", "b"),
     )
     status = RestreamStatus.of_push(running, now=1012.5)
+    assert status.overflows == 2  # a destination too slow for the stream, which never failed
     assert (status.uptime_seconds, status.bitrate_kbps, status.bytes, status.log_tail) == (12.5, 4500, 5000, ("a", "b"))
     assert status.since is not None and status.since.timestamp() == 1000.0
     retrying = RestreamStatus.of_push(

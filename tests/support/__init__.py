@@ -10,6 +10,8 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     relay_process   RelayProcess, http, ADMIN_KEY, ROOT
     polling         wait_for (async), wait_until (blocking)
     guard           refuse_subprocesses: what keeps unmarked tests free of processes
+    netns           namespace, Netns: peers behind a real veth link (tbf, link down/up); tests/network
+    impair          tcp_impair, udp_impair: delay, loss, reordering, stalls, zero window, resets
 
 Fakes (a fake clock, a fake ffmpeg) live in tests/fakes.
 """

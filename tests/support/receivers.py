@@ -14,6 +14,8 @@ from types import TracebackType
 from tests.support.binaries import FFMPEG
 from tests.support.media import md5s
 from tests.support.net import free_port, wait_listening
+from tests.support.netns import Netns, listening
+from tests.support.polling import wait_for
 from tests.support.processes import reap
 
 
@@ -42,10 +44,16 @@ class Receiver:
         key: str = "dest-key",
         watch_frames: bool = False,
         host: str = "127.0.0.1",
+        netns: Netns | None = None,
+        srt_latency_ms: int = 120,
     ) -> None:
         self.srt = srt
-        self.host = host
-        """The address it listens on: loopback, or the host's side of a container bridge (tests/containers)."""
+        self.netns = netns
+        """Listen inside this namespace, on its address (tests/support/netns.py), instead of `host`."""
+        self.host = netns.address if netns else host
+        """The address it listens on: loopback, the host's side of a container bridge (tests/containers), or
+        a namespace's address."""
+        self.srt_latency_us = srt_latency_ms * 1000
         self.port = port or free_port(socket.SOCK_DGRAM if srt else socket.SOCK_STREAM)
         self.key = key
         self.out = out
@@ -58,20 +66,23 @@ class Receiver:
     @property
     def listen_url(self) -> str:
         if self.srt:
-            return f"srt://{self.host}:{self.port}?mode=listener&latency=120000&passphrase={self.key}"
+            return f"srt://{self.host}:{self.port}?mode=listener&latency={self.srt_latency_us}&passphrase={self.key}"
         return f"rtmp://{self.host}:{self.port}/live/{self.key}"
 
-    def uri(self, scheme: str | None = None, port: int | None = None) -> str:
-        """What the relay pushes to (`rtmps` through a TLS proxy on `port`)."""
+    def uri(self, scheme: str | None = None, port: int | None = None, host: str | None = None) -> str:
+        """What the relay pushes to (`rtmps` through a TLS proxy on `port`; through any proxy on `host`)."""
+        host = host or self.host
         if self.srt:  # the passphrase is the SRT destination's secret: the relay must never log it
-            return f"srt://{self.host}:{self.port}?mode=caller&latency=120000&passphrase={self.key}"
-        return f"{scheme or 'rtmp'}://{self.host}:{port or self.port}/live/{self.key}"
+            return f"srt://{host}:{port or self.port}?mode=caller&latency={self.srt_latency_us}&passphrase={self.key}"
+        return f"{scheme or 'rtmp'}://{host}:{port or self.port}/live/{self.key}"
 
     async def start(self) -> Receiver:
         probe = ("-probesize", "100000", "-analyzeduration", "200000") if self.watch_frames else ()
         argv = listener_argv(self.listen_url, self.out, "mpegts" if self.srt else "flv", input_options=probe)
         if self.watch_frames:
             argv += ["-map", "0:v", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "pipe:1"]
+        if self.netns is not None:
+            argv = self.netns.argv(argv)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -82,7 +93,15 @@ class Receiver:
             )
         if self.watch_frames:
             self._reader = asyncio.create_task(self._read_frames())
-        await wait_listening(self.port, self.srt)
+        if self.netns is None:
+            await wait_listening(self.port, self.srt)
+        else:
+            pid = self.proc.pid  # `ip netns exec` execs ffmpeg: the same process, in the namespace
+
+            async def bound() -> bool:
+                return listening(pid, self.port, udp=self.srt)
+
+            await wait_for(bound, 10.0, f"receiver listening on {self.host}:{self.port}")
         return self
 
     async def __aenter__(self) -> Receiver:

@@ -1,0 +1,66 @@
+"""A destination whose link carries half the stream's bitrate (`tc tbf` on the veth).
+
+What a user checks: the relay's memory stays flat (its queue to that push is bounded and skips to
+keyframes), the push's status says it is falling behind, and the other destination gets every packet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Rig
+from tests.e2e.helpers import Media, rss_kib
+from tests.network.helpers import ns_receiver
+from tests.support.netns import Netns
+
+pytestmark = [pytest.mark.integration, pytest.mark.network]
+
+LINK_KBIT = 550
+"""Half of the test stream (1000 kbit/s video + 96 kbit/s audio)."""
+RSS_GROWTH_CEILING_KIB = 30 * 1024
+"""What the relay's RSS may gain from the first seconds to the end: bounded queues, not 30 s of video."""
+
+
+@pytest.mark.timeout(90)
+async def test_destination_behind_half_the_bitrate_keeps_memory_flat_and_the_other_whole(
+    net_rig: Rig, netns: Callable[[str], Netns], outage_media: Media
+) -> None:
+    rig, api = net_rig, net_rig.api
+    ns = netns("slow")
+    ns.rate_limit(LINK_KBIT)
+    slow = await ns_receiver(rig, ns, "slow")
+    steady = await rig.receiver("steady")
+    stream = await api.stream()
+    slow_id = (await api.add_restream(stream["id"], slow.uri(), slow.key))["id"]
+    steady_id = (await api.add_restream(stream["id"], steady.uri(), steady.key))["id"]
+    publisher = await rig.publish(outage_media.flv, stream["push_url"])
+    await api.wait_state(slow_id, "running", within=10)
+    await asyncio.sleep(3)
+    baseline = rss_kib(api.pid)
+    peak, statuses = baseline, list[tuple[float, dict[str, Any]]]()
+    started = time.monotonic()
+    while publisher.proc is not None and publisher.proc.returncode is None:
+        peak = max(peak, rss_kib(api.pid))
+        statuses.append((round(time.monotonic() - started, 1), await api.status(slow_id)))
+        await asyncio.sleep(1)
+    code, err = await publisher.wait(within=5)
+    assert code == 0, err
+    first_overflow = next((at for at, s in statuses if s["overflows"] > 0), None)
+    last = statuses[-1][1]
+    print(
+        f"\nhalf-rate link: relay RSS {baseline // 1024} MB after 3 s, peak {peak // 1024} MB; first overflow "
+        f"{first_overflow} s after; at the end {last['overflows']} overflow(s), state {last['state']}, "
+        f"restarts {last['restarts']}, {last['frames']} frames of {len(outage_media.ref_flv)}"
+    )
+    await steady.ends_cleanly()
+    assert steady.frames() == outage_media.ref_flv, "the other destination saw a gap"
+    assert (await api.status(steady_id))["restarts"] == 0
+    assert peak - baseline < RSS_GROWTH_CEILING_KIB, f"relay RSS grew by {(peak - baseline) // 1024} MB"
+    # ffmpeg's figures still look healthy (its average bitrate is what it wrote into the kernel); what
+    # says that this destination cannot keep up is the count of skips to a keyframe.
+    assert first_overflow is not None, f"the status never said it fell behind: {last}"
+    api.assert_no_secrets()
