@@ -1,5 +1,5 @@
-"""One pull's ffmpeg child: spawned without a shell in its own process group, stdout (the media) and
-stderr (its log) each drained by one task, stopped with SIGINT then SIGKILL, always reaped.
+"""One pull's ffmpeg child (an `OwnedChild`, as a push's is): stdout (the media) and stderr (its log)
+each drained by one task, stopped with SIGINT then SIGKILL, always reaped.
 
 It shares the push's hygiene (relay/push/process.py): a minimal environment (`child_environment`: no
 RELAY_API_KEY for a child that parses what a remote server sends), no core dump (its memory holds the
@@ -9,18 +9,14 @@ source's credentials), log lines capped in length and masked before they are kep
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import resource
 import signal
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from relay.push.masking import mask_secrets
-from relay.push.process import capped_lines, child_environment
+from relay.push.process import OwnedChild, capped_lines
 from relay.push.progress import classify_error
 
 log = logging.getLogger("relay.pull")
@@ -42,12 +38,14 @@ class PullExit:
     """Its last error line, secrets masked."""
 
 
-class PullProcess:
+class PullProcess(OwnedChild):
     """Owns one ffmpeg child and its two pipe tasks until `wait` returns.
 
     `on_data` gets each chunk of stdout as it arrives (on the loop); if it raises, the process is
     killed and the exception's message becomes `last_error` (it must be safe to show).
     """
+
+    _log = log
 
     def __init__(
         self,
@@ -57,65 +55,25 @@ class PullProcess:
         on_data: Callable[[bytes], None],
         log_prefix: str,
     ) -> None:
-        self._argv = list(argv)
+        super().__init__(argv, log_prefix)
         self._secrets = tuple(secrets)
         self._on_data = on_data
-        self._log_prefix = log_prefix
-        self._proc: asyncio.subprocess.Process | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
-        self._killed = False
         self._last_error: str | None = None
         self.recent_lines: deque[str] = deque(maxlen=_KEEP_LINES)
         self.bytes_out = 0
         """Media bytes read from its stdout."""
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     async def start(self) -> None:
         """Spawn ffmpeg; raises OSError if it cannot be started."""
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=child_environment(os.environ),
-        )
-        with contextlib.suppress(OSError):  # already gone: wait() reports how
-            resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
-        log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
+        await self._start_child(asyncio.subprocess.DEVNULL)
         self._spawn(self._read_media())
         self._spawn(self._read_log())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def exited(self) -> int:
-        """Wait for the exit only (the pipes may still be draining)."""
-        assert self._proc is not None
-        return await self._proc.wait()
-
     async def wait(self) -> PullExit:
         """Wait for the exit and for the pipes to drain; reaps the child and every task."""
-        assert self._proc is not None
-        try:
-            returncode = await self._proc.wait()
-            with contextlib.suppress(TimeoutError):
-                # A grandchild holding the pipes open must not keep us waiting.
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
-        finally:
-            await self._cancel_tasks()
+        returncode = await self._reap(list(self._tasks))  # its tasks are its two pipe readers
         return PullExit(returncode, self._stopped, self._killed, self._last_error)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group now."""
-        self._killed = True
-        self._signal(signal.SIGKILL)
 
     async def stop(self, timeout_seconds: float) -> PullExit:
         """SIGINT (ffmpeg closes its source cleanly), SIGKILL after `timeout_seconds`; always reaps."""
@@ -128,27 +86,6 @@ class PullProcess:
             log.warning("%s: ffmpeg did not stop within %.1fs, killing", self._log_prefix, timeout_seconds)
             self.kill()
         return await self.wait()
-
-    async def aclose(self) -> None:
-        """Last resort (cancellation paths): kill and reap without waiting for a clean end."""
-        if self._proc is not None and self._proc.returncode is None:
-            self.kill()
-            with contextlib.suppress(ProcessLookupError):
-                await self._proc.wait()
-        await self._cancel_tasks()
-
-    def _signal(self, signum: int) -> None:
-        if self._proc is None or self._proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signum)
-
-    async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read_media(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -22,7 +22,7 @@ import os
 import resource
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,92 @@ async def capped_lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
                 yield line[:_MAX_LINE_BYTES].decode("utf-8", "replace")
 
 
-class FfmpegProcess:
+class OwnedChild:
+    """One ffmpeg child, owned until reaped: spawned without a shell in its own process group, with a
+    minimal environment (`child_environment`) and no core dump, its pipe tasks tracked, signals sent to
+    the whole group. `FfmpegProcess` (a push) and `relay.pull.process.PullProcess` (a pull) are its two
+    kinds; each adds its pipes and its way of stopping."""
+
+    _log = log
+    """Where its lines go; each kind names its own."""
+
+    def __init__(self, argv: Sequence[str], log_prefix: str) -> None:
+        self._argv = list(argv)
+        self._log_prefix = log_prefix
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def _start_child(self, stdin: int) -> asyncio.subprocess.Process:
+        """Spawn ffmpeg (stdout and stderr piped); raises OSError if it cannot be started."""
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=child_environment(os.environ),
+        )
+        with contextlib.suppress(OSError):  # already gone: wait() reports how
+            resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
+        self._log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
+        return self._proc
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def exited(self) -> int:
+        """Wait for the exit only (the pipes may still be draining)."""
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def _reap(self, readers: Collection[asyncio.Task[None]]) -> int:
+        """Wait for the exit and for `readers` to drain the pipes; then every task is ended."""
+        assert self._proc is not None
+        try:
+            returncode = await self._proc.wait()
+            with contextlib.suppress(TimeoutError):
+                # A grandchild holding the pipes open must not keep us waiting.
+                await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 2.0)
+        finally:
+            await self._cancel_tasks()
+        return returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group now."""
+        self._killed = True
+        self._signal(signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Last resort (cancellation paths): kill and reap without waiting for a clean end."""
+        if self._proc is not None and self._proc.returncode is None:
+            self.kill()
+            with contextlib.suppress(ProcessLookupError):
+                await self._proc.wait()
+        await self._cancel_tasks()
+
+    def _signal(self, signum: int) -> None:
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signum)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class FfmpegProcess(OwnedChild):
     """Owns one ffmpeg child, its process group and its three pipe tasks, until `wait` returns.
 
     `log_prefix` and every line logged are masked; the argv is never logged unmasked.
@@ -99,26 +184,18 @@ class FfmpegProcess:
         on_input_end: Callable[[EndCause | None], None],
         log_prefix: str,
     ) -> None:
-        self._argv = list(argv)
+        super().__init__(argv, log_prefix)
         self._subscriber = subscriber
         self._secrets = tuple(secrets)
         self._on_progress = on_progress
         self._on_input_end = on_input_end
-        self._log_prefix = log_prefix
-        self._proc: asyncio.subprocess.Process | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._readers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._stopped = False
-        self._killed = False
         self._refused = False
         self._last_error: str | None = None
         self.recent_lines: deque[str] = deque(maxlen=_KEEP_LINES)
         self.bytes_in = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     @property
     def last_error(self) -> str | None:
@@ -126,41 +203,13 @@ class FfmpegProcess:
 
     async def start(self) -> None:
         """Spawn ffmpeg; raises OSError if it cannot be started."""
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=child_environment(os.environ),
-        )
-        with contextlib.suppress(OSError):  # already gone: wait() reports how
-            resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
-        log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
+        await self._start_child(asyncio.subprocess.PIPE)
         self._readers = [self._spawn(self._read_progress()), self._spawn(self._read_log())]
         self._feeder = self._spawn(self._feed())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def exited(self) -> int:
-        """Wait for the exit only (the pipes may still be draining)."""
-        assert self._proc is not None
-        return await self._proc.wait()
-
     async def wait(self) -> PushExit:
         """Wait for the exit and for the pipes to drain; reaps the child and every task."""
-        assert self._proc is not None
-        try:
-            returncode = await self._proc.wait()
-            with contextlib.suppress(TimeoutError):
-                # A grandchild holding the pipes open must not keep us waiting.
-                await asyncio.wait_for(asyncio.gather(*self._readers, return_exceptions=True), 2.0)
-        finally:
-            await self._cancel_tasks()
+        returncode = await self._reap(self._readers)
         return PushExit(
             returncode=returncode,
             stopped=self._stopped,
@@ -169,11 +218,6 @@ class FfmpegProcess:
             last_error=self._last_error,
             input_end=self._subscriber.end_cause,
         )
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group now."""
-        self._killed = True
-        self._signal(signal.SIGKILL)
 
     async def stop(self, timeout_seconds: float) -> PushExit:
         """End cleanly if ffmpeg can, within `timeout_seconds`: EOF on stdin first (it then writes the
@@ -204,32 +248,11 @@ class FfmpegProcess:
             return False
         return True
 
-    async def aclose(self) -> None:
-        """Last resort (cancellation paths): kill and reap without waiting for a clean end."""
-        if self._proc is not None and self._proc.returncode is None:
-            self.kill()
-            with contextlib.suppress(ProcessLookupError):
-                await self._proc.wait()
-        await self._cancel_tasks()
-
     # -- internals ------------------------------------------------------------------------------------
-
-    def _signal(self, signum: int) -> None:
-        if self._proc is None or self._proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signum)
 
     def _close_stdin(self) -> None:
         if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
             self._proc.stdin.close()
-
-    async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _feed(self) -> None:
         assert self._proc is not None and self._proc.stdin is not None
