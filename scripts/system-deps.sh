@@ -33,6 +33,12 @@ if [ "$mode" = test ]; then
   [ -x /usr/lib/podman/aardvark-dns ] || test_pkgs+=(aardvark-dns)
   [ -x /usr/sbin/debootstrap ] || test_pkgs+=(debootstrap)
   [ -x /usr/bin/prometheus ] || test_pkgs+=(prometheus)
+  # The cluster tests (tests/cluster): a PostgreSQL server of their own, HAProxy (RTMP/RTMPS over TCP)
+  # and nginx's stream module (SRT over UDP) in front of the nodes.
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || test_pkgs+=(postgresql)
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || test_pkgs+=(haproxy)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || test_pkgs+=(nginx)
+  [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || test_pkgs+=(libnginx-mod-stream)
 fi
 
 bench_pkgs=()

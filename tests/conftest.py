@@ -15,6 +15,7 @@ from api.server import Server
 from relay.config import Settings
 from tests.support import ADMIN_KEY, Clip, MediaCache, RelayProcess
 from tests.support.guard import MARK_IT, refuse_subprocesses
+from tests.support.postgres import PostgresServer, why_no_postgres
 
 QUICK_GRACE_SECONDS = 1.0
 
@@ -64,6 +65,28 @@ last kilobytes it writes when it closes, and those must not be video, whose pack
 def src_ts(media_cache: MediaCache) -> Path:
     """The SRT sample: for the SRT ingest (tests/ingest) and the MPEG-TS reader (tests/srt/test_mpegts.py)."""
     return media_cache.clip(SRT_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (started on first use; tests that use it are `integration`).
+
+    Skips with the reason where it cannot run. Tests that restart or kill a server make their own."""
+    reason = why_no_postgres()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the run's PostgreSQL server, for this test alone."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture
