@@ -201,3 +201,46 @@ class Publisher:
             if self.proc.returncode is None:
                 self.sigkill()
             await self.proc.communicate()
+
+
+class ReconnectingPublisher:
+    """An encoder that reconnects, as OBS and hardware encoders do: ffmpeg replays `source` in a loop
+    (`-stream_loop -1 -re -c copy`) to `url`; whenever it exits (the node died, refused it, the balancer
+    closed it), it starts again after `retry_seconds`. `attempts` records each run (start, end, exit code).
+    Use it in `async with`; leaving stops it and reaps the last run."""
+
+    def __init__(self, source: Path, url: str, *, retry_seconds: float = 0.3) -> None:
+        self.argv = ffmpeg_publish_argv(source, url)
+        self.argv[self.argv.index("-i") : self.argv.index("-i")] = ["-stream_loop", "-1"]
+        self.retry_seconds = retry_seconds
+        self.attempts: list[tuple[float, float | None, int | None]] = []
+        self.output: list[str] = []
+        """The last lines each run said (errors only: -loglevel error), for a failure message."""
+        self._current: Publisher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            publisher = self._current = await Publisher(self.argv).start()
+            started = time.monotonic()
+            self.attempts.append((started, None, None))
+            assert publisher.proc is not None
+            out, _ = await publisher.proc.communicate()
+            self.attempts[-1] = (started, time.monotonic(), publisher.proc.returncode)
+            self.output = [*self.output, *out.decode(errors="replace").splitlines()[-3:]][-30:]
+            await asyncio.sleep(self.retry_seconds)
+
+    async def __aenter__(self) -> ReconnectingPublisher:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._current is not None:
+            await self._current.close()
+
+    def runs_since(self, since: float) -> int:
+        return sum(1 for started, _, _ in self.attempts if started >= since)
