@@ -119,7 +119,12 @@ class Server:
 
             srt_port = await self._start_srt(stack, engine)
 
-            addresses = self._addresses = IngestAddresses(settings.public_host, rtmp.port, rtmps_port, srt_port)
+            addresses = self._addresses = IngestAddresses(  # a balancer's ports, when set, in push URLs
+                settings.public_host,
+                settings.public_rtmp_port or rtmp.port,
+                (settings.public_rtmps_port or rtmps_port) if rtmps_port else None,
+                (settings.public_srt_port or srt_port) if srt_port else None,
+            )
             http_port = await self._start_http(stack, engine, store, addresses)
 
             self._ports = BoundPorts(http=http_port, rtmp=rtmp.port, rtmps=rtmps_port, srt=srt_port)

@@ -28,6 +28,10 @@ class Settings:
     rtmps_port: int = 1936
     srt_port: int = 5001
     public_host: str = "127.0.0.1"
+    public_rtmp_port: int = 0
+    """The ports written into push URLs (0: the port bound): a balancer's in front of several nodes."""
+    public_rtmps_port: int = 0
+    public_srt_port: int = 0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -110,6 +114,9 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_RTMPS_PORT": "rtmps_port",
     "RELAY_SRT_PORT": "srt_port",
     "RELAY_PUBLIC_HOST": "public_host",
+    "RELAY_PUBLIC_RTMP_PORT": "public_rtmp_port",
+    "RELAY_PUBLIC_RTMPS_PORT": "public_rtmps_port",
+    "RELAY_PUBLIC_SRT_PORT": "public_srt_port",
     "RELAY_TLS_CERT": "tls_cert_file",
     "RELAY_TLS_KEY": "tls_key_file",
     "RELAY_API_KEY": "api_key",
