@@ -216,9 +216,10 @@ class HAProxy(_Daemon):
         *,
         check_interval_ms: int = 250,
         balance: str = "roundrobin",
+        rtmp_port: int | None = None,
     ) -> None:
         super().__init__("haproxy", directory)
-        self.rtmp_port = free_port()
+        self.rtmp_port = rtmp_port or free_port()
         self.rtmps_port = free_port() if rtmps_nodes else None
         self.config = haproxy_config(
             rtmp_port=self.rtmp_port,
@@ -245,9 +246,9 @@ class HAProxy(_Daemon):
 class NginxStream(_Daemon):
     """nginx's `stream` module in front of the nodes' SRT ports; `srt_port` is its own (UDP)."""
 
-    def __init__(self, directory: Path, srt_nodes: Sequence[Backend]) -> None:
+    def __init__(self, directory: Path, srt_nodes: Sequence[Backend], *, srt_port: int | None = None) -> None:
         super().__init__("nginx", directory)
-        self.srt_port = free_port(socket.SOCK_DGRAM)
+        self.srt_port = srt_port or free_port(socket.SOCK_DGRAM)
         # As root, nginx's workers drop to `nobody` by default; say so, so a non-root run does not warn.
         user = "nobody nogroup" if os.geteuid() == 0 else None
         self.config = nginx_stream_config(directory=directory, srt_port=self.srt_port, srt_nodes=srt_nodes, user=user)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import string
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.balancers import Backend, HAProxy, NginxStream, why_no_haproxy, why_no_nginx_stream
+from tests.support.net import free_port
 from tests.support.postgres import PostgresServer, why_no_postgres
 from tests.support.processes import children_of, pid_alive
 from tests.support.relay_process import HttpResult, RelayProcess
@@ -104,6 +106,9 @@ class Cluster:
         self.size = size
         self.haproxy: HAProxy | None = None
         self.nginx: NginxStream | None = None
+        # The balancers' ports are chosen first: the nodes write them into push URLs, as in production.
+        self.rtmp_port = free_port()
+        self.srt_port = free_port(socket.SOCK_DGRAM)
 
     # -- life ---------------------------------------------------------------------------------------------
     def start(self) -> Cluster:
@@ -118,11 +123,10 @@ class Cluster:
             self.nodes[0].relay.start()
             for node in self.nodes[1:]:
                 node.relay.start()
-            self.haproxy = HAProxy(
-                self.root / "haproxy", [Backend(n.node_id, n.relay.rtmp_port) for n in self.nodes]
-            ).start()
-            self.nginx = NginxStream(self.root / "nginx", [Backend(n.node_id, n.relay.srt_port) for n in self.nodes])
-            self.nginx.start()
+            rtmp_nodes = [Backend(n.node_id, n.relay.rtmp_port) for n in self.nodes]
+            self.haproxy = HAProxy(self.root / "haproxy", rtmp_nodes, rtmp_port=self.rtmp_port).start()
+            srt_nodes = [Backend(n.node_id, n.relay.srt_port) for n in self.nodes]
+            self.nginx = NginxStream(self.root / "nginx", srt_nodes, srt_port=self.srt_port).start()
         except BaseException:
             self.close()
             raise
@@ -132,6 +136,8 @@ class Cluster:
         return {
             "RELAY_DATABASE_URL": self.postgres.dsn(self.database),
             "RELAY_NODE_ID": node_id,
+            "RELAY_PUBLIC_RTMP_PORT": str(self.rtmp_port),
+            "RELAY_PUBLIC_SRT_PORT": str(self.srt_port),
             "RELAY_LEASE_SECONDS": str(self.lease_seconds),
             "RELAY_LEASE_RENEW_SECONDS": str(self.renew_seconds),
             "RELAY_LEASE_MARGIN_SECONDS": str(LEASE_MARGIN_SECONDS),
@@ -206,16 +212,28 @@ class Cluster:
                 time.sleep(0.1)
 
     # -- what users see -----------------------------------------------------------------------------------
-    @property
-    def rtmp_url(self) -> str:
-        """The push URL's base through the balancer (what the users' encoders are given)."""
-        assert self.haproxy is not None
-        return f"rtmp://127.0.0.1:{self.haproxy.rtmp_port}/live"
+    def direct(self, push_url: str, node: Node) -> str:
+        """A push URL (naming the balancer, as every node writes it) sent to `node` itself instead."""
+        if push_url.startswith("srt://"):
+            return push_url.replace(f":{self.srt_port}?", f":{node.relay.srt_port}?", 1)
+        return push_url.replace(f":{self.rtmp_port}/", f":{node.relay.rtmp_port}/", 1)
 
-    @property
-    def srt_address(self) -> str:
-        assert self.nginx is not None
-        return f"127.0.0.1:{self.nginx.srt_port}"
+    def listening_backends(self, node: Node) -> list[int]:
+        """PostgreSQL's backend pids of the node's connections that LISTEN (found by the node's client ports)."""
+        assert node.relay.process is not None
+        ports = client_ports(node.relay.process.pid, self.postgres.port)
+        if not ports:
+            return []
+        rows = self.psql(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' "
+            f"AND client_port IN ({','.join(str(p) for p in ports)})"
+        )
+        return [int(pid) for pid in rows.split()]
+
+    def terminate_backends(self, pids: Sequence[int]) -> None:
+        """Kill connections from the server's side, as a network cut or a DBA would."""
+        for pid in pids:
+            self.psql(f"SELECT pg_terminate_backend({int(pid)})")
 
     def psql(self, sql: str) -> str:
         return self.postgres.psql(self.database, sql)
@@ -232,3 +250,21 @@ class Cluster:
 
     def lease_rows(self, stream_id: int) -> int:
         return int(self.psql(f"SELECT count(*) FROM leases WHERE stream_id = {int(stream_id)}"))
+
+
+def client_ports(pid: int, server_port: int) -> list[int]:
+    """Local ports of the TCP connections process `pid` holds to 127.0.0.1:`server_port` (from /proc)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports: list[int] = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == server_port:
+            ports.append(int(local.split(":")[1], 16))
+    return ports
