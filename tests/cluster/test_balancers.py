@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from aiohttp import web
 
 from tests.support import Clip, MediaCache, Receiver, free_port, wait_for
 from tests.support.balancers import Backend, HAProxy, NginxStream, why_no_haproxy, why_no_nginx_stream
@@ -51,38 +52,77 @@ def frozen_listener(port: int) -> socket.socket:
     return sock
 
 
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+class Node:
+    """A stand-in node: an RTMP sink, and /healthz on an HTTP port as a relay's API answers it."""
+
+    def __init__(self, name: str) -> None:
+        self.sink = RtmpSink(name)
+        self.http_port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> Node:
+        await self.sink.start()
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.http_port).start()
+        return self
+
+    async def close(self) -> None:
+        await self.sink.close()
+        await self.close_health()
+
+    async def close_health(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 @pytest.mark.usefixtures("haproxy_or_skip")
 @pytest.mark.parametrize("failure", ["dead", "frozen"])
 async def test_haproxy_moves_an_rtmp_publisher_off_a_failed_node(
     failure: str, tmp_path: Path, media_cache: MediaCache
 ) -> None:
     clip = media_cache.clip(LOOP_CLIP)
-    sinks = [await RtmpSink("a").start(), await RtmpSink("b").start()]
-    haproxy = HAProxy(tmp_path / "haproxy", [Backend(s.name, s.port) for s in sinks], balance="first")
+    nodes = [await Node("a").start(), await Node("b").start()]
+    backends = [Backend(n.sink.name, n.sink.port, n.http_port) for n in nodes]
+    haproxy = HAProxy(tmp_path / "haproxy", backends, balance="first")
     await asyncio.to_thread(haproxy.start)
-    frozen: socket.socket | None = None
+    frozen: list[socket.socket] = []
     try:
         async with ReconnectingPublisher(clip, f"rtmp://127.0.0.1:{haproxy.rtmp_port}/live/key") as publisher:
-            first, second = sinks  # `balance first`: every connection goes to the first node that is up
-            await wait_for(lambda: _true(first.video_since(0) > 10), 15, "video at the first node")
-            port = first.port
+            first, second = nodes  # `balance first`: every connection goes to the first node that is up
+            await wait_for(lambda: _true(first.sink.video_since(0) > 10), 15, "video at the first node")
             failed_at = time.monotonic()
-            await first.close()
             if failure == "frozen":
-                frozen = frozen_listener(port)
+                # Its connections stay open but nothing is read; its ports accept and never answer.
+                for connection in first.sink.open:
+                    connection.pause()
+                await first.sink.stop_listening()
+                await first.close_health()
+                frozen = [frozen_listener(first.sink.port), frozen_listener(first.http_port)]
+            else:
+                await first.close()
             arrived = await wait_for(
-                lambda: _true(second.first_video_since(failed_at)), 10, f"video at the second node: {publisher.output}"
+                lambda: _true(second.sink.first_video_since(failed_at)),
+                10,
+                f"video at the second node: {publisher.output}",
             )
             # Health checks every 250 ms, two failures: out of rotation within about a second; the
             # publisher's own retry (0.3 s) and reconnect come on top.
             assert arrived - failed_at < 5.0
-            assert not first.publishing_now()
+            assert len(publisher.attempts) >= 2, "the balancer closed the failed node's session (no reconnect)"
     finally:
-        if frozen is not None:
-            frozen.close()
+        for sock in frozen:
+            sock.close()
         await asyncio.to_thread(haproxy.stop)
-        for sink in sinks:
-            await sink.close()
+        for node in nodes:
+            await node.close()
     log = haproxy.log()
     assert "is DOWN" in log, log[-2000:]
 
@@ -96,7 +136,7 @@ async def test_nginx_stream_moves_an_srt_caller_off_a_dead_node(tmp_path: Path, 
     ]
     for receiver in receivers:
         await receiver.start()
-    nginx = NginxStream(tmp_path / "nginx", [Backend(f"n{i}", r.port) for i, r in enumerate(receivers)])
+    nginx = NginxStream(tmp_path / "nginx", [Backend(f"n{i}", r.port, 0) for i, r in enumerate(receivers)])
     await asyncio.to_thread(nginx.start)
     url = f"srt://127.0.0.1:{nginx.srt_port}?mode=caller&latency=120000&passphrase={SRT_KEY}"
     try:

@@ -2,9 +2,9 @@
 nginx's `stream` module (UDP: SRT), Debian's binaries, configuration written into a temporary directory,
 listening on free 127.0.0.1 ports, stopped (and reaped) by `stop()`.
 
-The configurations are the samples' (samples/cluster/) with test timings: HAProxy checks each node's RTMP
-port with the start of an RTMP handshake (C0+C1, expecting S0) every 250 ms and takes a node out after two
-failures, so a dead or frozen node leaves the rotation within about a second, and `on-marked-down
+The configurations are the samples' (samples/cluster/) with test timings: HAProxy asks each node's API for
+/healthz every 250 ms and takes a node out after two failures, so a dead or frozen node leaves the rotation
+within about a second, and `on-marked-down
 shutdown-sessions` closes the connections still going to it (the publisher reconnects, elsewhere). A
 connection refused by a dead node is sent to another one at once (`option redispatch`).
 
@@ -33,9 +33,11 @@ HAPROXY = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin:
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
-RTMP_C0_C1 = bytes([3]) + bytes(1536)
-"""The client's first 1537 bytes of an RTMP handshake (version 3, time 0, zero, zero "random" bytes): a node
-whose ingest loop runs answers with S0 (version 3) at once; a frozen one answers nothing."""
+HEALTH_CHECK = ("GET /healthz", r"^(200|503)$")
+"""How HAProxy asks a node whether it lives: its API's /healthz, any answer. 503 (the node cannot write to
+the database) keeps it in: during a PostgreSQL restart every node says 503, and taking them all out would
+cut every publisher whose pushes are meant to ride the restart through. A frozen or dead node answers
+nothing."""
 
 
 def why_no_haproxy() -> str | None:
@@ -58,6 +60,8 @@ class Backend:
 
     name: str
     port: int
+    check_port: int
+    """Where the node's API answers /healthz."""
     host: str = "127.0.0.1"
 
 
@@ -73,11 +77,11 @@ def haproxy_config(
 ) -> str:
     """HAProxy in TCP mode: RTMP (and RTMPS, passed through: each node terminates TLS) to the nodes.
 
-    Health: the start of an RTMP handshake on the node's RTMP port (RTMPS nodes are checked on their RTMP
-    port too, `check port`), two failures take a node out, one success puts it back. Client and server
+    Health: `HEALTH_CHECK` on the node's API port (`check port`), two failures take a node out, one success
+    puts it back. Client and server
     timeouts are long (a publisher may pause); the connect timeout is short (a node that does not accept
     within a second is tried no more for that connection)."""
-    hello = RTMP_C0_C1.hex()
+    request, status = HEALTH_CHECK
     lines = [
         "global",
         "    maxconn 4096",
@@ -93,7 +97,7 @@ def haproxy_config(
         "",
     ]
 
-    def section(name: str, port: int, nodes: Sequence[Backend], check_ports: Sequence[int]) -> list[str]:
+    def section(name: str, port: int, nodes: Sequence[Backend]) -> list[str]:
         out = [
             f"frontend {name}_in",
             f"    bind {bind}:{port}",
@@ -101,20 +105,18 @@ def haproxy_config(
             "",
             f"backend {name}_nodes",
             f"    balance {balance}",
-            "    option tcp-check",
-            f"    tcp-check send-binary {hello}",
-            "    tcp-check expect binary 03",
+            f"    option httpchk {request}",
+            f"    http-check expect rstatus {status}",
             f"    default-server inter {check_interval_ms}ms fastinter {check_interval_ms}ms"
             f" downinter {check_interval_ms}ms fall 2 rise 1 on-marked-down shutdown-sessions",
         ]
-        for node, check_port in zip(nodes, check_ports, strict=True):
-            out.append(f"    server {node.name} {node.host}:{node.port} check port {check_port}")
+        for node in nodes:
+            out.append(f"    server {node.name} {node.host}:{node.port} check port {node.check_port}")
         return [*out, ""]
 
-    lines += section("rtmp", rtmp_port, rtmp_nodes, [n.port for n in rtmp_nodes])
+    lines += section("rtmp", rtmp_port, rtmp_nodes)
     if rtmps_port is not None and rtmps_nodes:
-        # Checked on the same node's RTMP port: a TLS handshake is no cheaper a sign of life.
-        lines += section("rtmps", rtmps_port, rtmps_nodes, [n.port for n in rtmp_nodes])
+        lines += section("rtmps", rtmps_port, rtmps_nodes)
     return "\n".join(lines)
 
 

@@ -123,9 +123,9 @@ class Cluster:
             self.nodes[0].relay.start()
             for node in self.nodes[1:]:
                 node.relay.start()
-            rtmp_nodes = [Backend(n.node_id, n.relay.rtmp_port) for n in self.nodes]
+            rtmp_nodes = [Backend(n.node_id, n.relay.rtmp_port, n.relay.http_port) for n in self.nodes]
             self.haproxy = HAProxy(self.root / "haproxy", rtmp_nodes, rtmp_port=self.rtmp_port).start()
-            srt_nodes = [Backend(n.node_id, n.relay.srt_port) for n in self.nodes]
+            srt_nodes = [Backend(n.node_id, n.relay.srt_port, n.relay.http_port) for n in self.nodes]
             self.nginx = NginxStream(self.root / "nginx", srt_nodes, srt_port=self.srt_port).start()
         except BaseException:
             self.close()

@@ -68,6 +68,11 @@ class _Protocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def pause(self) -> None:
+        """Read nothing more, as a frozen process would (the connection stays open)."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         record = self.record
@@ -119,15 +124,21 @@ class RtmpSink:
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
+    async def stop_listening(self) -> None:
+        """Accept no more connections; those open stay."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for connection in list(self.open):
             connection.abort()
-        if self._server is not None:
+        if server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-        self._server = None
+                await asyncio.wait_for(server.wait_closed(), 2)
 
     async def __aenter__(self) -> RtmpSink:
         return await self.start()
