@@ -80,7 +80,9 @@ def haproxy_config(
     Health: `HEALTH_CHECK` on the node's API port (`check port`), two failures take a node out, one success
     puts it back. Client and server
     timeouts are long (a publisher may pause); the connect timeout is short (a node that does not accept
-    within a second is tried no more for that connection)."""
+    within a second is tried no more for that connection). `balance source` (the samples') sends an encoder
+    that reconnects back to the node that holds its stream while that node is up: another node would
+    refuse it until the lease expires; `hash-type consistent` moves only a dead node's encoders."""
     request, status = HEALTH_CHECK
     lines = [
         "global",
@@ -105,10 +107,11 @@ def haproxy_config(
             "",
             f"backend {name}_nodes",
             f"    balance {balance}",
+            *(["    hash-type consistent"] if balance == "source" else []),
             f"    option httpchk {request}",
             f"    http-check expect rstatus {status}",
             f"    default-server inter {check_interval_ms}ms fastinter {check_interval_ms}ms"
-            f" downinter {check_interval_ms}ms fall 2 rise 1 on-marked-down shutdown-sessions",
+            f" downinter {check_interval_ms}ms fall 2 rise 1 on-marked-down shutdown-sessions init-addr libc,none",
         ]
         for node in nodes:
             out.append(f"    server {node.name} {node.host}:{node.port} check port {node.check_port}")
@@ -121,20 +124,26 @@ def haproxy_config(
 
 
 def nginx_stream_config(
-    *, directory: Path, srt_port: int, srt_nodes: Sequence[Backend], bind: str = "127.0.0.1", user: str | None = None
+    *,
+    srt_port: int,
+    srt_nodes: Sequence[Backend],
+    pid_file: str,
+    error_log: str,
+    bind: str = "127.0.0.1",
+    user: str | None = None,
 ) -> str:
     """nginx `stream` proxying SRT (UDP) to the nodes: one UDP session per caller address and port, kept
     while datagrams flow (`proxy_timeout`, above SRT's 1 s keepalives and 5 s peer idle timeout), every
     response of the node passed back (`proxy_responses` unset: SRT answers many datagrams per datagram)."""
     servers = "\n".join(f"        server {n.host}:{n.port} max_fails=1 fail_timeout=3s;" for n in srt_nodes)
+    user_line = f"user {user};\n" if user else ""
     return f"""load_module {NGINX_STREAM_MODULE};
 daemon off;
 master_process on;
 worker_processes 1;
-pid {directory / "nginx.pid"};
-error_log {directory / "error.log"} warn;
-{f"user {user};" if user else ""}
-
+pid {pid_file};
+error_log {error_log} warn;
+{user_line}
 events {{
     worker_connections 1024;
 }}
@@ -147,7 +156,6 @@ stream {{
         listen {bind}:{srt_port} udp reuseport;
         proxy_pass srt_nodes;
         proxy_timeout 10s;
-        proxy_connect_timeout 1s;
         proxy_next_upstream on;
         proxy_next_upstream_tries 3;
     }}
@@ -253,7 +261,13 @@ class NginxStream(_Daemon):
         self.srt_port = srt_port or free_port(socket.SOCK_DGRAM)
         # As root, nginx's workers drop to `nobody` by default; say so, so a non-root run does not warn.
         user = "nobody nogroup" if os.geteuid() == 0 else None
-        self.config = nginx_stream_config(directory=directory, srt_port=self.srt_port, srt_nodes=srt_nodes, user=user)
+        self.config = nginx_stream_config(
+            srt_port=self.srt_port,
+            srt_nodes=srt_nodes,
+            pid_file=str(directory / "nginx.pid"),
+            error_log=str(directory / "error.log"),
+            user=user,
+        )
 
     def start(self) -> NginxStream:
         assert NGINX is not None, why_no_nginx_stream()
