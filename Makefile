@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast test-containers test-network lint bench setup system-deps test-system-deps clean
+.PHONY: run test test-fast test-containers test-network lint bench bench-failover setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -59,6 +59,11 @@ test-containers: $(TEST_STAMP) system-deps test-system-deps
 bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench
 	$(PY) -m bench.relay_bench $(BENCH_ARGS)
+
+# Three nodes on PostgreSQL behind HAProxy: kill -9 of a stream's owner -> first packet at the destinations
+# (bench/failover.py; BENCH_ARGS="--rounds 10 --lease-seconds 10 --renew-seconds 2 --margin-seconds 2").
+bench-failover: $(TEST_STAMP) system-deps test-system-deps
+	$(PY) -m bench.failover $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
