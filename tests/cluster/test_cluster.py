@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(
 
 LOOP_CLIP = Clip(container="flv", seconds=2.0, gop=25, fixed_gop=True)
 """Looped by the publishers (`-stream_loop -1`): a keyframe every second, cheap to replay."""
+LOOP_CLIP_TS = Clip(container="mpegts", seconds=2.0, gop=25, fixed_gop=True)
 RECONNECT_SLACK_SECONDS = 2.5
 """A refused publisher retries after 0.3 s; ffmpeg's connect, the handshake and the claim come on top."""
 
@@ -171,6 +172,28 @@ async def test_kill_9_of_the_owner_moves_the_stream_and_every_destination_gets_m
             assert after.node_id in owners[owners.index(before.node_id) :], owners
             for sink in (one, two):
                 assert sink.overlaps() == []
+
+
+async def test_an_srt_encoder_through_nginx_follows_its_stream_to_another_node(
+    healed: Cluster, media_cache: MediaCache
+) -> None:
+    """SRT through nginx `stream`: media reaches the destination; after kill -9 of the owner the caller
+    (its peer idle timeout, 5 s) reconnects through nginx to another node, and media flows again."""
+    cluster = healed
+    stream = await new_stream(cluster.nodes[1], "srt through nginx")
+    async with RtmpSink("from-srt") as sink:
+        await add_restream(cluster.nodes[1], stream["id"], sink)
+        url = stream["push_url_srt"].replace("#", "%23")  # ffmpeg would cut the URL at the fragment
+        assert url.startswith(f"srt://127.0.0.1:{cluster.srt_port}?"), "the push URL names the balancer"
+        async with ReconnectingPublisher(media_cache.clip(LOOP_CLIP_TS), url) as publisher:
+            begun = time.monotonic()
+            await video(sink, begun, 15.0, f"first video over SRT: {publisher.output}")
+            before = await owner(cluster, stream["id"])
+            await asyncio.to_thread(cluster.kill, cluster.node(before.node_id))
+            after = await owner(cluster, stream["id"], other_than=before.node_id, within=20.0)
+            await video(sink, time.monotonic(), 10.0, f"video from {after.node_id}: {publisher.output}")
+            assert after.epoch > before.epoch
+            assert sink.overlaps() == []
 
 
 async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(healed: Cluster, clip: Path) -> None:
