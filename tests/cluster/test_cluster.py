@@ -19,7 +19,7 @@ from tests.cluster.helpers import EventLog, add_restream, call, lease, new_strea
 from tests.support import Clip, MediaCache, Publisher
 from tests.support.cluster import Cluster, why_no_cluster
 from tests.support.polling import wait_for
-from tests.support.publishers import ReconnectingPublisher, ffmpeg_publish_argv
+from tests.support.publishers import ReconnectingPublisher, looped_publish_argv
 from tests.support.rtmp_sink import RtmpSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -103,7 +103,7 @@ async def test_the_same_key_at_two_nodes_at_once_has_one_owner(healed: Cluster, 
         await add_restream(c, stream["id"], sink)
         for round_number in range(2):
             publishers = [
-                Publisher(ffmpeg_publish_argv(clip, cluster.direct(stream["push_url"], node)))
+                Publisher(looped_publish_argv(clip, cluster.direct(stream["push_url"], node)))
                 for node in ((a, b) if round_number == 0 else (b, a))
             ]
             started = time.monotonic()

@@ -40,6 +40,13 @@ def ffmpeg_publish_argv(
     return [*argv, "-f", "flv", url]
 
 
+def looped_publish_argv(source: Path, url: str) -> list[str]:
+    """`ffmpeg_publish_argv` replaying `source` over and over (`-stream_loop -1`) until stopped."""
+    argv = ffmpeg_publish_argv(source, url, pes_lengths=True)
+    at = argv.index("-i")
+    return [*argv[:at], "-stream_loop", "-1", *argv[at:]]
+
+
 def pattern_publish_argv(url: str, seconds: float, *, size: str = "320x240", rate: int = 25) -> list[str]:
     """A live encoder: a `size` test pattern at `rate` fps (GOP of one second) with a tone, encoded in real
     time and published as FLV to `url` (RTMP or RTMPS) for `seconds`."""
@@ -210,8 +217,7 @@ class ReconnectingPublisher:
     Use it in `async with`; leaving stops it and reaps the last run."""
 
     def __init__(self, source: Path, url: str, *, retry_seconds: float = 0.3) -> None:
-        self.argv = ffmpeg_publish_argv(source, url)
-        self.argv[self.argv.index("-i") : self.argv.index("-i")] = ["-stream_loop", "-1"]
+        self.argv = looped_publish_argv(source, url)
         self.retry_seconds = retry_seconds
         self.attempts: list[tuple[float, float | None, int | None]] = []
         self.output: list[str] = []
