@@ -117,3 +117,7 @@ class EventLog:
     def live(self, stream_id: int) -> list[tuple[float, dict[str, Any]]]:
         """The stream's `stream.live` events, in order."""
         return [(t, p) for t, kind, p in self.events if kind == "stream.live" and p.get("stream_id") == stream_id]
+
+    def owners(self, stream_id: int) -> list[str]:
+        """The owners its `stream.live` events named while live, in order."""
+        return [str(p.get("node_id")) for _, p in self.live(stream_id) if p.get("live")]

@@ -17,7 +17,7 @@ import pytest
 
 from tests.cluster.helpers import EventLog, add_restream, call, lease, new_stream, owner, until, video
 from tests.support import Clip, MediaCache, Publisher
-from tests.support.cluster import Cluster, why_no_cluster
+from tests.support.cluster import Cluster, Node, why_no_cluster
 from tests.support.polling import wait_for
 from tests.support.publishers import ReconnectingPublisher, looped_publish_argv
 from tests.support.rtmp_sink import RtmpSink
@@ -148,6 +148,19 @@ async def test_kill_9_of_the_owner_moves_the_stream_and_every_destination_gets_m
             await video(one, begun, 15.0, f"first video: {publisher.output}")
             await video(two, begun, 5.0)
             before = await owner(cluster, stream["id"])
+            for node in cluster.others(before.node_id):  # the other nodes show it live on its owner
+
+                async def shown_live(node: Node = node) -> bool:
+                    body = await call(node, "GET", f"/streaming/streams/{stream['id']}")
+                    return body["live"] is True and body["node_id"] == before.node_id
+
+                await wait_for(shown_live, 3.0, f"{node.node_id}'s API showing the owner", every=0.05)
+                feed = feeds[node.node_id]
+                await until(
+                    lambda feed=feed: before.node_id in feed.owners(stream["id"]),  # type: ignore[misc]
+                    3.0,
+                    f"{node.node_id}'s event feed telling the owner",
+                )
 
             killed = time.monotonic()
             await asyncio.to_thread(cluster.kill, cluster.node(before.node_id))
@@ -167,8 +180,9 @@ async def test_kill_9_of_the_owner_moves_the_stream_and_every_destination_gets_m
                 return body["live"] is True and body["node_id"] == after.node_id
 
             await wait_for(shown, 3.0, "the observer's API showing the new owner", every=0.05)
-            owners = [p.get("node_id") for _, p in feeds[observer.node_id].live(stream["id"]) if p.get("live")]
-            assert before.node_id in owners, owners
+            seen = feeds[observer.node_id].live(stream["id"])
+            owners = feeds[observer.node_id].owners(stream["id"])
+            assert before.node_id in owners, (observer.node_id, seen)
             assert after.node_id in owners[owners.index(before.node_id) :], owners
             for sink in (one, two):
                 assert sink.overlaps() == []
@@ -211,6 +225,7 @@ async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(he
             old = sink.publishing_now()
             assert len(old) == 1
 
+            frozen_at = time.monotonic()
             await asyncio.to_thread(cluster.freeze, frozen)
             after = await owner(cluster, stream["id"], other_than=frozen.node_id, within=15.0)
             taken = time.monotonic()
@@ -226,7 +241,12 @@ async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(he
                 "the thawed node's push closed within a renewal",
             )
             await asyncio.sleep(1.0)
-            assert sink.overlaps() == [], "the thawed node pushed beside the new owner"
+            first_new = sink.connections[-1].first_media or 0.0
+            late = [round(t - thawed, 3) for t in old[0].media_times if t > first_new]
+            assert sink.overlaps() == [], (
+                f"the thawed node pushed beside the new owner: {len(late)} packets from it after the new owner's"
+                f" first, at {late[:5]}...{late[-3:]} s after the thaw (frozen at {frozen_at - thawed:.2f} s)"
+            )
             assert [c.number for c in sink.publishing_now()] != [old[0].number]
             still = await lease(cluster, stream["id"])
             assert still is not None and (still.node_id, still.epoch) == (after.node_id, after.epoch)
