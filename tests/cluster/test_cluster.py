@@ -242,10 +242,18 @@ async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(he
             )
             await asyncio.sleep(1.0)
             first_new = sink.connections[-1].first_media or 0.0
-            late = [round(t - thawed, 3) for t in old[0].media_times if t > first_new]
+            late = [
+                (round(t - thawed, 3), stamp)
+                for t, stamp in zip(old[0].media_times, old[0].media_stamps, strict=True)
+                if t > first_new
+            ]
+            before_freeze = [
+                stamp for t, stamp in zip(old[0].media_times, old[0].media_stamps, strict=True) if t < frozen_at
+            ]
             assert sink.overlaps() == [], (
                 f"the thawed node pushed beside the new owner: {len(late)} packets from it after the new owner's"
-                f" first, at {late[:5]}...{late[-3:]} s after the thaw (frozen at {frozen_at - thawed:.2f} s)"
+                f" first, (s after the thaw, RTMP timestamp): {late[:5]}...{late[-3:]}; frozen at {frozen_at - thawed:.2f} s,"
+                f" last timestamp before: {before_freeze[-1:]}"
             )
             assert [c.number for c in sink.publishing_now()] != [old[0].number]
             still = await lease(cluster, stream["id"])

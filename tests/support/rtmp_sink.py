@@ -32,6 +32,8 @@ class SinkConnection:
     published_at: float | None = None
     media_times: list[float] = field(default_factory=list)
     """Arrival of each audio and video packet (not the sequence headers)."""
+    media_stamps: list[int] = field(default_factory=list)
+    """Their RTMP timestamps (ms), in the same order."""
     video_times: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -85,6 +87,7 @@ class _Protocol(asyncio.Protocol):
                     packet = event.packet
                     if packet.kind in (MediaKind.AUDIO, MediaKind.VIDEO) and not packet.config:
                         record.media_times.append(now)
+                        record.media_stamps.append(packet.timestamp_ms)
                         if packet.kind is MediaKind.VIDEO:
                             record.video_times.append(now)
                 elif isinstance(event, ConnectRequested):
