@@ -252,8 +252,8 @@ async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(he
             ]
             assert sink.overlaps() == [], (
                 f"the thawed node pushed beside the new owner: {len(late)} packets from it after the new owner's"
-                f" first, (s after the thaw, RTMP timestamp): {late[:5]}...{late[-3:]}; frozen at {frozen_at - thawed:.2f} s,"
-                f" last timestamp before: {before_freeze[-1:]}"
+                f" first (s after the thaw, RTMP timestamp): {late[:5]}...{late[-3:]};"
+                f" frozen at {frozen_at - thawed:.2f} s, last timestamp before: {before_freeze[-1:]}"
             )
             assert [c.number for c in sink.publishing_now()] != [old[0].number]
             still = await lease(cluster, stream["id"])

@@ -158,6 +158,12 @@ class RtmpSink:
         times = [t for c in self.connections for t in c.video_times if t >= since]
         return min(times) if times else None
 
+    def first_video_of_connections_since(self, since: float) -> float | None:
+        """The first video packet of a connection opened at or after `since` (a new pusher's, not what an old
+        one still flushes)."""
+        times = [c.video_times[0] for c in self.connections if c.opened_at >= since and c.video_times]
+        return min(times) if times else None
+
     def publishing_now(self) -> list[SinkConnection]:
         """Connections still open that have begun publishing."""
         return [c.record for c in self.open if c.record is not None and c.record.published_at is not None]
