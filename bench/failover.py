@@ -1,7 +1,7 @@
 """`make bench-failover`: how long a stream is off the air when the node that owns it dies.
 
-    .venv/bin/python -m bench.failover [--rounds 5] [--lease-seconds 3] [--renew-seconds 0.5]
-                                      [--margin-seconds 1] [--destinations 2]
+    .venv/bin/python -m bench.failover [--rounds 5] [--lease-seconds 10] [--renew-seconds 2]
+                                      [--margin-seconds 2] [--takeover-idle-seconds 4] [--destinations 2]
 
 Three relay nodes on one PostgreSQL behind HAProxy (tests/support/cluster.py, real processes). Each round:
 a stream with `--destinations` RTMP destinations (our sinks, stamping each packet on arrival), an encoder
@@ -55,9 +55,11 @@ class Round:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.failover", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--lease-seconds", type=float, default=3.0)
-    parser.add_argument("--renew-seconds", type=float, default=0.5)
-    parser.add_argument("--margin-seconds", type=float, default=1.0)
+    # The relay's defaults; tests/cluster runs 3 / 0.5 / 1 / 2.
+    parser.add_argument("--lease-seconds", type=float, default=10.0)
+    parser.add_argument("--renew-seconds", type=float, default=2.0)
+    parser.add_argument("--margin-seconds", type=float, default=2.0)
+    parser.add_argument("--takeover-idle-seconds", type=float, default=4.0)
     parser.add_argument("--destinations", type=int, default=2)
     return parser.parse_args(argv)
 
@@ -134,7 +136,8 @@ async def one_round(cluster: Cluster, clip: Path, number: int, destinations: int
 def table(rounds: Sequence[Round], args: argparse.Namespace) -> str:
     lines = [
         f"Failover, 3 nodes behind HAProxy, lease {args.lease_seconds} s, renewal {args.renew_seconds} s, "
-        f"margin {args.margin_seconds} s, {args.destinations} RTMP destinations, kill -9 of the owner",
+        f"margin {args.margin_seconds} s, takeover after {args.takeover_idle_seconds} s of silence, "
+        f"{args.destinations} RTMP destinations, kill -9 of the owner",
         "",
         "| round | killed | new owner | epoch | kill -> claim s | kill -> first packet s | reconnect -> first packet s"
         " | encoder connections |",
@@ -160,7 +163,10 @@ def table(rounds: Sequence[Round], args: argparse.Namespace) -> str:
 async def run(args: argparse.Namespace) -> str:
     root = Path(tempfile.mkdtemp(prefix="relay-failover-"))
     clip = MediaCache(RESULTS / "media").clip(CLIP)
-    env = {"RELAY_LEASE_MARGIN_SECONDS": str(args.margin_seconds)}
+    env = {
+        "RELAY_LEASE_MARGIN_SECONDS": str(args.margin_seconds),
+        "RELAY_TAKEOVER_IDLE_SECONDS": str(args.takeover_idle_seconds),
+    }
     cluster = Cluster(root, lease_seconds=args.lease_seconds, renew_seconds=args.renew_seconds, env_extra=env)
     await asyncio.to_thread(cluster.start)
     rounds: list[Round] = []
