@@ -83,6 +83,7 @@ class Subscriber:
         self._overflow_times: deque[float] = deque(maxlen=max(1, limits.overflow_restart_count))
         self._ready = asyncio.Event()
         self._end_cause: EndCause | None = None
+        self._discarded = False
         self.overflows = 0
         self.dropped_chunks = 0
         self.offered_bytes = 0
@@ -95,6 +96,11 @@ class Subscriber:
     @property
     def end_cause(self) -> EndCause | None:
         return self._end_cause
+
+    @property
+    def discarded(self) -> bool:
+        """The stream ended with what was queued thrown away (`end(..., discard=True)`)."""
+        return self._discarded
 
     @property
     def queued_bytes(self) -> int:
@@ -161,6 +167,7 @@ class Subscriber:
         if self._end_cause is not None:
             return
         self._end_cause = cause
+        self._discarded = discard
         if discard:
             self._queue.clear()
             self._queued_bytes = 0

@@ -267,6 +267,11 @@ class FfmpegProcess(OwnedChild):
                 await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             return  # ffmpeg is gone; wait() reports how
+        if self._subscriber.end_cause is EndCause.HUB_CLOSED and self._subscriber.discarded:
+            # A hub closed with its queues thrown away (a node that lost the stream's lease: another node
+            # pushes now): what ffmpeg still holds (its muxer's interleaving queue) is as stale as what
+            # was queued here, and an EOF would make it send that. Killed, it sends nothing more.
+            self.kill()
         self._close_stdin()
         self._on_input_end(self._subscriber.end_cause)
 

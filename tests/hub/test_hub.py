@@ -182,6 +182,21 @@ async def test_unpublish_ends_subscribers_after_draining(reason: EndReason) -> N
     assert rec.events[-1] == LiveEnded(7, expected)
 
 
+@pytest.mark.parametrize("discard", [False, True])
+async def test_a_subscriber_ended_says_whether_its_queue_was_thrown_away(discard: bool) -> None:
+    """`discard` (a node that lost the stream's lease closes its hub so): nothing queued is read, and the push,
+    told so by `Subscriber.discarded`, kills its ffmpeg instead of letting it flush (relay/push/process.py)."""
+    hub, _, _ = make_hub()
+    sink = open_flv(hub)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    sub = hub.subscribe()
+    sub.end(EndCause.HUB_CLOSED, discard=discard)
+    assert sub.end_cause is EndCause.HUB_CLOSED and sub.discarded is discard
+    if not discard:
+        assert (await sub.read())[:3] == b"FLV"
+    assert await sub.read() == b""
+
+
 def test_drop_and_resume_same_config_rebases_timestamps() -> None:
     hub, clock, rec = make_hub(grace_period_seconds=10, resume_gap_ms=33)
     sink = open_flv(hub)
