@@ -210,6 +210,19 @@ async def test_an_srt_encoder_through_nginx_follows_its_stream_to_another_node(
             assert sink.overlaps() == []
 
 
+async def test_an_rtmps_encoder_through_haproxy_reaches_the_destinations(healed: Cluster, clip: Path) -> None:
+    """RTMPS passes through HAProxy (TCP) to a node, which terminates TLS; the push URL names the balancer."""
+    cluster = healed
+    stream = await new_stream(cluster.nodes[2], "rtmps through haproxy")
+    url = stream["push_url_rtmps"]
+    assert url.startswith(f"rtmps://127.0.0.1:{cluster.rtmps_port}/in/"), "the push URL names the balancer"
+    async with RtmpSink("from-rtmps") as sink:
+        await add_restream(cluster.nodes[2], stream["id"], sink)
+        async with ReconnectingPublisher(clip, url) as publisher:
+            await video(sink, time.monotonic(), 15.0, f"video from an RTMPS encoder: {publisher.output}")
+            assert (await owner(cluster, stream["id"])).valid
+
+
 async def test_a_frozen_owner_is_replaced_and_never_pushes_beside_the_new_one(healed: Cluster, clip: Path) -> None:
     """Must-show 4: SIGSTOP past the lease; another node takes over; the thawed node stops its pushes within
     one renewal, and no destination ever gets media from both."""

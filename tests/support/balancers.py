@@ -227,10 +227,11 @@ class HAProxy(_Daemon):
         check_interval_ms: int = 250,
         balance: str = "roundrobin",
         rtmp_port: int | None = None,
+        rtmps_port: int | None = None,
     ) -> None:
         super().__init__("haproxy", directory)
         self.rtmp_port = rtmp_port or free_port()
-        self.rtmps_port = free_port() if rtmps_nodes else None
+        self.rtmps_port = (rtmps_port or free_port()) if rtmps_nodes else None
         self.config = haproxy_config(
             rtmp_port=self.rtmp_port,
             rtmp_nodes=rtmp_nodes,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.ingest.tls import write_self_signed
 from tests.support.balancers import Backend, HAProxy, NginxStream, why_no_haproxy, why_no_nginx_stream
 from tests.support.net import free_port
 from tests.support.postgres import PostgresServer, why_no_postgres
@@ -108,11 +109,15 @@ class Cluster:
         self.nginx: NginxStream | None = None
         # The balancers' ports are chosen first: the nodes write them into push URLs, as in production.
         self.rtmp_port = free_port()
+        self.rtmps_port = free_port()
         self.srt_port = free_port(socket.SOCK_DGRAM)
+        self.tls_files: tuple[Path, Path] | None = None
 
     # -- life ---------------------------------------------------------------------------------------------
     def start(self) -> Cluster:
         try:
+            # One certificate for every node: RTMPS passes through HAProxy, each node terminates TLS.
+            self.tls_files = write_self_signed(self.root / "tls")
             self.postgres.start()
             self.postgres.create_database(self.database)
             for letter in string.ascii_lowercase[: self.size]:
@@ -124,7 +129,10 @@ class Cluster:
             for node in self.nodes[1:]:
                 node.relay.start()
             rtmp_nodes = [Backend(n.node_id, n.relay.rtmp_port, n.relay.http_port) for n in self.nodes]
-            self.haproxy = HAProxy(self.root / "haproxy", rtmp_nodes, rtmp_port=self.rtmp_port).start()
+            rtmps_nodes = [Backend(n.node_id, n.relay.rtmps_port, n.relay.http_port) for n in self.nodes]
+            self.haproxy = HAProxy(
+                self.root / "haproxy", rtmp_nodes, rtmps_nodes, rtmp_port=self.rtmp_port, rtmps_port=self.rtmps_port
+            ).start()
             srt_nodes = [Backend(n.node_id, n.relay.srt_port, n.relay.http_port) for n in self.nodes]
             self.nginx = NginxStream(self.root / "nginx", srt_nodes, srt_port=self.srt_port).start()
         except BaseException:
@@ -133,7 +141,11 @@ class Cluster:
         return self
 
     def _node_env(self, node_id: str) -> dict[str, str]:
+        assert self.tls_files is not None
         return {
+            "RELAY_TLS_CERT": str(self.tls_files[0]),
+            "RELAY_TLS_KEY": str(self.tls_files[1]),
+            "RELAY_PUBLIC_RTMPS_PORT": str(self.rtmps_port),
             "RELAY_DATABASE_URL": self.postgres.dsn(self.database),
             "RELAY_NODE_ID": node_id,
             "RELAY_PUBLIC_RTMP_PORT": str(self.rtmp_port),
@@ -216,6 +228,8 @@ class Cluster:
         """A push URL (naming the balancer, as every node writes it) sent to `node` itself instead."""
         if push_url.startswith("srt://"):
             return push_url.replace(f":{self.srt_port}?", f":{node.relay.srt_port}?", 1)
+        if push_url.startswith("rtmps://"):
+            return push_url.replace(f":{self.rtmps_port}/", f":{node.relay.rtmps_port}/", 1)
         return push_url.replace(f":{self.rtmp_port}/", f":{node.relay.rtmp_port}/", 1)
 
     def listening_backends(self, node: Node) -> list[int]:
