@@ -18,8 +18,8 @@ from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID, ADMIN_KEY_FILE
 from relay.secrets import SecretRegistry
-from relay.store.base import AmbiguousKeyPrefix, StoreError, StoreUnavailable
-from relay.store.sqlite import SqliteStore
+from relay.store.base import AmbiguousKeyPrefix, Store, StoreError, StoreUnavailable
+from relay.store.open import open_store
 
 log = logging.getLogger("relay.cli")
 
@@ -92,7 +92,7 @@ def announcer(show_secrets: bool) -> Callable[[Server], Awaitable[None]]:
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
-    store = SqliteStore(settings.database_path)
+    store = await open_store(settings)
     try:
         if args.keys_command == "create":
             key, record = await store.create_api_key(args.client, args.label or "")
@@ -109,7 +109,7 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _revoke(store: SqliteStore, wanted: str) -> int:
+async def _revoke(store: Store, wanted: str) -> int:
     """Revoke one key by id or prefix; an ambiguous prefix revokes nothing (revoking cannot be undone).
 
     The argument is never echoed: an operator who pastes a whole key instead of its prefix must not

@@ -1,6 +1,8 @@
-"""Rows and records: how the SQLite store's rows become frozen records, and the small SQL it shares.
+"""Rows and records: how the stores' rows become frozen records, and the small SQL SQLite shares.
 
-Also the values the store makes itself: timestamps, key hashes, stream tokens.
+A row is anything read by column name: a `sqlite3.Row` or an asyncpg `Record` (the PostgreSQL store
+keeps the same columns, with its own types: booleans, `timestamptz`, `jsonb` read as text). Also the
+values the stores make themselves: timestamps, key hashes, stream tokens.
 """
 
 from __future__ import annotations
@@ -12,18 +14,33 @@ import secrets
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from relay.store.base import GCORE_SETTINGS_FIELDS
 from relay.store.models import ApiKeyRecord, GcoreSettings, RestreamRecord, StreamRecord
 
 
+class Row(Protocol):
+    """A row read by column name (`sqlite3.Row`, `asyncpg.Record`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def now_utc() -> datetime:
+    """Now, to the millisecond (what SQLite's text keeps, so that a copied row compares equal)."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return now_utc().isoformat(timespec="milliseconds")
 
 
-def when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def when(value: str | datetime | None) -> datetime | None:
+    """A stored moment: SQLite keeps ISO text, PostgreSQL a `timestamptz`."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(value) if value else None
 
 
 def hash_key(key: str) -> str:
@@ -40,7 +57,7 @@ def settings_json(settings: GcoreSettings) -> str:
     return json.dumps(dataclasses.asdict(settings), separators=(",", ":"))
 
 
-def settings_of(text: str) -> GcoreSettings:
+def settings_of(text: str | None) -> GcoreSettings:
     """The stored settings over the defaults: a key this relay does not know is left out, a missing one is
     the default (a row written before a setting existed)."""
     stored = json.loads(text or "{}")
@@ -57,7 +74,7 @@ def with_settings(settings: GcoreSettings, values: Mapping[str, Any]) -> GcoreSe
     return dataclasses.replace(settings, **changes)
 
 
-def stream_of(row: sqlite3.Row) -> StreamRecord:
+def stream_of(row: Row) -> StreamRecord:
     return StreamRecord(
         id=row["id"],
         client_id=row["client_id"],
@@ -75,7 +92,7 @@ def stream_of(row: sqlite3.Row) -> StreamRecord:
     )
 
 
-def restream_of(row: sqlite3.Row) -> RestreamRecord:
+def restream_of(row: Row) -> RestreamRecord:
     return RestreamRecord(
         id=row["id"],
         client_id=row["client_id"],
@@ -91,7 +108,7 @@ def restream_of(row: sqlite3.Row) -> RestreamRecord:
     )
 
 
-def key_of(row: sqlite3.Row) -> ApiKeyRecord:
+def key_of(row: Row) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row["id"],
         client_id=row["client_id"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -363,8 +362,8 @@ class SqliteStore(Store):
 
     # API keys (the SQL is in relay/store/api_keys.py) ----------------------------------------
     async def create_api_key(self, client_id: int, label: str = "", key: str | None = None) -> tuple[str, ApiKeyRecord]:
-        clear = key or f"{client_id}${secrets.token_urlsafe(32)}"
-        prefix = clear[: clear.index("$") + 7] if "$" in clear[:24] else clear[:6]
+        clear = key or api_keys.new_key(client_id)
+        prefix = api_keys.public_prefix(clear)
         record = await self._run(
             lambda conn: self._write(conn, lambda c: api_keys.insert(c, client_id, clear, prefix, label))
         )
