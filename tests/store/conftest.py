@@ -22,12 +22,12 @@ class Stores:
         """The SQLite file's path or the PostgreSQL URL."""
         self._opened: list[Store] = []
 
-    async def open(self, **options: float) -> Store:
+    async def open(self) -> Store:
         store: Store
         if self.kind == "sqlite":
             store = SqliteStore(Path(self.where))
         else:
-            store = await PostgresStore.open(self.where, **options)
+            store = await PostgresStore.open(self.where)
         self._opened.append(store)
         return store
 

@@ -184,7 +184,8 @@ async def test_nodes_starting_at_once_migrate_once(postgres_dsn: str) -> None:
             await store.close()
     admin = await asyncpg.connect(postgres_dsn)
     try:
-        assert await admin.fetch("SELECT component, version FROM schema_version") == [("definitions", len(MIGRATIONS))]
+        rows = await admin.fetch("SELECT component, version FROM schema_version")
+        assert [tuple(row) for row in rows] == [("definitions", len(MIGRATIONS))]
         await admin.execute("UPDATE schema_version SET version = version + 1")
     finally:
         await admin.close()
