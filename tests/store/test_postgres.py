@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import asyncpg
@@ -19,7 +19,7 @@ from relay.store.changes import Change, RestreamChanged, StreamChanged
 from relay.store.pg_migrations import MIGRATIONS
 from relay.store.postgres import PostgresStore, database_label
 from tests.support.polling import wait_for
-from tests.support.postgres import PostgresServer, why_no_postgres
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -201,22 +201,10 @@ async def test_an_unreachable_database_is_one_clear_error_without_the_password()
     assert database_label(url) == "postgresql://127.0.0.1:1/relay"
 
 
-@pytest.fixture
-def own_server() -> Iterator[PostgresServer]:
-    """A server of this test's own: it is stopped and started again."""
-    reason = why_no_postgres()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
-
-
-async def test_losing_the_server_fails_reads_and_writes_then_everything_recovers(own_server: PostgresServer) -> None:
-    dsn = own_server.create_database()
+async def test_losing_the_server_fails_reads_and_writes_then_everything_recovers(
+    own_postgres_server: PostgresServer,
+) -> None:
+    dsn = own_postgres_server.create_database()
     x = await PostgresStore.open(dsn)
     y = await PostgresStore.open(dsn, resync_seconds=3600)
     try:
@@ -224,7 +212,7 @@ async def test_losing_the_server_fails_reads_and_writes_then_everything_recovers
         stream = await x.create_stream(1, {"name": "before"})
         assert await heard_y.next() == StreamChanged(stream.id, None, stream)
 
-        await asyncio.to_thread(own_server.stop)
+        await asyncio.to_thread(own_postgres_server.stop)
         with pytest.raises(StoreUnavailable):
             await x.create_stream(1, {"name": "lost"})
         with pytest.raises(StoreUnavailable):
@@ -232,7 +220,7 @@ async def test_losing_the_server_fails_reads_and_writes_then_everything_recovers
         assert not x.healthy and not await x.check_health()
         assert y.get_stream_blocking(stream.id) == stream  # the SRT handshake still has the cache
 
-        await asyncio.to_thread(own_server.start)
+        await asyncio.to_thread(own_postgres_server.start)
         assert await x.check_health() and x.healthy  # without any client's request
         after = await x.update_stream(stream.id, 1, {"name": "after"})
         assert after is not None
