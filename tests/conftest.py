@@ -78,34 +78,31 @@ def src_ts(media_cache: MediaCache) -> Path:
     return media_cache.clip(SRT_SAMPLE)
 
 
+def _started_postgres() -> Iterator[PostgresServer]:
+    """A started server, removed afterwards; skips with the reason where none can run here."""
+    reason = why_no_postgres()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the whole run (started on first use; tests that use it are `integration`).
 
     Skips with the reason where it cannot run. Tests that restart or kill a server make their own."""
-    reason = why_no_postgres()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
+    yield from _started_postgres()
 
 
 @pytest.fixture
 def own_postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test's own, for tests that stop, start or kill it."""
-    reason = why_no_postgres()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
+    yield from _started_postgres()
 
 
 @pytest.fixture

@@ -39,28 +39,28 @@ import asyncpg
 
 from relay.store import api_keys
 from relay.store.base import (
-    GCORE_SETTINGS_FIELDS,
     RESTREAM_FIELDS,
-    STREAM_FIELDS,
     Store,
     StoreError,
     StoreUnavailable,
 )
 from relay.store.changes import Change, RestreamChanged, StreamChanged
-from relay.store.models import ApiKeyRecord, GcoreSettings, Page, RestreamRecord, StreamRecord
+from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 from relay.store.pg_migrations import migrate
 from relay.store.rows import (
     hash_key,
     key_of,
+    new_restream_columns,
+    new_stream_columns,
     new_token,
     now_utc,
     restream_of,
-    settings_json,
     stream_of,
-    with_settings,
+    stream_update,
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 if TYPE_CHECKING:
     Conn: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 log = logging.getLogger("relay.store")
@@ -252,30 +252,12 @@ class PostgresStore(Store):
 
     # Streams ------------------------------------------------------------------------------
     async def create_stream(self, client_id: int, fields: Mapping[str, Any]) -> StreamRecord:
-        values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
-        settings = with_settings(GcoreSettings(), fields)
+        columns = {**new_stream_columns(client_id, fields), "created_at": now_utc()}
 
         async def insert(conn: Conn) -> StreamRecord:
-            row = await _one(
-                conn,
-                "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                " srt_latency_ms, client_entity_data, gcore_settings, pull, uri, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
-                client_id,
-                values.get("name", ""),
-                bool(values.get("active", True)),
-                new_token(),
-                values.get("client_user_id"),
-                values.get("srt_passphrase"),
-                values.get("srt_latency_ms"),
-                values.get("client_entity_data"),
-                settings_json(settings),
-                bool(values.get("pull", False)),
-                values.get("uri"),
-                now_utc(),
-            )
-            await self._notify(conn, "stream", row["id"])
-            return stream_of(row)
+            stream = stream_of(await _insert(conn, "streams", columns))
+            await self._notify(conn, "stream", stream.id)
+            return stream
 
         stream = await self._write(insert)
         await self._announce(StreamChanged(stream.id, None, stream))
@@ -299,28 +281,10 @@ class PostgresStore(Store):
             raise StoreUnavailable("the database did not answer in time") from None
 
     async def list_streams(self, client_id: int, offset: int, limit: int) -> Page[StreamRecord]:
-        async def work(conn: Conn) -> Page[StreamRecord]:
-            rows = await conn.fetch(
-                "SELECT * FROM streams WHERE client_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
-                client_id,
-                limit,
-                offset,
-            )
-            total = await conn.fetchval("SELECT COUNT(*) FROM streams WHERE client_id = $1", client_id)
-            return Page([stream_of(r) for r in rows], int(total))
-
-        return await self._run(work)
+        return await self._run(lambda conn: _page(conn, "streams", stream_of, client_id, offset, limit))
 
     async def update_stream(self, stream_id: int, client_id: int, changes: Mapping[str, Any]) -> StreamRecord | None:
-        values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
-        settings_changed = not GCORE_SETTINGS_FIELDS.isdisjoint(changes)
-
-        def columns(before: StreamRecord) -> dict[str, Any]:
-            if not settings_changed:
-                return values
-            return {**values, "gcore_settings": settings_json(with_settings(before.gcore_settings, changes))}
-
-        return await self._change_stream(stream_id, client_id, columns)
+        return await self._change_stream(stream_id, client_id, stream_update(changes))
 
     async def reset_stream_token(self, stream_id: int, client_id: int) -> StreamRecord | None:
         return await self._change_stream(stream_id, client_id, lambda before: {"token": new_token()})
@@ -370,27 +334,12 @@ class PostgresStore(Store):
 
     # Restreams ----------------------------------------------------------------------------
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
-        values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
+        columns = {**new_restream_columns(client_id, fields), "created_at": now_utc()}
 
         async def insert(conn: Conn) -> RestreamRecord:
-            row = await _one(
-                conn,
-                "INSERT INTO restreams (client_id, stream_id, name, active, uri, client_user_id, no_audio,"
-                " no_audio_mode, tls_verify, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                " RETURNING *",
-                client_id,
-                values["stream_id"],
-                values.get("name", ""),
-                bool(values.get("active", True)),
-                values["uri"],
-                values.get("client_user_id"),
-                bool(values.get("no_audio", False)),
-                values.get("no_audio_mode", "drop"),
-                bool(values.get("tls_verify", True)),
-                now_utc(),
-            )
-            await self._notify(conn, "restream", row["id"])
-            return restream_of(row)
+            restream = restream_of(await _insert(conn, "restreams", columns))
+            await self._notify(conn, "restream", restream.id)
+            return restream
 
         try:
             restream = await self._write(insert)
@@ -403,17 +352,7 @@ class PostgresStore(Store):
         return await self._run(lambda conn: _select_restream(conn, restream_id, client_id))
 
     async def list_restreams(self, client_id: int, offset: int, limit: int) -> Page[RestreamRecord]:
-        async def work(conn: Conn) -> Page[RestreamRecord]:
-            rows = await conn.fetch(
-                "SELECT * FROM restreams WHERE client_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
-                client_id,
-                limit,
-                offset,
-            )
-            total = await conn.fetchval("SELECT COUNT(*) FROM restreams WHERE client_id = $1", client_id)
-            return Page([restream_of(r) for r in rows], int(total))
-
-        return await self._run(work)
+        return await self._run(lambda conn: _page(conn, "restreams", restream_of, client_id, offset, limit))
 
     async def active_restreams(self, stream_id: int | None = None) -> list[RestreamRecord]:
         query = "SELECT r.* FROM restreams r JOIN streams s ON s.id = r.stream_id WHERE r.active AND s.active"
@@ -744,30 +683,35 @@ class Follower:
         await self._drop_connection()
 
 
+async def _select(
+    conn: Conn, table: str, row_id: int, client_id: int | None, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The row by id; with `client_id`, only that client's; `lock`: held until the transaction ends."""
+    suffix = " FOR UPDATE" if lock else ""
+    if client_id is None:
+        return await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1{suffix}", row_id)
+    return await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1 AND client_id = $2{suffix}", row_id, client_id)
+
+
 async def _select_stream(
     conn: Conn, stream_id: int, client_id: int | None, *, lock: bool = False
 ) -> StreamRecord | None:
-    suffix = " FOR UPDATE" if lock else ""
-    if client_id is None:
-        row = await conn.fetchrow("SELECT * FROM streams WHERE id = $1" + suffix, stream_id)
-    else:
-        row = await conn.fetchrow(
-            "SELECT * FROM streams WHERE id = $1 AND client_id = $2" + suffix, stream_id, client_id
-        )
+    row = await _select(conn, "streams", stream_id, client_id, lock=lock)
     return None if row is None else stream_of(row)
 
 
 async def _select_restream(
     conn: Conn, restream_id: int, client_id: int | None, *, lock: bool = False
 ) -> RestreamRecord | None:
-    suffix = " FOR UPDATE" if lock else ""
-    if client_id is None:
-        row = await conn.fetchrow("SELECT * FROM restreams WHERE id = $1" + suffix, restream_id)
-    else:
-        row = await conn.fetchrow(
-            "SELECT * FROM restreams WHERE id = $1 AND client_id = $2" + suffix, restream_id, client_id
-        )
+    row = await _select(conn, "restreams", restream_id, client_id, lock=lock)
     return None if row is None else restream_of(row)
+
+
+async def _insert(conn: Conn, table: str, values: Mapping[str, Any]) -> asyncpg.Record:
+    """Insert one row (column names are the store's own) and return it as stored."""
+    names = ", ".join(values)
+    marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    return await _one(conn, f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING *", *values.values())
 
 
 async def _all_streams(conn: Conn) -> list[StreamRecord]:
@@ -784,3 +728,14 @@ async def _one(conn: Conn, sql: str, *args: Any) -> asyncpg.Record:
     if row is None:
         raise StoreError("the database returned no row where one was expected")
     return row
+
+
+async def _page(
+    conn: Conn, table: str, record_of: Callable[[asyncpg.Record], R], client_id: int, offset: int, limit: int
+) -> Page[R]:
+    """A client's rows of `table`, newest first, and how many it has in all."""
+    rows = await conn.fetch(
+        f"SELECT * FROM {table} WHERE client_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3", client_id, limit, offset
+    )
+    total = await conn.fetchval(f"SELECT COUNT(*) FROM {table} WHERE client_id = $1", client_id)
+    return Page([record_of(r) for r in rows], int(total))

@@ -12,11 +12,11 @@ import hashlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from relay.store.base import GCORE_SETTINGS_FIELDS
+from relay.store.base import GCORE_SETTINGS_FIELDS, RESTREAM_FIELDS, STREAM_FIELDS
 from relay.store.models import ApiKeyRecord, GcoreSettings, RestreamRecord, StreamRecord
 
 
@@ -72,6 +72,54 @@ def with_settings(settings: GcoreSettings, values: Mapping[str, Any]) -> GcoreSe
     if "broadcast_ids" in changes:
         changes["broadcast_ids"] = tuple(changes["broadcast_ids"] or ())
     return dataclasses.replace(settings, **changes)
+
+
+def new_stream_columns(client_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a new stream (but its id and `created_at`, which each store writes its own way)."""
+    values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
+    return {
+        "client_id": client_id,
+        "name": values.get("name", ""),
+        "active": bool(values.get("active", True)),
+        "token": new_token(),
+        "client_user_id": values.get("client_user_id"),
+        "srt_passphrase": values.get("srt_passphrase"),
+        "srt_latency_ms": values.get("srt_latency_ms"),
+        "client_entity_data": values.get("client_entity_data"),
+        "gcore_settings": settings_json(with_settings(GcoreSettings(), fields)),
+        "pull": bool(values.get("pull", False)),
+        "uri": values.get("uri"),
+    }
+
+
+def new_restream_columns(client_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a new restream (but its id and `created_at`)."""
+    values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
+    return {
+        "client_id": client_id,
+        "stream_id": values["stream_id"],
+        "name": values.get("name", ""),
+        "active": bool(values.get("active", True)),
+        "uri": values["uri"],
+        "client_user_id": values.get("client_user_id"),
+        "no_audio": bool(values.get("no_audio", False)),
+        "no_audio_mode": values.get("no_audio_mode", "drop"),
+        "tls_verify": bool(values.get("tls_verify", True)),
+    }
+
+
+def stream_update(changes: Mapping[str, Any]) -> Callable[[StreamRecord], dict[str, Any]]:
+    """The columns an update of a stream writes, given the stream before it: its own fields, and the Gcore
+    settings merged into the ones it had (one JSON column)."""
+    values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
+    settings_changed = not GCORE_SETTINGS_FIELDS.isdisjoint(changes)
+
+    def columns(before: StreamRecord) -> dict[str, Any]:
+        if not settings_changed:
+            return values
+        return {**values, "gcore_settings": settings_json(with_settings(before.gcore_settings, changes))}
+
+    return columns
 
 
 def stream_of(row: Row) -> StreamRecord:
@@ -135,6 +183,15 @@ def select_restream(conn: sqlite3.Connection, restream_id: int, client_id: int |
             "SELECT * FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id)
         ).fetchone()
     return None if row is None else restream_of(row)
+
+
+def insert_row(conn: sqlite3.Connection, table: str, values: Mapping[str, Any]) -> int:
+    """Insert one row (column names are the store's own); returns its id."""
+    names = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    cur = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def update_row(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> None:
