@@ -71,6 +71,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 BLOCKING_READ_TIMEOUT_SECONDS = 2.0
 RECONNECT_FIRST_DELAY_SECONDS = 0.1
 RECONNECT_MAX_DELAY_SECONDS = 5.0
+WRITE_ATTEMPTS = 3
 INBOX_MESSAGES = 10_000
 """Notifications waiting to be applied; beyond it they are dropped and one full resync replaces them."""
 
@@ -219,23 +220,50 @@ class PostgresStore(Store):
             return await work(conn)
 
     async def _write(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `work` in one transaction; durable when it returns, rolled back when it raises."""
-        async with self._connection() as conn, conn.transaction():
-            return await work(conn)
+        """Run `work` in one transaction; durable when it returns, rolled back when it raises.
+
+        A transaction the server rolled back to break a deadlock (two nodes deleting a stream and moving
+        one of its restreams at once) is run again: nothing of it was kept."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self._connection() as conn, conn.transaction():
+                    return await work(conn)
+            except asyncpg.exceptions.TransactionRollbackError as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise StoreUnavailable(f"the database rolled the write back {attempt} times ({exc})") from exc
+        raise AssertionError("unreachable")
+
+    async def _write_change(self, work: Callable[[Conn], Awaitable[T]], change_of: Callable[[T], Change | None]) -> T:
+        """`_write`, then the change announced: no other node's change is applied to the cache between the
+        commit and this one, and changes are published in the order they reached the cache."""
+        async with self._changing() as announce:
+            result = await self._write(work)
+            change = change_of(result)
+            if change is not None:
+                announce(change)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[Callable[[Change], None]]:
+        """Hold the cache while the body finds changes (`announce(change)`); then keep them in the cache and
+        publish them, the publishing lock taken before the cache is let go (so publishing keeps the order)."""
+        changes: list[Change] = []
+        async with self._cache_lock:
+            yield changes.append
+            for change in changes:
+                self._remember(change)
+            if not changes:
+                return
+            await self._publish_lock.acquire()
+        try:
+            for change in changes:
+                await self.changes.publish(change)
+        finally:
+            self._publish_lock.release()
 
     async def _notify(self, conn: Conn, kind: str, row_id: int) -> None:
         """Tell the other nodes, in the writing transaction: sent at its commit, never without it."""
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, Notice(kind, row_id, self.origin).payload())
-
-    async def _announce(self, change: Change) -> None:
-        """Keep the cache and publish a local write's change, in the order the writes committed."""
-        async with self._cache_lock:
-            self._remember(change)
-            await self._publish_lock.acquire()
-        try:
-            await self.changes.publish(change)
-        finally:
-            self._publish_lock.release()
 
     def _remember(self, change: Change) -> None:
         if isinstance(change, StreamChanged):
@@ -259,9 +287,7 @@ class PostgresStore(Store):
             await self._notify(conn, "stream", stream.id)
             return stream
 
-        stream = await self._write(insert)
-        await self._announce(StreamChanged(stream.id, None, stream))
-        return stream
+        return await self._write_change(insert, lambda stream: StreamChanged(stream.id, None, stream))
 
     async def get_stream(self, stream_id: int, client_id: int | None = None) -> StreamRecord | None:
         return await self._run(lambda conn: _select_stream(conn, stream_id, client_id))
@@ -306,11 +332,8 @@ class PostgresStore(Store):
             await self._notify(conn, "stream", stream_id)
             return before, after
 
-        result = await self._write(update)
-        if result is None:
-            return None
-        await self._announce(StreamChanged(stream_id, *result))
-        return result[1]
+        result = await self._write_change(update, lambda r: None if r is None else StreamChanged(stream_id, *r))
+        return None if result is None else result[1]
 
     async def delete_stream(self, stream_id: int, client_id: int) -> bool:
         async def delete(conn: Conn) -> StreamRecord | None:
@@ -323,11 +346,8 @@ class PostgresStore(Store):
                 await self._notify(conn, "stream", stream_id)
             return before
 
-        before = await self._write(delete)
-        if before is None:
-            return False
-        await self._announce(StreamChanged(stream_id, before, None))
-        return True
+        before = await self._write_change(delete, lambda b: None if b is None else StreamChanged(stream_id, b, None))
+        return before is not None
 
     async def all_streams(self) -> list[StreamRecord]:
         return await self._run(_all_streams)
@@ -342,11 +362,9 @@ class PostgresStore(Store):
             return restream
 
         try:
-            restream = await self._write(insert)
+            return await self._write_change(insert, lambda r: RestreamChanged(r.id, None, r))
         except asyncpg.ForeignKeyViolationError as exc:  # the stream vanished between validation and insert
             raise StoreError("stream does not exist") from exc
-        await self._announce(RestreamChanged(restream.id, None, restream))
-        return restream
 
     async def get_restream(self, restream_id: int, client_id: int | None = None) -> RestreamRecord | None:
         return await self._run(lambda conn: _select_restream(conn, restream_id, client_id))
@@ -392,13 +410,10 @@ class PostgresStore(Store):
             return before, after
 
         try:
-            result = await self._write(update)
+            result = await self._write_change(update, lambda r: None if r is None else RestreamChanged(restream_id, *r))
         except asyncpg.ForeignKeyViolationError as exc:
             raise StoreError("stream does not exist") from exc
-        if result is None:
-            return None
-        await self._announce(RestreamChanged(restream_id, *result))
-        return result[1]
+        return None if result is None else result[1]
 
     async def delete_restream(self, restream_id: int, client_id: int) -> bool:
         async def delete(conn: Conn) -> RestreamRecord | None:
@@ -408,11 +423,10 @@ class PostgresStore(Store):
                 await self._notify(conn, "restream", restream_id)
             return before
 
-        before = await self._write(delete)
-        if before is None:
-            return False
-        await self._announce(RestreamChanged(restream_id, before, None))
-        return True
+        before = await self._write_change(
+            delete, lambda b: None if b is None else RestreamChanged(restream_id, b, None)
+        )
+        return before is not None
 
     # API keys (the rules are in relay/store/api_keys.py) --------------------------------------
     async def create_api_key(self, client_id: int, label: str = "", key: str | None = None) -> tuple[str, ApiKeyRecord]:
@@ -496,31 +510,22 @@ class PostgresStore(Store):
         if notice.kind == "resync":
             await self.resync()
             return
-        change: Change | None = None
-        async with self._cache_lock:
+        async with self._changing() as announce:
             if notice.kind == "stream":
                 stream = await self.get_stream(notice.id)
                 if stream != self._streams.get(notice.id):
-                    change = StreamChanged(notice.id, self._streams.get(notice.id), stream)
+                    announce(StreamChanged(notice.id, self._streams.get(notice.id), stream))
             elif notice.kind == "restream":
                 restream = await self.get_restream(notice.id)
                 if restream != self._restreams.get(notice.id):
-                    change = RestreamChanged(notice.id, self._restreams.get(notice.id), restream)
-            if change is None:
-                return
-            self._remember(change)
-            await self._publish_lock.acquire()
-        try:
-            await self.changes.publish(change)
-        finally:
-            self._publish_lock.release()
+                    announce(RestreamChanged(notice.id, self._restreams.get(notice.id), restream))
 
     async def resync(self) -> int:
         """Diff both tables against the cache and publish every difference; returns how many there were.
 
         Streams created or changed first, then restreams, then streams deleted (their restreams go with
         them without a change of their own, as a local delete announces it)."""
-        async with self._cache_lock:
+        async with self._changing() as announce:
             streams, restreams = await self._read_all()
             now_streams = {s.id: s for s in streams}
             now_restreams = {r.id: r for r in restreams}
@@ -536,15 +541,10 @@ class PostgresStore(Store):
                     changes.append(RestreamChanged(restream_id, old, new))
             self._streams, self._restreams = now_streams, now_restreams
             changes.extend(gone)
-            if not changes:
-                return 0
-            log.info("resynchronised with the database: %d definitions changed elsewhere", len(changes))
-            await self._publish_lock.acquire()
-        try:
             for change in changes:
-                await self.changes.publish(change)
-        finally:
-            self._publish_lock.release()
+                announce(change)  # kept in the cache again: the same records, nothing lost
+            if changes:
+                log.info("resynchronised with the database: %d definitions changed elsewhere", len(changes))
         return len(changes)
 
     async def _read_all(self) -> tuple[list[StreamRecord], list[RestreamRecord]]:

@@ -117,6 +117,33 @@ async def _async(value: bool) -> bool:
     return value
 
 
+async def test_concurrent_writes_on_two_nodes_leave_both_feeds_at_the_databases_state(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    x, y = nodes
+    stream = await x.create_stream(1, {"name": "contested"})
+    restream = await x.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://a.example.com/live/k"})
+    heard_x, heard_y = Heard(x), Heard(y)
+    await asyncio.gather(
+        *(x.update_stream(stream.id, 1, {"name": f"x{n}"}) for n in range(15)),
+        *(y.update_stream(stream.id, 1, {"name": f"y{n}"}) for n in range(15)),
+        *(x.update_restream(restream.id, 1, {"active": n % 2 == 0}) for n in range(10)),
+        *(y.update_restream(restream.id, 1, {"name": f"r{n}"}) for n in range(10)),
+    )
+    final_stream, final_restream = await x.get_stream(stream.id), await x.get_restream(restream.id)
+    for heard, store in ((heard_x, x), (heard_y, y)):
+        last: dict[type, Change] = {}
+        while True:  # until the feed has been quiet for a while: every notification applied
+            try:
+                change = await heard.next(within=0.5)
+            except TimeoutError:
+                break
+            last[type(change)] = change
+        assert last[StreamChanged].after == final_stream and last[RestreamChanged].after == final_restream
+        assert store.get_stream_blocking(stream.id) == final_stream
+        assert await store.resync() == 0  # the cache already held the database's state
+
+
 async def test_the_periodic_diff_finds_a_change_made_by_plain_sql(postgres_dsn: str) -> None:
     x = await PostgresStore.open(postgres_dsn, resync_seconds=0.3)
     try:
