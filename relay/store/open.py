@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from relay.config import Settings
 from relay.store.base import Store, StoreError
@@ -21,3 +22,8 @@ async def open_store(settings: Settings) -> Store:
         log.info("definitions in PostgreSQL at %s", database_label(settings.database_url))
         return store
     return SqliteStore(settings.database_path)
+
+
+def database_secrets(settings: Settings) -> tuple[str | None, ...]:
+    """What the log filter must mask of the database settings: the URL's password."""
+    return (urlsplit(settings.database_url).password,) if settings.database_url else ()
