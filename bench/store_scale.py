@@ -8,7 +8,9 @@ PostgreSQL database given, which should be empty; `--own-postgres` starts a thro
 tests' `PostgresServer`), defines `--streams` streams and `--restreams` restreams through the store
 (all active, no stream live, so nothing is pushed), then times through real HTTP: stream creates,
 list pages (`?page=N`, newest first) and gets by id; then the engine's full pass (`Engine.reconcile`:
-every active restream and every stream read, the supervisor brought in line). Median and p95 in ms.
+every active restream and every stream read, the supervisor brought in line). With PostgreSQL, also
+how long a stream update made through the node takes to reach a second node's change feed (a second
+`PostgresStore` on the same database: LISTEN/NOTIFY, then the read of `after`). Median and p95 in ms.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 import aiohttp
 
 from relay.config import Settings
+from relay.store.base import Store
+from relay.store.changes import Change
 
 KEY = "bench-store-scale-key-0123456789abcdef"
 
@@ -106,6 +110,7 @@ async def measure(database_url: str | None, streams: int, restreams: int, sample
 
             passes = await timed(max(5, samples // 20), reconcile)
             pass_reads = await timed(max(5, samples // 20), reads)
+            reach = await notification_latency(database_url, store, ids, samples) if database_url else None
         finally:
             await server.close()
     return {
@@ -115,7 +120,29 @@ async def measure(database_url: str | None, streams: int, restreams: int, sample
         "GET /streams/{id} ms": summary(gets),
         "Engine.reconcile ms": summary(passes),
         "  of which the store's reads ms": summary(pass_reads),
-    }
+    } | ({} if reach is None else {"update reaching another node's feed ms": summary(reach)})
+
+
+async def notification_latency(url: str, store: Store, ids: list[int], samples: int) -> list[float]:
+    """From the call of an update on this node to the change on a second node's feed."""
+    from relay.store.postgres import PostgresStore
+
+    other = await PostgresStore.open(url)
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def listener(change: Change) -> None:
+        arrived.put_nowait(time.perf_counter())
+
+    other.changes.subscribe(listener)
+    taken: list[float] = []
+    try:
+        for n in range(samples):
+            started = time.perf_counter()
+            await store.update_stream(ids[n % len(ids)], 1, {"name": f"moved {n}"})
+            taken.append((await asyncio.wait_for(arrived.get(), 10) - started) * 1000)
+    finally:
+        await other.close()
+    return taken
 
 
 def main() -> None:
