@@ -21,6 +21,12 @@ class Settings:
     """Everything an operator can configure. Field docs are the README's configuration table."""
 
     data_dir: Path = Path("data")
+    database_url: str | None = field(default=None, repr=False)
+    """`postgresql://user:password@host:port/db`: definitions in PostgreSQL, shared by several nodes;
+    None keeps them in the SQLite file under `data_dir`. May hold a password: never logged."""
+    database_resync_seconds: float = 30.0
+    """With PostgreSQL: how often the whole definitions are compared with this node's copy, a safety net
+    under the change notifications."""
     media_bind: str = "0.0.0.0"
     api_bind: str = "127.0.0.1"
     http_port: int = 8080
@@ -108,6 +114,8 @@ class Settings:
 # absence keeps the safe split (media on all interfaces, the API on loopback).
 ENVIRONMENT: dict[str, str] = {
     "RELAY_DATA_DIR": "data_dir",
+    "RELAY_DATABASE_URL": "database_url",
+    "RELAY_DATABASE_RESYNC_SECONDS": "database_resync_seconds",
     "RELAY_API_BIND": "api_bind",
     "RELAY_HTTP_PORT": "http_port",
     "RELAY_RTMP_PORT": "rtmp_port",
