@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast test-containers test-network lint bench bench-failover setup system-deps test-system-deps clean
+.PHONY: run test test-fast test-containers test-network test-cluster lint bench bench-failover setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -50,6 +50,11 @@ test-network: $(TEST_STAMP) system-deps test-system-deps
 
 test: $(TEST_STAMP) system-deps test-system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 tests
+
+# Three relay nodes on PostgreSQL behind HAProxy and nginx (tests/cluster; part of `make test` too, skipped
+# with the reason where PostgreSQL, HAProxy or nginx's stream module is missing).
+test-cluster: $(TEST_STAMP) system-deps test-system-deps
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/cluster
 
 # The image and the compose file, built and run with a podman of the test's own (tests/containers; also
 # part of `make test`, skipped with the reason where podman cannot run).
