@@ -4,7 +4,7 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     net             free_port, wait_listening, tcp_proxy, self_signed_context
     binaries        FFMPEG (the relay's own), SYSTEM_FFMPEG, FFPROBE, GST_LAUNCH, SRT_LIVE_TRANSMIT
     media           Clip, MediaCache (the session's is the `media_cache` fixture), framemd5, video_frames
-    publishers      Publisher, pattern_publisher, ffmpeg_publish_argv, pattern_publish_argv, gst_publish_argv
+    publishers      Publisher, ReconnectingPublisher, ffmpeg_publish_argv, looped_publish_argv, pattern_publish_argv, ...
     receivers       Receiver, listener_argv
     processes       run_process, Finished, background, reap, children_of, pid_alive
     relay_process   RelayProcess, http, ADMIN_KEY, ROOT
@@ -12,6 +12,10 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     guard           refuse_subprocesses: what keeps unmarked tests free of processes
     netns           namespace, Netns: peers behind a real veth link (tbf, link down/up); tests/network
     impair          tcp_impair, udp_impair: delay, loss, reordering, stalls, zero window, resets
+    postgres        PostgresServer: a PostgreSQL of the test's own (fixtures postgres_server, postgres_dsn)
+    balancers       HAProxy (TCP: RTMP, RTMPS) and nginx stream (UDP: SRT) in front of nodes; samples/cluster
+    cluster         Cluster: PostgreSQL, N relay nodes and the balancers, kill/freeze/restart; tests/cluster
+    rtmp_sink       RtmpSink: an RTMP destination that tells connections apart (two pushers at once?)
 
 Fakes (a fake clock, a fake ffmpeg) live in tests/fakes.
 """
