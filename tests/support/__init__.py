@@ -4,7 +4,7 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     net             free_port, wait_listening, tcp_proxy, self_signed_context
     binaries        FFMPEG (the relay's own), SYSTEM_FFMPEG, FFPROBE, GST_LAUNCH, SRT_LIVE_TRANSMIT
     media           Clip, MediaCache (the session's is the `media_cache` fixture), framemd5, video_frames
-    publishers      Publisher, ReconnectingPublisher, ffmpeg_publish_argv, looped_publish_argv, pattern_publish_argv, ...
+    publishers      Publisher, ReconnectingPublisher, ffmpeg_publish_argv, looped_publish_argv, pattern_publish_argv
     receivers       Receiver, listener_argv
     processes       run_process, Finished, background, reap, children_of, pid_alive
     relay_process   RelayProcess, http, ADMIN_KEY, ROOT
