@@ -81,10 +81,9 @@ class Settings:
     srt_push: str = "relay"
     """"relay": the push's ffmpeg writes MPEG-TS to a pipe and the relay's own libsrt caller sends it
     (settable peer idle timeout, exact end, link statistics in the status); "ffmpeg": ffmpeg's SRT output."""
-    srt_push_peer_idle_timeout_ms: int = 1500
-    """With `srt_push` "relay": a destination silent this long counts as gone and the push restarts. An idle
-    SRT peer sends a keepalive each second (while the publisher is away, nothing else comes back): 1.5 s
-    keeps a margin over that and still restarts well within a destination's typical restart time."""
+    srt_push_peer_idle_timeout_ms: int = 1000
+    """With `srt_push` "relay": a destination that acknowledges nothing this long while media waits for it
+    counts as gone and the push restarts (ffmpeg's SRT output: ~5 s, libsrt's floor)."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -240,9 +239,9 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             raise ConfigError(f"{name}: must be positive")
     if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
         raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
-    if not 1100 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:
-        # At or below libsrt's keepalive period (1 s), a healthy link without media would count as gone.
-        raise ConfigError("RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS: expected 1100 to 60000")
+    if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:
+        # A live receiver acknowledges every 10 ms; below a few hundred ms, a long RTT's jitter would count.
+        raise ConfigError("RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS: expected 300 to 60000")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

@@ -39,7 +39,7 @@ Output
   the URI's options and sends 1316-byte messages; `-protocol_whitelist pipe`; `-flush_packets 1` so each
   packet reaches the pipe (and the destination) when muxed, as ffmpeg's own SRT output does with its
   1316-byte I/O buffer; `-max_interleave_delta 1` as below. The caller sets the peer idle timeout ffmpeg
-  does not expose (a dead destination noticed in 1.5 s, not 5 s), waits for the last packets' acks at
+  does not expose (a dead destination noticed in 1 s, not 5 s), waits for the last packets' acks at
   the end, and reports the link's statistics.
   SRT through ffmpeg (`srt_push="ffmpeg"`, or libsrt not loadable): `-f mpegts`, the URI passed as given
   (latency, pkt_size, passphrase, streamid are the user's);
@@ -144,13 +144,14 @@ class CommandSettings:
     tcp_wmem's 4 MB), which hides a slow destination for seconds of media."""
     ca_file: str | None = None
     """CA bundle for RTMPS; None finds one (certifi, then the system's)."""
-    srt_push: str = "relay"
+    srt_push: str = "ffmpeg"
     """Who sends to an SRT destination: "relay" (its own libsrt caller, fed by ffmpeg through a pipe) or
-    "ffmpeg" (ffmpeg's libsrt output). "relay" falls back to "ffmpeg" when libsrt cannot be loaded."""
-    srt_peer_idle_timeout_ms: int = 1500
-    """The relay's SRT caller: silence from the destination after which the link counts as broken (the
-    push restarts); libsrt's default, which ffmpeg cannot change, is 5000; an idle peer's keepalives come
-    each second."""
+    "ffmpeg" (ffmpeg's libsrt output). "relay" falls back to "ffmpeg" when libsrt cannot be loaded. The
+    relay's setting (RELAY_SRT_PUSH, relay/config.py) defaults to "relay"; this bare default is ffmpeg's
+    output, the command the command-line tests pin down."""
+    srt_peer_idle_timeout_ms: int = 1000
+    """The relay's SRT caller: how long no acknowledgement may come while media waits for one before the
+    link counts as broken and the push restarts (ffmpeg's output: ~5 s, libsrt's floor)."""
 
 
 SRT_PIPE = "pipe:3"

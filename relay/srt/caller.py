@@ -6,15 +6,17 @@ at `srt_close` is never sent (`-linger` or not); and it reports no link statisti
 
 - `CallerConfig.from_destination` reads the destination URI's options exactly as ffmpeg's libsrt protocol
   does (same names, same units: latency and timeouts in microseconds, connect_timeout in ms) and maps each
-  to its socket option; the peer idle timeout is the relay's setting.
+  to its socket option; the peer idle timeout is the relay's setting, kept by the thread itself
+  (`_Watchdog`): libsrt's own cannot fire before ~5 s on a short link.
 - `SrtCaller.run` (on its own thread) creates the socket, connects (blocking, bounded by SRTO_CONNTIMEO),
   then reads the pipe and sends it in messages of `payload_size` bytes (1316: seven TS packets). When the
   pipe has nothing more to give right now, the whole TS packets it holds go out in a shorter message, as
   ffmpeg does when its muxer flushes: nothing waits for the next write. At EOF (ffmpeg wrote its last
   packet and exited) it sends the rest and waits until libsrt's send buffer is empty, i.e. every packet
   was acknowledged or given up on, bounded by `linger_seconds`: an exact end of stream.
-- Every `stats_interval_seconds` it samples `srt_bistats` into a frozen `SendStats` (`stats`), and checks
-  the socket's state, so a link that breaks while no media flows ends the caller too.
+- Every 100 ms it reads `srt_bistats`: acknowledgements that stop while packets wait for one end the
+  link after the peer idle timeout; every `stats_interval_seconds` the figures become a frozen
+  `SendStats` (`stats`). The socket's state is checked too, so libsrt's own break ends the caller.
 - It never raises into its thread: how it ended is a frozen `CallerEnd` handed to `on_end`, on its thread
   (the push process passes it to the event loop).
 
@@ -39,9 +41,11 @@ from dataclasses import dataclass
 from relay.destinations import Destination, srt_options
 from relay.srt.libsrt import (
     SRT_LIVE_MAX_PAYLOAD_BYTES,
+    EpollFlag,
     LibSrt,
     SockOpt,
     SockStatus,
+    SrtEpollEvent,
     SrtErrno,
     SrtError,
     SrtUnavailable,
@@ -55,6 +59,8 @@ TS_PACKET_BYTES = 188
 DEFAULT_PAYLOAD_BYTES = 1316
 """Seven TS packets: what fits a 1500-byte MTU (ffmpeg's and libsrt's live default)."""
 _READ_BYTES = 64 * 1024
+_CHECK_SECONDS = 0.1
+"""How often the thread reads libsrt's statistics to judge the link (and every `stats_interval` keeps them)."""
 _PLAY_MARGIN_MS = 20
 """At the end, beyond the destination's latency and half an RTT, before the close (its clock may lag ours)."""
 
@@ -64,7 +70,6 @@ _INT_OPTIONS: dict[str, tuple[SockOpt, int]] = {
     "latency": (SockOpt.LATENCY, 1000),
     "rcvlatency": (SockOpt.RCVLATENCY, 1000),
     "peerlatency": (SockOpt.PEERLATENCY, 1000),
-    "connect_timeout": (SockOpt.CONNTIMEO, 1),
     "snddropdelay": (SockOpt.SNDDROPDELAY, 1000),
     "sndbuf": (SockOpt.SNDBUF, 1),
     "rcvbuf": (SockOpt.RCVBUF, 1),
@@ -89,6 +94,8 @@ _TEXT_OPTIONS = {"streamid": SockOpt.STREAMID, "passphrase": SockOpt.PASSPHRASE,
 _TEXT_OPTIONS["congestion"] = SockOpt.CONGESTION
 _IGNORED = frozenset({"mode", "transtype", "listen_timeout"})
 """Checked by relay/destinations.py (caller, live) or meaningless for a caller."""
+_REJ_TIMEOUT = 16
+"""libsrt's SRT_REJ_TIMEOUT: nobody answered the handshake (an outage, not a refusal)."""
 _REFUSALS = frozenset({10, 11, 1401, 1403, 1404})
 """Rejections that mean "not you" (libsrt's BADSECRET and UNSECURE; a listener's 401, 403, 404): retried
 only slowly, as an RTMP server refusing the key is (relay/supervisor/exits.py)."""
@@ -106,10 +113,13 @@ class CallerConfig:
     text_options: tuple[tuple[SockOpt, str], ...] = ()
     payload_bytes: int = DEFAULT_PAYLOAD_BYTES
     """Largest message: whole TS packets, at most libsrt's live payload (1456)."""
-    peer_idle_timeout_ms: int = 1500
-    """No packet from the destination for this long: the link is broken (libsrt's default is 5000)."""
+    peer_idle_timeout_ms: int = 1000
+    """No acknowledgement from the destination for this long while packets wait for one: the link is broken
+    (`_Watchdog`; libsrt's own SRTO_PEERIDLETIMEO, set to it too, cannot act before ~5 s)."""
     send_timeout_ms: int = 10_000
     """A blocked send (destination reading nothing) fails after this long; the URI's `timeout`."""
+    connect_timeout_ms: int = 3000
+    """How long the connection may take (the URI's `connect_timeout`; libsrt's default)."""
     linger_seconds: int = 2
     """At the end, how long unacknowledged packets may still be waited for; the URI's `linger`."""
     stats_interval_seconds: float = 1.0
@@ -120,9 +130,10 @@ class CallerConfig:
         destination: Destination,
         *,
         host: str | None = None,
-        peer_idle_timeout_ms: int = 1500,
+        peer_idle_timeout_ms: int = 1000,
         linger_seconds: int = 2,
         send_timeout_ms: int = 10_000,
+        connect_timeout_ms: int = 3000,
     ) -> CallerConfig:
         """The config of `destination` (an srt:// URI the API accepted); `host` overrides its host (the
         destination policy's checked address). The URI's `linger` and `timeout` override the defaults."""
@@ -141,6 +152,8 @@ class CallerConfig:
                 texts.append((_TEXT_OPTIONS[name], value))
             elif name in ("payload_size", "pkt_size"):
                 payload = int(raw)
+            elif name == "connect_timeout":
+                connect_timeout_ms = int(raw)
             elif name == "linger":
                 linger_seconds = int(raw)
             elif name == "timeout":
@@ -155,6 +168,7 @@ class CallerConfig:
             payload_bytes=payload,
             peer_idle_timeout_ms=peer_idle_timeout_ms,
             send_timeout_ms=send_timeout_ms,
+            connect_timeout_ms=connect_timeout_ms,
             linger_seconds=linger_seconds,
         )
 
@@ -268,43 +282,80 @@ class SrtCaller:
                 self._on_end(end)
 
     def _connect_and_send(self) -> CallerEnd:
+        started = time.monotonic()
         try:
             self._connect()
         except SrtError as exc:
+            log.debug("%s: SRT connect failed after %.2fs: %s", self._name, time.monotonic() - started, exc)
             if self._abort.is_set():
                 return CallerEnd(error=None)
             return self._connect_failure(exc)
         except OSError as exc:  # the host did not resolve
             return CallerEnd(error=f"srt: cannot reach the destination: {exc.strerror or exc}")
+        log.debug("%s: SRT connected in %.2fs", self._name, time.monotonic() - started)
         self._on_connected()
         self._sample(time.monotonic())
         return self._send_loop()
 
     def _connect(self) -> None:
-        lib, cfg = self._lib, self._config
+        """Connect within `connect_timeout_ms`; `SrtError` if it fails (rejected, timed out, aborted).
+
+        Non-blocking: libsrt's blocking connect resends its handshake only once a second (its wait for a
+        response wakes each second), so a destination that comes back would wait up to a second for us;
+        its asynchronous connect resends every 250 ms. Sends are blocking (SRTO_SNDSYN) once connected.
+        """
+        cfg, lib = self._config, self._lib
         address = _resolve(cfg.host, cfg.port)
-        sock = lib.create_socket()
-        self._sock = sock
-        lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)  # first: it resets the options below
-        lib.set_int(sock, SockOpt.SENDER, 1)
-        lib.set_int(sock, SockOpt.SNDSYN, 1)
-        lib.set_int(sock, SockOpt.PAYLOADSIZE, cfg.payload_bytes)
-        lib.set_int(sock, SockOpt.PEERIDLETIMEO, cfg.peer_idle_timeout_ms)
-        lib.set_int(sock, SockOpt.SNDTIMEO, cfg.send_timeout_ms)
-        lib.set_linger(sock, cfg.linger_seconds)
-        for opt, value in cfg.int_options:
-            lib.set_int(sock, opt, value)
-        for opt, value in cfg.i64_options:
-            lib.set_i64(sock, opt, value)
-        for opt, text in cfg.text_options:
-            lib.set_str(sock, opt, text)
-        lib.connect(sock, address, cfg.port)
+        sock = self._sock = self._new_socket()
+        lib.set_int(sock, SockOpt.RCVSYN, 0)
+        lib.set_int(sock, SockOpt.CONNTIMEO, cfg.connect_timeout_ms)
+        eid = lib.epoll_create()
+        try:
+            lib.epoll_add(eid, sock, EpollFlag.OUT | EpollFlag.ERR)
+            lib.connect(sock, address, cfg.port)
+            events = (SrtEpollEvent * 1)()
+            deadline = time.monotonic() + cfg.connect_timeout_ms / 1000 + 1.0  # libsrt's own timeout first
+            while not self._abort.is_set() and time.monotonic() < deadline:
+                lib.epoll_wait(eid, events, 100)
+                state = lib.state(sock)
+                if state == SockStatus.CONNECTED:
+                    break
+                if state not in (SockStatus.CONNECTING, SockStatus.OPENED, SockStatus.INIT):
+                    raise SrtError("srt_connect", SrtErrno.ECONNREJ, "connection failed")
+            else:
+                raise SrtError("srt_connect", SrtErrno.ENOSERVER, "connection timed out")
+        finally:
+            lib.epoll_release(eid)
         with contextlib.suppress(SrtError):
             self._encrypted = lib.get_int(sock, SockOpt.SNDKMSTATE) != 0
 
+    def _new_socket(self) -> int:
+        lib, cfg = self._lib, self._config
+        sock = lib.create_socket()
+        try:
+            lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)  # first: it resets the options below
+            lib.set_int(sock, SockOpt.SENDER, 1)
+            lib.set_int(sock, SockOpt.SNDSYN, 1)
+            lib.set_int(sock, SockOpt.PAYLOADSIZE, cfg.payload_bytes)
+            lib.set_int(sock, SockOpt.PEERIDLETIMEO, cfg.peer_idle_timeout_ms)
+            lib.set_int(sock, SockOpt.SNDTIMEO, cfg.send_timeout_ms)
+            lib.set_linger(sock, 0)  # the tail is waited for in `_finish`; a close never blocks
+            for opt, value in cfg.int_options:
+                lib.set_int(sock, opt, value)
+            for opt, value in cfg.i64_options:
+                lib.set_i64(sock, opt, value)
+            for opt, text in cfg.text_options:
+                lib.set_str(sock, opt, text)
+        except BaseException:
+            lib.close(sock)
+            raise
+        return sock
+
     def _connect_failure(self, exc: SrtError) -> CallerEnd:
         reason = self._lib.reject_reason(self._sock) if self._sock is not None else 0
-        if exc.code == SrtErrno.ECONNREJ and reason:
+        if reason == _REJ_TIMEOUT or exc.code == SrtErrno.ENOSERVER:
+            return CallerEnd(error="srt: cannot connect: connection timed out (nobody answered)")
+        if reason:
             text = self._lib.reject_reason_text(reason)
             return CallerEnd(error=f"srt: connection rejected: {text} ({reason})", refused=reason in _REFUSALS)
         return CallerEnd(error=f"srt: cannot connect: {exc.srt_message}")
@@ -316,17 +367,21 @@ class SrtCaller:
         pending = bytearray()
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        interval_ms = int(cfg.stats_interval_seconds * 1000)
+        watch = _Watchdog(cfg.peer_idle_timeout_ms / 1000)
+        next_check = time.monotonic() + _CHECK_SECONDS
         next_sample = time.monotonic() + cfg.stats_interval_seconds
         try:
             while not self._abort.is_set():
                 now = time.monotonic()
-                if now >= next_sample:
-                    next_sample = now + cfg.stats_interval_seconds
-                    if lib.state(sock) != SockStatus.CONNECTED:
+                if now >= next_check:
+                    next_check = now + _CHECK_SECONDS
+                    raw = lib.raw_stats(sock)
+                    if lib.state(sock) != SockStatus.CONNECTED or watch.dead(raw, now):
                         return CallerEnd(error=self._broken_text(), connected=True)
-                    self._sample(now)
-                if not poller.poll(max(0, min(interval_ms, int((next_sample - now) * 1000)))):
+                    if now >= next_sample:
+                        next_sample = now + cfg.stats_interval_seconds
+                        self._sample(now, raw)
+                if not poller.poll(max(0, int((next_check - now) * 1000) + 1)):
                     continue
                 data = os.read(self._fd, _READ_BYTES)
                 if not data:
@@ -381,14 +436,15 @@ class SrtCaller:
     def _broken_text(self) -> str:
         return f"srt: connection lost (nothing from the destination for {self._config.peer_idle_timeout_ms} ms)"
 
-    def _sample(self, now: float) -> None:
+    def _sample(self, now: float, raw: TraceBStats | None = None) -> None:
         sock = self._sock
         if sock is None:
             return
-        try:
-            raw = self._lib.raw_stats(sock)
-        except SrtError:
-            return
+        if raw is None:
+            try:
+                raw = self._lib.raw_stats(sock)
+            except SrtError:
+                return
         elapsed = now - self._last_sample if self._last_sample else 0.0
         sent = int(raw.byteSentUniqueTotal)
         rate = (sent - self._last_bytes) * 8 / 1000 / elapsed if elapsed > 0 else 0.0
@@ -416,6 +472,31 @@ def caller_libsrt() -> LibSrt:
     if lib is None:
         raise SrtUnavailable("libsrt not available")
     return lib.another()
+
+
+class _Watchdog:
+    """Tells a dead destination from `srt_bistats`, since libsrt cannot do it in time.
+
+    libsrt breaks a silent connection only after 16 expiry periods of at least 300 ms each (core.cpp,
+    checkExpTimer): about 5.1 s on any short link, whatever SRTO_PEERIDLETIMEO says (measured). A live
+    receiver acknowledges every 10 ms while data arrives, so acknowledgements (or loss reports) that stop
+    while packets wait for one mean the destination is gone. With nothing in flight (the publisher is
+    away) nothing is judged: an idle peer only sends a keepalive a second.
+    """
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout = timeout_seconds
+        self._responses = -1
+        self._silent_since: float | None = None
+
+    def dead(self, raw: TraceBStats, now: float) -> bool:
+        responses = int(raw.pktRecvACKTotal) + int(raw.pktRecvNAKTotal)
+        if responses != self._responses or raw.pktSndBuf <= 0:
+            self._responses, self._silent_since = responses, None
+            return False
+        if self._silent_since is None:
+            self._silent_since = now
+        return now - self._silent_since >= self._timeout
 
 
 def _send_stats(raw: TraceBStats, rate_kbps: float, encrypted: bool) -> SendStats:

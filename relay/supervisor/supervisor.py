@@ -29,7 +29,8 @@ class Supervisor:
     (the engine's periodic safety net). Both are idempotent. Each runner starts, stops or restarts its
     own push without touching the others. `process_factory` makes each attempt's process: `push_process`
     (ffmpeg, and for SRT destinations the relay's own caller) unless a test passes an in-memory fake.
-    `policy` decides where each push may connect (the engine passes the node's; without one, ffmpeg connects wherever the URI says).
+    `policy` decides where each push may connect (the engine passes the node's; without one, ffmpeg
+    connects wherever the URI says).
     """
 
     def __init__(
