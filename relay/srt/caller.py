@@ -255,13 +255,6 @@ class SrtCaller:
         if sock is not None:
             self._lib.close(sock)
 
-    def join(self, timeout_seconds: float) -> bool:
-        """Wait for the thread; True once it has ended."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_seconds)
-        return not self._thread.is_alive()
-
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
