@@ -113,6 +113,8 @@ class SrtPushProcess(FfmpegProcess):
     async def wait(self) -> PushExit:
         """Wait for ffmpeg's exit, then for the caller to deliver the tail (bounded); reaps both."""
         result = await super().wait()
+        if self._caller is not None and not self._connected:
+            self._caller.abort()  # ffmpeg is done and nobody answered yet: no tail to deliver
         end = await self._wait_caller(self._config.linger_seconds + _END_GRACE_SECONDS)
         if end is None or end.error is None:
             return result
