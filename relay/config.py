@@ -87,6 +87,13 @@ class Settings:
     """Cap of the backoff between pull attempts (alternatives tried in turn)."""
     pull_stall_timeout_seconds: float = 10.0
     """A pull that delivers no media for this long is restarted."""
+    # SRT destinations (issue 14): who sends, and how soon a dead destination is noticed.
+    srt_push: str = "relay"
+    """"relay": the push's ffmpeg writes MPEG-TS to a pipe and the relay's own libsrt caller sends it
+    (settable peer idle timeout, exact end, link statistics in the status); "ffmpeg": ffmpeg's SRT output."""
+    srt_push_peer_idle_timeout_ms: int = 1000
+    """With `srt_push` "relay": a destination that acknowledges nothing this long while media waits for it
+    counts as gone and the push restarts (ffmpeg's SRT output: ~5 s, libsrt's floor)."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -162,6 +169,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
     "RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "pull_retry_max_delay_seconds",
     "RELAY_PULL_STALL_TIMEOUT_SECONDS": "pull_stall_timeout_seconds",
+    "RELAY_SRT_PUSH": "srt_push",
+    "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "srt_push_peer_idle_timeout_ms",
 }
 
 
@@ -243,6 +252,11 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
     ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
+    if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
+        raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
+    if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:
+        # A live receiver acknowledges every 10 ms; below a few hundred ms, a long RTT's jitter would count.
+        raise ConfigError("RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS: expected 300 to 60000")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")
