@@ -156,6 +156,12 @@ class Subscriber:
             self._skipping = False
         self._push(chunk)
 
+    def skip_to_keyframe(self) -> None:
+        """Drop what is queued and carry on from the next sync point, as an overflow does (and counted as
+        one): the push's owner asks it when its destination is too far behind live (relay/supervisor)."""
+        if self._end_cause is None:
+            self._overflow()
+
     def end(self, cause: EndCause, *, discard: bool = False) -> None:
         """End the stream: the reader drains what is queued (unless `discard`) and then reads b""."""
         if self._end_cause is not None:

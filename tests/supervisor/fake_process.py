@@ -39,6 +39,8 @@ class FakeProcess:
         self._on_progress = on_progress
         self._on_input_end = on_input_end
         self.recent_lines: deque[str] = deque(maxlen=20)
+        self.pid: int | None = None
+        """No process: a test that wants the transport watched sets a number its fake probe knows."""
         self.start_error: OSError | None = None
         """Set before `start` to make the spawn fail."""
         self.ignores_stop = False
