@@ -157,10 +157,12 @@ class Subscriber:
         self._push(chunk)
 
     def skip_to_keyframe(self) -> None:
-        """Drop what is queued and carry on from the next sync point, as an overflow does (and counted as
-        one): the push's owner asks it when its destination is too far behind live (relay/supervisor)."""
+        """Drop what is queued and carry on from the next sync point, as an overflow does, counted in
+        `overflows` but not towards the restart rule: the push's owner asks it when its destination is too
+        far behind live (relay/supervisor, policy `skip`), and chose to keep that destination going."""
         if self._end_cause is None:
-            self._overflow()
+            self.overflows += 1
+            self._flush()
 
     def end(self, cause: EndCause, *, discard: bool = False) -> None:
         """End the stream: the reader drains what is queued (unless `discard`) and then reads b""."""
@@ -204,6 +206,9 @@ class Subscriber:
         if len(self._overflow_times) >= self._limits.overflow_restart_count and now - self._overflow_times[0] <= window:
             self.end(EndCause.OVERFLOW, discard=True)
             return
+        self._flush()
+
+    def _flush(self) -> None:
         # Keep configuration (headers, sequence headers) so the decoder can carry on after the gap.
         kept = [c for c in self._queue if c.config]
         self.dropped_chunks += len(self._queue) - len(kept)

@@ -1,11 +1,14 @@
 """A destination whose link carries half the stream's bitrate (`tc tbf` on the veth).
 
 What a user checks: the relay's memory stays flat (its queue to that push is bounded and skips to
-keyframes), the push's status says it is falling behind, and the other destination gets every packet."""
+keyframes), the push's status says it is falling behind and reports what the destination really took
+(the link's rate, not ffmpeg's average of what it wrote into its socket), and the other destination gets
+every packet."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.network]
 
 LINK_KBIT = 550
 """Half of the test stream (1000 kbit/s video + 96 kbit/s audio)."""
+ACKED_WITHIN = (0.75, 1.1)
+"""The acknowledged rate the status reports, as a share of the link's rate (TCP and RTMP overheads; tbf's
+burst)."""
+MAX_BEHIND_SECONDS = 5.0
+"""RELAY_PUSH_MAX_BEHIND_SECONDS: past it the push skips to a keyframe (the default policy)."""
 RSS_GROWTH_CEILING_KIB = 30 * 1024
 """What the relay's RSS may gain from the first seconds to the end: bounded queues, not 30 s of video."""
 
@@ -51,10 +59,18 @@ async def test_destination_behind_half_the_bitrate_keeps_memory_flat_and_the_oth
     assert code == 0, err
     first_overflow = next((at for at, s in statuses if s["overflows"] > 0), None)
     last = statuses[-1][1]
+    running = [s for at, s in statuses if s["state"] == "running" and at >= 5 and s["acked_bitrate_kbps"]]
+    acked = statistics.median(s["acked_bitrate_kbps"] for s in running)
+    written = statistics.median(s["bitrate_kbps"] for s in running)
+    unacked = max(s["unacked_bytes"] for s in running)
+    behind = max(s["behind_live_seconds"] for s in running)
     print(
         f"\nhalf-rate link: relay RSS {baseline // 1024} MB after 3 s, peak {peak // 1024} MB; first overflow "
         f"{first_overflow} s after; at the end {last['overflows']} overflow(s), state {last['state']}, "
-        f"restarts {last['restarts']}, {last['frames']} frames of {len(outage_media.ref_flv)}"
+        f"restarts {last['restarts']}, {last['frames']} frames of {len(outage_media.ref_flv)}; "
+        f"acknowledged {acked} kbit/s (median) where ffmpeg says {written}; at most {unacked} bytes "
+        f"unacknowledged ({unacked * 8 / 1000 / LINK_KBIT:.1f} s of the link), {behind} s behind live; "
+        f"last error {last['last_error']!r}"
     )
     await steady.ends_cleanly()
     assert steady.frames() == outage_media.ref_flv, "the other destination saw a gap"
@@ -63,4 +79,8 @@ async def test_destination_behind_half_the_bitrate_keeps_memory_flat_and_the_oth
     # ffmpeg's figures still look healthy (its average bitrate is what it wrote into the kernel); what
     # says that this destination cannot keep up is the count of skips to a keyframe.
     assert first_overflow is not None, f"the status never said it fell behind: {last}"
+    assert ACKED_WITHIN[0] * LINK_KBIT <= acked <= ACKED_WITHIN[1] * LINK_KBIT, f"acknowledged {acked} kbit/s"
+    assert written > ACKED_WITHIN[1] * LINK_KBIT, f"ffmpeg's own figure {written} was already the truth?"
+    assert behind <= MAX_BEHIND_SECONDS + 2.0, f"{behind} s behind live: the policy did not act"
+    assert any("behind live by" in (s["last_error"] or "") for _, s in statuses), "the status never said why"
     api.assert_no_secrets()
