@@ -62,32 +62,38 @@ class Supervisor:
         self._closed = False
         self._probe = transport_probe
         self._sample_timer: TimerHandle | None = None
+        self._sampling: asyncio.Task[None] | None = None
+        """The tick under way (the probe reads the kernel off the loop, in a worker thread)."""
         if transport_probe is not None:
             self._arm_sampling()
 
     def _arm_sampling(self) -> None:
-        self._sample_timer = self._clock.call_later(self._settings.transport_sample_interval_seconds, self._sample)
+        self._sample_timer = self._clock.call_later(self._settings.transport_sample_interval_seconds, self._tick)
 
-    def _sample(self) -> None:
-        """One tick: every watched push's connection in one probe call (one sock_diag dump per family)."""
+    def _tick(self) -> None:
         self._sample_timer = None
-        if self._closed or self._probe is None:
+        if self._closed:
+            return
+        if self._sampling is None or self._sampling.done():
+            self._sampling = asyncio.create_task(self._sample())
+        self._arm_sampling()
+
+    async def _sample(self) -> None:
+        """One tick: every watched push's connection in one probe call (one sock_diag dump per family)."""
+        assert self._probe is not None
+        pids = {rid: pid for rid, runner in self._runners.items() if (pid := runner.transport_pid()) is not None}
+        if not pids:
             return
         try:
-            pids = {rid: pid for rid, runner in self._runners.items() if (pid := runner.transport_pid()) is not None}
-            if pids:
-                try:
-                    samples = self._probe.sample(set(pids.values()))
-                except OSError as exc:
-                    log.warning("cannot read the push connections (sock_diag): %s", exc)
-                    samples = {}
-                now = self._clock.now()
-                for rid, pid in pids.items():
-                    runner = self._runners.get(rid)
-                    if runner is not None:
-                        runner.observe_transport(samples.get(pid), now)
-        finally:
-            self._arm_sampling()
+            samples = await self._probe.sample(set(pids.values()))
+        except OSError as exc:
+            log.warning("cannot read the push connections (sock_diag): %s", exc)
+            samples = {}
+        now = self._clock.now()
+        for rid, pid in pids.items():
+            runner = self._runners.get(rid)
+            if runner is not None and runner.transport_pid() == pid:  # still the same process
+                runner.observe_transport(samples.get(pid), now)
 
     def reconcile(self, desired: Iterable[PushSpec]) -> None:
         """Make the running pushes match `desired` (the active restreams) and the streams' liveness."""
@@ -152,6 +158,10 @@ class Supervisor:
         if self._sample_timer is not None:
             self._sample_timer.cancel()
             self._sample_timer = None
+        if self._sampling is not None:
+            self._sampling.cancel()
+            await asyncio.gather(self._sampling, return_exceptions=True)
+            self._sampling = None
         runners = list(self._runners.values())
         results = await asyncio.gather(*(r.close() for r in runners), return_exceptions=True)
         for runner, result in zip(runners, results, strict=True):

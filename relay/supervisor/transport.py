@@ -19,7 +19,7 @@ from relay.push.tcp_diag import TcpSample
 class TransportProbe(Protocol):
     """Reads the connection of each push process (`relay.push.tcp_diag.SockDiagProbe` in production)."""
 
-    def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
+    async def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
         """pid -> the TCP connection it pushes over; a pid without one is absent."""
 
 

@@ -111,14 +111,14 @@ def test_the_probe_finds_a_process_connection_by_its_pid(connection: tuple[socke
     sender, receiver = connection
     drain(receiver, send_some(sender, 100_000))
     assert inode(sender) in socket_inodes(os.getpid())
-    found = SockDiagProbe().sample([os.getpid()])
+    found = SockDiagProbe().sample_now([os.getpid()])
     # This process holds both ends (and maybe more): the one that carried the most is the sender.
     assert found[os.getpid()].inode == inode(sender)
 
 
 def test_a_process_without_connections_or_gone_is_absent() -> None:
     assert socket_inodes(2**22 + 12345) == set()
-    assert SockDiagProbe().sample([2**22 + 12345]) == {}
+    assert SockDiagProbe().sample_now([2**22 + 12345]) == {}
     assert dump_tcp(set()) == []
 
 
@@ -157,3 +157,10 @@ def test_the_request_is_a_tcp_dump_with_tcp_info() -> None:
     assert (length, kind, sequence) == (len(request), 20, 7) and flags & 0x300 == 0x300
     family, protocol, ext = struct.unpack_from("=BBB", request, 16)
     assert (family, protocol, ext) == (socket.AF_INET, socket.IPPROTO_TCP, 0x2)
+
+
+async def test_the_probe_reads_off_the_event_loop(connection: tuple[socket.socket, socket.socket]) -> None:
+    sender, receiver = connection
+    drain(receiver, send_some(sender, 10_000))
+    found = await SockDiagProbe().sample([os.getpid()])
+    assert found[os.getpid()].inode == inode(sender)

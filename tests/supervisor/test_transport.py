@@ -46,7 +46,7 @@ class ScriptedProbe:
         self.connections: dict[int, TcpSample] = {}
         self.calls: list[set[int]] = []
 
-    def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
+    async def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
         self.calls.append(set(pids))
         return {pid: s for pid, s in self.connections.items() if pid in pids}
 
