@@ -389,7 +389,8 @@ class PushRunner:
         offered = attempt.subscriber.last_offer_at
         input_flowing = offered is not None and now - offered < settings.ack_stall_seconds
         if stalled_for >= settings.ack_stall_seconds and input_flowing:
-            error = f"stalled: destination acknowledged nothing for {stalled_for:.0f}s"
+            # The threshold, not the measured time (a sampling interval more): the message is the same each time.
+            error = f"stalled: destination acknowledged nothing for {settings.ack_stall_seconds:g}s"
             log.warning("%s: %s, killing ffmpeg", self._log_prefix, error)
             attempt.kill_for_stall(stalled_for, error)
             return

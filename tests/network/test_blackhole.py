@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.network]
 OUTAGE_SECONDS = 20.0
 ACK_STALL_SECONDS = 4.0
 """RELAY_PUSH_ACK_STALL_SECONDS: the destination acknowledged nothing (TCP, read through sock_diag) for
-this long while input flows; sampled once a second."""
+this long while input flows; sampled twice a second."""
 DETECT_WITHIN_SECONDS = 5.5
 """From the link going down to the status saying so: the ack stall, a sampling tick and a status poll.
 Before the kernel's view was read, ffmpeg's progress ran on into the kernel's send buffer and only its
