@@ -76,6 +76,8 @@ class PushRunner:
         self._attempt: Attempt | None = None
         """The attempt under way."""
         self._previous: Attempt | None = None
+        self._behind_logged = False
+        """Being behind live was logged (a warning) since the push last caught up."""
         """The last attempt that ended: the status keeps its figures and log tail (why did it fail?)."""
 
     # -- queries -------------------------------------------------------------------------------------
@@ -398,11 +400,17 @@ class PushRunner:
             return
         behind = self._behind_live_seconds(attempt)
         if behind is None or behind <= settings.max_behind_seconds:
+            self._behind_logged = False
             return
-        what = "skipped to a keyframe" if settings.behind_policy is BehindPolicy.SKIP else "restarting"
+        skip = settings.behind_policy is BehindPolicy.SKIP
+        if skip and attempt.subscriber.queued_seconds <= 0:
+            return  # skipped already, nothing queued since: what is behind is in the kernel, bounded
+        what = "skipped to a keyframe" if skip else "restarting"
         self._last_error = f"behind live by {behind:.1f}s (limit {settings.max_behind_seconds:g}s): {what}"
-        log.warning("%s: %s", self._log_prefix, self._last_error)
-        if settings.behind_policy is BehindPolicy.SKIP:
+        # Once per spell: a link slower than the stream is behind at every keyframe, and says so in its status.
+        log.log(logging.DEBUG if self._behind_logged else logging.WARNING, "%s: %s", self._log_prefix, self._last_error)
+        self._behind_logged = True
+        if skip:
             attempt.subscriber.skip_to_keyframe()
             self._on_status(self.spec.restream_id, self.status())
         else:

@@ -94,6 +94,11 @@ class FakeProcess:
         self.say("[out#0/flv @ 0x1] [fatal] Error opening output rtmp://127.0.0.1:1/live/***: Input/output error")
         self.exit(1)
 
+    def stop_reading(self) -> None:
+        """It no longer reads its input, like an ffmpeg blocked on its output: the queue fills."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+
     def fail_to_connect(self) -> None:
         self.say("[out#0/flv @ 0x1] [fatal] Error opening output rtmp://127.0.0.1:1/live/***: Connection refused")
         self.exit(1)
