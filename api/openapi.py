@@ -333,8 +333,8 @@ _RESTREAM = {
                 },
                 "bitrate_kbps": {
                     "type": "integer",
-                    "description": "ffmpeg's average output bitrate since the push started (what it wrote into "
-                    "its socket, not what arrived)",
+                    "description": "ffmpeg's figure: the size it wrote over the media time it wrote (the stream's "
+                    "bitrate, whatever the destination takes; see acked_bitrate_kbps)",
                 },
                 "acked_bitrate_kbps": {
                     "type": "integer",

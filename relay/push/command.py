@@ -31,10 +31,10 @@ Output
   stream.
   `-send_buffer_size` (RTMP(S), `CommandSettings.tcp_send_buffer_bytes`, 256 KiB): ffmpeg's rtmp protocol
   passes it down to its tcp one (checked with `ss -tm`: `tb524288`, Linux doubles it and stops autotuning).
-  Autotuned, the send buffer grew to 4 MB and held 11 s of media behind a 2 Mbit/s link with no sign;
-  bounded, behind a 550 kbit/s link at most 345 kB sat unacknowledged (measured, tests/network/
-  test_bandwidth.py) against 700 kB autotuned within 38 s. 512 KiB still carries 25 Mbit/s to a
-  destination 150 ms away. What remains is counted in `behind_live_seconds` (relay/supervisor).
+  Measured behind a 2 Mbit/s `tbf` link with a 2.77 Mbit/s stream (tests/network, 36 s): autotuned, up to
+  645 kB sat unacknowledged in the kernel (1.9 s of video; the issue saw autotuning reach 4 MB, 11 s, over a
+  longer run); bounded, 344 kB (1.0 s). 512 KiB still carries 25 Mbit/s to a destination 150 ms away.
+  What remains is counted in the status's `behind_live_seconds` (relay/supervisor/push_runner.py).
   RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
   may opt out for self-signed test servers.
   `-protocol_whitelist`: only the protocols this one output needs (`rtmp,tcp`; `rtmps,tls,tcp`; `srt`,

@@ -104,7 +104,7 @@ class PushStatus:
     last_error: str | None = None
     acked_bitrate_kbps: float | None = None
     """RTMP(S): what the destination acknowledged (TCP), kbit/s over the last `acked_window_seconds`;
-    `bitrate_kbps` is ffmpeg's average of what it wrote since the start, the kernel's buffers included."""
+    `bitrate_kbps` is ffmpeg's size over media time written: the stream's bitrate, whatever the link takes."""
     rtt_ms: float | None = None
     """RTMP(S): the connection's smoothed round-trip time."""
     retransmits: int | None = None
