@@ -359,6 +359,27 @@ _RESTREAM = {
                     "description": "How far behind live the destination is: media queued for it plus "
                     "(RTMP(S)) its unacknowledged bytes at the output's bytes per media second",
                 },
+                "srt": {
+                    "type": ["object", "null"],
+                    "description": "An SRT destination's link as libsrt measures it on the relay's own caller, "
+                    "sampled each second (null for RTMP(S), or with RELAY_SRT_PUSH=ffmpeg)",
+                    "properties": {
+                        "rtt_ms": {"type": "number"},
+                        "send_rate_kbps": {
+                            "type": "number",
+                            "description": "payload sent per second, retransmissions excluded",
+                        },
+                        "bandwidth_mbps": {"type": "number", "description": "libsrt's estimate of the link"},
+                        "send_buffer_ms": {"type": "integer", "description": "sent, not yet acknowledged"},
+                        "latency_ms": {"type": "integer", "description": "negotiated with the destination"},
+                        "packets_sent": _INT,
+                        "packets_lost": {"type": "integer", "description": "reported missing by the destination"},
+                        "packets_retransmitted": _INT,
+                        "packets_dropped": {"type": "integer", "description": "given up on: holes at the destination"},
+                        "bytes_sent": _INT,
+                        "encrypted": {"type": "boolean"},
+                    },
+                },
             },
             "additionalProperties": True,
         },

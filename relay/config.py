@@ -21,6 +21,12 @@ class Settings:
     """Everything an operator can configure. Field docs are the README's configuration table."""
 
     data_dir: Path = Path("data")
+    database_url: str | None = field(default=None, repr=False)
+    """`postgresql://user:password@host:port/db`: definitions in PostgreSQL, shared by several nodes;
+    None keeps them in the SQLite file under `data_dir`. May hold a password: never logged."""
+    database_resync_seconds: float = 30.0
+    """With PostgreSQL: how often the whole definitions are compared with this node's copy, a safety net
+    under the change notifications."""
     media_bind: str = "0.0.0.0"
     api_bind: str = "127.0.0.1"
     http_port: int = 8080
@@ -77,6 +83,13 @@ class Settings:
     """Cap of the backoff between pull attempts (alternatives tried in turn)."""
     pull_stall_timeout_seconds: float = 10.0
     """A pull that delivers no media for this long is restarted."""
+    # SRT destinations (issue 14): who sends, and how soon a dead destination is noticed.
+    srt_push: str = "relay"
+    """"relay": the push's ffmpeg writes MPEG-TS to a pipe and the relay's own libsrt caller sends it
+    (settable peer idle timeout, exact end, link statistics in the status); "ffmpeg": ffmpeg's SRT output."""
+    srt_push_peer_idle_timeout_ms: int = 1000
+    """With `srt_push` "relay": a destination that acknowledges nothing this long while media waits for it
+    counts as gone and the push restarts (ffmpeg's SRT output: ~5 s, libsrt's floor)."""
 
     # Pushes that tell the truth (issue 13): what the kernel says of each destination's connection.
     push_ack_stall_seconds: float = 4.0
@@ -114,6 +127,8 @@ class Settings:
 # absence keeps the safe split (media on all interfaces, the API on loopback).
 ENVIRONMENT: dict[str, str] = {
     "RELAY_DATA_DIR": "data_dir",
+    "RELAY_DATABASE_URL": "database_url",
+    "RELAY_DATABASE_RESYNC_SECONDS": "database_resync_seconds",
     "RELAY_API_BIND": "api_bind",
     "RELAY_HTTP_PORT": "http_port",
     "RELAY_RTMP_PORT": "rtmp_port",
@@ -161,6 +176,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_PUSH_MAX_BEHIND_SECONDS": "push_max_behind_seconds",
     "RELAY_PUSH_BEHIND_POLICY": "push_behind_policy",
     "RELAY_PUSH_SEND_BUFFER_BYTES": "push_send_buffer_bytes",
+    "RELAY_SRT_PUSH": "srt_push",
+    "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "srt_push_peer_idle_timeout_ms",
 }
 
 
@@ -248,6 +265,11 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
         raise ConfigError("RELAY_PUSH_BEHIND_POLICY: expected skip or restart")
     if changes.get("push_send_buffer_bytes", 0) < 0:
         raise ConfigError("RELAY_PUSH_SEND_BUFFER_BYTES: must not be negative")
+    if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
+        raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
+    if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:
+        # A live receiver acknowledges every 10 ms; below a few hundred ms, a long RTT's jitter would count.
+        raise ConfigError("RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS: expected 300 to 60000")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

@@ -70,7 +70,7 @@ from relay.pull.process import PullProcess
 from relay.pull.runner import ProcessFactory as PullProcessFactory
 from relay.pull.runner import PullSettings
 from relay.push.command import CommandSettings
-from relay.push.process import FfmpegProcess
+from relay.push.srt_process import push_process
 from relay.push.tcp_diag import SockDiagProbe
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
@@ -92,7 +92,11 @@ def supervisor_settings(settings: Settings) -> SupervisorSettings:
         ack_stall_seconds=settings.push_ack_stall_seconds,
         max_behind_seconds=settings.push_max_behind_seconds,
         behind_policy=BehindPolicy(settings.push_behind_policy),
-        command=CommandSettings(tcp_send_buffer_bytes=settings.push_send_buffer_bytes or None),
+        command=CommandSettings(
+            tcp_send_buffer_bytes=settings.push_send_buffer_bytes or None,
+            srt_push=settings.srt_push,
+            srt_peer_idle_timeout_ms=settings.srt_push_peer_idle_timeout_ms,
+        ),
     )
 
 
@@ -105,7 +109,7 @@ class Engine:
         store: Store,
         *,
         clock: Callable[[], float] = time.monotonic,
-        process_factory: ProcessFactory = FfmpegProcess,
+        process_factory: ProcessFactory = push_process,
         pull_process_factory: PullProcessFactory = PullProcess,
         transport_probe: TransportProbe | None = None,
     ) -> None:

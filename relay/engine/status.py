@@ -13,6 +13,7 @@ from enum import StrEnum
 from relay.engine.slots import Waiting
 from relay.ingest.gate import SourceType, StreamInfo, StreamInput, Transport
 from relay.pull.runner import PullStatus
+from relay.srt.caller import SendStats
 from relay.supervisor.states import PushState, PushStatus
 
 
@@ -112,6 +113,8 @@ class RestreamStatus:
     send_window_bytes: int | None = None
     behind_live_seconds: float | None = None
     """How far behind live the destination is (PushStatus.behind_live_seconds), while running."""
+    srt: SendStats | None = None
+    """An SRT destination's link (PushStatus.srt), when the relay sends to it itself."""
 
     @classmethod
     def waiting(cls, waiting: Waiting) -> RestreamStatus:
@@ -152,4 +155,5 @@ class RestreamStatus:
             unacked_bytes=status.unacked_bytes,
             send_window_bytes=status.send_window_bytes,
             behind_live_seconds=status.behind_live_seconds,
+            srt=status.srt,
         )

@@ -21,8 +21,8 @@ from relay.media.packets import ContainerFormat
 from relay.policy import DestinationPolicy, IPAddress
 from relay.push.command import PushCommand, UnsupportedDestination, build_command
 from relay.push.masking import mask_secrets, mask_uri, secrets_of
-from relay.push.process import FfmpegProcess
 from relay.push.progress import Progress
+from relay.push.srt_process import push_process
 from relay.push.tcp_diag import TcpSample
 from relay.supervisor.attempt import Attempt, ProcessFactory, PushProcess
 from relay.supervisor.backoff import Backoff
@@ -48,7 +48,7 @@ class PushRunner:
         wall_clock: Callable[[], float],
         on_status: Callable[[int, PushStatus], None],
         backoff: Backoff,
-        process_factory: ProcessFactory = FfmpegProcess,
+        process_factory: ProcessFactory = push_process,
         policy: DestinationPolicy | None = None,
     ) -> None:
         self.spec = spec
@@ -125,6 +125,7 @@ class PushRunner:
             behind_live_seconds=self._behind_live_seconds(running) if running is not None else None,
             next_retry_seconds=next_retry,
             log_tail=tuple(shown.process.recent_lines) if shown is not None and shown.process is not None else (),
+            srt=shown.process.link_stats if shown is not None and shown.process is not None else None,
         )
 
     # -- orders --------------------------------------------------------------------------------------
@@ -266,6 +267,7 @@ class PushRunner:
             on_progress=self._on_progress,
             on_input_end=self._on_input_end,
             log_prefix=self._log_prefix,
+            srt_output=command.srt_output,
         )
 
     async def _run(self, attempt: Attempt) -> None:
@@ -419,9 +421,13 @@ class PushRunner:
     def _behind_live_seconds(self, attempt: Attempt) -> float | None:
         """Media waiting in our queue for this destination, plus what its socket holds unacknowledged
         converted to media time at this output's own bytes per media second (ffmpeg's total size over
-        its output time). What ffmpeg holds between its stdin and its socket (a pipe buffer, a few
-        packets) is not counted."""
+        its output time), or, for an SRT destination the relay sends to itself, libsrt's send buffer (sent,
+        not yet acknowledged, in ms). What ffmpeg holds between its stdin and its socket (a pipe buffer, a
+        few packets) is not counted."""
         behind = attempt.subscriber.queued_seconds
+        srt = attempt.process.link_stats if attempt.process is not None else None
+        if srt is not None:
+            behind += srt.send_buffer_ms / 1000
         tcp, progress = attempt.transport.last, attempt.progress
         if tcp is not None and progress is not None and progress.out_time_us > 0 and progress.total_size_bytes > 0:
             bytes_per_second = progress.total_size_bytes / (progress.out_time_us / 1_000_000)
