@@ -27,7 +27,7 @@ NEVER_READS_DETECTED_WITHIN_SECONDS = 15.0
 """ffmpeg's read/write timeout (10 s, relay/push/command.py) plus its exit and the status poll."""
 STOPPED_READING_DETECTED_WITHIN_SECONDS = 15.0
 """The ack stall (4 s, sampled twice a second) once the reader's receive buffer is full: the proxy's, on
-loopback, autotuned up to tcp_rmem's 6 MB while it read, takes 2 to 5 s of media (measured: noticed 6.5 to
+loopback, as large as autotuning made it while it read, takes 2 to 5 s of media (measured: noticed 6.5 to
 9.5 s after the stall). Before the kernel's view was read: over 30 s (measured), ffmpeg's progress running
 on into its send buffer, autotuned up to tcp_wmem's 4 MB."""
 
