@@ -133,6 +133,29 @@ class RelayCollector(Collector):
         r_uptime = GaugeMetricFamily(
             "relay_restream_uptime_seconds", "Seconds the push has been running", labels=restream_labels
         )
+        r_acked = GaugeMetricFamily(
+            "relay_restream_acked_bits_per_second",
+            "What the destination acknowledged (TCP) over the last 5 s; RTMP(S) pushes while running",
+            labels=restream_labels,
+        )
+        r_rtt = GaugeMetricFamily(
+            "relay_restream_rtt_seconds", "Round-trip time of the push's TCP connection", labels=restream_labels
+        )
+        r_retrans = GaugeMetricFamily(
+            "relay_restream_retransmits",
+            "Segments retransmitted on the push's current TCP connection",
+            labels=restream_labels,
+        )
+        r_unacked = GaugeMetricFamily(
+            "relay_restream_unacked_bytes",
+            "Bytes the destination has not acknowledged yet (in flight or in the send buffer)",
+            labels=restream_labels,
+        )
+        r_behind = GaugeMetricFamily(
+            "relay_restream_behind_live_seconds",
+            "How far behind live the destination is: our queue plus its unacknowledged bytes",
+            labels=restream_labels,
+        )
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
             status: RestreamStatus = engine.restream_status(restream)
@@ -143,7 +166,17 @@ class RelayCollector(Collector):
             r_rate.add_metric(labels, status.bitrate_kbps * 1000)
             r_restarts.add_metric(labels, status.restarts)
             r_uptime.add_metric(labels, status.uptime_seconds)
+            for family, value in (
+                (r_acked, None if status.acked_bitrate_kbps is None else status.acked_bitrate_kbps * 1000),
+                (r_rtt, None if status.rtt_ms is None else status.rtt_ms / 1000),
+                (r_retrans, status.retransmits),
+                (r_unacked, status.unacked_bytes),
+                (r_behind, status.behind_live_seconds),
+            ):
+                if value is not None:
+                    family.add_metric(labels, float(value))
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
+        yield from (r_acked, r_rtt, r_retrans, r_unacked, r_behind)
 
         yield from self._limits()
 

@@ -331,6 +331,34 @@ _RESTREAM = {
                     "description": "Times the destination fell a whole queue behind (it takes less than the "
                     "stream's bitrate) and the push skipped ahead to a keyframe; repeated, the push restarts",
                 },
+                "bitrate_kbps": {
+                    "type": "integer",
+                    "description": "ffmpeg's figure: the size it wrote over the media time it wrote (the stream's "
+                    "bitrate, whatever the destination takes; see acked_bitrate_kbps)",
+                },
+                "acked_bitrate_kbps": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "RTMP(S): what the destination acknowledged over the last 5 s (TCP_INFO)",
+                },
+                "rtt_ms": {"type": "number", "nullable": True, "description": "RTMP(S): TCP round-trip time"},
+                "retransmits": {"type": "integer", "nullable": True, "description": "RTMP(S): retransmitted segments"},
+                "unacked_bytes": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "RTMP(S): bytes written and not yet acknowledged by the destination",
+                },
+                "send_window_bytes": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "RTMP(S): the destination's receive window; 0 when it stopped reading",
+                },
+                "behind_live_seconds": {
+                    "type": "number",
+                    "nullable": True,
+                    "description": "How far behind live the destination is: media queued for it plus "
+                    "(RTMP(S)) its unacknowledged bytes at the output's bytes per media second",
+                },
                 "srt": {
                     "type": ["object", "null"],
                     "description": "An SRT destination's link as libsrt measures it on the relay's own caller, "

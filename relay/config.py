@@ -95,6 +95,16 @@ class Settings:
     """With `srt_push` "relay": a destination that acknowledges nothing this long while media waits for it
     counts as gone and the push restarts (ffmpeg's SRT output: ~5 s, libsrt's floor)."""
 
+    # Pushes that tell the truth (issue 13): what the kernel says of each destination's connection.
+    push_ack_stall_seconds: float = 4.0
+    """An RTMP(S) destination that acknowledges nothing for this long while input flows is restarted."""
+    push_max_behind_seconds: float = 5.0
+    """A destination further behind live than this is handled by `push_behind_policy`."""
+    push_behind_policy: str = "skip"
+    """`skip` (drop its queue, carry on from the next keyframe) or `restart` (start it again at once)."""
+    push_send_buffer_bytes: int = 256 * 1024
+    """The kernel send buffer asked for each RTMP(S) push (Linux doubles it); 0: Linux autotuning."""
+
     @property
     def rtmps_enabled(self) -> bool:
         return self.tls_cert_file is not None and self.tls_key_file is not None
@@ -169,6 +179,10 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
     "RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "pull_retry_max_delay_seconds",
     "RELAY_PULL_STALL_TIMEOUT_SECONDS": "pull_stall_timeout_seconds",
+    "RELAY_PUSH_ACK_STALL_SECONDS": "push_ack_stall_seconds",
+    "RELAY_PUSH_MAX_BEHIND_SECONDS": "push_max_behind_seconds",
+    "RELAY_PUSH_BEHIND_POLICY": "push_behind_policy",
+    "RELAY_PUSH_SEND_BUFFER_BYTES": "push_send_buffer_bytes",
     "RELAY_SRT_PUSH": "srt_push",
     "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "srt_push_peer_idle_timeout_ms",
 }
@@ -249,9 +263,15 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
         "RELAY_PULL_RETRY_MAX_DELAY_SECONDS",
         "RELAY_PULL_STALL_TIMEOUT_SECONDS",
         "RELAY_RTMP_IDLE_TIMEOUT_SECONDS",
+        "RELAY_PUSH_ACK_STALL_SECONDS",
+        "RELAY_PUSH_MAX_BEHIND_SECONDS",
     ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
+    if changes.get("push_behind_policy", settings.push_behind_policy) not in ("skip", "restart"):
+        raise ConfigError("RELAY_PUSH_BEHIND_POLICY: expected skip or restart")
+    if changes.get("push_send_buffer_bytes", 0) < 0:
+        raise ConfigError("RELAY_PUSH_SEND_BUFFER_BYTES: must not be negative")
     if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
         raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
     if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:

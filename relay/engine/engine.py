@@ -71,17 +71,33 @@ from relay.pull.runner import ProcessFactory as PullProcessFactory
 from relay.pull.runner import PullSettings
 from relay.push.command import CommandSettings
 from relay.push.srt_process import push_process
+from relay.push.tcp_diag import SockDiagProbe
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
 from relay.store.models import RestreamRecord
 from relay.supervisor.attempt import ProcessFactory
-from relay.supervisor.settings import SupervisorSettings
+from relay.supervisor.settings import BehindPolicy, SupervisorSettings
 from relay.supervisor.states import PushState, PushStatus
 from relay.supervisor.supervisor import Supervisor
+from relay.supervisor.transport import TransportProbe
 
 log = logging.getLogger("relay.engine")
 
 EventListener = Callable[[EngineEvent], None]
+
+
+def supervisor_settings(settings: Settings) -> SupervisorSettings:
+    """The pushes' settings an operator can change (the rest are the supervisor's defaults)."""
+    return SupervisorSettings(
+        ack_stall_seconds=settings.push_ack_stall_seconds,
+        max_behind_seconds=settings.push_max_behind_seconds,
+        behind_policy=BehindPolicy(settings.push_behind_policy),
+        command=CommandSettings(
+            tcp_send_buffer_bytes=settings.push_send_buffer_bytes or None,
+            srt_push=settings.srt_push,
+            srt_peer_idle_timeout_ms=settings.srt_push_peer_idle_timeout_ms,
+        ),
+    )
 
 
 class Engine:
@@ -95,7 +111,9 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         process_factory: ProcessFactory = push_process,
         pull_process_factory: PullProcessFactory = PullProcess,
+        transport_probe: TransportProbe | None = None,
     ) -> None:
+        """`transport_probe`: how push connections are read (default: the kernel's sock_diag)."""
         self.settings = settings
         self.store = store
         self.registry = LiveRegistry(clock)
@@ -110,17 +128,15 @@ class Engine:
             ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
         )
         """Where each client may push (the API checks new URIs with it, each push start its addresses)."""
-        push_command = CommandSettings(
-            srt_push=settings.srt_push, srt_peer_idle_timeout_ms=settings.srt_push_peer_idle_timeout_ms
-        )
         self.supervisor = Supervisor(
-            SupervisorSettings(command=push_command),
+            supervisor_settings(settings),
             self._hubs.get,
             ffmpeg_path,
             LoopClock(),
             self._on_push_status,
             process_factory=process_factory,
             policy=self.destination_policy,
+            transport_probe=transport_probe or SockDiagProbe(),
         )
         self.limits = limits = settings.limits()
         slots = PushSlots(limits.node_pushes, lambda client_id: limits.of(client_id).pushes)

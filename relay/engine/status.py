@@ -105,6 +105,14 @@ class RestreamStatus:
     log_tail: tuple[str, ...]
     overflows: int = 0
     """Skips to a keyframe of a destination too slow for the stream (PushStatus.overflows)."""
+    acked_bitrate_kbps: int | None = None
+    """What the destination acknowledged over the last seconds (RTMP(S), while running)."""
+    rtt_ms: float | None = None
+    retransmits: int | None = None
+    unacked_bytes: int | None = None
+    send_window_bytes: int | None = None
+    behind_live_seconds: float | None = None
+    """How far behind live the destination is (PushStatus.behind_live_seconds), while running."""
     srt: SendStats | None = None
     """An SRT destination's link (PushStatus.srt), when the relay sends to it itself."""
 
@@ -141,5 +149,11 @@ class RestreamStatus:
             next_retry_seconds=status.next_retry_seconds,
             log_tail=tuple(status.log_tail),
             overflows=status.overflows,
+            acked_bitrate_kbps=round(status.acked_bitrate_kbps) if status.acked_bitrate_kbps is not None else None,
+            rtt_ms=round(status.rtt_ms, 1) if status.rtt_ms is not None else None,
+            retransmits=status.retransmits,
+            unacked_bytes=status.unacked_bytes,
+            send_window_bytes=status.send_window_bytes,
+            behind_live_seconds=status.behind_live_seconds,
             srt=status.srt,
         )

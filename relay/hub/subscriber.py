@@ -162,6 +162,14 @@ class Subscriber:
             self._skipping = False
         self._push(chunk)
 
+    def skip_to_keyframe(self) -> None:
+        """Drop what is queued and carry on from the next sync point, as an overflow does, counted in
+        `overflows` but not towards the restart rule: the push's owner asks it when its destination is too
+        far behind live (relay/supervisor, policy `skip`), and chose to keep that destination going."""
+        if self._end_cause is None:
+            self.overflows += 1
+            self._flush()
+
     def end(self, cause: EndCause, *, discard: bool = False) -> None:
         """End the stream: the reader drains what is queued (unless `discard`) and then reads b""."""
         if self._end_cause is not None:
@@ -205,6 +213,9 @@ class Subscriber:
         if len(self._overflow_times) >= self._limits.overflow_restart_count and now - self._overflow_times[0] <= window:
             self.end(EndCause.OVERFLOW, discard=True)
             return
+        self._flush()
+
+    def _flush(self) -> None:
         # Keep configuration (headers, sequence headers) so the decoder can carry on after the gap.
         kept = [c for c in self._queue if c.config]
         self.dropped_chunks += len(self._queue) - len(kept)

@@ -29,6 +29,12 @@ Output
   0.04 s instead of 0.17 s, for about 0.06 CPU s/min per push. `-rtmp_enhanced_codecs` only for
   HEVC/AV1/VP9 sources: announcing FourCCs in `connect` makes some platforms refuse an ordinary H.264
   stream.
+  `-send_buffer_size` (RTMP(S), `CommandSettings.tcp_send_buffer_bytes`, 256 KiB): ffmpeg's rtmp protocol
+  passes it down to its tcp one (checked with `ss -tm`: `tb524288`, Linux doubles it and stops autotuning).
+  Measured behind a 2 Mbit/s `tbf` link with a 2.77 Mbit/s stream (tests/network, 36 s): autotuned, up to
+  645 kB sat unacknowledged in the kernel (1.9 s of video; the issue saw autotuning reach 4 MB, 11 s, over a
+  longer run); bounded, 344 kB (1.0 s). 512 KiB still carries 25 Mbit/s to a destination 150 ms away.
+  What remains is counted in the status's `behind_live_seconds` (relay/supervisor/push_runner.py).
   RTMPS: `-tls_verify 1 -ca_file <bundle>` by default (certifi's bundle, else the system's); a restream
   may opt out for self-signed test servers.
   `-protocol_whitelist`: only the protocols this one output needs (`rtmp,tcp`; `rtmps,tls,tcp`; `srt`,
@@ -139,9 +145,11 @@ class CommandSettings:
     progress_period_seconds: float = 1.0
     silence_sample_rate_hz: int = 48_000
     silence_bitrate_bps: int = 128_000
-    tcp_send_buffer_bytes: int | None = None
-    """RTMP(S): cap the kernel send buffer (`-send_buffer_size`); None keeps Linux autotuning (up to
-    tcp_wmem's 4 MB), which hides a slow destination for seconds of media."""
+    tcp_send_buffer_bytes: int | None = 256 * 1024
+    """RTMP(S): cap the kernel send buffer (`-send_buffer_size`, which ffmpeg's rtmp protocol passes down
+    to its tcp one: checked with `ss -tm`, Linux then doubles it, `tb524288`, and stops autotuning it).
+    None keeps Linux autotuning (up to tcp_wmem's 4 MB), which hid 11 s of media behind a 2 Mbit/s link.
+    512 KiB of buffer still carries 25 Mbit/s to a destination 150 ms away (buffer / RTT)."""
     ca_file: str | None = None
     """CA bundle for RTMPS; None finds one (certifi, then the system's)."""
     srt_push: str = "ffmpeg"

@@ -22,6 +22,7 @@ from relay.push.progress import Progress
 from relay.srt.caller import CallerConfig, SendStats
 from relay.supervisor.exits import Asked, AttemptEnd
 from relay.supervisor.states import Order
+from relay.supervisor.transport import TransportWatch
 
 
 class PushProcess(Protocol):
@@ -30,6 +31,10 @@ class PushProcess(Protocol):
     @property
     def recent_lines(self) -> Sequence[str]:
         """Its last log lines, masked."""
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id while spawned (whose sockets the transport probe reads); None for a fake."""
 
     @property
     def link_stats(self) -> SendStats | None:
@@ -79,7 +84,9 @@ class Attempt:
     of it (and why), the progress it showed and when that last advanced, its stall and stability
     timers, and how it ended. `run` is the one owner of the process from open to reap."""
 
-    def __init__(self, opener: Opener, subscriber: Subscriber, started_at: float) -> None:
+    def __init__(
+        self, opener: Opener, subscriber: Subscriber, started_at: float, acked_window_seconds: float = 5.0
+    ) -> None:
         self._opener = opener
         self.process: PushProcess | None = None
         """None until opened, and for good if the destination was refused or did not resolve."""
@@ -87,6 +94,10 @@ class Attempt:
         self.started_at = started_at
         self.asked = Asked.NOTHING
         self.stalled_for_seconds = 0.0
+        self.stall_error: str | None = None
+        """Why it was killed for a stall, when not for want of output progress."""
+        self.transport = TransportWatch(acked_window_seconds)
+        """The kernel's view of its connection (RTMP(S) only)."""
         self.progress: Progress | None = None
         self.last_progress_at = started_at
         """Only progress resets the stall clock, never mere output (datarhei's parser lesson)."""
@@ -109,9 +120,10 @@ class Attempt:
         self.asked = max(self.asked, Asked.RESTART if restart else Asked.STOP)
         self._stop.set()
 
-    def kill_for_stall(self, stalled_for_seconds: float) -> None:
+    def kill_for_stall(self, stalled_for_seconds: float, error: str | None = None) -> None:
         self.asked = max(self.asked, Asked.STALL_KILL)
         self.stalled_for_seconds = stalled_for_seconds
+        self.stall_error = error
         if self.process is not None:
             self.process.kill()
         else:  # still resolving (bounded well below the stall timeout): give up the open
@@ -215,6 +227,7 @@ class Attempt:
             was_running=was_running,
             ran_for_seconds=now - self.started_at,
             stalled_for_seconds=self.stalled_for_seconds,
+            stall_error=self.stall_error,
             start_error=self.start_error,
             returncode=result.returncode if result else None,
             stopped=result.stopped if result else False,

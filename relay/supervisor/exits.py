@@ -83,6 +83,9 @@ class AttemptEnd:
     """From start to exit."""
     stalled_for_seconds: float
     """How long output had not progressed when we killed it for a stall (with `Asked.STALL_KILL`)."""
+    stall_error: str | None
+    """Why it was killed for a stall when it was not for want of output progress (the destination
+    acknowledged nothing): the error to show."""
     start_error: str | None
     """The process could not be started (`returncode` is then None)."""
     returncode: int | None
@@ -143,6 +146,8 @@ def classify_exit(end: AttemptEnd) -> Verdict:
 def _error(end: AttemptEnd) -> str | None:
     # What we did to it says more than what it printed while dying.
     if end.asked is Asked.STALL_KILL:
+        if end.stall_error is not None:
+            return end.stall_error
         return f"stalled: no output progress for {end.stalled_for_seconds:.0f}s"
     if end.input_end is EndCause.OVERFLOW:
         return "destination too slow: fell behind repeatedly"

@@ -23,10 +23,11 @@ from relay.push.command import PushCommand, UnsupportedDestination, build_comman
 from relay.push.masking import mask_secrets, mask_uri, secrets_of
 from relay.push.progress import Progress
 from relay.push.srt_process import push_process
+from relay.push.tcp_diag import TcpSample
 from relay.supervisor.attempt import Attempt, ProcessFactory, PushProcess
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.exits import BackoffStep, ExitKind, Verdict, classify_exit, is_clean_exit
-from relay.supervisor.settings import SupervisorSettings
+from relay.supervisor.settings import BehindPolicy, SupervisorSettings
 from relay.supervisor.states import TRANSITIONS, Order, PushSpec, PushState, PushStatus
 from relay.transitions import check_transition
 
@@ -75,6 +76,8 @@ class PushRunner:
         self._attempt: Attempt | None = None
         """The attempt under way."""
         self._previous: Attempt | None = None
+        self._behind_logged = False
+        """Being behind live was logged (a warning) since the push last caught up."""
         """The last attempt that ended: the status keeps its figures and log tail (why did it fail?)."""
 
     # -- queries -------------------------------------------------------------------------------------
@@ -98,6 +101,8 @@ class PushRunner:
         next_retry = None
         if self._retry_at is not None:
             next_retry = max(0.0, self._retry_at - self._clock.now())
+        running = self._attempt if self._state is PushState.RUNNING else None
+        tcp = running.transport.last if running is not None else None
         return PushStatus(
             restream_id=self.spec.restream_id,
             state=self._state,
@@ -112,6 +117,12 @@ class PushRunner:
             restarts=self._restarts,
             overflows=self._overflows_before + (self._attempt.subscriber.overflows if self._attempt else 0),
             last_error=self._last_error,
+            acked_bitrate_kbps=running.transport.acked_bitrate_kbps() if running is not None else None,
+            rtt_ms=tcp.rtt_us / 1000 if tcp is not None else None,
+            retransmits=tcp.retransmits if tcp is not None else None,
+            unacked_bytes=tcp.unacked_bytes if tcp is not None else None,
+            send_window_bytes=tcp.send_window_bytes if tcp is not None else None,
+            behind_live_seconds=self._behind_live_seconds(running) if running is not None else None,
             next_retry_seconds=next_retry,
             log_tail=tuple(shown.process.recent_lines) if shown is not None and shown.process is not None else (),
             srt=shown.process.link_stats if shown is not None and shown.process is not None else None,
@@ -212,7 +223,12 @@ class PushRunner:
         self._restart_next = False
         subscriber = hub.subscribe()
         spec = self.spec
-        attempt = Attempt(lambda: self._open(spec, hub, command, subscriber), subscriber, self._clock.now())
+        attempt = Attempt(
+            lambda: self._open(spec, hub, command, subscriber),
+            subscriber,
+            self._clock.now(),
+            self._settings.acked_window_seconds,
+        )
         self._attempt = attempt
         self._set_state(PushState.STARTING, reason)
         attempt.task = asyncio.create_task(self._run(attempt))
@@ -352,6 +368,71 @@ class PushRunner:
             return
         log.warning("%s: stalled: no output progress for %.0fs, killing ffmpeg", self._log_prefix, stalled_for)
         attempt.kill_for_stall(stalled_for)
+
+    # -- the kernel's view of the connection, behind live ----------------------------------------------
+
+    def transport_pid(self) -> int | None:
+        """The pid whose TCP connection to sample: a running RTMP(S) push's ffmpeg; else None."""
+        attempt = self._attempt
+        if attempt is None or attempt.stop_requested or attempt.process is None:
+            return None
+        if self._state not in (PushState.STARTING, PushState.RUNNING) or self.spec.uri[:4].lower() != "rtmp":
+            return None
+        return attempt.process.pid
+
+    def observe_transport(self, sample: TcpSample | None, now: float) -> None:
+        """One sampling tick (the supervisor's): record the connection's sample, then act on a destination
+        that acknowledges nothing (dead) or one too far behind live (`behind_policy`)."""
+        attempt = self._attempt
+        if attempt is None or attempt.stop_requested:
+            return
+        if sample is not None:
+            attempt.transport.record(sample, now)
+        settings = self._settings
+        stalled_for = attempt.transport.ack_stalled_for(now)
+        offered = attempt.subscriber.last_offer_at
+        input_flowing = offered is not None and now - offered < settings.ack_stall_seconds
+        if stalled_for >= settings.ack_stall_seconds and input_flowing:
+            # The threshold, not the measured time (a sampling interval more): the message is the same each time.
+            error = f"stalled: destination acknowledged nothing for {settings.ack_stall_seconds:g}s"
+            log.warning("%s: %s, killing ffmpeg", self._log_prefix, error)
+            attempt.kill_for_stall(stalled_for, error)
+            return
+        if self._state is not PushState.RUNNING:
+            return
+        behind = self._behind_live_seconds(attempt)
+        if behind is None or behind <= settings.max_behind_seconds:
+            self._behind_logged = False
+            return
+        skip = settings.behind_policy is BehindPolicy.SKIP
+        if skip and attempt.subscriber.queued_seconds <= 0:
+            return  # skipped already, nothing queued since: what is behind is in the kernel, bounded
+        what = "skipped to a keyframe" if skip else "restarting"
+        self._last_error = f"behind live by {behind:.1f}s (limit {settings.max_behind_seconds:g}s): {what}"
+        # Once per spell: a link slower than the stream is behind at every keyframe, and says so in its status.
+        log.log(logging.DEBUG if self._behind_logged else logging.WARNING, "%s: %s", self._log_prefix, self._last_error)
+        self._behind_logged = True
+        if skip:
+            attempt.subscriber.skip_to_keyframe()
+            self._on_status(self.spec.restream_id, self.status())
+        else:
+            self.restart("behind live")
+
+    def _behind_live_seconds(self, attempt: Attempt) -> float | None:
+        """Media waiting in our queue for this destination, plus what its socket holds unacknowledged
+        converted to media time at this output's own bytes per media second (ffmpeg's total size over
+        its output time), or, for an SRT destination the relay sends to itself, libsrt's send buffer (sent,
+        not yet acknowledged, in ms). What ffmpeg holds between its stdin and its socket (a pipe buffer, a
+        few packets) is not counted."""
+        behind = attempt.subscriber.queued_seconds
+        srt = attempt.process.link_stats if attempt.process is not None else None
+        if srt is not None:
+            behind += srt.send_buffer_ms / 1000
+        tcp, progress = attempt.transport.last, attempt.progress
+        if tcp is not None and progress is not None and progress.out_time_us > 0 and progress.total_size_bytes > 0:
+            bytes_per_second = progress.total_size_bytes / (progress.out_time_us / 1_000_000)
+            behind += tcp.unacked_bytes / bytes_per_second
+        return round(behind, 2)
 
     # -- transitions ---------------------------------------------------------------------------------
 

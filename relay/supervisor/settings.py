@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from relay.push.command import CommandSettings
+
+
+class BehindPolicy(StrEnum):
+    """What to do with a push further behind live than `max_behind_seconds`."""
+
+    SKIP = "skip"
+    """Drop its queue and carry on from the next keyframe (counted in `overflows`)."""
+    RESTART = "restart"
+    """End the attempt and start again at once (on the live edge: the hub's cached GOP)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,4 +44,17 @@ class SupervisorSettings:
     resolve_timeout_seconds: float = 5.0
     """How long the destination's host name may take to resolve before a push starts (with a destination
     policy); well below `stall_timeout_seconds`, which only a running process can satisfy."""
+    transport_sample_interval_seconds: float = 0.5
+    """How often the kernel's view of every RTMP(S) push connection is read (one sock_diag dump for all)."""
+    acked_window_seconds: float = 5.0
+    """The window of `acked_bitrate_kbps`: what the destination acknowledged over the last seconds."""
+    ack_stall_seconds: float = 4.0
+    """RTMP(S): the destination acknowledged nothing for this long while bytes of ours wait for it and
+    input flows: dead, kill and restart (with backoff), whatever ffmpeg's own timeouts. Sampled twice a
+    second, it is noticed within `ack_stall_seconds` + 0.5 s (the last advancing sample may postdate the
+    last ack by one interval)."""
+    max_behind_seconds: float = 5.0
+    """A push further behind live than this (our queue plus what its socket holds unacknowledged) is
+    handled by `behind_policy`."""
+    behind_policy: BehindPolicy = BehindPolicy.SKIP
     command: CommandSettings = field(default_factory=CommandSettings)

@@ -104,6 +104,20 @@ class PushStatus:
     """Times its queue overflowed and skipped ahead to a keyframe (the destination took less than the
     stream's rate), over every attempt: a push can fall behind without ever failing."""
     last_error: str | None = None
+    acked_bitrate_kbps: float | None = None
+    """RTMP(S): what the destination acknowledged (TCP), kbit/s over the last `acked_window_seconds`;
+    `bitrate_kbps` is ffmpeg's size over media time written: the stream's bitrate, whatever the link takes."""
+    rtt_ms: float | None = None
+    """RTMP(S): the connection's smoothed round-trip time."""
+    retransmits: int | None = None
+    """RTMP(S): segments retransmitted on the current connection."""
+    unacked_bytes: int | None = None
+    """RTMP(S): bytes ffmpeg wrote that the destination has not acknowledged (in flight or unsent)."""
+    send_window_bytes: int | None = None
+    """RTMP(S): the destination's advertised receive window; 0 when it stopped reading."""
+    behind_live_seconds: float | None = None
+    """How far behind live the destination is: media in our queue for it, plus (RTMP(S)) the bytes its
+    socket holds unacknowledged at the output's bytes per media second. None when not running."""
     next_retry_seconds: float | None = None
     """Seconds until the scheduled retry (RETRYING, FAILED)."""
     log_tail: tuple[str, ...] = ()

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 
-from relay.hub.clock import Clock
+from relay.hub.clock import Clock, TimerHandle
 from relay.hub.hub import Hub
 from relay.policy import DestinationPolicy
 from relay.push.srt_process import push_process
@@ -17,6 +17,7 @@ from relay.supervisor.backoff import Backoff
 from relay.supervisor.push_runner import PushRunner
 from relay.supervisor.settings import SupervisorSettings
 from relay.supervisor.states import Order, PushSpec, PushState, PushStatus
+from relay.supervisor.transport import TransportProbe
 
 log = logging.getLogger("relay.supervisor")
 
@@ -31,6 +32,8 @@ class Supervisor:
     (ffmpeg, and for SRT destinations the relay's own caller) unless a test passes an in-memory fake.
     `policy` decides where each push may connect (the engine passes the node's; without one, ffmpeg
     connects wherever the URI says).
+    `transport_probe` reads, once per `transport_sample_interval_seconds` and for all pushes at once,
+    the kernel's view of each RTMP(S) push's connection (`SockDiagProbe`; None: not watched).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class Supervisor:
         rand: Callable[[], float] = random.random,
         process_factory: ProcessFactory = push_process,
         policy: DestinationPolicy | None = None,
+        transport_probe: TransportProbe | None = None,
     ) -> None:
         self._settings = settings
         self._hub_lookup = hub_lookup
@@ -57,6 +61,40 @@ class Supervisor:
         self._policy = policy
         self._runners: dict[int, PushRunner] = {}
         self._closed = False
+        self._probe = transport_probe
+        self._sample_timer: TimerHandle | None = None
+        self._sampling: asyncio.Task[None] | None = None
+        """The tick under way (the probe reads the kernel off the loop, in a worker thread)."""
+        if transport_probe is not None:
+            self._arm_sampling()
+
+    def _arm_sampling(self) -> None:
+        self._sample_timer = self._clock.call_later(self._settings.transport_sample_interval_seconds, self._tick)
+
+    def _tick(self) -> None:
+        self._sample_timer = None
+        if self._closed:
+            return
+        if self._sampling is None or self._sampling.done():
+            self._sampling = asyncio.create_task(self._sample())
+        self._arm_sampling()
+
+    async def _sample(self) -> None:
+        """One tick: every watched push's connection in one probe call (one sock_diag dump per family)."""
+        assert self._probe is not None
+        pids = {rid: pid for rid, runner in self._runners.items() if (pid := runner.transport_pid()) is not None}
+        if not pids:
+            return
+        try:
+            samples = await self._probe.sample(set(pids.values()))
+        except OSError as exc:
+            log.warning("cannot read the push connections (sock_diag): %s", exc)
+            samples = {}
+        now = self._clock.now()
+        for rid, pid in pids.items():
+            runner = self._runners.get(rid)
+            if runner is not None and runner.transport_pid() == pid:  # still the same process
+                runner.observe_transport(samples.get(pid), now)
 
     def reconcile(self, desired: Iterable[PushSpec]) -> None:
         """Make the running pushes match `desired` (the active restreams) and the streams' liveness."""
@@ -118,6 +156,13 @@ class Supervisor:
     async def close(self) -> None:
         """Stop every push and wait until every ffmpeg child is reaped."""
         self._closed = True
+        if self._sample_timer is not None:
+            self._sample_timer.cancel()
+            self._sample_timer = None
+        if self._sampling is not None:
+            self._sampling.cancel()
+            await asyncio.gather(self._sampling, return_exceptions=True)
+            self._sampling = None
         runners = list(self._runners.values())
         results = await asyncio.gather(*(r.close() for r in runners), return_exceptions=True)
         for runner, result in zip(runners, results, strict=True):

@@ -164,6 +164,29 @@ def test_rtmp_idle_timeout_comes_from_the_environment_and_is_in_the_readme() -> 
     assert "| `RELAY_RTMP_IDLE_TIMEOUT_SECONDS` |" in readme
 
 
+def test_push_truth_settings_come_from_the_environment_and_are_in_the_readme() -> None:
+    env = {
+        "RELAY_PUSH_ACK_STALL_SECONDS": "3",
+        "RELAY_PUSH_MAX_BEHIND_SECONDS": "8",
+        "RELAY_PUSH_BEHIND_POLICY": "restart",
+        "RELAY_PUSH_SEND_BUFFER_BYTES": "0",
+    }
+    s = from_environment(env)
+    assert (s.push_ack_stall_seconds, s.push_max_behind_seconds) == (3.0, 8.0)
+    assert (s.push_behind_policy, s.push_send_buffer_bytes) == ("restart", 0)
+    d = from_environment({})
+    assert (d.push_ack_stall_seconds, d.push_max_behind_seconds, d.push_behind_policy) == (4.0, 5.0, "skip")
+    assert d.push_send_buffer_bytes == 256 * 1024
+    with pytest.raises(ConfigError, match="RELAY_PUSH_BEHIND_POLICY: expected skip or restart"):
+        from_environment({"RELAY_PUSH_BEHIND_POLICY": "drop"})
+    with pytest.raises(ConfigError, match="RELAY_PUSH_ACK_STALL_SECONDS: must be positive"):
+        from_environment({"RELAY_PUSH_ACK_STALL_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="RELAY_PUSH_SEND_BUFFER_BYTES: must not be negative"):
+        from_environment({"RELAY_PUSH_SEND_BUFFER_BYTES": "-1"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(f"| `{name}` |" in readme for name in env)
+
+
 def test_srt_destinations_go_through_the_relays_caller_unless_told() -> None:
     assert (Settings().srt_push, Settings().srt_push_peer_idle_timeout_ms) == ("relay", 1000)
     s = from_environment({"RELAY_SRT_PUSH": "ffmpeg", "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "2500"})

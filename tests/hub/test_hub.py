@@ -121,6 +121,24 @@ def test_repeated_overflow_ends_subscriber_for_restart() -> None:
     assert hub.subscriber_count == 1
 
 
+def test_skip_to_keyframe_asked_by_the_push_drops_the_backlog_but_never_ends_the_subscriber() -> None:
+    limits = SubscriberLimits(overflow_restart_count=3, overflow_restart_window_seconds=10)
+    hub, _, _ = make_hub(subscriber=limits)
+    sink = open_flv(hub)
+    feed(sink, config_packets())
+    sub = hub.subscribe()
+    for n in range(5):  # its destination is behind live again and again: skipped each time, kept
+        feed(sink, [video(n * 1000, key=True)] + [video(n * 1000 + 33 * i) for i in range(1, 20)])
+        assert sub.queued_seconds > 0.5
+        sub.skip_to_keyframe()
+        assert sub.queued_seconds == 0
+        sink.write(video(n * 1000 + 700))  # not a keyframe: still skipping
+    assert sub.end_cause is None and sub.overflows == 5
+    sink.write(video(9000, key=True))
+    media = [p for p in tags(drain(sub)) if not p.config]
+    assert [p.timestamp_ms for p in media] == [9000] and media[0].keyframe
+
+
 def test_overflows_spread_out_do_not_end_subscriber() -> None:
     limits = SubscriberLimits(
         max_bytes=1000, max_seconds=100, overflow_restart_count=3, overflow_restart_window_seconds=10

@@ -25,8 +25,11 @@ RESET_AFTER_BYTES = 400_000
 """About 3 s of the test stream."""
 NEVER_READS_DETECTED_WITHIN_SECONDS = 15.0
 """ffmpeg's read/write timeout (10 s, relay/push/command.py) plus its exit and the status poll."""
-STOPPED_READING_DETECTED_WITHIN_SECONDS = 20.0
-"""The stall timeout (15 s), and some seconds of media for the kernel's buffers before writes block."""
+STOPPED_READING_DETECTED_WITHIN_SECONDS = 15.0
+"""The ack stall (4 s, sampled twice a second) once the reader's receive buffer is full: the proxy's, on
+loopback, as large as autotuning made it while it read, takes 2 to 5 s of media (measured: noticed 6.5 to
+9.5 s after the stall). Before the kernel's view was read: over 30 s (measured), ffmpeg's progress running
+on into its send buffer, autotuned up to tcp_wmem's 4 MB."""
 
 
 @pytest.mark.timeout(60)
@@ -118,13 +121,6 @@ async def test_destination_that_accepts_but_never_reads_is_noticed_and_retried(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    reason="issue 13, status that tells the truth: a destination that stops reading mid-stream stays "
-    "`running` for over 30 s (measured), while the kernel's buffers (our send buffer, autotuned up to "
-    "tcp_wmem's 4 MB, and the peer's receive window) take the media; ffmpeg's write timeout and the stall "
-    "timeout start only once they are full",
-    strict=False,
-)
 async def test_destination_that_stops_reading_mid_stream_is_noticed_within_the_stall_time(
     net_rig: Rig, netns: Callable[[str], Netns], outage_media: Media
 ) -> None:
@@ -142,12 +138,6 @@ async def test_destination_that_stops_reading_mid_stream_is_noticed_within_the_s
     await api.wait_state(frozen_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
     freezer.stall()
     stalled_at = time.monotonic()
-    status = await api.wait_state(
-        frozen_id,
-        "retrying",
-        "starting",
-        within=STOPPED_READING_DETECTED_WITHIN_SECONDS,
-        check=lambda s: s["restarts"] >= 1,
-    )
+    status = await api.wait_state(frozen_id, "retrying", within=STOPPED_READING_DETECTED_WITHIN_SECONDS)
     print(f"stops reading: retried after {time.monotonic() - stalled_at:.1f} s: {status['last_error']!r}")
-    assert status["last_error"], status
+    assert (status["last_error"] or "").startswith("stalled: destination acknowledged nothing"), status

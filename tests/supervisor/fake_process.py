@@ -40,6 +40,8 @@ class FakeProcess:
         self._on_progress = on_progress
         self._on_input_end = on_input_end
         self.recent_lines: deque[str] = deque(maxlen=20)
+        self.pid: int | None = None
+        """No process: a test that wants the transport watched sets a number its fake probe knows."""
         self.start_error: OSError | None = None
         """Set before `start` to make the spawn fail."""
         self.ignores_stop = False
@@ -93,6 +95,11 @@ class FakeProcess:
         self.say("[rtmp @ 0x55] [error] Server error: NetStream.Publish.BadName")
         self.say("[out#0/flv @ 0x1] [fatal] Error opening output rtmp://127.0.0.1:1/live/***: Input/output error")
         self.exit(1)
+
+    def stop_reading(self) -> None:
+        """It no longer reads its input, like an ffmpeg blocked on its output: the queue fills."""
+        if self._feeder is not None:
+            self._feeder.cancel()
 
     def fail_to_connect(self) -> None:
         self.say("[out#0/flv @ 0x1] [fatal] Error opening output rtmp://127.0.0.1:1/live/***: Connection refused")

@@ -18,6 +18,7 @@ BASE = AttemptEnd(
     was_running=False,
     ran_for_seconds=3.0,
     stalled_for_seconds=0.0,
+    stall_error=None,
     start_error=None,
     returncode=1,
     stopped=False,
@@ -146,6 +147,20 @@ ROWS = [
         ),
         K.ERROR,
         "stalled: no output progress for 16s",
+        3.0,
+    ),
+    (
+        "stall kill: the destination acknowledged nothing",
+        dict(
+            asked=Asked.STALL_KILL,
+            stalled_for_seconds=4.2,
+            stall_error="stalled: destination acknowledged nothing for 4s",
+            returncode=-9,
+            killed=True,
+            was_running=True,
+        ),
+        K.ERROR,
+        "stalled: destination acknowledged nothing for 4s",
         3.0,
     ),
     (
