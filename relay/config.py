@@ -7,6 +7,7 @@ nothing reads the environment after start-up.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -77,6 +78,21 @@ class Settings:
     """Cap of the backoff between pull attempts (alternatives tried in turn)."""
     pull_stall_timeout_seconds: float = 10.0
     """A pull that delivers no media for this long is restarted."""
+    # Several nodes (issue 12): ownership of streams by leases in PostgreSQL. Documented in the README.
+    database_url: str | None = field(default=None, repr=False)
+    """`postgresql://...`: definitions and the cluster's tables in PostgreSQL; None: one node on SQLite."""
+    node_id: str | None = None
+    """This node's name in the cluster; None: `<host name>:<http port>` (`resolved_node_id`)."""
+    lease_seconds: float = 10.0
+    """How long a stream's lease lasts in the database unless renewed."""
+    lease_renew_seconds: float = 2.0
+    """How often a node renews every lease it holds (one statement)."""
+    lease_margin_seconds: float = 2.0
+    """A node stops a stream this long before its lease could expire when renewals do not come back."""
+
+    @property
+    def resolved_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{self.http_port}"
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -147,6 +163,11 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
     "RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "pull_retry_max_delay_seconds",
     "RELAY_PULL_STALL_TIMEOUT_SECONDS": "pull_stall_timeout_seconds",
+    "RELAY_DATABASE_URL": "database_url",
+    "RELAY_NODE_ID": "node_id",
+    "RELAY_LEASE_SECONDS": "lease_seconds",
+    "RELAY_LEASE_RENEW_SECONDS": "lease_renew_seconds",
+    "RELAY_LEASE_MARGIN_SECONDS": "lease_margin_seconds",
 }
 
 
@@ -228,6 +249,16 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
     ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
+    lease_fields = ("lease_seconds", "lease_renew_seconds", "lease_margin_seconds")
+    lease = [changes.get(name, getattr(settings, name)) for name in lease_fields]
+    if min(lease) <= 0 or lease[1] + lease[2] >= lease[0]:
+        raise ConfigError(
+            "RELAY_LEASE_SECONDS, RELAY_LEASE_RENEW_SECONDS, RELAY_LEASE_MARGIN_SECONDS: "
+            "expected positive values with renew + margin < lease"
+        )
+    url = changes.get("database_url")
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("RELAY_DATABASE_URL: expected postgresql://...")  # never quoted: it may hold a password
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

@@ -1,0 +1,39 @@
+"""Two (or more) nodes' ownership against one real PostgreSQL, in the test's loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from relay.cluster.ownership import LeaseSettings, PostgresOwnership
+from relay.cluster.schema import migrate
+
+QUICK = LeaseSettings(lease_seconds=2.0, renew_seconds=0.4, margin_seconds=0.6)
+"""Short leases so that expiry is seen in a test's time (renew + margin < lease, as the settings demand)."""
+
+
+class Node:
+    """One node's ownership and what it was told it lost."""
+
+    def __init__(self, ownership: PostgresOwnership) -> None:
+        self.ownership = ownership
+        self.lost: list[int] = []
+        ownership.on_lost(self.lost.append)
+
+
+@asynccontextmanager
+async def node(dsn: str, node_id: str, settings: LeaseSettings = QUICK) -> AsyncIterator[Node]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
+    try:
+        async with pool.acquire() as connection:
+            await migrate(connection)
+        ownership = PostgresOwnership(dsn, node_id, settings, pool=pool)
+        await ownership.start()
+        try:
+            yield Node(ownership)
+        finally:
+            await ownership.close()
+    finally:
+        await pool.close()
