@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -17,9 +17,15 @@ from relay.cluster.ownership import LeaseSettings, PostgresOwnership
 from relay.cluster.schema import migrate
 from relay.cluster.status import ClusterView, StatusPublisher, StatusSource
 from relay.config import Settings
+from relay.engine.events import RemoteRestreamChanged, RemoteStreamChanged
 from relay.engine.status import RestreamStatus, StreamSnapshot
 
 log = logging.getLogger("relay.cluster")
+
+
+class ClusterEngine(StatusSource, Protocol):
+    def emit_remote(self, event: RemoteStreamChanged | RemoteRestreamChanged) -> None: ...
+
 
 _REGISTER = """
 INSERT INTO nodes (id, api_url, ingest, started_at, last_seen) VALUES ($1, $2, $3::jsonb, now(), now())
@@ -76,7 +82,7 @@ class Cluster:
 
     def publish(
         self,
-        engine: StatusSource,
+        engine: ClusterEngine,
         stream_fields: Callable[[StreamSnapshot], Mapping[str, Any]],
         restream_fields: Callable[[RestreamStatus], Mapping[str, Any]],
     ) -> None:
@@ -91,6 +97,7 @@ class Cluster:
             period_seconds=self._settings.lease_renew_seconds,
         )
         self._publisher.start()
+        self.view.on_events(engine.emit_remote)
 
     async def close(self) -> None:
         if self._publisher is not None:

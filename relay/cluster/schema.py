@@ -31,6 +31,7 @@ MIGRATIONS: tuple[str, ...] = (
         stream_id bigint PRIMARY KEY,
         node_id text NOT NULL,
         epoch bigint NOT NULL,
+        client_id bigint NOT NULL,
         live boolean NOT NULL,
         snapshot jsonb NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now()
@@ -40,6 +41,7 @@ MIGRATIONS: tuple[str, ...] = (
         stream_id bigint NOT NULL,
         node_id text NOT NULL,
         epoch bigint NOT NULL,
+        client_id bigint NOT NULL,
         status jsonb NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now()
     );

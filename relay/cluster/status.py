@@ -27,40 +27,49 @@ import asyncpg
 
 from relay.cluster.listen import listen_until_lost
 from relay.cluster.ownership import DATABASE_ERRORS
-from relay.engine.events import EngineEvent, InputSwitched, RestreamStateChanged, StreamInfoChanged, StreamLiveChanged
+from relay.engine.events import (
+    EngineEvent,
+    InputSwitched,
+    RemoteRestreamChanged,
+    RemoteStreamChanged,
+    RestreamStateChanged,
+    StreamInfoChanged,
+    StreamLiveChanged,
+)
 from relay.engine.ownership import RemoteRestream, RemoteStream
 from relay.engine.status import RestreamStatus, StreamSnapshot
 
 log = logging.getLogger("relay.cluster.status")
 
 STATUS_CHANNEL = "relay_status"
+RemoteEvent = RemoteStreamChanged | RemoteRestreamChanged
 _NOTIFY_MAX_IDS = 500  # a NOTIFY payload holds 8000 bytes; more than this says "everything"
 
 _UPSERT_STREAM = """
-INSERT INTO stream_status AS s (stream_id, node_id, epoch, live, snapshot, updated_at)
-VALUES ($1, $2, $3, $4, $5::jsonb, now())
-ON CONFLICT (stream_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = EXCLUDED.epoch, live = EXCLUDED.live,
-    snapshot = EXCLUDED.snapshot, updated_at = now()
+INSERT INTO stream_status AS s (stream_id, node_id, epoch, client_id, live, snapshot, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, now())
+ON CONFLICT (stream_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = EXCLUDED.epoch,
+    client_id = EXCLUDED.client_id, live = EXCLUDED.live, snapshot = EXCLUDED.snapshot, updated_at = now()
 WHERE s.node_id = EXCLUDED.node_id OR s.epoch < EXCLUDED.epoch
 """
 _UPSERT_RESTREAM = """
-INSERT INTO restream_status AS r (restream_id, stream_id, node_id, epoch, status, updated_at)
-VALUES ($1, $2, $3, $4, $5::jsonb, now())
+INSERT INTO restream_status AS r (restream_id, stream_id, node_id, epoch, client_id, status, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, now())
 ON CONFLICT (restream_id) DO UPDATE SET stream_id = EXCLUDED.stream_id, node_id = EXCLUDED.node_id,
-    epoch = EXCLUDED.epoch, status = EXCLUDED.status, updated_at = now()
+    epoch = EXCLUDED.epoch, client_id = EXCLUDED.client_id, status = EXCLUDED.status, updated_at = now()
 WHERE r.node_id = EXCLUDED.node_id OR r.epoch < EXCLUDED.epoch
 """
 _NOT_LIVE = "UPDATE stream_status SET live = false, updated_at = now() WHERE stream_id = $1 AND node_id = $2"
 
 _READ_STREAMS = """
-SELECT s.stream_id, s.node_id, s.live, s.snapshot::text AS snapshot,
+SELECT s.stream_id, s.node_id, s.client_id, s.live, s.snapshot::text AS snapshot,
        extract(epoch FROM l.expires_at - now())::float8 AS valid_seconds
 FROM stream_status s
 LEFT JOIN leases l ON l.stream_id = s.stream_id AND l.node_id = s.node_id AND l.epoch = s.epoch
 WHERE s.node_id <> $1 {only}
 """
 _READ_RESTREAMS = """
-SELECT r.restream_id, r.stream_id, r.node_id, r.status::text AS status,
+SELECT r.restream_id, r.stream_id, r.node_id, r.client_id, r.status::text AS status,
        extract(epoch FROM l.expires_at - now())::float8 AS valid_seconds
 FROM restream_status r
 LEFT JOIN leases l ON l.stream_id = r.stream_id AND l.node_id = r.node_id AND l.epoch = r.epoch
@@ -76,6 +85,10 @@ class StatusSource(Protocol):
     def push_status(self, restream_id: int) -> RestreamStatus | None: ...
 
     def restreams_of(self, stream_id: int) -> list[int]: ...
+
+    def client_of(self, stream_id: int) -> int | None: ...
+
+    def client_of_restream(self, restream_id: int) -> int | None: ...
 
     def subscribe(self, listener: Callable[[EngineEvent], None]) -> Callable[[], None]: ...
 
@@ -158,22 +171,21 @@ class StatusPublisher:
         stream_rows: list[tuple[Any, ...]] = []
         gone: list[int] = []
         for stream_id in streams:
-            epoch = self._leases.epoch(stream_id)
-            if epoch is None:
+            epoch, client_id = self._leases.epoch(stream_id), self._engine.client_of(stream_id)
+            if epoch is None or client_id is None:
                 gone.append(stream_id)
                 continue
             snapshot = self._engine.stream_snapshot(stream_id)
             fields = json.dumps(self._stream_fields(snapshot))
-            stream_rows.append((stream_id, self._node_id, epoch, snapshot.live, fields))
+            stream_rows.append((stream_id, self._node_id, epoch, client_id, snapshot.live, fields))
         restream_rows: list[tuple[Any, ...]] = []
         for restream_id, stream_id in restreams.items():
-            epoch = self._leases.epoch(stream_id)
+            epoch, client_id = self._leases.epoch(stream_id), self._engine.client_of_restream(restream_id)
             status = self._engine.push_status(restream_id)
-            if epoch is None or status is None:
+            if epoch is None or status is None or client_id is None:
                 continue
-            restream_rows.append(
-                (restream_id, stream_id, self._node_id, epoch, json.dumps(self._restream_fields(status)))
-            )
+            body = json.dumps(self._restream_fields(status))
+            restream_rows.append((restream_id, stream_id, self._node_id, epoch, client_id, body))
         if not (stream_rows or restream_rows or gone):
             return
         async with self._pool.acquire(timeout=self._period_seconds) as connection:
@@ -211,6 +223,7 @@ class StatusPublisher:
 @dataclass(frozen=True, slots=True)
 class _Row:
     node_id: str
+    client_id: int
     live: bool
     valid_until: float | None
     """Monotonic time until which the row's lease was valid when read; None: no such lease."""
@@ -228,7 +241,7 @@ class ClusterView:
         node_id: str,
         *,
         refresh_seconds: float = 5.0,
-        on_change: Callable[[str, int], None] | None = None,
+        on_change: Callable[[RemoteEvent], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._dsn = dsn
@@ -236,12 +249,18 @@ class ClusterView:
         self._node_id = node_id
         self._refresh_seconds = refresh_seconds
         self._on_change = on_change
-        """Told ("stream" or "restream", id) for each row a NOTIFY brought (the event feed)."""
+        """Told of each remote stream whose liveness or owner changed and each remote push whose state
+        changed, as engine events (this node's event feed)."""
+        self._seen: dict[tuple[str, int], tuple[object, ...]] = {}
         self._clock = clock
         self._streams: dict[int, _Row] = {}
         self._restreams: dict[int, _Row] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+    def on_events(self, callback: Callable[[RemoteEvent], None]) -> None:
+        """Where the remote changes go (the engine's observers, through `Engine.emit_remote`)."""
+        self._on_change = callback
 
     # RemoteView -----------------------------------------------------------------------------
     def _live(self, row: _Row) -> bool:
@@ -272,6 +291,7 @@ class ClusterView:
                 fresh = {
                     row["stream_id"]: _Row(
                         row["node_id"],
+                        row["client_id"],
                         row["live"],
                         now + row["valid_seconds"] if row["valid_seconds"] is not None else None,
                         json.loads(row["snapshot"]),
@@ -290,7 +310,9 @@ class ClusterView:
                 args = [self._node_id] if everything else [self._node_id, restreams]
                 rows = await connection.fetch(_READ_RESTREAMS.format(only=only), *args)
                 fresh = {
-                    row["restream_id"]: _Row(row["node_id"], True, None, json.loads(row["status"]), row["stream_id"])
+                    row["restream_id"]: _Row(
+                        row["node_id"], row["client_id"], True, None, json.loads(row["status"]), row["stream_id"]
+                    )
                     for row in rows
                 }
                 if everything:
@@ -299,6 +321,27 @@ class ClusterView:
                     for restream_id in restreams or ():
                         self._restreams.pop(restream_id, None)
                     self._restreams.update(fresh)
+
+    def _tell(self, *, emit: bool = True) -> None:
+        """Events for what changed since last told: a stream's liveness or owner, a push's state."""
+        events: list[RemoteEvent] = []
+        for stream_id, row in self._streams.items():
+            live = self._live(row)
+            key = (live, row.node_id)
+            if self._seen.get(("stream", stream_id)) != key:
+                self._seen[("stream", stream_id)] = key
+                events.append(RemoteStreamChanged(row.client_id, stream_id, row.node_id, live, row.data))
+        for restream_id, row in self._restreams.items():
+            remote = self.restream(restream_id)
+            if remote is None or not remote.live:
+                continue
+            state = (row.node_id, row.data.get("state"))
+            if self._seen.get(("restream", restream_id)) != state:
+                self._seen[("restream", restream_id)] = state
+                events.append(RemoteRestreamChanged(row.client_id, row.stream_id, restream_id, row.node_id, row.data))
+        if emit and self._on_change is not None:
+            for event in events:
+                self._on_change(event)
 
     def _on_notify(self, connection: object, pid: int, channel: str, payload: object) -> None:
         try:
@@ -312,6 +355,7 @@ class ClusterView:
     async def start(self) -> None:
         with contextlib.suppress(*DATABASE_ERRORS):
             await self.refresh()
+            self._tell(emit=False)  # what is already live elsewhere is state, not news
         for coroutine, name in ((self._listen_forever(), "status-listener"), (self._apply_forever(), "status-apply")):
             task = asyncio.get_running_loop().create_task(coroutine, name=name)
             self._tasks.add(task)
@@ -326,20 +370,17 @@ class ClusterView:
             try:
                 if told.get("all"):
                     await self.refresh()
+                    self._tell()
                     continue
                 streams = [int(i) for i in told.get("streams", [])]
                 restreams = [int(i) for i in told.get("restreams", [])]
                 await self.refresh(streams, restreams)
+                self._tell()
             except DATABASE_ERRORS as exc:
                 log.info("remote status not read (%s)", type(exc).__name__)
                 continue
             except (TypeError, ValueError):
                 continue
-            if self._on_change is not None:
-                for stream_id in streams:
-                    self._on_change("stream", stream_id)
-                for restream_id in restreams:
-                    self._on_change("restream", restream_id)
 
     async def _listen_forever(self) -> None:
         while True:

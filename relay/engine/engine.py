@@ -28,6 +28,8 @@ from relay.engine.admission import Admission
 from relay.engine.events import (
     EngineEvent,
     InputSwitched,
+    RemoteRestreamChanged,
+    RemoteStreamChanged,
     RestreamStateChanged,
     StreamInfoChanged,
     StreamLiveChanged,
@@ -153,6 +155,18 @@ class Engine:
         """Call `listener` with every engine event (in the loop); returns the call that stops it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def emit_remote(self, event: RemoteStreamChanged | RemoteRestreamChanged) -> None:
+        """Hand another node's status change to this node's observers (the cluster's view calls it)."""
+        self._emit(event)
+
+    def client_of(self, stream_id: int) -> int | None:
+        """The client of a stream that published here since start-up."""
+        return self.registry.client_of(stream_id)
+
+    def client_of_restream(self, restream_id: int) -> int | None:
+        """The client of a wanted restream."""
+        return self.pushes.client_of(restream_id)
 
     def _emit(self, event: EngineEvent) -> None:
         for listener in list(self._listeners):
