@@ -18,8 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from api.bodies import restream_view, stream_view
 from api.routes.common import Node
-from relay.engine.status import RestreamStatus
 from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
@@ -100,10 +100,18 @@ class RelayCollector(Collector):
             "Times another input took over feeding the destinations since the relay started",
             labels=stream_labels,
         )
+        owner = GaugeMetricFamily(
+            "relay_stream_owner",
+            "1 for the node running the live stream (several nodes: the holder of its lease)",
+            labels=[*stream_labels, "node_id"],
+        )
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
             snapshot = engine.stream_snapshot(stream.id)
-            live.add_metric(labels, 1.0 if snapshot.live else 0.0)
+            view = stream_view(engine, stream.id)  # another node's stream: live as its owner published it
+            live.add_metric(labels, 1.0 if view["live"] else 0.0)
+            if view["node_id"] is not None:
+                owner.add_metric([*labels, view["node_id"]], 1.0)
             active.add_metric(labels, 1.0 if stream.active else 0.0)
             ingest_bytes.add_metric(labels, snapshot.status.bytes_in_total)
             ingest_rate.add_metric(labels, snapshot.status.bitrate_kbps * 1000)
@@ -112,7 +120,7 @@ class RelayCollector(Collector):
                 feeding.add_metric([*labels, stream_input.value], 1.0 if snapshot.input is stream_input else 0.0)
             backup_live.add_metric(labels, 1.0 if snapshot.backup_live else 0.0)
             switches.add_metric(labels, snapshot.input_switches)
-        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches)
+        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches, owner)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
         state = GaugeMetricFamily(
@@ -135,14 +143,14 @@ class RelayCollector(Collector):
         )
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
-            status: RestreamStatus = engine.restream_status(restream)
+            _, status, _ = restream_view(engine, restream)  # this node's push, or the owner's published status
             for name in RESTREAM_STATES:
-                state.add_metric([*labels, name], 1.0 if status.state.value == name else 0.0)
+                state.add_metric([*labels, name], 1.0 if status["state"] == name else 0.0)
             r_active.add_metric(labels, 1.0 if restream.active else 0.0)
-            r_bytes.add_metric(labels, status.bytes)
-            r_rate.add_metric(labels, status.bitrate_kbps * 1000)
-            r_restarts.add_metric(labels, status.restarts)
-            r_uptime.add_metric(labels, status.uptime_seconds)
+            r_bytes.add_metric(labels, status["bytes"])
+            r_rate.add_metric(labels, status["bitrate_kbps"] * 1000)
+            r_restarts.add_metric(labels, status["restarts"])
+            r_uptime.add_metric(labels, status["uptime_seconds"])
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
 
         yield from self._limits()

@@ -271,6 +271,9 @@ class Engine:
             return
         log.warning("stream %d: this node lost its lease, its publishers and pushes end", stream_id)
         self.pulls.set(stream_id, None, reason=EndReason.KICKED)
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.live:
+            hub.close(discard=True)  # before the publishers go: nothing queued reaches a destination
         self.end_stream(stream_id)
         self._place_stream(stream_id)
 
