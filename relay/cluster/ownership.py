@@ -123,7 +123,8 @@ class PostgresOwnership:
         """Renewals answered (for tests and metrics)."""
         self.renewal_failures = 0
         self.paused = False
-        """While true the renewal loop sends nothing (tests: a node that stops renewing)."""
+        """While true nothing reaches the database: renewals are not sent, claims are refused as
+        `database_unavailable` (tests: a node cut off from the database, or whose loop is stuck)."""
 
     @property
     def node_id(self) -> str:
@@ -154,6 +155,8 @@ class PostgresOwnership:
     async def claim(self, stream_id: int, *, takeover_idle_seconds: float | None) -> None:
         if self._closed:
             raise ClaimRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
+        if self.paused:
+            raise ClaimRefused(RefusalReason.DATABASE_UNAVAILABLE, "the cluster's database is unavailable")
         sent = self._clock()
         try:
             async with self._pool.acquire(timeout=self.settings.renew_seconds) as connection:
