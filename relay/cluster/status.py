@@ -47,14 +47,18 @@ _NOTIFY_MAX_IDS = 500  # a NOTIFY payload holds 8000 bytes; more than this says 
 
 _UPSERT_STREAM = """
 INSERT INTO stream_status AS s (stream_id, node_id, epoch, client_id, live, snapshot, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, now())
+SELECT row.stream_id, $2, row.epoch, row.client_id, row.live, row.snapshot::jsonb, now()
+FROM unnest($1::bigint[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[])
+    AS row(stream_id, epoch, client_id, live, snapshot)
 ON CONFLICT (stream_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = EXCLUDED.epoch,
     client_id = EXCLUDED.client_id, live = EXCLUDED.live, snapshot = EXCLUDED.snapshot, updated_at = now()
 WHERE s.node_id = EXCLUDED.node_id OR s.epoch < EXCLUDED.epoch
 """
 _UPSERT_RESTREAM = """
 INSERT INTO restream_status AS r (restream_id, stream_id, node_id, epoch, client_id, status, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, now())
+SELECT row.restream_id, row.stream_id, $3, row.epoch, row.client_id, row.status::jsonb, now()
+FROM unnest($1::bigint[], $2::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+    AS row(restream_id, stream_id, epoch, client_id, status)
 ON CONFLICT (restream_id) DO UPDATE SET stream_id = EXCLUDED.stream_id, node_id = EXCLUDED.node_id,
     epoch = EXCLUDED.epoch, client_id = EXCLUDED.client_id, status = EXCLUDED.status, updated_at = now()
 WHERE r.node_id = EXCLUDED.node_id OR r.epoch < EXCLUDED.epoch
@@ -75,6 +79,14 @@ FROM restream_status r
 LEFT JOIN leases l ON l.stream_id = r.stream_id AND l.node_id = r.node_id AND l.epoch = r.epoch
 WHERE r.node_id <> $1 {only}
 """
+
+
+def columns(rows: list[tuple[Any, ...]], node_index: int) -> list[Any]:
+    """Rows to the statement's arguments: one array per column (one statement for all the rows), except
+    the node's id at `node_index`, the same in every row, passed once."""
+    arrays: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    arrays[node_index] = rows[0][node_index]
+    return arrays
 
 
 class StatusSource(Protocol):
@@ -129,6 +141,9 @@ class StatusPublisher:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.writes = 0
+        self._written: dict[tuple[str, int], tuple[Any, ...]] = {}
+        """The last row written per ("stream"|"restream", id): an unchanged row is not written again
+        (an idle or failed push, a stream whose figures did not move)."""
 
     def _on_event(self, event: EngineEvent) -> None:
         if isinstance(event, StreamLiveChanged | StreamInfoChanged | InputSwitched):
@@ -177,7 +192,9 @@ class StatusPublisher:
                 continue
             snapshot = self._engine.stream_snapshot(stream_id)
             fields = json.dumps(self._stream_fields(snapshot))
-            stream_rows.append((stream_id, self._node_id, epoch, client_id, snapshot.live, fields))
+            row: tuple[Any, ...] = (stream_id, self._node_id, epoch, client_id, snapshot.live, fields)
+            if self._written.get(("stream", stream_id)) != row:
+                stream_rows.append(row)
         restream_rows: list[tuple[Any, ...]] = []
         for restream_id, stream_id in restreams.items():
             epoch, client_id = self._leases.epoch(stream_id), self._engine.client_of_restream(restream_id)
@@ -185,15 +202,17 @@ class StatusPublisher:
             if epoch is None or status is None or client_id is None:
                 continue
             body = json.dumps(self._restream_fields(status))
-            restream_rows.append((restream_id, stream_id, self._node_id, epoch, client_id, body))
+            push_row: tuple[Any, ...] = (restream_id, stream_id, self._node_id, epoch, client_id, body)
+            if self._written.get(("restream", restream_id)) != push_row:
+                restream_rows.append(push_row)
         if not (stream_rows or restream_rows or gone):
             return
         async with self._pool.acquire(timeout=self._period_seconds) as connection:
             async with connection.transaction():
                 if stream_rows:
-                    await connection.executemany(_UPSERT_STREAM, stream_rows)
+                    await connection.execute(_UPSERT_STREAM, *columns(stream_rows, 1))
                 if restream_rows:
-                    await connection.executemany(_UPSERT_RESTREAM, restream_rows)
+                    await connection.execute(_UPSERT_RESTREAM, *columns(restream_rows, 2))
                 for stream_id in gone:
                     await connection.execute(_NOT_LIVE, stream_id, self._node_id)
                 named = sorted({r[0] for r in stream_rows} | set(gone)), [r[0] for r in restream_rows]
@@ -204,6 +223,10 @@ class StatusPublisher:
                     "SELECT pg_notify($1, $2)", STATUS_CHANNEL, json.dumps({"node_id": self._node_id, **ids})
                 )
         self.writes += 1
+        for stream_id in gone:
+            self._written.pop(("stream", stream_id), None)
+        self._written.update({("stream", row[0]): row for row in stream_rows})
+        self._written.update({("restream", row[0]): row for row in restream_rows})
 
     async def close(self) -> None:
         if self._unsubscribe is not None:

@@ -10,7 +10,7 @@ import asyncpg
 from relay.cluster.ownership import LeaseSettings, PostgresOwnership
 from relay.cluster.schema import migrate
 
-QUICK = LeaseSettings(lease_seconds=2.0, renew_seconds=0.4, margin_seconds=0.6)
+QUICK = LeaseSettings(lease_seconds=3.0, renew_seconds=0.4, margin_seconds=1.2)
 """Short leases so that expiry is seen in a test's time (renew + margin < lease, as the settings demand)."""
 
 
