@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from relay.cluster.ownership import LeaseSettings, PostgresOwnership
+from relay.cluster.ownership import DATABASE_ERRORS, LeaseSettings, PostgresOwnership
 from relay.cluster.schema import migrate
 from relay.cluster.status import ClusterView, StatusPublisher, StatusSource
 from relay.config import Settings
 from relay.engine.events import RemoteRestreamChanged, RemoteStreamChanged
 from relay.engine.status import RestreamStatus, StreamSnapshot
+from relay.store.base import StoreError
 
 log = logging.getLogger("relay.cluster")
 
@@ -64,10 +65,15 @@ class Cluster:
 
     async def start(self) -> None:
         settings = self._settings
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, timeout=settings.lease_renew_seconds)
-        async with self._pool.acquire() as connection:
-            await migrate(connection)
-        await self.register("", {})
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=4, timeout=max(5.0, settings.lease_renew_seconds)
+            )
+            async with self._pool.acquire() as connection:
+                await migrate(connection)
+            await self.register("", {})
+        except DATABASE_ERRORS as exc:  # one line for the operator; never the URL (it may hold a password)
+            raise StoreError(f"cannot use the cluster's database ({type(exc).__name__}: {exc})") from exc
         lease = LeaseSettings(settings.lease_seconds, settings.lease_renew_seconds, settings.lease_margin_seconds)
         self._ownership = PostgresOwnership(self._dsn, self.node_id, lease, pool=self._pool)
         refresh = settings.reconcile_interval_seconds

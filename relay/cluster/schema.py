@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from relay.store.base import StoreError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: nodes, leases and the published status.
     """
@@ -59,7 +61,7 @@ async def migrate(connection: asyncpg.Connection | asyncpg.pool.PoolConnectionPr
         await connection.execute("CREATE TABLE IF NOT EXISTS cluster_schema_version (version integer NOT NULL)")
         version = await connection.fetchval("SELECT max(version) FROM cluster_schema_version") or 0
         if version > len(MIGRATIONS):
-            raise RuntimeError(
+            raise StoreError(
                 f"the cluster's tables are at version {version}, newer than this relay ({len(MIGRATIONS)})"
             )
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
