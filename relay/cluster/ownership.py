@@ -117,6 +117,8 @@ class PostgresOwnership:
         self._lost: LostCallback = lambda stream_id: None
         self._renewer: asyncpg.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._releasing: dict[int, asyncio.Task[None]] = {}
+        """Releases on their way, by stream: a new claim of the stream waits for its release first."""
         self._wake = asyncio.Event()
         self._closed = False
         self.renewals = 0
@@ -157,6 +159,9 @@ class PostgresOwnership:
             raise ClaimRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
         if self.paused:
             raise ClaimRefused(RefusalReason.DATABASE_UNAVAILABLE, "the cluster's database is unavailable")
+        releasing = self._releasing.get(stream_id)
+        if releasing is not None:  # its release must not land after this claim (it would expire it)
+            await asyncio.shield(releasing)
         sent = self._clock()
         try:
             async with self._pool.acquire(timeout=self.settings.renew_seconds) as connection:
@@ -194,7 +199,9 @@ class PostgresOwnership:
         lease = self._leases.pop(stream_id, None)
         self._media.discard(stream_id)
         if lease is not None and not self._closed:
-            self._spawn(self._release(stream_id, lease.epoch), f"release-{stream_id}")
+            task = self._spawn(self._release(stream_id, lease.epoch), f"release-{stream_id}")
+            self._releasing[stream_id] = task
+            task.add_done_callback(lambda done: self._releasing.pop(stream_id, None) if done is task else None)
 
     async def _release(self, stream_id: int, epoch: int) -> None:
         try:
@@ -236,10 +243,11 @@ class PostgresOwnership:
         self._spawn(self._watch_deadlines(), "lease-deadlines")
         self._spawn(self._listen_forever(), "lease-listener")
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _watch_deadlines(self) -> None:
         while True:
@@ -286,8 +294,8 @@ class PostgresOwnership:
         back = {row["stream_id"] for row in renewed}
         for stream_id, lease in held.items():
             current = self._leases.get(stream_id)
-            if current is None or current.epoch != lease.epoch:
-                continue  # released or claimed again meanwhile: that answer is its own
+            if current is not lease:
+                continue  # released, lost or claimed again meanwhile: that claim's answer is its own
             if stream_id in back:
                 current.deadline = max(current.deadline, deadline)
             else:

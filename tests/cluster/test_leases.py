@@ -165,3 +165,15 @@ async def test_a_database_outage_longer_than_the_lease_stops_the_streams() -> No
             await wait_for(_true_when(lambda: a.lost == [1]), QUICK.lease_seconds + 1, "lost when unprovable")
     finally:
         server.cleanup()
+
+
+async def test_a_release_never_lands_after_the_same_nodes_next_claim(postgres_dsn: str) -> None:
+    async with node(postgres_dsn, "a") as a:
+        for _ in range(20):  # a publisher that ends and comes straight back to the same node
+            await a.ownership.claim(9, takeover_idle_seconds=4.0)
+            a.ownership.release(9)
+        await a.ownership.claim(9, takeover_idle_seconds=4.0)
+        await asyncio.sleep(QUICK.renew_seconds * 3)
+        assert a.ownership.owns(9) and a.lost == []
+        row = await lease_row(postgres_dsn, 9)
+        assert row is not None and row["node_id"] == "a" and row["valid"]
