@@ -482,6 +482,9 @@ class Engine:
             return False
         if self.ownership.owns(stream.id):
             return True
+        remote = self.remote.stream(stream.id)
+        if remote is not None and remote.live:
+            return False  # pulled by its owner, whose lease is valid: no claim to send
         try:
             await self.ownership.claim(stream.id, takeover_idle_seconds=None)
         except ClaimRefused:
