@@ -7,6 +7,7 @@ the other's writes at its next reconcile); ownership and status go through Postg
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -54,6 +55,7 @@ async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[tuple[Node, 
                 node_id=name,
                 reconcile_interval_seconds=0.5,
                 publisher_grace_seconds=1.0,
+                takeover_idle_seconds=1.5,
                 **LEASE,
             )
             server = Server(settings)
@@ -170,3 +172,45 @@ async def test_a_node_that_stops_renewing_stops_its_pushes_before_its_lease_expi
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_silent_publisher_at_one_node_is_taken_over_by_the_same_key_at_the_other(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    a, b = nodes
+    dsn = a.server.settings.database_url or ""
+    async with Receiver(tmp_path / "dest.flv") as receiver:
+        stream, _ = await setup_stream(a, receiver)
+        stuck = Publisher(pattern_publish_argv(stream["push_url"], 60))
+        async with stuck:
+            await wait_for(lambda: _async(running_pushes(a) == 1), 15, "a pushes")
+            assert stuck.proc is not None
+            stuck.proc.send_signal(signal.SIGSTOP)  # a hung encoder: its connection open, nothing sent
+            try:
+                await asyncio.sleep(2.0)  # past takeover_idle_seconds (1.5)
+                b_url = stream["push_url"].replace(f":{a.server.ports.rtmp}/", f":{b.server.ports.rtmp}/")
+                async with Publisher(pattern_publish_argv(b_url, 40)):
+
+                    async def b_took_it() -> bool:
+                        lease = await lease_of(dsn, stream["id"])
+                        return lease is not None and (lease["node_id"], lease["epoch"]) == ("b", 2)
+
+                    await wait_for(b_took_it, 10, "b took the silent stream over")
+                    await wait_for(lambda: _async(running_pushes(a) == 0), 3, "a let go at once")
+                    assert not a.server.engine.is_live(stream["id"])
+                    assert await receiver.finished(within=10) is not None  # a's push closed its connection
+                    async with Receiver(tmp_path / "dest-b.flv", port=receiver.port, key=receiver.key) as again:
+
+                        async def b_pushes() -> bool:
+                            return running_pushes(b) == 1 and again.running
+
+                        await wait_for(b_pushes, 15, "b pushes")
+                        assert running_pushes(a) == 0, "two nodes pushing the same stream"
+
+                        async def a_shows_b() -> bool:
+                            at_a = await a.get(f"/streaming/streams/{stream['id']}")
+                            return bool(at_a["live"] and at_a["node_id"] == "b")
+
+                        await wait_for(a_shows_b, 10, "a's API shows the stream live on b")
+            finally:
+                stuck.proc.send_signal(signal.SIGCONT)
