@@ -362,6 +362,9 @@ class ClusterView:
             if self._seen.get(("restream", restream_id)) != state:
                 self._seen[("restream", restream_id)] = state
                 events.append(RemoteRestreamChanged(row.client_id, row.stream_id, restream_id, row.node_id, row.data))
+        for kind, number in list(self._seen):  # rows gone (streams deleted): forget them
+            if number not in (self._streams if kind == "stream" else self._restreams):
+                del self._seen[(kind, number)]
         if emit and self._on_change is not None:
             for event in events:
                 self._on_change(event)
