@@ -227,8 +227,9 @@ def restream_body(engine: Engine, restream: RestreamRecord) -> dict[str, Any]:
     }
 
 
-def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
-    """An engine event as the feed sends it: its name and its JSON payload."""
+def event_body(event: EngineEvent, node_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """An engine event as the feed sends it: its name and its JSON payload. `node_id` (this node's) goes
+    into this node's `stream.live` and `restream.status`; another node's events carry their own."""
     if isinstance(event, StreamLiveChanged):
         payload: dict[str, Any] = {
             "client_id": event.client_id,
@@ -239,6 +240,8 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
         }
         if event.reason:
             payload["reason"] = event.reason
+        if node_id is not None:
+            payload["node_id"] = node_id
         return "stream.live", payload
     if isinstance(event, StreamInfoChanged):
         return "stream.info", {
@@ -275,9 +278,12 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
             "node_id": event.node_id,
         }
     assert isinstance(event, RestreamStateChanged)
-    return "restream.status", {
+    body: dict[str, Any] = {
         "client_id": event.client_id,
         "stream_id": event.stream_id,
         "restream_id": event.restream_id,
         "status": restream_status_body(event.status),
     }
+    if node_id is not None:
+        body["node_id"] = node_id
+    return "restream.status", body

@@ -356,15 +356,15 @@ blank line:
 - `hello` first: `{"client_id", "stats_interval_seconds", "heartbeat_seconds"}`;
 - `stream.live` when a stream starts, holds (publisher dropped, destinations kept for its return) or
   ends publishing, and when the backup input connects or leaves: `{"client_id", "stream_id", "live",
-  "backup_live", "state": "live"|"reconnecting"|"offline", "reason"?, "node_id"?}` (`node_id`: from
-  another node of a cluster, the node that published the change);
+  "backup_live", "state": "live"|"reconnecting"|"offline", "reason"?, "node_id"}` (`node_id`: the
+  relay node that saw the change: this one, or in a cluster the node running the stream);
 - `stream.input` when another input feeds the destinations: `{"client_id", "stream_id", "input":
   "main"|"backup", "reason": "dropped"|"silent"|"preferred"|"returned", "restarted"}` (`restarted`:
   the inputs' codecs or containers differed, so the pushes restarted instead of continuing);
 - `stream.info` when the source's video is known: `{"client_id", "stream_id", "video_width",
   "video_height", "frame_rate"}`;
 - `restream.status` when a push changes state: `{"client_id", "stream_id", "restream_id", "status",
-  "node_id"?}` (`status` as on a restream; `node_id` as above);
+  "node_id"}` (`status` as on a restream; `node_id` as above);
 - `stats` every 2 s: `{"client_id", "time", "streams": [{"id", "name", "active", "live",
   "backup_live", "input", "stream_source_type", "video_width", "video_height", "frame_rate", "status",
   "node_id"}], "restreams": [{"id", "stream_id", "name", "active", "live", "status", "node_id"}]}`;

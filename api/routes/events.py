@@ -211,7 +211,7 @@ class EventFeed:
         owner = event.client_id
         if not any(s.client_id == owner for s in self._subscriptions):
             return  # nobody of that client listens: no JSON to make
-        kind, payload = event_body(event)
+        kind, payload = event_body(event, self.node.engine.ownership.node_id)
         for subscription in list(self._subscriptions):
             if subscription.client_id == owner:
                 subscription.offer(kind, payload)
