@@ -177,3 +177,14 @@ async def test_a_release_never_lands_after_the_same_nodes_next_claim(postgres_ds
         assert a.ownership.owns(9) and a.lost == []
         row = await lease_row(postgres_dsn, 9)
         assert row is not None and row["node_id"] == "a" and row["valid"]
+
+
+async def test_a_node_that_shuts_down_gives_its_leases_up_at_once(postgres_dsn: str) -> None:
+    async with node(postgres_dsn, "b") as b:
+        async with node(postgres_dsn, "a") as a:
+            for stream_id in (1, 2, 3):
+                await a.ownership.claim(stream_id, takeover_idle_seconds=4.0)
+                a.ownership.media(stream_id)
+        for stream_id in (1, 2, 3):  # a closed: no waiting out its leases
+            await b.ownership.claim(stream_id, takeover_idle_seconds=None)
+            assert b.ownership.epoch(stream_id) == 2
