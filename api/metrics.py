@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.bodies import restream_view, stream_view
 from api.routes.common import Node
+from relay.cluster.ownership import PostgresOwnership
 from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
@@ -163,6 +164,29 @@ class RelayCollector(Collector):
         for (transport, reason), count in sorted(engine.admission.refusals.items()):
             refusals.add_metric([transport, reason], float(count))
         yield refusals
+
+        ownership = engine.ownership
+        if isinstance(ownership, PostgresOwnership):  # several nodes: this node's leases
+            node = [ownership.node_id]
+            held = GaugeMetricFamily("relay_cluster_leases", "Stream leases this node holds", labels=["node_id"])
+            held.add_metric(node, len(ownership.owned()))
+            renewals = CounterMetricFamily(
+                "relay_cluster_lease_renewals", "Lease renewals the database answered", labels=["node_id"]
+            )
+            renewals.add_metric(node, ownership.renewals)
+            failures = CounterMetricFamily(
+                "relay_cluster_lease_renewal_failures",
+                "Lease renewals that failed (database unreachable or slow)",
+                labels=["node_id"],
+            )
+            failures.add_metric(node, ownership.renewal_failures)
+            lost = CounterMetricFamily(
+                "relay_cluster_leases_lost",
+                "Leases this node lost (taken over, expired, not provable in time)",
+                labels=["node_id"],
+            )
+            lost.add_metric(node, ownership.leases_lost)
+            yield from (held, renewals, failures, lost)
 
     def _limits(self) -> Iterator[Metric]:
         """The client's use against its limits, and the node's running pushes against its cap."""

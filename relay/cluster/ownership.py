@@ -124,6 +124,7 @@ class PostgresOwnership:
         self.renewals = 0
         """Renewals answered (for tests and metrics)."""
         self.renewal_failures = 0
+        self.leases_lost = 0
         self.paused = False
         """While true nothing reaches the database: renewals are not sent, claims are refused as
         `database_unavailable` (tests: a node cut off from the database, or whose loop is stuck)."""
@@ -215,6 +216,7 @@ class PostgresOwnership:
         if self._leases.pop(stream_id, None) is None:
             return
         self._media.discard(stream_id)
+        self.leases_lost += 1
         log.warning("stream %d: lease lost (%s)", stream_id, why)
         try:
             self._lost(stream_id)

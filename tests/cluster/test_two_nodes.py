@@ -75,6 +75,13 @@ async def lease_of(dsn: str, stream_id: int) -> asyncpg.Record | None:
         await connection.close()
 
 
+async def metrics(node: Node) -> str:
+    headers = {"Authorization": f"APIKey {ADMIN_KEY}"}
+    async with node.api.session.get(f"{node.api.base_url}/metrics", headers=headers) as response:
+        assert response.status == 200
+        return await response.text()
+
+
 def running_pushes(node: Node) -> int:
     supervisor = node.server.engine.supervisor
     return sum(1 for restream_id in range(1, 10) if supervisor.status(restream_id).state is PushState.RUNNING)
@@ -110,6 +117,10 @@ async def test_status_written_by_the_owner_is_read_by_the_other_node_and_a_secon
             assert at_b["video_width"] == 320
             at_a = await a.get(f"/streaming/streams/{stream['id']}")
             assert (at_a["live"], at_a["node_id"]) == (True, "a")
+            metrics_at_b = await metrics(b)
+            assert 'relay_stream_owner{client_id="1",name="show",node_id="a",stream_id="1"} 1.0' in metrics_at_b
+            assert 'relay_stream_live{client_id="1",name="show",stream_id="1"} 1.0' in metrics_at_b
+            assert 'relay_cluster_leases{node_id="a"} 1.0' in await metrics(a)
             assert any(isinstance(e, RemoteStreamChanged) and e.live and e.node_id == "a" for e in events)
             assert any(isinstance(e, RemoteRestreamChanged) and e.status["state"] == "running" for e in events)
 
