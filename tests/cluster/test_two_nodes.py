@@ -21,6 +21,7 @@ from api.server import Server
 from relay.engine.events import EngineEvent, RemoteRestreamChanged, RemoteStreamChanged
 from relay.supervisor.states import PushState
 from tests.conftest import ApiClient, service_settings
+from tests.dashboard.test_events import open_feed
 from tests.support import ADMIN_KEY
 from tests.support.polling import wait_for
 from tests.support.publishers import Publisher, pattern_publish_argv
@@ -102,6 +103,7 @@ async def test_status_written_by_the_owner_is_read_by_the_other_node_and_a_secon
     a, b = nodes
     events: list[EngineEvent] = []
     b.server.engine.subscribe(events.append)
+    feed = await open_feed(b.api.session, b.api.base_url, ADMIN_KEY)  # node b's event feed, over HTTP
     async with Receiver(tmp_path / "dest.flv") as receiver:
         stream, restream_id = await setup_stream(a, receiver)
         async with Publisher(pattern_publish_argv(stream["push_url"], 30)):
@@ -121,6 +123,8 @@ async def test_status_written_by_the_owner_is_read_by_the_other_node_and_a_secon
             assert 'relay_stream_owner{client_id="1",name="show",node_id="a",stream_id="1"} 1.0' in metrics_at_b
             assert 'relay_stream_live{client_id="1",name="show",stream_id="1"} 1.0' in metrics_at_b
             assert 'relay_cluster_leases{node_id="a"} 1.0' in await metrics(a)
+            assert (await feed.until("stream.live", live=True))["node_id"] == "a"
+            assert (await feed.until("restream.status", restream_id=restream_id))["node_id"] == "a"
             assert any(isinstance(e, RemoteStreamChanged) and e.live and e.node_id == "a" for e in events)
             assert any(isinstance(e, RemoteRestreamChanged) and e.status["state"] == "running" for e in events)
 
