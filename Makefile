@@ -49,7 +49,7 @@ test-network: $(TEST_STAMP) system-deps test-system-deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m network tests/network
 
 test: $(TEST_STAMP) system-deps test-system-deps lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 tests
 
 # The image and the compose file, built and run with a podman of the test's own (tests/containers; also
 # part of `make test`, skipped with the reason where podman cannot run).

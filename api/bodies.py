@@ -22,6 +22,7 @@ from relay.engine.events import (
 from relay.engine.status import IngestStatus, RestreamStatus, StreamSnapshot
 from relay.ingest.addresses import IngestAddresses
 from relay.pull.runner import PullStatus
+from relay.srt.caller import SendStats
 from relay.store.models import GcoreSettings, RestreamRecord, StreamRecord
 
 
@@ -80,6 +81,24 @@ def restream_status_body(status: RestreamStatus) -> dict[str, Any]:
         "last_error": status.last_error,
         "next_retry_seconds": status.next_retry_seconds,
         "log_tail": list(status.log_tail),
+        "srt": srt_send_body(status.srt) if status.srt is not None else None,
+    }
+
+
+def srt_send_body(link: SendStats) -> dict[str, Any]:
+    """An SRT destination's link, as libsrt measures it on the relay's caller (names as the ingest's `srt`)."""
+    return {
+        "rtt_ms": link.rtt_ms,
+        "send_rate_kbps": link.send_rate_kbps,
+        "bandwidth_mbps": link.bandwidth_mbps,
+        "send_buffer_ms": link.send_buffer_ms,
+        "latency_ms": link.latency_ms,
+        "packets_sent": link.packets_sent,
+        "packets_lost": link.packets_lost,
+        "packets_retransmitted": link.packets_retransmitted,
+        "packets_dropped": link.packets_dropped,
+        "bytes_sent": link.bytes_sent,
+        "encrypted": link.encrypted,
     }
 
 

@@ -18,8 +18,10 @@ from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID, ADMIN_KEY_FILE
 from relay.secrets import SecretRegistry
-from relay.store.base import AmbiguousKeyPrefix, StoreError, StoreUnavailable
-from relay.store.sqlite import SqliteStore
+from relay.store.base import AmbiguousKeyPrefix, Store, StoreError, StoreUnavailable
+from relay.store.copy import copy_sqlite_to_postgres
+from relay.store.open import open_store
+from relay.store.postgres import database_label
 
 log = logging.getLogger("relay.cli")
 
@@ -92,7 +94,7 @@ def announcer(show_secrets: bool) -> Callable[[Server], Awaitable[None]]:
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
-    store = SqliteStore(settings.database_path)
+    store = await open_store(settings)
     try:
         if args.keys_command == "create":
             key, record = await store.create_api_key(args.client, args.label or "")
@@ -109,7 +111,22 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _revoke(store: SqliteStore, wanted: str) -> int:
+async def db_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`db copy`: the SQLite file's definitions into PostgreSQL, ids kept; one line of counts."""
+    target = args.to or settings.database_url
+    if not target:
+        print("refused: say where to copy to: --to postgresql://... or RELAY_DATABASE_URL", file=sys.stderr)
+        return 2
+    source = args.source or settings.database_path
+    copied = await copy_sqlite_to_postgres(source, target, replace=args.force)
+    print(
+        f"copied {copied.api_keys} API keys, {copied.streams} streams and {copied.restreams} restreams"
+        f" from {source} to {database_label(target)}"
+    )
+    return 0
+
+
+async def _revoke(store: Store, wanted: str) -> int:
     """Revoke one key by id or prefix; an ambiguous prefix revokes nothing (revoking cannot be undone).
 
     The argument is never echoed: an operator who pastes a whole key instead of its prefix must not
@@ -181,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     list_p.add_argument("--client", type=int)
     revoke_p = keys_sub.add_parser("revoke", help="revoke one key by id or prefix (for good)")
     revoke_p.add_argument("key", help="key id, or a prefix matching exactly one active key, as shown by list")
+    db_p = sub.add_parser("db", help="move definitions between databases")
+    db_sub = db_p.add_subparsers(dest="db_command", required=True)
+    copy_p = db_sub.add_parser(
+        "copy", help="copy a SQLite database (keys, streams, restreams, their ids) into PostgreSQL"
+    )
+    copy_p.add_argument("--from", dest="source", type=Path, help="the SQLite file (default: the data dir's)")
+    copy_p.add_argument(
+        "--to", help="postgresql://... (default RELAY_DATABASE_URL, which keeps a password out of the process list)"
+    )
+    copy_p.add_argument("--force", action="store_true", help="replace the definitions the target already holds")
     return parser
 
 
@@ -225,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot start: %s", exc)
             return 1
     try:
+        if args.command == "db":
+            return asyncio.run(db_command(settings, args))
         return asyncio.run(keys_command(settings, args))
     except (StoreError, StoreUnavailable) as exc:
         log.error("%s", exc)

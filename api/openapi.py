@@ -341,6 +341,27 @@ _RESTREAM = {
                     "description": "Times the destination fell a whole queue behind (it takes less than the "
                     "stream's bitrate) and the push skipped ahead to a keyframe; repeated, the push restarts",
                 },
+                "srt": {
+                    "type": ["object", "null"],
+                    "description": "An SRT destination's link as libsrt measures it on the relay's own caller, "
+                    "sampled each second (null for RTMP(S), or with RELAY_SRT_PUSH=ffmpeg)",
+                    "properties": {
+                        "rtt_ms": {"type": "number"},
+                        "send_rate_kbps": {
+                            "type": "number",
+                            "description": "payload sent per second, retransmissions excluded",
+                        },
+                        "bandwidth_mbps": {"type": "number", "description": "libsrt's estimate of the link"},
+                        "send_buffer_ms": {"type": "integer", "description": "sent, not yet acknowledged"},
+                        "latency_ms": {"type": "integer", "description": "negotiated with the destination"},
+                        "packets_sent": _INT,
+                        "packets_lost": {"type": "integer", "description": "reported missing by the destination"},
+                        "packets_retransmitted": _INT,
+                        "packets_dropped": {"type": "integer", "description": "given up on: holes at the destination"},
+                        "bytes_sent": _INT,
+                        "encrypted": {"type": "boolean"},
+                    },
+                },
             },
             "additionalProperties": True,
         },

@@ -35,7 +35,7 @@ from relay.ingest.tls import load_server_context
 from relay.keys import bootstrap_admin_key
 from relay.secrets import SecretRegistry
 from relay.store.base import Store
-from relay.store.sqlite import SqliteStore
+from relay.store.open import database_secrets, open_store
 
 log = logging.getLogger("relay.server")
 GRACEFUL_STOP_SECONDS = 10.0
@@ -95,7 +95,8 @@ class Server:
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets live here
-            store = self._store = SqliteStore(settings.database_path)
+            self.secrets.hold(("database", "password"), database_secrets(settings))
+            store = self._store = await open_store(settings)
             stack.push_async_callback(store.close)
             stack.callback(await self.secrets.follow(store))  # before the engine: keys known before pushes
 

@@ -55,12 +55,16 @@ class Variant:
     output_flags: tuple[str, ...] = ()
     ffmpeg: str | None = None
     """Another ffmpeg binary for the pushes (None: imageio-ffmpeg's, the relay's default)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Relay settings of the variant (environment), e.g. RELAY_SRT_PUSH."""
 
 
 BASELINE = Variant("baseline")
 TCP_NODELAY = Variant("-tcp_nodelay 1", output_flags=("-tcp_nodelay", "1"))
 FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1"))
 DEBIAN_FFMPEG = Variant("Debian /usr/bin/ffmpeg (5.1, shared libs)", ffmpeg="/usr/bin/ffmpeg")
+SRT_PUSH_FFMPEG = Variant("RELAY_SRT_PUSH=ffmpeg", env=(("RELAY_SRT_PUSH", "ffmpeg"),))
+"""SRT destinations through ffmpeg's own SRT output instead of the relay's caller (--srt-push-compare)."""
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
@@ -186,7 +190,7 @@ def max_gap(arrivals: Iterable[Arrival]) -> float:
 
 def wrapper_script(directory: Path, variant: Variant) -> str | None:
     """A bash wrapper exec'ing the real ffmpeg with the variant's flags before `-i` and before the URL."""
-    if variant is BASELINE:
+    if variant is BASELINE or not (variant.input_flags or variant.output_flags or variant.ffmpeg):
         return None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "ffmpeg-wrapper.sh"
@@ -244,7 +248,7 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     system: System
     if sc.system == "relay":
-        system = RelaySystem(workdir, ffmpeg=wrapper_script(workdir, sc.variant))
+        system = RelaySystem(workdir, ffmpeg=wrapper_script(workdir, sc.variant), env=dict(sc.variant.env))
     else:
         system = NginxSystem(workdir)
     # The direct receiver gets what the system gets, over the same protocol: for SRT ingest an SRT
@@ -626,6 +630,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
     p.add_argument("--only-variants", action="store_true", help="run only the flag variants (and their baselines)")
     p.add_argument("--variant", default="", help="run only the flag variants whose label contains this")
+    p.add_argument(
+        "--srt-push-compare",
+        action="store_true",
+        help="also run each SRT scenario with RELAY_SRT_PUSH=ffmpeg (ffmpeg's own SRT output) beside the "
+        "relay's caller (the default)",
+    )
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)
@@ -659,6 +669,9 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         raise SystemExit(f"--ingest: rtmp and/or srt, not {args.ingest!r}")
     scenarios = [Scenario("relay", "rtmp", n, ingest=i) for i in ingests for n in counts(args.rtmp_n)]
     scenarios += [Scenario("relay", "srt", n, ingest=i) for i in ingests for n in counts(args.srt_n)]
+    if args.srt_push_compare:
+        srt_ns = counts(args.srt_n)
+        scenarios += [Scenario("relay", "srt", n, SRT_PUSH_FFMPEG, ingest=i) for i in ingests for n in srt_ns]
     runs = [(proto, n, v) for proto, n, v in FLAG_RUNS if args.variant in v.label]
     if args.only_variants:
         scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in runs))

@@ -54,9 +54,9 @@ class RelaySystem:
 
     name = "relay"
 
-    def __init__(self, workdir: Path, *, ffmpeg: str | None = None) -> None:
+    def __init__(self, workdir: Path, *, ffmpeg: str | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
-        env = {"RELAY_LOG_LEVEL": "INFO"}
+        env = {"RELAY_LOG_LEVEL": "INFO", **(env or {})}
         if ffmpeg:
             env["RELAY_FFMPEG"] = ffmpeg
         self.process = RelayProcess(workdir / "data", env_extra=env)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +23,12 @@ class Settings:
     """Everything an operator can configure. Field docs are the README's configuration table."""
 
     data_dir: Path = Path("data")
+    database_url: str | None = field(default=None, repr=False)
+    """`postgresql://user:password@host:port/db`: definitions in PostgreSQL, shared by several nodes;
+    None keeps them in the SQLite file under `data_dir`. May hold a password: never logged."""
+    database_resync_seconds: float = 30.0
+    """With PostgreSQL: how often the whole definitions are compared with this node's copy, a safety net
+    under the change notifications."""
     media_bind: str = "0.0.0.0"
     api_bind: str = "127.0.0.1"
     http_port: int = 8080
@@ -78,9 +85,7 @@ class Settings:
     """Cap of the backoff between pull attempts (alternatives tried in turn)."""
     pull_stall_timeout_seconds: float = 10.0
     """A pull that delivers no media for this long is restarted."""
-    # Several nodes (issue 12): ownership of streams by leases in PostgreSQL. Documented in the README.
-    database_url: str | None = field(default=None, repr=False)
-    """`postgresql://...`: definitions and the cluster's tables in PostgreSQL; None: one node on SQLite."""
+    # Several nodes (issue 12): ownership of streams by leases in PostgreSQL (with `database_url`).
     node_id: str | None = None
     """This node's name in the cluster; None: `<host name>:<http port>` (`resolved_node_id`)."""
     lease_seconds: float = 10.0
@@ -92,7 +97,19 @@ class Settings:
 
     @property
     def resolved_node_id(self) -> str:
-        return self.node_id or f"{socket.gethostname()}:{self.http_port}"
+        """RELAY_NODE_ID, else `<host name>:<http port>`; with port 0 (a port chosen at bind time, tests)
+        a random suffix instead of the port: ask once and keep the answer."""
+        if self.node_id:
+            return self.node_id
+        return f"{socket.gethostname()}:{self.http_port or 'any-' + uuid.uuid4().hex[:8]}"
+
+    # SRT destinations (issue 14): who sends, and how soon a dead destination is noticed.
+    srt_push: str = "relay"
+    """"relay": the push's ffmpeg writes MPEG-TS to a pipe and the relay's own libsrt caller sends it
+    (settable peer idle timeout, exact end, link statistics in the status); "ffmpeg": ffmpeg's SRT output."""
+    srt_push_peer_idle_timeout_ms: int = 1000
+    """With `srt_push` "relay": a destination that acknowledges nothing this long while media waits for it
+    counts as gone and the push restarts (ffmpeg's SRT output: ~5 s, libsrt's floor)."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -120,6 +137,8 @@ class Settings:
 # absence keeps the safe split (media on all interfaces, the API on loopback).
 ENVIRONMENT: dict[str, str] = {
     "RELAY_DATA_DIR": "data_dir",
+    "RELAY_DATABASE_URL": "database_url",
+    "RELAY_DATABASE_RESYNC_SECONDS": "database_resync_seconds",
     "RELAY_API_BIND": "api_bind",
     "RELAY_HTTP_PORT": "http_port",
     "RELAY_RTMP_PORT": "rtmp_port",
@@ -163,11 +182,12 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_EVENT_FEEDS_RESERVED_PER_CLIENT": "event_feeds_reserved_per_client",
     "RELAY_PULL_RETRY_MAX_DELAY_SECONDS": "pull_retry_max_delay_seconds",
     "RELAY_PULL_STALL_TIMEOUT_SECONDS": "pull_stall_timeout_seconds",
-    "RELAY_DATABASE_URL": "database_url",
     "RELAY_NODE_ID": "node_id",
     "RELAY_LEASE_SECONDS": "lease_seconds",
     "RELAY_LEASE_RENEW_SECONDS": "lease_renew_seconds",
     "RELAY_LEASE_MARGIN_SECONDS": "lease_margin_seconds",
+    "RELAY_SRT_PUSH": "srt_push",
+    "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "srt_push_peer_idle_timeout_ms",
 }
 
 
@@ -256,9 +276,11 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             "RELAY_LEASE_SECONDS, RELAY_LEASE_RENEW_SECONDS, RELAY_LEASE_MARGIN_SECONDS: "
             "expected positive values with renew + margin < lease"
         )
-    url = changes.get("database_url")
-    if url is not None and not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("RELAY_DATABASE_URL: expected postgresql://...")  # never quoted: it may hold a password
+    if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
+        raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
+    if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:
+        # A live receiver acknowledges every 10 ms; below a few hundred ms, a long RTT's jitter would count.
+        raise ConfigError("RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS: expected 300 to 60000")
     api_key = changes.get("api_key")
     if api_key is not None and (problem := api_key_problem(api_key)):
         raise ConfigError(f"RELAY_API_KEY: {problem}")

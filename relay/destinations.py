@@ -190,6 +190,12 @@ def with_address(destination: Destination, address: IPAddress) -> str:
     return f"{scheme}://{userinfo}{at}{host}:{destination.port}{tail}"
 
 
+def srt_options(destination: Destination) -> list[tuple[str, str, str]]:
+    """(name, decoded value, value as written) of each option in an SRT destination's query, in order:
+    what the relay's own SRT caller (relay/srt/caller.py) sets, as ffmpeg's libsrt protocol would."""
+    return _query_fields(urlsplit(destination.uri, allow_fragments=False).query)
+
+
 def _query_fields(query: str) -> list[tuple[str, str, str]]:
     """(name, decoded value, value as written) of each `&`-separated field of the query."""
     try:

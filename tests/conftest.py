@@ -4,6 +4,7 @@ Area-specific fixtures live in each folder's own conftest.py; helpers in tests/s
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,16 @@ from tests.support.guard import MARK_IT, refuse_subprocesses
 from tests.support.postgres import PostgresServer, why_no_postgres
 
 QUICK_GRACE_SECONDS = 1.0
+SERVICE_STORE = os.environ.get("RELAY_TEST_STORE", "sqlite")
+"""`postgres`: the `service` fixture's relay keeps its definitions in a fresh PostgreSQL database (run by
+hand, e.g. `RELAY_TEST_STORE=postgres pytest tests/api`; `make test` runs the store contract on both)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if SERVICE_STORE == "postgres":  # the PostgreSQL server is a process: those tests start one
+        for item in items:
+            if "service" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.integration)
 
 
 def _guarded(item: pytest.Item) -> Generator[None, object, object]:
@@ -67,11 +78,8 @@ def src_ts(media_cache: MediaCache) -> Path:
     return media_cache.clip(SRT_SAMPLE)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the whole run (started on first use; tests that use it are `integration`).
-
-    Skips with the reason where it cannot run. Tests that restart or kill a server make their own."""
+def _started_postgres() -> Iterator[PostgresServer]:
+    """A started server, removed afterwards; skips with the reason where none can run here."""
     reason = why_no_postgres()
     if reason is not None:
         pytest.skip(reason)
@@ -81,6 +89,20 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (started on first use; tests that use it are `integration`).
+
+    Skips with the reason where it cannot run. Tests that restart or kill a server make their own."""
+    yield from _started_postgres()
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, for tests that stop, start or kill it."""
+    yield from _started_postgres()
 
 
 @pytest.fixture
@@ -132,8 +154,12 @@ def service_overrides() -> dict[str, object]:
 
 
 @pytest.fixture
-async def service(tmp_path: Path, service_overrides: dict[str, object]) -> AsyncIterator[Server]:
-    """The relay and its API running in this test's event loop."""
+async def service(
+    request: pytest.FixtureRequest, tmp_path: Path, service_overrides: dict[str, object]
+) -> AsyncIterator[Server]:
+    """The relay and its API running in this test's event loop (on SQLite, or see SERVICE_STORE)."""
+    if SERVICE_STORE == "postgres":
+        service_overrides = {"database_url": request.getfixturevalue("postgres_dsn"), **service_overrides}
     relay_service = Server(service_settings(tmp_path, **service_overrides))
     await relay_service.start()
     try:

@@ -72,7 +72,8 @@ from relay.policy import DestinationPolicy, parse_rules
 from relay.pull.process import PullProcess
 from relay.pull.runner import ProcessFactory as PullProcessFactory
 from relay.pull.runner import PullSettings
-from relay.push.process import FfmpegProcess
+from relay.push.command import CommandSettings
+from relay.push.srt_process import push_process
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
 from relay.store.models import RestreamRecord, StreamRecord
@@ -95,7 +96,7 @@ class Engine:
         store: Store,
         *,
         clock: Callable[[], float] = time.monotonic,
-        process_factory: ProcessFactory = FfmpegProcess,
+        process_factory: ProcessFactory = push_process,
         pull_process_factory: PullProcessFactory = PullProcess,
         ownership: Ownership | None = None,
         remote: RemoteView | None = None,
@@ -119,8 +120,11 @@ class Engine:
             ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
         )
         """Where each client may push (the API checks new URIs with it, each push start its addresses)."""
+        push_command = CommandSettings(
+            srt_push=settings.srt_push, srt_peer_idle_timeout_ms=settings.srt_push_peer_idle_timeout_ms
+        )
         self.supervisor = Supervisor(
-            SupervisorSettings(),
+            SupervisorSettings(command=push_command),
             self._hubs.get,
             ffmpeg_path,
             LoopClock(),

@@ -13,6 +13,7 @@ from enum import StrEnum
 from relay.engine.slots import Waiting
 from relay.ingest.gate import SourceType, StreamInfo, StreamInput, Transport
 from relay.pull.runner import PullStatus
+from relay.srt.caller import SendStats
 from relay.supervisor.states import PushState, PushStatus
 
 
@@ -104,6 +105,8 @@ class RestreamStatus:
     log_tail: tuple[str, ...]
     overflows: int = 0
     """Skips to a keyframe of a destination too slow for the stream (PushStatus.overflows)."""
+    srt: SendStats | None = None
+    """An SRT destination's link (PushStatus.srt), when the relay sends to it itself."""
 
     @classmethod
     def waiting(cls, waiting: Waiting) -> RestreamStatus:
@@ -138,4 +141,5 @@ class RestreamStatus:
             next_retry_seconds=status.next_retry_seconds,
             log_tail=tuple(status.log_tail),
             overflows=status.overflows,
+            srt=status.srt,
         )

@@ -34,7 +34,15 @@ Output
   `-protocol_whitelist`: only the protocols this one output needs (`rtmp,tcp`; `rtmps,tls,tcp`; `srt`,
   whose UDP is libsrt's own): a file, pipe, http or concat URL that got past relay/destinations.py, or
   that a server's redirect names, is refused by ffmpeg itself.
-  SRT: `-f mpegts`, the URI passed as given (latency, pkt_size, passphrase, streamid are the user's);
+  SRT through the relay (`srt_push="relay"`, the default): `-f mpegts` to `pipe:<fd>`, a pipe of its own
+  (stdout carries the progress), read by the relay's SRT caller (relay/srt/caller.py), which connects with
+  the URI's options and sends 1316-byte messages; `-protocol_whitelist pipe`; `-flush_packets 1` so each
+  packet reaches the pipe (and the destination) when muxed, as ffmpeg's own SRT output does with its
+  1316-byte I/O buffer; `-max_interleave_delta 1` as below. The caller sets the peer idle timeout ffmpeg
+  does not expose (a dead destination noticed in 1 s, not 5 s), waits for the last packets' acks at
+  the end, and reports the link's statistics.
+  SRT through ffmpeg (`srt_push="ffmpeg"`, or libsrt not loadable): `-f mpegts`, the URI passed as given
+  (latency, pkt_size, passphrase, streamid are the user's);
   `-timeout` bounds a blocked send; `-linger 2` keeps the socket while sent packets are acknowledged.
   `-max_interleave_delta 1` (microseconds): write each packet as soon as it arrives instead of holding
   video until an audio packet with a later timestamp comes (an audio PES of an MPEG-TS source spans up to
@@ -88,6 +96,7 @@ from relay.destinations import (
 )
 from relay.media.packets import ContainerFormat
 from relay.policy import IPAddress
+from relay.srt.caller import CallerConfig, caller_libsrt_available
 
 _ENHANCED_CODECS = {
     "hevc": "hvc1",
@@ -135,6 +144,19 @@ class CommandSettings:
     tcp_wmem's 4 MB), which hides a slow destination for seconds of media."""
     ca_file: str | None = None
     """CA bundle for RTMPS; None finds one (certifi, then the system's)."""
+    srt_push: str = "ffmpeg"
+    """Who sends to an SRT destination: "relay" (its own libsrt caller, fed by ffmpeg through a pipe) or
+    "ffmpeg" (ffmpeg's libsrt output). "relay" falls back to "ffmpeg" when libsrt cannot be loaded. The
+    relay's setting (RELAY_SRT_PUSH, relay/config.py) defaults to "relay"; this bare default is ffmpeg's
+    output, the command the command-line tests pin down."""
+    srt_peer_idle_timeout_ms: int = 1000
+    """The relay's SRT caller: how long no acknowledgement may come while media waits for one before the
+    link counts as broken and the push restarts (ffmpeg's output: ~5 s, libsrt's floor)."""
+
+
+SRT_PIPE = "pipe:3"
+"""The output of an SRT push sent by the relay, in the argv as built; the process replaces it with the
+write end of the pipe it makes (`relay.push.srt_process`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,8 @@ class PushCommand:
 
     argv: list[str]
     output_format: str
+    srt_output: CallerConfig | None = None
+    """Set when the relay itself sends to the SRT destination: ffmpeg writes to `SRT_PIPE`."""
 
 
 def find_ca_file() -> str | None:
@@ -191,6 +215,16 @@ def build_command(
     if connect_to is not None and scheme != "rtmps":
         target = with_address(destination, connect_to)
     mode = NoAudioMode(no_audio_mode) if no_audio else None
+    srt_output: CallerConfig | None = None
+    if scheme == "srt" and settings.srt_push == "relay" and caller_libsrt_available():
+        srt_output = CallerConfig.from_destination(
+            destination,
+            host=str(connect_to) if connect_to is not None else None,
+            peer_idle_timeout_ms=settings.srt_peer_idle_timeout_ms,
+            linger_seconds=settings.srt_linger_seconds,
+            send_timeout_ms=int(settings.srt_timeout_seconds * 1000),
+        )
+        target = SRT_PIPE
 
     source = ffmpeg.input(
         "pipe:0",
@@ -230,11 +264,14 @@ def build_command(
             ca_file = settings.ca_file or find_ca_file()
             if tls_verify and ca_file:
                 out["ca_file"] = ca_file
+    elif srt_output is not None:
+        out["flush_packets"] = 1
+        out["max_interleave_delta"] = 1
     else:
         out["timeout"] = int(settings.srt_timeout_seconds * 1_000_000)
         out["linger"] = settings.srt_linger_seconds
         out["max_interleave_delta"] = 1
-    out["protocol_whitelist"] = _OUTPUT_PROTOCOLS[scheme]
+    out["protocol_whitelist"] = "pipe" if srt_output is not None else _OUTPUT_PROTOCOLS[scheme]
     out["f"] = output_format
 
     global_args: Sequence[str] = (
@@ -249,7 +286,7 @@ def build_command(
         f"{settings.progress_period_seconds:g}",
     )
     argv = ffmpeg.output(*streams, target, **out).compile(cmd=[ffmpeg_path, *global_args])
-    return PushCommand(argv=[str(a) for a in argv], output_format=output_format)
+    return PushCommand(argv=[str(a) for a in argv], output_format=output_format, srt_output=srt_output)
 
 
 def rtmp_tc_url(destination: Destination) -> str:

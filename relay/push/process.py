@@ -29,6 +29,7 @@ from typing import Any
 from relay.hub.subscriber import EndCause, Subscriber
 from relay.push.masking import mask_secrets
 from relay.push.progress import ErrorKind, Progress, ProgressParser, classify_error
+from relay.srt.caller import SendStats
 
 log = logging.getLogger("relay.push")
 
@@ -103,8 +104,9 @@ class OwnedChild:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    async def _start_child(self, stdin: int) -> asyncio.subprocess.Process:
-        """Spawn ffmpeg (stdout and stderr piped); raises OSError if it cannot be started."""
+    async def _start_child(self, stdin: int, pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
+        """Spawn ffmpeg (stdout and stderr piped, `pass_fds` inherited under their own numbers); raises
+        OSError if it cannot be started."""
         self._proc = await asyncio.create_subprocess_exec(
             *self._argv,
             stdin=stdin,
@@ -112,6 +114,7 @@ class OwnedChild:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             env=child_environment(os.environ),
+            pass_fds=tuple(pass_fds),
         )
         with contextlib.suppress(OSError):  # already gone: wait() reports how
             resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
@@ -201,9 +204,17 @@ class FfmpegProcess(OwnedChild):
     def last_error(self) -> str | None:
         return self._last_error
 
+    @property
+    def link_stats(self) -> SendStats | None:
+        """The destination link's figures, when the relay itself sends (relay.push.srt_process)."""
+        return None
+
     async def start(self) -> None:
         """Spawn ffmpeg; raises OSError if it cannot be started."""
         await self._start_child(asyncio.subprocess.PIPE)
+        self._start_pipes()
+
+    def _start_pipes(self) -> None:
         self._readers = [self._spawn(self._read_progress()), self._spawn(self._read_log())]
         self._feeder = self._spawn(self._feed())
 

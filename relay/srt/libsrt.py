@@ -37,21 +37,43 @@ SRT_STREAMID_MAX_BYTES = 512
 class SockOpt(IntEnum):
     """The `SRT_SOCKOPT` values used here (srt.h, unchanged since 1.4)."""
 
-    RCVSYN = 2
     SNDSYN = 1
+    RCVSYN = 2
+    SNDBUF = 5
+    RCVBUF = 6
+    LINGER = 7
+    UDP_SNDBUF = 8
+    UDP_RCVBUF = 9
+    SNDTIMEO = 13
+    MAXBW = 16
     STATE = 17
+    SENDER = 21
+    TSBPDMODE = 22
     LATENCY = 23
+    INPUTBW = 24
+    OHEADBW = 25
     PASSPHRASE = 26
     PBKEYLEN = 27
     KMSTATE = 28
+    IPTTL = 29
+    IPTOS = 30
+    TLPKTDROP = 31
+    SNDDROPDELAY = 32
+    NAKREPORT = 33
     CONNTIMEO = 36
     SNDKMSTATE = 40
     RCVKMSTATE = 41
+    LOSSMAXTTL = 42
     RCVLATENCY = 43
     PEERLATENCY = 44
+    MINVERSION = 45
     STREAMID = 46
+    CONGESTION = 47
+    MESSAGEAPI = 48
     PAYLOADSIZE = 49
     TRANSTYPE = 50
+    KMREFRESHRATE = 51
+    KMPREANNOUNCE = 52
     ENFORCEDENCRYPTION = 53
     PEERIDLETIMEO = 55
 
@@ -412,6 +434,10 @@ class LibSrt:
         self.version = int(cdll.srt_getversion())
         self._started = False
 
+    def another(self) -> LibSrt:
+        """A new handle on the same loaded library, with its own `startup`/`cleanup` pairing."""
+        return LibSrt(self._lib, self.path)
+
     @classmethod
     def load(cls, names: list[str] | None = None) -> LibSrt:
         """Find and load libsrt; raise `SrtUnavailable` saying what was tried and why it failed."""
@@ -514,6 +540,21 @@ class LibSrt:
         buf = ctypes.create_string_buffer(raw, len(raw))
         self._check(f"srt_setsockflag({opt.name})", self._lib.srt_setsockflag(sock, int(opt), buf, len(raw)))
 
+    def set_i64(self, sock: int, opt: SockOpt, value: int) -> None:
+        """Set an int64-valued option (SRTO_MAXBW, SRTO_INPUTBW)."""
+        val = _i64(value)
+        self._check(
+            f"srt_setsockflag({opt.name})",
+            self._lib.srt_setsockflag(sock, int(opt), ctypes.byref(val), ctypes.sizeof(val)),
+        )
+
+    def set_linger(self, sock: int, seconds: int) -> None:
+        """SRTO_LINGER (a `struct linger`): how long `srt_close` of a blocking socket waits for unacknowledged data."""
+        val = (_int * 2)(1 if seconds > 0 else 0, seconds)
+        self._check(
+            "srt_setsockflag(LINGER)", self._lib.srt_setsockflag(sock, int(SockOpt.LINGER), val, ctypes.sizeof(val))
+        )
+
     def get_int(self, sock: int, opt: SockOpt) -> int:
         """Read an int-valued option."""
         val = _int(0)
@@ -607,9 +648,14 @@ class LibSrt:
 
     def bistats(self, sock: int) -> LinkStats:
         """Link statistics without clearing them (instantaneous buffer sizes)."""
+        return LinkStats.from_struct(self.raw_stats(sock))
+
+    def raw_stats(self, sock: int) -> TraceBStats:
+        """libsrt's whole statistics struct, not cleared, buffer sizes instantaneous (`srt_bistats`)."""
         out = StatsBuffer()
         self._check("srt_bistats", self._lib.srt_bistats(sock, ctypes.byref(out), 0, 1))
-        return LinkStats.from_struct(out.stats)
+        stats: TraceBStats = out.stats
+        return stats
 
     # --- epoll ----------------------------------------------------------------------------------
 

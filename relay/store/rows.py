@@ -1,6 +1,8 @@
-"""Rows and records: how the SQLite store's rows become frozen records, and the small SQL it shares.
+"""Rows and records: how the stores' rows become frozen records, and the small SQL SQLite shares.
 
-Also the values the store makes itself: timestamps, key hashes, stream tokens.
+A row is anything read by column name: a `sqlite3.Row` or an asyncpg `Record` (the PostgreSQL store
+keeps the same columns, with its own types: booleans, `timestamptz`, `jsonb` read as text). Also the
+values the stores make themselves: timestamps, key hashes, stream tokens.
 """
 
 from __future__ import annotations
@@ -10,20 +12,35 @@ import hashlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from relay.store.base import GCORE_SETTINGS_FIELDS
+from relay.store.base import GCORE_SETTINGS_FIELDS, RESTREAM_FIELDS, STREAM_FIELDS
 from relay.store.models import ApiKeyRecord, GcoreSettings, RestreamRecord, StreamRecord
 
 
+class Row(Protocol):
+    """A row read by column name (`sqlite3.Row`, `asyncpg.Record`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def now_utc() -> datetime:
+    """Now, to the millisecond (what SQLite's text keeps, so that a copied row compares equal)."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return now_utc().isoformat(timespec="milliseconds")
 
 
-def when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def when(value: str | datetime | None) -> datetime | None:
+    """A stored moment: SQLite keeps ISO text, PostgreSQL a `timestamptz`."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(value) if value else None
 
 
 def hash_key(key: str) -> str:
@@ -40,7 +57,7 @@ def settings_json(settings: GcoreSettings) -> str:
     return json.dumps(dataclasses.asdict(settings), separators=(",", ":"))
 
 
-def settings_of(text: str) -> GcoreSettings:
+def settings_of(text: str | None) -> GcoreSettings:
     """The stored settings over the defaults: a key this relay does not know is left out, a missing one is
     the default (a row written before a setting existed)."""
     stored = json.loads(text or "{}")
@@ -57,7 +74,55 @@ def with_settings(settings: GcoreSettings, values: Mapping[str, Any]) -> GcoreSe
     return dataclasses.replace(settings, **changes)
 
 
-def stream_of(row: sqlite3.Row) -> StreamRecord:
+def new_stream_columns(client_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a new stream (but its id and `created_at`, which each store writes its own way)."""
+    values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
+    return {
+        "client_id": client_id,
+        "name": values.get("name", ""),
+        "active": bool(values.get("active", True)),
+        "token": new_token(),
+        "client_user_id": values.get("client_user_id"),
+        "srt_passphrase": values.get("srt_passphrase"),
+        "srt_latency_ms": values.get("srt_latency_ms"),
+        "client_entity_data": values.get("client_entity_data"),
+        "gcore_settings": settings_json(with_settings(GcoreSettings(), fields)),
+        "pull": bool(values.get("pull", False)),
+        "uri": values.get("uri"),
+    }
+
+
+def new_restream_columns(client_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a new restream (but its id and `created_at`)."""
+    values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
+    return {
+        "client_id": client_id,
+        "stream_id": values["stream_id"],
+        "name": values.get("name", ""),
+        "active": bool(values.get("active", True)),
+        "uri": values["uri"],
+        "client_user_id": values.get("client_user_id"),
+        "no_audio": bool(values.get("no_audio", False)),
+        "no_audio_mode": values.get("no_audio_mode", "drop"),
+        "tls_verify": bool(values.get("tls_verify", True)),
+    }
+
+
+def stream_update(changes: Mapping[str, Any]) -> Callable[[StreamRecord], dict[str, Any]]:
+    """The columns an update of a stream writes, given the stream before it: its own fields, and the Gcore
+    settings merged into the ones it had (one JSON column)."""
+    values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
+    settings_changed = not GCORE_SETTINGS_FIELDS.isdisjoint(changes)
+
+    def columns(before: StreamRecord) -> dict[str, Any]:
+        if not settings_changed:
+            return values
+        return {**values, "gcore_settings": settings_json(with_settings(before.gcore_settings, changes))}
+
+    return columns
+
+
+def stream_of(row: Row) -> StreamRecord:
     return StreamRecord(
         id=row["id"],
         client_id=row["client_id"],
@@ -75,7 +140,7 @@ def stream_of(row: sqlite3.Row) -> StreamRecord:
     )
 
 
-def restream_of(row: sqlite3.Row) -> RestreamRecord:
+def restream_of(row: Row) -> RestreamRecord:
     return RestreamRecord(
         id=row["id"],
         client_id=row["client_id"],
@@ -91,7 +156,7 @@ def restream_of(row: sqlite3.Row) -> RestreamRecord:
     )
 
 
-def key_of(row: sqlite3.Row) -> ApiKeyRecord:
+def key_of(row: Row) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row["id"],
         client_id=row["client_id"],
@@ -118,6 +183,15 @@ def select_restream(conn: sqlite3.Connection, restream_id: int, client_id: int |
             "SELECT * FROM restreams WHERE id = ? AND client_id = ?", (restream_id, client_id)
         ).fetchone()
     return None if row is None else restream_of(row)
+
+
+def insert_row(conn: sqlite3.Connection, table: str, values: Mapping[str, Any]) -> int:
+    """Insert one row (column names are the store's own); returns its id."""
+    names = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    cur = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def update_row(conn: sqlite3.Connection, table: str, row_id: int, values: Mapping[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -20,28 +19,28 @@ from typing import Any, TypeVar
 
 from relay.store import api_keys
 from relay.store.base import (
-    GCORE_SETTINGS_FIELDS,
     RESTREAM_FIELDS,
-    STREAM_FIELDS,
     Store,
     StoreError,
     StoreUnavailable,
 )
 from relay.store.changes import RestreamChanged, StreamChanged
 from relay.store.migrations import connect, open_writer
-from relay.store.models import ApiKeyRecord, GcoreSettings, Page, RestreamRecord, StreamRecord
+from relay.store.models import ApiKeyRecord, Page, RestreamRecord, StreamRecord
 from relay.store.permissions import make_private
 from relay.store.rows import (
     hash_key,
+    insert_row,
+    new_restream_columns,
+    new_stream_columns,
     new_token,
     now,
     restream_of,
     select_restream,
     select_stream,
-    settings_json,
     stream_of,
+    stream_update,
     update_row,
-    with_settings,
 )
 
 T = TypeVar("T")
@@ -129,31 +128,12 @@ class SqliteStore(Store):
 
     # Streams ------------------------------------------------------------------------------
     async def create_stream(self, client_id: int, fields: Mapping[str, Any]) -> StreamRecord:
-        values = {k: v for k, v in fields.items() if k in STREAM_FIELDS}
-        settings = with_settings(GcoreSettings(), fields)
+        columns = {**new_stream_columns(client_id, fields), "created_at": now()}
 
         def work(conn: sqlite3.Connection) -> StreamRecord:
             def insert(c: sqlite3.Connection) -> StreamRecord:
-                cur = c.execute(
-                    "INSERT INTO streams (client_id, name, active, token, client_user_id, srt_passphrase,"
-                    " srt_latency_ms, client_entity_data, gcore_settings, pull, uri, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        client_id,
-                        values.get("name", ""),
-                        int(values.get("active", True)),
-                        new_token(),
-                        values.get("client_user_id"),
-                        values.get("srt_passphrase"),
-                        values.get("srt_latency_ms"),
-                        values.get("client_entity_data"),
-                        settings_json(settings),
-                        int(values.get("pull", False)),
-                        values.get("uri"),
-                        now(),
-                    ),
-                )
-                return stream_of(c.execute("SELECT * FROM streams WHERE id = ?", (cur.lastrowid,)).fetchone())
+                row_id = insert_row(c, "streams", columns)
+                return stream_of(c.execute("SELECT * FROM streams WHERE id = ?", (row_id,)).fetchone())
 
             return self._write(conn, insert)
 
@@ -183,15 +163,7 @@ class SqliteStore(Store):
         return await self._run(work)
 
     async def update_stream(self, stream_id: int, client_id: int, changes: Mapping[str, Any]) -> StreamRecord | None:
-        values = {k: v for k, v in changes.items() if k in STREAM_FIELDS}
-        settings_changed = not GCORE_SETTINGS_FIELDS.isdisjoint(changes)
-
-        def columns(before: StreamRecord) -> dict[str, Any]:
-            if not settings_changed:
-                return values
-            return {**values, "gcore_settings": settings_json(with_settings(before.gcore_settings, changes))}
-
-        return await self._change_stream(stream_id, client_id, columns)
+        return await self._change_stream(stream_id, client_id, stream_update(changes))
 
     async def reset_stream_token(self, stream_id: int, client_id: int) -> StreamRecord | None:
         return await self._change_stream(stream_id, client_id, lambda before: {"token": new_token()})
@@ -244,28 +216,12 @@ class SqliteStore(Store):
 
     # Restreams ----------------------------------------------------------------------------
     async def create_restream(self, client_id: int, fields: Mapping[str, Any]) -> RestreamRecord:
-        values = {k: v for k, v in fields.items() if k in RESTREAM_FIELDS}
+        columns = {**new_restream_columns(client_id, fields), "created_at": now()}
 
         def work(conn: sqlite3.Connection) -> RestreamRecord:
             def insert(c: sqlite3.Connection) -> RestreamRecord:
-                cur = c.execute(
-                    "INSERT INTO restreams (client_id, stream_id, name, active, uri, client_user_id, no_audio,"
-                    " no_audio_mode, tls_verify, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        client_id,
-                        values["stream_id"],
-                        values.get("name", ""),
-                        int(values.get("active", True)),
-                        values["uri"],
-                        values.get("client_user_id"),
-                        int(values.get("no_audio", False)),
-                        values.get("no_audio_mode", "drop"),
-                        int(values.get("tls_verify", True)),
-                        now(),
-                    ),
-                )
-                row = c.execute("SELECT * FROM restreams WHERE id = ?", (cur.lastrowid,)).fetchone()
-                return restream_of(row)
+                row_id = insert_row(c, "restreams", columns)
+                return restream_of(c.execute("SELECT * FROM restreams WHERE id = ?", (row_id,)).fetchone())
 
             return self._write(conn, insert)
 
@@ -363,8 +319,8 @@ class SqliteStore(Store):
 
     # API keys (the SQL is in relay/store/api_keys.py) ----------------------------------------
     async def create_api_key(self, client_id: int, label: str = "", key: str | None = None) -> tuple[str, ApiKeyRecord]:
-        clear = key or f"{client_id}${secrets.token_urlsafe(32)}"
-        prefix = clear[: clear.index("$") + 7] if "$" in clear[:24] else clear[:6]
+        clear = key or api_keys.new_key(client_id)
+        prefix = api_keys.public_prefix(clear)
         record = await self._run(
             lambda conn: self._write(conn, lambda c: api_keys.insert(c, client_id, clear, prefix, label))
         )

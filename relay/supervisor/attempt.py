@@ -3,7 +3,8 @@
 A new start makes a new `Attempt`, so nothing of a previous run (a stop asked of it, its progress, its
 stall clock) can leak into the next. An attempt first opens its process (`Opener`: the runner resolves
 and checks the destination, then builds the command; relay/policy.py), then runs it. The process comes
-from an injected `ProcessFactory`: `FfmpegProcess` in production, an in-memory fake in the
+from an injected `ProcessFactory`: `relay.push.srt_process.push_process` in production (`FfmpegProcess`, or
+`SrtPushProcess` when the relay itself sends to an SRT destination), an in-memory fake in the
 state-machine tests.
 """
 
@@ -18,6 +19,7 @@ from relay.hub.subscriber import EndCause, Subscriber
 from relay.policy import DestinationRefused, DestinationUnresolved
 from relay.push.process import PushExit
 from relay.push.progress import Progress
+from relay.srt.caller import CallerConfig, SendStats
 from relay.supervisor.exits import Asked, AttemptEnd
 from relay.supervisor.states import Order
 
@@ -28,6 +30,10 @@ class PushProcess(Protocol):
     @property
     def recent_lines(self) -> Sequence[str]:
         """Its last log lines, masked."""
+
+    @property
+    def link_stats(self) -> SendStats | None:
+        """The SRT destination link's latest figures, when the relay sends to it itself."""
 
     async def start(self) -> None:
         """Spawn it; raises OSError if it cannot be started."""
@@ -59,6 +65,7 @@ class ProcessFactory(Protocol):
         on_progress: Callable[[Progress], None],
         on_input_end: Callable[[EndCause | None], None],
         log_prefix: str,
+        srt_output: CallerConfig | None = None,
     ) -> PushProcess: ...
 
 

@@ -21,8 +21,8 @@ from relay.media.packets import ContainerFormat
 from relay.policy import DestinationPolicy, IPAddress
 from relay.push.command import PushCommand, UnsupportedDestination, build_command
 from relay.push.masking import mask_secrets, mask_uri, secrets_of
-from relay.push.process import FfmpegProcess
 from relay.push.progress import Progress
+from relay.push.srt_process import push_process
 from relay.supervisor.attempt import Attempt, ProcessFactory, PushProcess
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.exits import BackoffStep, ExitKind, Verdict, classify_exit, is_clean_exit
@@ -47,7 +47,7 @@ class PushRunner:
         wall_clock: Callable[[], float],
         on_status: Callable[[int, PushStatus], None],
         backoff: Backoff,
-        process_factory: ProcessFactory = FfmpegProcess,
+        process_factory: ProcessFactory = push_process,
         policy: DestinationPolicy | None = None,
     ) -> None:
         self.spec = spec
@@ -114,6 +114,7 @@ class PushRunner:
             last_error=self._last_error,
             next_retry_seconds=next_retry,
             log_tail=tuple(shown.process.recent_lines) if shown is not None and shown.process is not None else (),
+            srt=shown.process.link_stats if shown is not None and shown.process is not None else None,
         )
 
     # -- orders --------------------------------------------------------------------------------------
@@ -250,6 +251,7 @@ class PushRunner:
             on_progress=self._on_progress,
             on_input_end=self._on_input_end,
             log_prefix=self._log_prefix,
+            srt_output=command.srt_output,
         )
 
     async def _run(self, attempt: Attempt) -> None:

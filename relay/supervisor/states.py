@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from relay.srt.caller import SendStats
+
 
 class Order(StrEnum):
     START = "start"
@@ -106,3 +108,6 @@ class PushStatus:
     """Seconds until the scheduled retry (RETRYING, FAILED)."""
     log_tail: tuple[str, ...] = ()
     """ffmpeg's last log lines (warnings and errors), masked; of the running process or the last one."""
+    srt: SendStats | None = None
+    """The SRT destination's link as libsrt measures it (sampled each second), when the relay sends to it
+    itself; of the running attempt or the last one."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from relay.hub.clock import Clock
 from relay.hub.hub import Hub
 from relay.policy import DestinationPolicy
-from relay.push.process import FfmpegProcess
+from relay.push.srt_process import push_process
 from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.backoff import Backoff
 from relay.supervisor.push_runner import PushRunner
@@ -27,9 +27,10 @@ class Supervisor:
     `apply` brings one push in line with its wanted spec (the engine calls it for each restream a change
     touches: added, toggled, edited, removed, its stream going live or not); `reconcile` does it for all
     (the engine's periodic safety net). Both are idempotent. Each runner starts, stops or restarts its
-    own push without touching the others. `process_factory` makes each attempt's process:
-    `FfmpegProcess` unless a test passes an in-memory fake. `policy` decides where each push may
-    connect (the engine passes the node's; without one, ffmpeg connects wherever the URI says).
+    own push without touching the others. `process_factory` makes each attempt's process: `push_process`
+    (ffmpeg, and for SRT destinations the relay's own caller) unless a test passes an in-memory fake.
+    `policy` decides where each push may connect (the engine passes the node's; without one, ffmpeg
+    connects wherever the URI says).
     """
 
     def __init__(
@@ -42,7 +43,7 @@ class Supervisor:
         *,
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
-        process_factory: ProcessFactory = FfmpegProcess,
+        process_factory: ProcessFactory = push_process,
         policy: DestinationPolicy | None = None,
     ) -> None:
         self._settings = settings

@@ -55,8 +55,8 @@ async def test_a_database_restart_shorter_than_the_lease_leaves_the_pushes_runni
                     assert node.cluster is not None
                     ownership = node.cluster.ownership
 
+                    _, second, _ = await api.call("POST", "/streaming/streams", {"name": "other"})
                     await asyncio.to_thread(database.stop)
-                    _, second, _ = await api.call("POST", "/streaming/streams", {"name": "other"})  # SQLite, still
                     refused = Publisher(pattern_publish_argv(second["push_url"], 5))
                     async with refused:
                         code, _ = await refused.wait(within=15)

@@ -46,9 +46,8 @@ async def lease_of(dsn: str, stream_id: int) -> tuple[str, int, bool] | None:
 
 
 async def test_a_frozen_node_stops_its_pushes_when_it_resumes(tmp_path: Path, postgres_dsn: str) -> None:
-    data = tmp_path / "data"  # one definitions file for both until the PostgreSQL store lands
-    a = RelayProcess(data, env_extra=cluster_env(postgres_dsn, "a")).start()
-    b = RelayProcess(data, env_extra=cluster_env(postgres_dsn, "b")).start()
+    a = RelayProcess(tmp_path / "a", env_extra=cluster_env(postgres_dsn, "a")).start()
+    b = RelayProcess(tmp_path / "b", env_extra=cluster_env(postgres_dsn, "b")).start()
     assert a.process is not None
     frozen = a.process
     try:

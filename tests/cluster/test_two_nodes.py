@@ -1,8 +1,4 @@
-"""Two relay nodes in this test's loop on one PostgreSQL (leases, status) and one definitions file.
-
-Until the PostgreSQL store lands, both nodes open the same SQLite file for the definitions (each sees
-the other's writes at its next reconcile); ownership and status go through PostgreSQL as in production.
-"""
+"""Two relay nodes in this test's loop on one PostgreSQL: definitions, leases and status, as in production."""
 
 from __future__ import annotations
 
@@ -51,7 +47,7 @@ async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[tuple[Node, 
         made = []
         for name in ("a", "b"):
             settings = service_settings(
-                tmp_path,
+                tmp_path / name,
                 database_url=postgres_dsn,
                 node_id=name,
                 reconcile_interval_seconds=0.5,

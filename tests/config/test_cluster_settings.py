@@ -13,17 +13,16 @@ def test_defaults_make_one_node_and_a_node_id_from_host_and_port() -> None:
     settings = from_environment({"RELAY_HTTP_PORT": "8081"})
     assert settings.database_url is None
     assert settings.resolved_node_id == f"{socket.gethostname()}:8081"
+    any_port = from_environment({"RELAY_HTTP_PORT": "0"})  # two nodes of a test, ports chosen at bind time
+    assert any_port.resolved_node_id != any_port.resolved_node_id
     assert (settings.lease_seconds, settings.lease_renew_seconds, settings.lease_margin_seconds) == (10.0, 2.0, 2.0)
     assert from_environment({"RELAY_NODE_ID": "edge-1"}).resolved_node_id == "edge-1"
 
 
-def test_the_database_url_is_kept_out_of_the_settings_repr_and_errors() -> None:
+def test_the_database_url_is_kept_out_of_the_settings_repr() -> None:
     url = "postgresql://relay:s3cret-pw@db/relay"
     settings = from_environment({"RELAY_DATABASE_URL": url})
     assert settings.database_url == url and "s3cret-pw" not in repr(settings)
-    with pytest.raises(ConfigError) as error:
-        from_environment({"RELAY_DATABASE_URL": "mysql://relay:s3cret-pw@db/relay"})
-    assert "s3cret-pw" not in str(error.value) and "RELAY_DATABASE_URL" in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,8 @@ def test_environment_overrides() -> None:
         ({"RELAY_API_AUTH_FAILURES_BEFORE_DELAY": "-1"}, "RELAY_API_AUTH_FAILURES_BEFORE_DELAY"),
         ({"RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "-5"}, "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"),
         ({"RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "60"}, "RELAY_API_AUTH_FAILURE_DELAY_SECONDS"),
+        ({"RELAY_SRT_PUSH": "gstreamer"}, "RELAY_SRT_PUSH"),
+        ({"RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "50"}, "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
@@ -160,3 +162,9 @@ def test_rtmp_idle_timeout_comes_from_the_environment_and_is_in_the_readme() -> 
         from_environment({"RELAY_RTMP_IDLE_TIMEOUT_SECONDS": "0"})
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "| `RELAY_RTMP_IDLE_TIMEOUT_SECONDS` |" in readme
+
+
+def test_srt_destinations_go_through_the_relays_caller_unless_told() -> None:
+    assert (Settings().srt_push, Settings().srt_push_peer_idle_timeout_ms) == ("relay", 1000)
+    s = from_environment({"RELAY_SRT_PUSH": "ffmpeg", "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "2500"})
+    assert (s.srt_push, s.srt_push_peer_idle_timeout_ms) == ("ffmpeg", 2500)

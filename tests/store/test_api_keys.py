@@ -1,30 +1,17 @@
-"""API keys in the SQLite store: revocation hits exactly one key and is final."""
+"""API keys in either store: revocation hits exactly one key and is final."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from relay.store.base import AmbiguousKeyPrefix, StoreError
-from relay.store.sqlite import SqliteStore
+from relay.store.base import AmbiguousKeyPrefix, Store, StoreError
 
 # Keys without '$' keep their first 6 characters as the listed prefix, so these two share "shared".
 KEY_A = "shared-prefix-key-of-client-one-000000"
 KEY_B = "shared-prefix-key-of-client-two-000000"
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "keys.sqlite3")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-async def test_a_prefix_shared_by_two_clients_revokes_nothing(store: SqliteStore) -> None:
+async def test_a_prefix_shared_by_two_clients_revokes_nothing(store: Store) -> None:
     _, a = await store.create_api_key(1, key=KEY_A)
     _, b = await store.create_api_key(2, key=KEY_B)
     assert a.prefix == b.prefix == "shared"
@@ -37,7 +24,7 @@ async def test_a_prefix_shared_by_two_clients_revokes_nothing(store: SqliteStore
     assert await store.client_for_key(KEY_A) == 1 and await store.client_for_key(KEY_B) == 2
 
 
-async def test_a_prefix_of_one_key_revokes_that_key_only(store: SqliteStore) -> None:
+async def test_a_prefix_of_one_key_revokes_that_key_only(store: Store) -> None:
     mine, record = await store.create_api_key(7, "mine")
     other, _ = await store.create_api_key(8, "other")
     # Generated keys are "<client>$<random>"; the listed prefix is the client and 6 random characters.
@@ -50,7 +37,7 @@ async def test_a_prefix_of_one_key_revokes_that_key_only(store: SqliteStore) -> 
     assert await store.revoke_api_key(record.prefix) is None  # already revoked: nothing left to match
 
 
-async def test_one_client_with_two_keys_is_ambiguous_too(store: SqliteStore) -> None:
+async def test_one_client_with_two_keys_is_ambiguous_too(store: Store) -> None:
     first, _ = await store.create_api_key(3)
     second, _ = await store.create_api_key(3)
     with pytest.raises(AmbiguousKeyPrefix) as refused:
@@ -59,7 +46,7 @@ async def test_one_client_with_two_keys_is_ambiguous_too(store: SqliteStore) -> 
     assert await store.client_for_key(first) == 3 and await store.client_for_key(second) == 3
 
 
-async def test_revoke_by_id_and_unknown_ids(store: SqliteStore) -> None:
+async def test_revoke_by_id_and_unknown_ids(store: Store) -> None:
     await store.create_api_key(1, key=KEY_A)
     _, b = await store.create_api_key(2, key=KEY_B)
     revoked = await store.revoke_api_key(str(b.id))
@@ -70,7 +57,7 @@ async def test_revoke_by_id_and_unknown_ids(store: SqliteStore) -> None:
     assert await store.client_for_key(KEY_A) == 1
 
 
-async def test_a_revoked_key_cannot_be_created_again(store: SqliteStore) -> None:
+async def test_a_revoked_key_cannot_be_created_again(store: Store) -> None:
     _, record = await store.create_api_key(1, "RELAY_API_KEY", key=KEY_A)
     await store.revoke_api_key(str(record.id))
     with pytest.raises(StoreError, match="revoked"):
@@ -80,7 +67,7 @@ async def test_a_revoked_key_cannot_be_created_again(store: SqliteStore) -> None
     assert found is not None and found.id == record.id and found.revoked_at is not None
 
 
-async def test_find_and_active_ids(store: SqliteStore) -> None:
+async def test_find_and_active_ids(store: Store) -> None:
     _, a = await store.create_api_key(1, key=KEY_A)
     _, b = await store.create_api_key(2, key=KEY_B)
     assert await store.find_api_key("no-such-key") is None

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from relay.store.base import Store
 from relay.store.changes import Change, RestreamChanged, StreamChanged
-from relay.store.sqlite import SqliteStore
 
 
-async def test_every_write_is_announced_with_before_and_after(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "relay.sqlite3")
+async def test_every_write_is_announced_with_before_and_after(store: Store) -> None:
     seen: list[Change] = []
 
     async def listener(change: Change) -> None:
@@ -41,8 +38,7 @@ async def test_every_write_is_announced_with_before_and_after(tmp_path: Path) ->
         await store.close()
 
 
-async def test_a_failing_listener_neither_undoes_the_write_nor_silences_the_others(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "relay.sqlite3")
+async def test_a_failing_listener_neither_undoes_the_write_nor_silences_the_others(store: Store) -> None:
     heard: list[Change] = []
 
     async def broken(change: Change) -> None:

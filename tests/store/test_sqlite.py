@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from relay.store.base import StoreError
-from relay.store.changes import Change, StreamChanged
 from relay.store.migrations import MIGRATIONS, migrate
 from relay.store.models import GcoreSettings
 from relay.store.sqlite import SqliteStore
@@ -51,87 +49,6 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="newer"):
         migrate(conn)
     conn.close()
-
-
-async def test_ids_are_never_reused_and_cascade_deletes(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "ids.sqlite3")
-    try:
-        first = await store.create_stream(1, {"name": "a"})
-        restream = await store.create_restream(1, {"stream_id": first.id, "uri": "rtmp://h/app/k"})
-        assert await store.delete_stream(first.id, 1)
-        assert await store.get_restream(restream.id) is None
-        second = await store.create_stream(1, {"name": "b"})
-        assert second.id > first.id  # a deleted stream's id (and so its push URL) never comes back
-        assert second.token != first.token
-        with pytest.raises(StoreError):
-            await store.create_restream(1, {"stream_id": first.id, "uri": "rtmp://h/app/k"})
-        assert not await store.delete_stream(second.id, 2)  # another client's: untouched
-        assert await store.get_stream(second.id, 1) is not None
-    finally:
-        await store.close()
-
-
-async def test_gcore_fields_are_kept_as_sent_across_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "fields.sqlite3"
-    sent = {
-        "name": "show",
-        "client_entity_data": '{"seq_id": "1234567890", "name": "John Doe"}',
-        "dvr_duration": 120,
-        "record_type": "transcoded",
-        "html_overlay": True,
-        "projection": "vr180",
-        "cdn_id": 77,
-        "broadcast_ids": [3, 1, 2],
-        "quality_set_id": 9,
-        "hls_mpegts_endlist_tag": False,
-    }
-    store = SqliteStore(path)
-    try:
-        created = await store.create_stream(1, sent)
-        untouched = await store.create_stream(1, {"name": "defaults"})
-        changed = await store.update_stream(created.id, 1, {"projection": "regular", "broadcast_ids": []})
-        assert changed is not None
-    finally:
-        await store.close()
-    store = SqliteStore(path)
-    try:
-        stream = await store.get_stream(created.id, 1)
-        assert stream is not None and stream.client_entity_data == sent["client_entity_data"]
-        assert stream.gcore_settings == GcoreSettings(
-            dvr_duration=120,
-            record_type="transcoded",
-            html_overlay=True,
-            projection="regular",
-            cdn_id=77,
-            broadcast_ids=(),
-            quality_set_id=9,
-            hls_mpegts_endlist_tag=False,
-        )
-        assert (await store.get_stream(untouched.id, 1)) == untouched
-        assert untouched.gcore_settings == GcoreSettings() and untouched.client_entity_data is None
-    finally:
-        await store.close()
-
-
-async def test_a_token_reset_is_a_new_token_announced_as_a_change(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "reset.sqlite3")
-    seen: list[Change] = []
-
-    async def listener(change: Change) -> None:
-        seen.append(change)
-
-    try:
-        stream = await store.create_stream(1, {"name": "show", "srt_passphrase": "0123456789ab"})
-        store.changes.subscribe(listener)
-        assert await store.reset_stream_token(stream.id, 2) is None  # another client's: untouched
-        assert await store.reset_stream_token(10**9, 1) is None
-        reset = await store.reset_stream_token(stream.id, 1)
-        assert reset is not None and reset.token != stream.token and len(reset.token) == len(stream.token)
-        assert reset == replace(stream, token=reset.token)  # nothing else changed
-        assert seen == [StreamChanged(stream.id, stream, reset)]
-        assert store.get_stream_blocking(stream.id) == reset  # what the SRT handshake reads
-    finally:
-        await store.close()
 
 
 async def test_keys_are_stored_hashed(tmp_path: Path) -> None:

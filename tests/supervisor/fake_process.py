@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from relay.hub.subscriber import EndCause, Subscriber
 from relay.push.process import PushExit
 from relay.push.progress import ErrorKind, Progress, classify_error
+from relay.srt.caller import CallerConfig, SendStats
 
 SIGINT_EXIT = 255
 SIGKILLED = -9
@@ -48,6 +49,7 @@ class FakeProcess:
         self.returncode: int | None = None
         self.stopped = self.killed = self.refused = False
         self.last_error: str | None = None
+        self.link_stats: SendStats | None = None
         self._frames = 0
         self._exited = asyncio.Event()
         self._feeder: asyncio.Task[None] | None = None
@@ -169,6 +171,7 @@ class FakeProcesses:
         on_progress: Callable[[Progress], None],
         on_input_end: Callable[[EndCause | None], None],
         log_prefix: str,
+        srt_output: CallerConfig | None = None,
     ) -> FakeProcess:
         process = FakeProcess(
             argv, subscriber, secrets, on_progress=on_progress, on_input_end=on_input_end, log_prefix=log_prefix
