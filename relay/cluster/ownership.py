@@ -4,7 +4,10 @@ A lease is a row of `leases` (stream id, node, epoch, expires_at, media_at). Eve
 database's `now()`; no node's clock is compared with another's. The rules:
 
 - claim: one statement, `INSERT .. ON CONFLICT DO UPDATE .. WHERE` the lease expired, or is this
-  node's, or (publishers only) its publisher sent no media for `takeover_idle_seconds`. Another node's
+  node's, or (publishers only) its publisher sent no media for `takeover_idle_seconds` *and the owner
+  said so*: a renewal came after that silence began (its time is `expires_at - lease_seconds`, so every
+  node must run with the same `lease_seconds`). A node that stopped renewing (frozen, cut off) is never
+  taken over this way, only once its lease expired: by then it has stopped by its local deadline. Another node's
   lease taken over (or an expired one) gets `epoch + 1`, and the old owner is told on `relay_leases`
   to let go at once; this node claiming again keeps the epoch.
 - renewal: every `lease_renew_seconds`, one statement for all the node's leases, each only where node
@@ -59,7 +62,9 @@ ON CONFLICT (stream_id) DO UPDATE SET
     media_at = now()
 WHERE l.expires_at <= now()
    OR l.node_id = EXCLUDED.node_id
-   OR ($4::float8 IS NOT NULL AND l.media_at < now() - make_interval(secs => $4::float8))
+   OR ($4::float8 IS NOT NULL
+       AND l.media_at < now() - make_interval(secs => $4::float8)
+       AND l.expires_at - make_interval(secs => $3) > l.media_at + make_interval(secs => $4::float8))
 RETURNING l.epoch
 """
 # Read before the claim, in its transaction and locked, to know whom a takeover must tell.

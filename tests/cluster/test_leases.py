@@ -73,7 +73,7 @@ async def test_renewals_keep_the_lease_and_media_keeps_a_takeover_away(postgres_
 async def test_a_silent_publisher_is_taken_over_and_the_old_owner_lets_go_at_once(postgres_dsn: str) -> None:
     async with node(postgres_dsn, "a") as a, node(postgres_dsn, "b") as b:
         await a.ownership.claim(3, takeover_idle_seconds=0.5)
-        await asyncio.sleep(0.8)  # renewed, but no media: media_at stays at the claim
+        await asyncio.sleep(1.5)  # renewed, but no media: media_at stays at the claim
         assert a.ownership.owns(3)
         await b.ownership.claim(3, takeover_idle_seconds=0.5)
         assert b.ownership.epoch(3) == 2
@@ -188,3 +188,18 @@ async def test_a_node_that_shuts_down_gives_its_leases_up_at_once(postgres_dsn: 
         for stream_id in (1, 2, 3):  # a closed: no waiting out its leases
             await b.ownership.claim(stream_id, takeover_idle_seconds=None)
             assert b.ownership.epoch(stream_id) == 2
+
+
+async def test_a_node_that_stopped_renewing_is_not_taken_over_as_silent_before_its_lease_expires(
+    postgres_dsn: str,
+) -> None:
+    async with node(postgres_dsn, "a") as a, node(postgres_dsn, "b") as b:
+        await a.ownership.claim(4, takeover_idle_seconds=0.5)
+        a.ownership.media(4)
+        a.ownership.paused = True  # frozen: its publisher was sending, but nothing reaches the database
+        await asyncio.sleep(1.0)  # media_at is older than the takeover time, yet a never said "silent"
+        with pytest.raises(ClaimRefused) as refused:
+            await b.ownership.claim(4, takeover_idle_seconds=0.5)
+        assert refused.value.reason is RefusalReason.OWNED_ELSEWHERE
+        row = await lease_row(postgres_dsn, 4)
+        assert row is not None and row["node_id"] == "a"

@@ -198,7 +198,7 @@ async def test_a_silent_publisher_at_one_node_is_taken_over_by_the_same_key_at_t
             assert stuck.proc is not None
             stuck.proc.send_signal(signal.SIGSTOP)  # a hung encoder: its connection open, nothing sent
             try:
-                await asyncio.sleep(2.0)  # past takeover_idle_seconds (1.5)
+                await asyncio.sleep(3.0)  # past takeover_idle_seconds (1.5), and a renewal of a's since
                 b_url = stream["push_url"].replace(f":{a.server.ports.rtmp}/", f":{b.server.ports.rtmp}/")
                 async with Publisher(pattern_publish_argv(b_url, 40)):
 
