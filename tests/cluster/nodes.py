@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import asyncpg
 
@@ -37,3 +39,19 @@ async def node(dsn: str, node_id: str, settings: LeaseSettings = QUICK) -> Async
             await ownership.close()
     finally:
         await pool.close()
+
+
+async def lease_valid_at(dsn: str, stream_id: int, moment: float) -> tuple[str, bool]:
+    """(owner, was the lease valid at `moment`), `moment` on this process's monotonic clock and in the
+    past: the database's `now()` is read after it, and the time since is taken off (an upper bound of
+    the database's time at `moment`), so a slow query cannot make an early stop look late."""
+    asked = time.monotonic()
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT node_id, expires_at, now() AS db_now FROM leases WHERE stream_id = $1", stream_id
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return row["node_id"], row["db_now"] - timedelta(seconds=asked - moment) < row["expires_at"]

@@ -12,7 +12,7 @@ import pytest
 from relay.cluster.ownership import LeaseSettings
 from relay.engine.ownership import ClaimRefused
 from relay.ingest.gate import RefusalReason
-from tests.cluster.nodes import QUICK, node
+from tests.cluster.nodes import QUICK, lease_valid_at, node
 from tests.support.polling import wait_for
 from tests.support.postgres import PostgresServer
 
@@ -98,9 +98,9 @@ async def test_a_node_that_stops_renewing_lets_go_before_the_database_lease_expi
     async with node(postgres_dsn, "a") as a, node(postgres_dsn, "b") as b:
         await a.ownership.claim(5, takeover_idle_seconds=4.0)
         a.ownership.paused = True  # its renewals stop (a stuck loop, a partition)
-        await wait_for(_true_when(lambda: a.lost == [5]), QUICK.lease_seconds + 1, "a lost the stream")
-        row = await lease_row(postgres_dsn, 5)
-        assert row is not None and row["node_id"] == "a" and row["valid"], "a let go while the lease still held"
+        await wait_for(_true_when(lambda: a.lost == [5]), QUICK.lease_seconds + 1, "a lost the stream", every=0.02)
+        let_go = time.monotonic()
+        assert await lease_valid_at(postgres_dsn, 5, let_go) == ("a", True), "a let go only after its lease expired"
         assert not a.ownership.owns(5)
         with pytest.raises(ClaimRefused):  # a pull never takes a live lease, even one nobody proves
             await b.ownership.claim(5, takeover_idle_seconds=None)
