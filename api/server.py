@@ -104,7 +104,7 @@ class Server:
             self.secrets.hold(("api key", "operator"), (self.admin_key, settings.api_key))
 
             cluster = None
-            if settings.database_url is not None:  # several nodes: leases and status in PostgreSQL
+            if settings.database_url:  # several nodes: leases and status in PostgreSQL, beside the store
                 cluster = self.cluster = Cluster(settings)
                 stack.push_async_callback(cluster.close)
                 await cluster.start()
