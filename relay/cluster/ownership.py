@@ -130,6 +130,9 @@ class PostgresOwnership:
         """Renewals answered (for tests and metrics)."""
         self.renewal_failures = 0
         self.leases_lost = 0
+        self.lost_at: dict[int, float] = {}
+        """When each stream's lease was last lost, on the monotonic clock (the moment its pushes were
+        ordered to stop): for tests and diagnostics."""
         self.paused = False
         """While true nothing reaches the database: renewals are not sent, claims are refused as
         `database_unavailable` (tests: a node cut off from the database, or whose loop is stuck)."""
@@ -147,10 +150,12 @@ class PostgresOwnership:
         return lease is not None and self._clock() < lease.deadline
 
     def media(self, stream_id: int) -> bool:
-        if not self.owns(stream_id):
-            return False
-        self._media.add(stream_id)
-        return True
+        if self.owns(stream_id):
+            self._media.add(stream_id)
+            return True
+        if stream_id in self._leases:  # its deadline passed: the engine drops the stream right after this packet
+            self._forget(stream_id, "a packet came after the local deadline")
+        return False
 
     def owned(self) -> frozenset[int]:
         return frozenset(self._leases)
@@ -217,12 +222,19 @@ class PostgresOwnership:
             log.info("stream %d: lease not released (%s); it expires", stream_id, type(exc).__name__)
 
     # Losing ----------------------------------------------------------------------------------
-    def _lose(self, stream_id: int, why: str) -> None:
+    def _forget(self, stream_id: int, why: str) -> bool:
+        """Drop a lost lease from the books; False if it was not held."""
         if self._leases.pop(stream_id, None) is None:
-            return
+            return False
         self._media.discard(stream_id)
         self.leases_lost += 1
+        self.lost_at[stream_id] = self._clock()
         log.warning("stream %d: lease lost (%s)", stream_id, why)
+        return True
+
+    def _lose(self, stream_id: int, why: str) -> None:
+        if not self._forget(stream_id, why):
+            return
         try:
             self._lost(stream_id)
         except Exception:
