@@ -51,6 +51,9 @@ class PushPlan:
     def wanted(self, restream_id: int) -> bool:
         return restream_id in self._specs
 
+    def of_stream(self, stream_id: int) -> list[int]:
+        return sorted(self._by_stream.get(stream_id, ()))
+
     def client_of(self, restream_id: int) -> int | None:
         return self._clients.get(restream_id)
 
