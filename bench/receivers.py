@@ -48,6 +48,8 @@ class Arrival:
     """blake2b-128 of the FLV tag body (RTMP) or of the PES payload (TS)."""
     keyframe: bool
     config: bool
+    size_bytes: int = 0
+    """Length of the payload (the FLV tag body or the PES payload)."""
 
 
 @dataclass
@@ -111,7 +113,9 @@ class _RtmpConnection(asyncio.Protocol):
                     if isinstance(event, MediaReceived):
                         p = event.packet
                         track.arrivals.append(
-                            Arrival(now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe, p.config)
+                            Arrival(
+                                now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe, p.config, len(p.payload)
+                            )
                         )
                     elif isinstance(event, ConnectRequested):
                         session.accept_connect()
@@ -328,7 +332,7 @@ class SrtReceiver:
     def _new_parser(self) -> TsParser:
         def on_pes(t: float, ts_ms: int, payload: bytes) -> None:
             self.track.arrivals.append(
-                Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False)
+                Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False, len(payload))
             )
 
         return TsParser(on_pes)
