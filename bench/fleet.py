@@ -26,6 +26,7 @@ import aiohttp
 
 from bench.procstat import tree_pids
 from bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
+from bench.systems import NginxSystem
 from relay.media.packets import MediaKind
 from tests.support import FFMPEG, RelayProcess, free_port
 from tests.support.relay_process import ADMIN_KEY
@@ -101,17 +102,38 @@ class Watch(list[Arrival]):
 Receiver = RtmpReceiver | SrtReceiver
 
 
+class NginxApps(NginxSystem):
+    """nginx-rtmp with an application per stream (`in0`, `in1`, ...), each with a `push` per destination."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.apps: list[list[str]] = []
+
+    def config(self, destinations: Sequence[str]) -> str:
+        one = super().config([])
+        head, _, tail = one.partition("        application in {")
+        apps = []
+        for s, urls in enumerate(self.apps):
+            pushes = "".join(f"            push {url};\n" for url in urls)
+            apps.append(f"        application in{s} {{\n            live on;\n{pushes}        }}\n")
+        return head + "".join(apps) + tail.split("        }\n", 1)[1]
+
+
 @dataclass
 class Destination:
     stream: int
     index: int
     receiver: Receiver
     restream_id: int = 0
+    keep_packets: bool = False
+    """Keep every arrival in the track (the capacity bench matches them with the direct receiver's); else
+    a `Watch` counts and checks them and keeps none."""
     watch: Watch = field(init=False)
 
     def __post_init__(self) -> None:
         self.watch = Watch(self.receiver.track)
-        self.receiver.track.arrivals = self.watch
+        if not self.keep_packets:
+            self.receiver.track.arrivals = self.watch
 
     @property
     def name(self) -> str:
@@ -188,10 +210,19 @@ class Fleet:
         srt_destinations: Sequence[tuple[int, int]] = (),
         srt_latency_ms: int = 120,
         env: dict[str, str] | None = None,
+        system: str = "relay",
+        direct: bool = False,
     ) -> None:
+        """`system`: "relay" (its API defines the restreams) or "nginx" (nginx-rtmp, an application per
+        stream with a `push` per destination; RTMP only). `direct`: each publisher also sends the same
+        packets to a receiver of its own (a tee), and destinations keep their packets, to measure the
+        system's added delay."""
         self.workdir = workdir
         self.clip = clip
         self.srt_latency_ms = srt_latency_ms
+        self.system = system
+        self.nginx = NginxApps(workdir / "nginx") if system == "nginx" else None
+        self.directs = [RtmpReceiver(f"direct{s}", free_port()) for s in range(streams)] if direct else []
         self.relay = RelayProcess(
             workdir / "data",
             env_extra={
@@ -212,7 +243,7 @@ class Fleet:
                     if (s, d) in srt_destinations
                     else RtmpReceiver(name, free_port())
                 )
-                self.destinations.append(Destination(s, d, receiver))
+                self.destinations.append(Destination(s, d, receiver, keep_packets=direct))
         self.stream_ids: list[int] = []
         self.publishers: list[Publisher] = []
         self._srt_publishers = set(srt_publishers)
@@ -223,10 +254,31 @@ class Fleet:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
+    @property
+    def root_pid(self) -> int | None:
+        """The system's top process: the relay, or nginx's master."""
+        if self.nginx is not None:
+            return self.nginx.root_pid if self.nginx._process is not None else None
+        return self.relay.process.pid if self.relay.process is not None else None
+
     async def start(self) -> None:
         await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
-        for d in self.destinations:
-            await d.receiver.start()
+        for r in [*self.directs, *(d.receiver for d in self.destinations)]:
+            await r.start()
+        if self.nginx is not None:
+            await self._start_nginx(self.nginx)
+        else:
+            await self._start_relay()
+        for p in self.publishers:
+            await self.start_publisher(p)
+
+    async def _start_nginx(self, nginx: NginxApps) -> None:
+        nginx.apps = [[d.url() for d in self.destinations if d.stream == s] for s in range(self.streams)]
+        await nginx.start([])
+        for s in range(self.streams):
+            self.publishers.append(Publisher(s, f"rtmp://127.0.0.1:{nginx.port}/in{s}/src", "rtmp"))
+
+    async def _start_relay(self) -> None:
         await asyncio.to_thread(self.relay.start)
         self.http = aiohttp.ClientSession(
             base_url=self.relay.base_url,
@@ -248,11 +300,13 @@ class Fleet:
                 {"restream": {"name": d.name, "stream_id": self.stream_ids[d.stream], "uri": d.url()}},
             )
             d.restream_id = int(body["id"])
-        for p in self.publishers:
-            await self.start_publisher(p)
 
     async def start_publisher(self, p: Publisher) -> None:
         container = "mpegts" if p.protocol == "srt" else "flv"
+        output = [container, p.url]
+        if self.directs:
+            direct = self.directs[p.stream].url("live")
+            output = ["tee", f"[f={container}:onfail=ignore]{p.url}|[f=flv:onfail=ignore]{direct}"]
         log = await asyncio.to_thread((self.workdir / f"publisher{p.stream}.log").open, "ab")
         p.process = await asyncio.create_subprocess_exec(
             FFMPEG,
@@ -270,8 +324,7 @@ class Fleet:
             "-c",
             "copy",
             "-f",
-            container,
-            p.url,
+            *output,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
@@ -291,9 +344,9 @@ class Fleet:
         await process.wait()
 
     def note_children(self) -> None:
-        if self.relay.process is None:
+        root = self.root_pid
+        if root is None:
             return
-        root = self.relay.process.pid
         for pid in tree_pids(root):
             if pid == root:
                 continue
@@ -308,14 +361,18 @@ class Fleet:
             await self.http.close()
             self.http = None
         self.note_children()
-        code = await asyncio.to_thread(self.relay.stop)
+        if self.nginx is not None:
+            await self.nginx.stop()
+            code = None
+        else:
+            code = await asyncio.to_thread(self.relay.stop)
         orphans = alive_with_names(self.seen_children)
         for pid, _ in orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for d in self.destinations:
+        for r in [*self.directs, *(d.receiver for d in self.destinations)]:
             with contextlib.suppress(Exception):
-                await d.receiver.close()
+                await r.close()
         return {
             "relay_exit_code": code,
             "children_seen": len(self.seen_children),
