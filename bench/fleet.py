@@ -239,7 +239,7 @@ class Fleet:
             for d in range(destinations):
                 name = f"s{s}d{d}"
                 receiver: Receiver = (
-                    SrtReceiver(name, free_port(), latency_ms=20)
+                    SrtReceiver(name, free_port(), latency_ms=20, track_connections=True)
                     if (s, d) in srt_destinations
                     else RtmpReceiver(name, free_port())
                 )
