@@ -40,7 +40,7 @@ def test_five_minutes_of_churn_leave_nothing_behind(tmp_path: Path) -> None:
     report = asyncio.run(Soak(options, tmp_path / "soak").run())
     text = render(report)
     assert report.error is None, text
-    assert len(report.kills) >= 5 and len(report.drops) >= 4, text
+    assert len(report.kills) >= 4 and len(report.drops) >= 3, text
     assert report.samples and all(s.tasks is not None for s in report.samples), text
     failed = {name: v for name, v in report.verdicts.items() if not v["ok"]}
     assert not failed, text
