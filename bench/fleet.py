@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import statistics
@@ -264,7 +265,7 @@ class Fleet:
     async def start(self) -> None:
         await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
         for r in [*self.directs, *(d.receiver for d in self.destinations)]:
-            await r.start()
+            await start_receiver(r)
         if self.nginx is not None:
             await self._start_nginx(self.nginx)
         else:
@@ -420,6 +421,19 @@ async def wait_until(check: Callable[[], bool], deadline: float, step_seconds: f
             return True
         await asyncio.sleep(step_seconds)
     return check()
+
+
+async def start_receiver(receiver: Receiver, attempts: int = 5) -> None:
+    """Start a receiver on its port, or on another one if something took that port since it was picked
+    (with a hundred receivers, an ephemeral port of someone's connection sometimes lands on one)."""
+    for attempt in range(attempts):
+        try:
+            await receiver.start()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+            receiver.port = free_port()
 
 
 def _json(payload: bytes) -> Any:
