@@ -7,6 +7,7 @@ Labels carry ids and names, never tokens, keys or destination URIs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -301,11 +302,24 @@ class FfmpegProcessCollector(Collector):
         )
 
 
+class TaskCollector(Collector):
+    """How many asyncio tasks the relay's event loop holds: flat over a long run, or something leaks tasks
+    (the soak samples it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = len(asyncio.all_tasks(self._loop))
+        yield GaugeMetricFamily("relay_tasks", "asyncio tasks not yet done on the relay's event loop", value=tasks)
+
+
 def registry_for(node: Node, definitions: ClientDefinitions, extra: Sequence[Collector] = ()) -> CollectorRegistry:
     """A fresh registry holding everything one scrape reports (`extra`: node-wide collectors of the app's)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(node, definitions))
     registry.register(FfmpegProcessCollector())
+    registry.register(TaskCollector(asyncio.get_running_loop()))
     for collector in extra:
         registry.register(collector)
     ProcessCollector(registry=registry)

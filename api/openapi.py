@@ -431,7 +431,7 @@ API key like /streaming/ (Prometheus: `authorization: {type: APIKey, credentials
 per stream (`relay_stream_*`, labels stream_id, name, client_id) and per restream (`relay_restream_*`,
 labels restream_id, stream_id, name, client_id; `relay_restream_state` has a `state` label, 1 for the
 current state) cover the key's client only; `relay_ingest_refusals_total{transport, reason}`,
-`relay_ffmpeg_processes`, `relay_ffmpeg_resident_memory_bytes` and `process_*` are node-wide. Labels
+`relay_ffmpeg_processes`, `relay_ffmpeg_resident_memory_bytes`, `relay_tasks` and `process_*` are node-wide. Labels
 never carry tokens, keys or URIs."""
 
 _OBSERVABILITY: dict[str, Any] = {

@@ -24,6 +24,7 @@ from api.app import create_app
 from api.auth_failures import AuthFailureSettings
 from api.bodies import published_stream_fields, restream_status_body
 from api.limits import ConnectionGuard, GuardedSite, HttpLimits
+from api.loops import ApiLoop
 from api.routes.events import FeedSettings
 from relay.cluster.node import Cluster
 from relay.config import Settings
@@ -189,27 +190,44 @@ class Server:
             body_timeout_seconds=settings.http_body_timeout_seconds,
             keepalive_timeout_seconds=settings.http_keepalive_timeout_seconds,
         )
-        guard = ConnectionGuard(limits)
         feeds = FeedSettings(reserved_subscriptions_per_client=settings.event_feeds_reserved_per_client)
-        runner = web.AppRunner(
-            create_app(
+        engine_loop = asyncio.get_running_loop()
+        # The API on a loop and a thread of its own, off the media path's loop (api/loops.py says why and
+        # what crosses). Closed last of the two: the runner's cleanup runs on it first.
+        api = ApiLoop()
+        api.start()
+        stack.push_async_callback(api.close)
+
+        async def serve_http() -> tuple[web.AppRunner, int]:
+            guard = ConnectionGuard(limits)
+            app = create_app(
                 engine,
                 store,
                 addresses,
                 feed_settings=feeds,
                 guard=guard,
                 auth_failure_settings=AuthFailureSettings.from_settings(self.settings),
-            ),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=GRACEFUL_STOP_SECONDS,
-            keepalive_timeout=limits.keepalive_timeout_seconds,
-        )
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = GuardedSite(runner, settings.api_bind, settings.http_port, guard)  # its own site: port 0 resolved
-        await site.start()
-        return site.port
+                engine_loop=engine_loop,
+            )
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=GRACEFUL_STOP_SECONDS,
+                keepalive_timeout=limits.keepalive_timeout_seconds,
+            )
+            await runner.setup()
+            site = GuardedSite(runner, settings.api_bind, settings.http_port, guard)  # its own site: port 0 resolved
+            try:
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+            return runner, site.port
+
+        runner, port = await api.run(serve_http())
+        stack.push_async_callback(lambda: api.run(runner.cleanup()))
+        return port
 
     async def close(self) -> None:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()

@@ -147,7 +147,7 @@ class EventFeed:
         self._closed = False
 
     def start(self) -> None:
-        self._unsubscribe = self.node.engine.subscribe(self._on_event)
+        self._unsubscribe = self.node.engine.subscribe(self.node.bridge.listener(self._on_event))
         self._stats_task = asyncio.create_task(self._stats_loop(), name="event-feed-stats")
         self._key_task = asyncio.create_task(self._key_loop(), name="event-feed-keys")
 

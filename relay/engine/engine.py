@@ -360,6 +360,11 @@ class Engine:
         client_id = self.pushes.client_of(restream_id)
         if client_id is not None:
             self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id, RestreamStatus.of_push(status)))
+        if status.state is PushState.DISABLED and not self.pushes.wanted(restream_id):
+            # Its last word said: forget the push, or every restream ever deleted stays here (the soak's
+            # API churn found ~100 bytes per created and deleted restream that were never freed).
+            del self._push_states[restream_id]
+            self.pushes.forget(restream_id)
 
     def _on_waiting(self, client_id: int, stream_id: int, restream_id: int, waiting: Waiting) -> None:
         log.info("restream %d: %s", restream_id, waiting.reason)
