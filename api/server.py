@@ -152,6 +152,8 @@ class Server:
             host=settings.media_bind,
             port=port,
             max_unauthenticated_connections=settings.rtmp_max_unauthenticated_connections,
+            max_connections=settings.rtmp_max_connections,
+            max_connections_per_address=settings.rtmp_max_connections_per_address,
             preauth_timeout_seconds=settings.rtmp_preauth_timeout_seconds,
             preauth_max_message_bytes=settings.rtmp_preauth_max_message_bytes,
             preauth_max_partial_bytes=settings.rtmp_preauth_max_partial_bytes,

@@ -232,6 +232,10 @@ class Fleet:
                 "RELAY_MAX_PUSHES_PER_CLIENT": "10000",
                 "RELAY_MAX_STREAMS_PER_CLIENT": "10000",
                 "RELAY_MAX_RESTREAMS_PER_STREAM": "1000",
+                # Every publisher of the bench comes from 127.0.0.1 (as behind a balancer).
+                "RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "10000",
+                "RELAY_RTMP_MAX_CONNECTIONS": "10000",
+                "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "10000",
                 **(env or {}),
             },
         )

@@ -67,6 +67,11 @@ class Settings:
     """Networks and host names no client may push to, the operator's included (relay/policy.py)."""
     # Before authentication (issue 10): what anonymous peers may hold. Documented in the README's table.
     rtmp_max_unauthenticated_connections: int = 64
+    rtmp_max_connections: int = 256
+    """RTMP(S) connections in all, per listener."""
+    rtmp_max_connections_per_address: int = 16
+    """RTMP(S) connections from one peer address: raise it behind a balancer (every publisher then comes
+    from the balancer's address) or for many encoders behind one NAT."""
     rtmp_preauth_timeout_seconds: float = 5.0
     rtmp_preauth_max_message_bytes: int = 32 << 10
     rtmp_preauth_max_partial_bytes: int = 64 << 10
@@ -179,6 +184,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_DESTINATION_ALLOW": "destination_allow",
     "RELAY_DESTINATION_DENY": "destination_deny",
     "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "rtmp_max_unauthenticated_connections",
+    "RELAY_RTMP_MAX_CONNECTIONS": "rtmp_max_connections",
+    "RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "rtmp_max_connections_per_address",
     "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "rtmp_preauth_timeout_seconds",
     "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "rtmp_preauth_max_message_bytes",
     "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "rtmp_preauth_max_partial_bytes",
@@ -282,6 +289,8 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
         "RELAY_RTMP_IDLE_TIMEOUT_SECONDS",
         "RELAY_PUSH_ACK_STALL_SECONDS",
         "RELAY_PUSH_MAX_BEHIND_SECONDS",
+        "RELAY_RTMP_MAX_CONNECTIONS",
+        "RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS",
     ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
