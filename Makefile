@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast test-containers test-network test-cluster lint bench bench-failover setup system-deps test-system-deps clean
+.PHONY: run test test-fast test-containers test-network test-cluster lint bench bench-capacity bench-failover soak setup system-deps test-system-deps clean
 
 # Debian and Ubuntu ship `venv` separately (python3-venv): install it when creating the venv fails.
 $(PY):
@@ -65,10 +65,23 @@ bench: $(TEST_STAMP) system-deps test-system-deps
 	@bash scripts/system-deps.sh bench
 	$(PY) -m bench.relay_bench $(BENCH_ARGS)
 
+# How much one node carries: streams x destinations raised step by step, the relay and nginx-rtmp's `push` in
+# the same run, until a limit; the curve and the knee in bench-results/capacity/ (CAPACITY_ARGS="--help").
+bench-capacity: $(TEST_STAMP) system-deps test-system-deps
+	@bash scripts/system-deps.sh bench
+	$(PY) -m bench.capacity $(CAPACITY_ARGS)
+
+# Hours of 8 streams x 4 destinations with churn (destinations killed, publishers dropped, API writes),
+# sampled every minute; verdicts and the report in bench-results/soak/ (SOAK_ARGS="--help"). A five-minute
+# version runs in `make test` (tests/soak).
+SOAK_HOURS ?= 2
+soak: $(TEST_STAMP) system-deps test-system-deps
+	$(PY) -m bench.soak --hours $(SOAK_HOURS) $(SOAK_ARGS)
+
 # Three nodes on PostgreSQL behind HAProxy: kill -9 of a stream's owner -> first packet at the destinations
-# (bench/failover.py; BENCH_ARGS="--rounds 10 --lease-seconds 10 --renew-seconds 2 --margin-seconds 2").
+# (bench/failover.py; FAILOVER_ARGS="--help").
 bench-failover: $(TEST_STAMP) system-deps test-system-deps
-	$(PY) -m bench.failover $(BENCH_ARGS)
+	$(PY) -m bench.failover $(FAILOVER_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,6 +13,8 @@ from relay.engine import Engine
 from relay.engine.events import (
     EngineEvent,
     InputSwitched,
+    RemoteRestreamChanged,
+    RemoteStreamChanged,
     RestreamStateChanged,
     StreamInfoChanged,
     StreamLiveChanged,
@@ -106,6 +108,19 @@ def srt_send_body(link: SendStats) -> dict[str, Any]:
     }
 
 
+LIVE_FIELDS = (
+    "live",
+    "backup_live",
+    "input",
+    "stream_source_type",
+    "video_width",
+    "video_height",
+    "frame_rate",
+    "status",
+)
+"""The keys of `live_fields`."""
+
+
 def live_fields(snapshot: StreamSnapshot) -> dict[str, Any]:
     """What a stream shows of its live source, in the stream body and in the feed's stats."""
     info = snapshot.info
@@ -121,10 +136,46 @@ def live_fields(snapshot: StreamSnapshot) -> dict[str, Any]:
     }
 
 
-def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord) -> dict[str, Any]:
-    snapshot = engine.stream_snapshot(stream.id)
-    urls = addresses.push_urls(stream.id, stream.token)
+def published_stream_fields(snapshot: StreamSnapshot) -> dict[str, Any]:
+    """What a node shows of a stream it runs, as the stream body has it: what the owner publishes to the
+    cluster (`stream_status.snapshot`) and every other node's API shows for it."""
     live = live_fields(snapshot)
+    return {
+        **live,
+        "started_at_primary": iso(snapshot.started_at),
+        "finished_at_primary": iso(snapshot.finished_at),
+        "started_at_backup": iso(snapshot.started_at_backup),
+        "finished_at_backup": iso(snapshot.finished_at_backup),
+        "status": {**live["status"], "pull": pull_status_body(snapshot.pull) if snapshot.pull else None},
+    }
+
+
+def stream_view(engine: Engine, stream_id: int) -> dict[str, Any]:
+    """The stream's live fields and `node_id`: this node's own while it runs the stream, else those its
+    owner published while that owner's lease is valid, else this node's (offline, `node_id` null)."""
+    snapshot = engine.stream_snapshot(stream_id)
+    fields = published_stream_fields(snapshot)
+    if snapshot.live:
+        return {**fields, "node_id": engine.ownership.node_id}
+    remote = engine.remote.stream(stream_id)
+    if remote is not None and remote.live:
+        return {**fields, **remote.fields, "live": True, "node_id": remote.node_id}
+    return {**fields, "node_id": None}
+
+
+def restream_view(engine: Engine, restream: RestreamRecord) -> tuple[bool, dict[str, Any], str | None]:
+    """(live, status body, node_id) of a restream: this node's push, or the one its owner published."""
+    if engine.is_live(restream.stream_id):
+        return True, restream_status_body(engine.restream_status(restream)), engine.ownership.node_id
+    remote = engine.remote.restream(restream.id)
+    if remote is not None and remote.live and restream.active:
+        return True, dict(remote.status), remote.node_id
+    return False, restream_status_body(engine.restream_status(restream)), None
+
+
+def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord) -> dict[str, Any]:
+    urls = addresses.push_urls(stream.id, stream.token)
+    live = stream_view(engine, stream.id)
     return {
         "id": stream.id,
         "name": stream.name,
@@ -142,14 +193,14 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         "srt_latency_ms": stream.srt_latency_ms,
         "pull": stream.pull,
         "uri": stream.uri,
-        "live": snapshot.live,
-        "backup_live": snapshot.backup_live,
+        "live": live["live"],
+        "backup_live": live["backup_live"],
         "input": live["input"],
         "stream_source_type": live["stream_source_type"],
-        "started_at_primary": iso(snapshot.started_at),
-        "finished_at_primary": iso(snapshot.finished_at),
-        "started_at_backup": iso(snapshot.started_at_backup),
-        "finished_at_backup": iso(snapshot.finished_at_backup),
+        "started_at_primary": live["started_at_primary"],
+        "finished_at_primary": live["finished_at_primary"],
+        "started_at_backup": live["started_at_backup"],
+        "finished_at_backup": live["finished_at_backup"],
         "video_width": live["video_width"],
         "video_height": live["video_height"],
         "frame_rate": live["frame_rate"],
@@ -158,7 +209,8 @@ def stream_body(engine: Engine, addresses: IngestAddresses, stream: StreamRecord
         **gcore_settings_body(stream.gcore_settings),
         "low_latency_enabled": True,  # Gcore: deprecated, always true (its Terraform provider reads it)
         "created_at": iso(stream.created_at),
-        "status": {**live["status"], "pull": pull_status_body(snapshot.pull) if snapshot.pull else None},
+        "status": live["status"],
+        "node_id": live["node_id"],
     }
 
 
@@ -179,6 +231,7 @@ def gcore_settings_body(settings: GcoreSettings) -> dict[str, Any]:
 
 
 def restream_body(engine: Engine, restream: RestreamRecord) -> dict[str, Any]:
+    live, status, node_id = restream_view(engine, restream)
     return {
         "id": restream.id,
         "name": restream.name,
@@ -187,19 +240,21 @@ def restream_body(engine: Engine, restream: RestreamRecord) -> dict[str, Any]:
         "stream_id": restream.stream_id,
         "client_id": restream.client_id,
         "client_user_id": restream.client_user_id,
-        "live": engine.is_live(restream.stream_id),
+        "live": live,
         "no_audio": restream.no_audio,
         "no_audio_mode": restream.no_audio_mode,
         "source": "original",
         "quality_id": None,
         "playlist_id": None,
         "tls_verify": restream.tls_verify,
-        "status": restream_status_body(engine.restream_status(restream)),
+        "status": status,
+        "node_id": node_id,
     }
 
 
-def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
-    """An engine event as the feed sends it: its name and its JSON payload."""
+def event_body(event: EngineEvent, node_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """An engine event as the feed sends it: its name and its JSON payload. `node_id` (this node's) goes
+    into this node's `stream.live` and `restream.status`; another node's events carry their own."""
     if isinstance(event, StreamLiveChanged):
         payload: dict[str, Any] = {
             "client_id": event.client_id,
@@ -210,6 +265,8 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
         }
         if event.reason:
             payload["reason"] = event.reason
+        if node_id is not None:
+            payload["node_id"] = node_id
         return "stream.live", payload
     if isinstance(event, StreamInfoChanged):
         return "stream.info", {
@@ -227,10 +284,31 @@ def event_body(event: EngineEvent) -> tuple[str, dict[str, Any]]:
             "reason": event.reason,
             "restarted": event.restarted,
         }
+    if isinstance(event, RemoteStreamChanged):
+        fields = event.fields
+        return "stream.live", {
+            "client_id": event.client_id,
+            "stream_id": event.stream_id,
+            "live": event.live,
+            "backup_live": bool(fields.get("backup_live")) and event.live,
+            "state": fields.get("status", {}).get("state", "offline") if event.live else "offline",
+            "node_id": event.node_id,
+        }
+    if isinstance(event, RemoteRestreamChanged):
+        return "restream.status", {
+            "client_id": event.client_id,
+            "stream_id": event.stream_id,
+            "restream_id": event.restream_id,
+            "status": dict(event.status),
+            "node_id": event.node_id,
+        }
     assert isinstance(event, RestreamStateChanged)
-    return "restream.status", {
+    body: dict[str, Any] = {
         "client_id": event.client_id,
         "stream_id": event.stream_id,
         "restream_id": event.restream_id,
         "status": restream_status_body(event.status),
     }
+    if node_id is not None:
+        body["node_id"] = node_id
+    return "restream.status", body

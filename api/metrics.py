@@ -7,6 +7,7 @@ Labels carry ids and names, never tokens, keys or destination URIs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -18,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from api.bodies import restream_view, stream_view
 from api.routes.common import Node
-from relay.engine.status import RestreamStatus
+from relay.cluster.ownership import PostgresOwnership
 from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
@@ -100,10 +102,18 @@ class RelayCollector(Collector):
             "Times another input took over feeding the destinations since the relay started",
             labels=stream_labels,
         )
+        owner = GaugeMetricFamily(
+            "relay_stream_owner",
+            "1 for the node running the live stream (several nodes: the holder of its lease)",
+            labels=[*stream_labels, "node_id"],
+        )
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
             snapshot = engine.stream_snapshot(stream.id)
-            live.add_metric(labels, 1.0 if snapshot.live else 0.0)
+            view = stream_view(engine, stream.id)  # another node's stream: live as its owner published it
+            live.add_metric(labels, 1.0 if view["live"] else 0.0)
+            if view["node_id"] is not None:
+                owner.add_metric([*labels, view["node_id"]], 1.0)
             active.add_metric(labels, 1.0 if stream.active else 0.0)
             ingest_bytes.add_metric(labels, snapshot.status.bytes_in_total)
             ingest_rate.add_metric(labels, snapshot.status.bitrate_kbps * 1000)
@@ -112,7 +122,7 @@ class RelayCollector(Collector):
                 feeding.add_metric([*labels, stream_input.value], 1.0 if snapshot.input is stream_input else 0.0)
             backup_live.add_metric(labels, 1.0 if snapshot.backup_live else 0.0)
             switches.add_metric(labels, snapshot.input_switches)
-        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches)
+        yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches, owner)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
         state = GaugeMetricFamily(
@@ -158,20 +168,21 @@ class RelayCollector(Collector):
         )
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
-            status: RestreamStatus = engine.restream_status(restream)
+            _, status, _ = restream_view(engine, restream)  # this node's push, or the owner's published status
             for name in RESTREAM_STATES:
-                state.add_metric([*labels, name], 1.0 if status.state.value == name else 0.0)
+                state.add_metric([*labels, name], 1.0 if status["state"] == name else 0.0)
             r_active.add_metric(labels, 1.0 if restream.active else 0.0)
-            r_bytes.add_metric(labels, status.bytes)
-            r_rate.add_metric(labels, status.bitrate_kbps * 1000)
-            r_restarts.add_metric(labels, status.restarts)
-            r_uptime.add_metric(labels, status.uptime_seconds)
+            r_bytes.add_metric(labels, status["bytes"])
+            r_rate.add_metric(labels, status["bitrate_kbps"] * 1000)
+            r_restarts.add_metric(labels, status["restarts"])
+            r_uptime.add_metric(labels, status["uptime_seconds"])
+            acked_kbps, rtt_ms = status.get("acked_bitrate_kbps"), status.get("rtt_ms")
             for family, value in (
-                (r_acked, None if status.acked_bitrate_kbps is None else status.acked_bitrate_kbps * 1000),
-                (r_rtt, None if status.rtt_ms is None else status.rtt_ms / 1000),
-                (r_retrans, status.retransmits),
-                (r_unacked, status.unacked_bytes),
-                (r_behind, status.behind_live_seconds),
+                (r_acked, None if acked_kbps is None else acked_kbps * 1000),
+                (r_rtt, None if rtt_ms is None else rtt_ms / 1000),
+                (r_retrans, status.get("retransmits")),
+                (r_unacked, status.get("unacked_bytes")),
+                (r_behind, status.get("behind_live_seconds")),
             ):
                 if value is not None:
                     family.add_metric(labels, float(value))
@@ -188,6 +199,29 @@ class RelayCollector(Collector):
         for (transport, reason), count in sorted(engine.admission.refusals.items()):
             refusals.add_metric([transport, reason], float(count))
         yield refusals
+
+        ownership = engine.ownership
+        if isinstance(ownership, PostgresOwnership):  # several nodes: this node's leases
+            node = [ownership.node_id]
+            held = GaugeMetricFamily("relay_cluster_leases", "Stream leases this node holds", labels=["node_id"])
+            held.add_metric(node, len(ownership.owned()))
+            renewals = CounterMetricFamily(
+                "relay_cluster_lease_renewals", "Lease renewals the database answered", labels=["node_id"]
+            )
+            renewals.add_metric(node, ownership.renewals)
+            failures = CounterMetricFamily(
+                "relay_cluster_lease_renewal_failures",
+                "Lease renewals that failed (database unreachable or slow)",
+                labels=["node_id"],
+            )
+            failures.add_metric(node, ownership.renewal_failures)
+            lost = CounterMetricFamily(
+                "relay_cluster_leases_lost",
+                "Leases this node lost (taken over, expired, not provable in time)",
+                labels=["node_id"],
+            )
+            lost.add_metric(node, ownership.leases_lost)
+            yield from (held, renewals, failures, lost)
 
     def _limits(self) -> Iterator[Metric]:
         """The client's use against its limits, and the node's running pushes against its cap."""
@@ -268,11 +302,24 @@ class FfmpegProcessCollector(Collector):
         )
 
 
+class TaskCollector(Collector):
+    """How many asyncio tasks the relay's event loop holds: flat over a long run, or something leaks tasks
+    (the soak samples it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = len(asyncio.all_tasks(self._loop))
+        yield GaugeMetricFamily("relay_tasks", "asyncio tasks not yet done on the relay's event loop", value=tasks)
+
+
 def registry_for(node: Node, definitions: ClientDefinitions, extra: Sequence[Collector] = ()) -> CollectorRegistry:
     """A fresh registry holding everything one scrape reports (`extra`: node-wide collectors of the app's)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(node, definitions))
     registry.register(FfmpegProcessCollector())
+    registry.register(TaskCollector(asyncio.get_running_loop()))
     for collector in extra:
         registry.register(collector)
     ProcessCollector(registry=registry)

@@ -248,6 +248,11 @@ _STREAM = {
         "pull": {"type": "boolean"},
         "uri": _NULL_STR,
         "live": {"type": "boolean"},
+        "node_id": {
+            **_NULL_STR,
+            "description": "Extension (ours): the relay node running the stream while it is live (several "
+            "nodes on PostgreSQL: the holder of the stream's lease); null while offline",
+        },
         "backup_live": {"type": "boolean", "description": "A publisher is connected on the backup input"},
         "input": {
             "type": "string",
@@ -315,6 +320,11 @@ _RESTREAM = {
         "client_id": _INT,
         "client_user_id": _NULL_INT,
         "live": {"type": "boolean"},
+        "node_id": {
+            **_NULL_STR,
+            "description": "Extension (ours): the relay node running the push's stream while it is live (several "
+            "nodes on PostgreSQL: the holder of the stream's lease); null while offline",
+        },
         "no_audio": {"type": "boolean"},
         "no_audio_mode": {"type": "string", "enum": ["drop", "silence"]},
         "source": {"type": "string", "enum": ["original", "transcoded"]},
@@ -395,17 +405,18 @@ blank line:
 - `hello` first: `{"client_id", "stats_interval_seconds", "heartbeat_seconds"}`;
 - `stream.live` when a stream starts, holds (publisher dropped, destinations kept for its return) or
   ends publishing, and when the backup input connects or leaves: `{"client_id", "stream_id", "live",
-  "backup_live", "state": "live"|"reconnecting"|"offline", "reason"?}`;
+  "backup_live", "state": "live"|"reconnecting"|"offline", "reason"?, "node_id"}` (`node_id`: the
+  relay node that saw the change: this one, or in a cluster the node running the stream);
 - `stream.input` when another input feeds the destinations: `{"client_id", "stream_id", "input":
   "main"|"backup", "reason": "dropped"|"silent"|"preferred"|"returned", "restarted"}` (`restarted`:
   the inputs' codecs or containers differed, so the pushes restarted instead of continuing);
 - `stream.info` when the source's video is known: `{"client_id", "stream_id", "video_width",
   "video_height", "frame_rate"}`;
-- `restream.status` when a push changes state: `{"client_id", "stream_id", "restream_id", "status"}`
-  (`status` as on a restream);
+- `restream.status` when a push changes state: `{"client_id", "stream_id", "restream_id", "status",
+  "node_id"}` (`status` as on a restream; `node_id` as above);
 - `stats` every 2 s: `{"client_id", "time", "streams": [{"id", "name", "active", "live",
-  "backup_live", "input", "stream_source_type", "video_width", "video_height", "frame_rate", "status"}],
-  "restreams": [{"id", "stream_id", "name", "active", "live", "status"}]}`;
+  "backup_live", "input", "stream_source_type", "video_width", "video_height", "frame_rate", "status",
+  "node_id"}], "restreams": [{"id", "stream_id", "name", "active", "live", "status", "node_id"}]}`;
 - `resync` when this reader fell too far behind and events were dropped: reload everything.
 
 A comment line `: heartbeat` comes every 15 s while nothing else is sent. Only the latest `stats` is
@@ -420,7 +431,7 @@ API key like /streaming/ (Prometheus: `authorization: {type: APIKey, credentials
 per stream (`relay_stream_*`, labels stream_id, name, client_id) and per restream (`relay_restream_*`,
 labels restream_id, stream_id, name, client_id; `relay_restream_state` has a `state` label, 1 for the
 current state) cover the key's client only; `relay_ingest_refusals_total{transport, reason}`,
-`relay_ffmpeg_processes`, `relay_ffmpeg_resident_memory_bytes` and `process_*` are node-wide. Labels
+`relay_ffmpeg_processes`, `relay_ffmpeg_resident_memory_bytes`, `relay_tasks` and `process_*` are node-wide. Labels
 never carry tokens, keys or URIs."""
 
 _OBSERVABILITY: dict[str, Any] = {

@@ -1,6 +1,8 @@
 """The composition root: one relay node, its parts started top to bottom and closed in reverse.
 
-    store -> API keys -> engine -> RTMP -> RTMPS -> SRT -> HTTP
+    store -> API keys -> [cluster] -> engine -> RTMP -> RTMPS -> SRT -> HTTP
+
+(the cluster only with RELAY_DATABASE_URL: relay/cluster/node.py).
 
 This is the one module that sees both the engine (relay/) and the HTTP API (api/), so that the engine
 never imports the API. `Server` owns the lifecycle only; command-line parsing, key commands and the
@@ -20,8 +22,11 @@ from aiohttp import web
 
 from api.app import create_app
 from api.auth_failures import AuthFailureSettings
+from api.bodies import published_stream_fields, restream_status_body
 from api.limits import ConnectionGuard, GuardedSite, HttpLimits
+from api.loops import ApiLoop
 from api.routes.events import FeedSettings
+from relay.cluster.node import Cluster
 from relay.config import Settings
 from relay.engine import Engine
 from relay.ingest.addresses import IngestAddresses
@@ -60,6 +65,8 @@ class Server:
         self._stack = contextlib.AsyncExitStack()
         self._store: Store | None = None
         self._engine: Engine | None = None
+        self.cluster: Cluster | None = None
+        """This node's part of the cluster, when RELAY_DATABASE_URL names a PostgreSQL."""
         self.admin_key: str | None = None
         """The operator's key in clear when known (given, or generated on first start)."""
         self._ports: BoundPorts | None = None
@@ -97,9 +104,18 @@ class Server:
             self.admin_key = await bootstrap_admin_key(store, settings)
             self.secrets.hold(("api key", "operator"), (self.admin_key, settings.api_key))
 
-            engine = self._engine = Engine(settings, store)
+            cluster = None
+            if settings.database_url:  # several nodes: leases and status in PostgreSQL, beside the store
+                cluster = self.cluster = Cluster(settings)
+                stack.push_async_callback(cluster.close)
+                await cluster.start()
+
+            ownership, remote = (cluster.ownership, cluster.view) if cluster is not None else (None, None)
+            engine = self._engine = Engine(settings, store, ownership=ownership, remote=remote)
             stack.push_async_callback(engine.close)
             await engine.start()
+            if cluster is not None:
+                cluster.publish(engine, published_stream_fields, restream_status_body)
 
             rtmp_settings = self._rtmp_settings(settings.rtmp_port)
             rtmp = RtmpServer(engine, rtmp_settings, on_refused=engine.admission.refused)
@@ -129,6 +145,9 @@ class Server:
             http_port = await self._start_http(stack, engine, store, addresses)
 
             self._ports = BoundPorts(http=http_port, rtmp=rtmp.port, rtmps=rtmps_port, srt=srt_port)
+            if cluster is not None:
+                ingest = {"host": settings.public_host, "rtmp": rtmp.port, "rtmps": rtmps_port, "srt": srt_port}
+                await cluster.register(f"http://{settings.public_host}:{http_port}", ingest)
             self._stack = stack.pop_all()
         return self._ports
 
@@ -138,6 +157,8 @@ class Server:
             host=settings.media_bind,
             port=port,
             max_unauthenticated_connections=settings.rtmp_max_unauthenticated_connections,
+            max_connections=settings.rtmp_max_connections,
+            max_connections_per_address=settings.rtmp_max_connections_per_address,
             preauth_timeout_seconds=settings.rtmp_preauth_timeout_seconds,
             preauth_max_message_bytes=settings.rtmp_preauth_max_message_bytes,
             preauth_max_partial_bytes=settings.rtmp_preauth_max_partial_bytes,
@@ -176,27 +197,44 @@ class Server:
             body_timeout_seconds=settings.http_body_timeout_seconds,
             keepalive_timeout_seconds=settings.http_keepalive_timeout_seconds,
         )
-        guard = ConnectionGuard(limits)
         feeds = FeedSettings(reserved_subscriptions_per_client=settings.event_feeds_reserved_per_client)
-        runner = web.AppRunner(
-            create_app(
+        engine_loop = asyncio.get_running_loop()
+        # The API on a loop and a thread of its own, off the media path's loop (api/loops.py says why and
+        # what crosses). Closed last of the two: the runner's cleanup runs on it first.
+        api = ApiLoop()
+        api.start()
+        stack.push_async_callback(api.close)
+
+        async def serve_http() -> tuple[web.AppRunner, int]:
+            guard = ConnectionGuard(limits)
+            app = create_app(
                 engine,
                 store,
                 addresses,
                 feed_settings=feeds,
                 guard=guard,
                 auth_failure_settings=AuthFailureSettings.from_settings(self.settings),
-            ),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=GRACEFUL_STOP_SECONDS,
-            keepalive_timeout=limits.keepalive_timeout_seconds,
-        )
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = GuardedSite(runner, settings.api_bind, settings.http_port, guard)  # its own site: port 0 resolved
-        await site.start()
-        return site.port
+                engine_loop=engine_loop,
+            )
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=GRACEFUL_STOP_SECONDS,
+                keepalive_timeout=limits.keepalive_timeout_seconds,
+            )
+            await runner.setup()
+            site = GuardedSite(runner, settings.api_bind, settings.http_port, guard)  # its own site: port 0 resolved
+            try:
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+            return runner, site.port
+
+        runner, port = await api.run(serve_http())
+        stack.push_async_callback(lambda: api.run(runner.cleanup()))
+        return port
 
     async def close(self) -> None:
         stack, self._stack = self._stack, contextlib.AsyncExitStack()

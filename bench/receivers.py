@@ -48,6 +48,8 @@ class Arrival:
     """blake2b-128 of the FLV tag body (RTMP) or of the PES payload (TS)."""
     keyframe: bool
     config: bool
+    size_bytes: int = 0
+    """Length of the payload (the FLV tag body or the PES payload)."""
 
 
 @dataclass
@@ -111,7 +113,9 @@ class _RtmpConnection(asyncio.Protocol):
                     if isinstance(event, MediaReceived):
                         p = event.packet
                         track.arrivals.append(
-                            Arrival(now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe, p.config)
+                            Arrival(
+                                now, p.kind, p.timestamp_ms, digest(p.payload), p.keyframe, p.config, len(p.payload)
+                            )
                         )
                     elif isinstance(event, ConnectRequested):
                         session.accept_connect()
@@ -293,10 +297,17 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
         self._pending: list[tuple[float, bytes]] = []
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        now = time.monotonic()
+        if fd == 2:
+            # `-v`: srt-live-transmit says when a caller connects; a new connection is a new stream.
+            for _ in range(data.count(b"Accepted SRT source connection")):
+                self._pending.append((now, b""))
+                if len(self._pending) == 1:
+                    asyncio.get_running_loop().call_soon(self._parse)
+            return
         if fd != 1:
             return
-        now = time.monotonic()
-        if not self._connected:
+        if not self._connected and not self._receiver.track_connections:
             self._connected = True
             self._receiver.track.publishes.append(now)
         self._pending.append((now, data))
@@ -306,7 +317,11 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
     def _parse(self) -> None:
         pending, self._pending = self._pending, []
         for now, data in pending:
-            self._receiver.parser.feed(now, data)
+            if data:
+                self._receiver.parser.feed(now, data)
+            else:  # a new connection: what the last one left unfinished is dropped
+                self._receiver.parser = self._receiver._new_parser()
+                self._receiver.track.publishes.append(now)
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -317,10 +332,13 @@ class SrtReceiver:
     """An SRT listener (`srt-live-transmit`, TSBPD off so packets are delivered as they arrive) whose
     MPEG-TS output is parsed here."""
 
-    def __init__(self, name: str, port: int, *, latency_ms: int = 20) -> None:
+    def __init__(self, name: str, port: int, *, latency_ms: int = 20, track_connections: bool = False) -> None:
         self.track = Track(name)
         self.port = port
         self.latency_ms = latency_ms
+        self.track_connections = track_connections
+        """Count each caller's connection in `track.publishes` (from srt-live-transmit's `-v` lines), not
+        only the first data of each listener process: the listener outlives a caller that reconnects."""
         self.parser = self._new_parser()
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
@@ -328,7 +346,7 @@ class SrtReceiver:
     def _new_parser(self) -> TsParser:
         def on_pes(t: float, ts_ms: int, payload: bytes) -> None:
             self.track.arrivals.append(
-                Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False)
+                Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False, len(payload))
             )
 
         return TsParser(on_pes)
@@ -344,12 +362,12 @@ class SrtReceiver:
         transport, protocol = await loop.subprocess_exec(
             lambda: _PipeProtocol(self),
             SRT_LIVE_TRANSMIT,
-            "-q",
+            "-v" if self.track_connections else "-q",
             listen,
             "file://con",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE if self.track_connections else asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )
         self._transport, self._protocol = transport, protocol

@@ -7,6 +7,8 @@ nothing reads the environment after start-up.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -69,6 +71,11 @@ class Settings:
     """Networks and host names no client may push to, the operator's included (relay/policy.py)."""
     # Before authentication (issue 10): what anonymous peers may hold. Documented in the README's table.
     rtmp_max_unauthenticated_connections: int = 64
+    rtmp_max_connections: int = 256
+    """RTMP(S) connections in all, per listener."""
+    rtmp_max_connections_per_address: int = 16
+    """RTMP(S) connections from one peer address: raise it behind a balancer (every publisher then comes
+    from the balancer's address) or for many encoders behind one NAT."""
     rtmp_preauth_timeout_seconds: float = 5.0
     rtmp_preauth_max_message_bytes: int = 32 << 10
     rtmp_preauth_max_partial_bytes: int = 64 << 10
@@ -87,6 +94,24 @@ class Settings:
     """Cap of the backoff between pull attempts (alternatives tried in turn)."""
     pull_stall_timeout_seconds: float = 10.0
     """A pull that delivers no media for this long is restarted."""
+    # Several nodes (issue 12): ownership of streams by leases in PostgreSQL (with `database_url`).
+    node_id: str | None = None
+    """This node's name in the cluster; None: `<host name>:<http port>` (`resolved_node_id`)."""
+    lease_seconds: float = 10.0
+    """How long a stream's lease lasts in the database unless renewed."""
+    lease_renew_seconds: float = 2.0
+    """How often a node renews every lease it holds (one statement)."""
+    lease_margin_seconds: float = 2.0
+    """A node stops a stream this long before its lease could expire when renewals do not come back."""
+
+    @property
+    def resolved_node_id(self) -> str:
+        """RELAY_NODE_ID, else `<host name>:<http port>`; with port 0 (a port chosen at bind time, tests)
+        a random suffix instead of the port: ask once and keep the answer."""
+        if self.node_id:
+            return self.node_id
+        return f"{socket.gethostname()}:{self.http_port or 'any-' + uuid.uuid4().hex[:8]}"
+
     # SRT destinations (issue 14): who sends, and how soon a dead destination is noticed.
     srt_push: str = "relay"
     """"relay": the push's ffmpeg writes MPEG-TS to a pipe and the relay's own libsrt caller sends it
@@ -166,6 +191,8 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_DESTINATION_ALLOW": "destination_allow",
     "RELAY_DESTINATION_DENY": "destination_deny",
     "RELAY_RTMP_MAX_UNAUTHENTICATED_CONNECTIONS": "rtmp_max_unauthenticated_connections",
+    "RELAY_RTMP_MAX_CONNECTIONS": "rtmp_max_connections",
+    "RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "rtmp_max_connections_per_address",
     "RELAY_RTMP_PREAUTH_TIMEOUT_SECONDS": "rtmp_preauth_timeout_seconds",
     "RELAY_RTMP_PREAUTH_MAX_MESSAGE_BYTES": "rtmp_preauth_max_message_bytes",
     "RELAY_RTMP_PREAUTH_MAX_PARTIAL_BYTES": "rtmp_preauth_max_partial_bytes",
@@ -183,6 +210,10 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_PUSH_MAX_BEHIND_SECONDS": "push_max_behind_seconds",
     "RELAY_PUSH_BEHIND_POLICY": "push_behind_policy",
     "RELAY_PUSH_SEND_BUFFER_BYTES": "push_send_buffer_bytes",
+    "RELAY_NODE_ID": "node_id",
+    "RELAY_LEASE_SECONDS": "lease_seconds",
+    "RELAY_LEASE_RENEW_SECONDS": "lease_renew_seconds",
+    "RELAY_LEASE_MARGIN_SECONDS": "lease_margin_seconds",
     "RELAY_SRT_PUSH": "srt_push",
     "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "srt_push_peer_idle_timeout_ms",
 }
@@ -265,6 +296,8 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
         "RELAY_RTMP_IDLE_TIMEOUT_SECONDS",
         "RELAY_PUSH_ACK_STALL_SECONDS",
         "RELAY_PUSH_MAX_BEHIND_SECONDS",
+        "RELAY_RTMP_MAX_CONNECTIONS",
+        "RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS",
     ):
         if ENVIRONMENT[name] in changes and changes[ENVIRONMENT[name]] <= 0:
             raise ConfigError(f"{name}: must be positive")
@@ -272,6 +305,13 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
         raise ConfigError("RELAY_PUSH_BEHIND_POLICY: expected skip or restart")
     if changes.get("push_send_buffer_bytes", 0) < 0:
         raise ConfigError("RELAY_PUSH_SEND_BUFFER_BYTES: must not be negative")
+    lease_fields = ("lease_seconds", "lease_renew_seconds", "lease_margin_seconds")
+    lease = [changes.get(name, getattr(settings, name)) for name in lease_fields]
+    if min(lease) <= 0 or lease[1] + lease[2] >= lease[0]:
+        raise ConfigError(
+            "RELAY_LEASE_SECONDS, RELAY_LEASE_RENEW_SECONDS, RELAY_LEASE_MARGIN_SECONDS: "
+            "expected positive values with renew + margin < lease"
+        )
     if changes.get("srt_push", settings.srt_push) not in ("relay", "ffmpeg"):
         raise ConfigError("RELAY_SRT_PUSH: expected relay or ffmpeg")
     if not 300 <= changes.get("srt_push_peer_idle_timeout_ms", settings.srt_push_peer_idle_timeout_ms) <= 60_000:

@@ -251,7 +251,7 @@
     view.facts = el('dl', { class: 'facts' });
     view.factValues = {};
     for (const [key, label] of [['size', 'Video'], ['fps', 'Frame rate'], ['bitrate', 'Bitrate'],
-      ['received', 'Received'], ['uptime', 'Live for'], ['transport', 'Via'], ['input', 'Input']]) {
+      ['received', 'Received'], ['uptime', 'Live for'], ['transport', 'Via'], ['input', 'Input'], ['node', 'Node']]) {
       view.factValues[key] = el('dd');
       view.facts.append(el('div', {}, el('dt', { text: label }), view.factValues[key]));
     }
@@ -325,6 +325,8 @@
     const standby = stream.input === 'main' && stream.backup_live ? ' (backup ready)' : '';
     setText(values.input, stream.live && stream.input ? `${stream.input}${standby}` : '\u2014');
     values.input.dataset.input = stream.live && stream.input ? stream.input : '';
+    // Several relay nodes: the one running the stream (the holder of its lease).
+    setText(values.node, stream.live && stream.node_id ? stream.node_id : '\u2014');
     const urlsKey = [stream.push_url, stream.push_url_rtmps, stream.push_url_srt, stream.backup_push_url,
       stream.srt_passphrase].join('|');
     if (stream.push_url && view.urlsKey !== urlsKey) {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from api.auth import client_id
 from api.errors import ValidationFailed, json_response
+from api.loops import LoopBridge
 from relay.engine import Engine
 from relay.ingest.addresses import IngestAddresses
 from relay.store.base import Store
@@ -25,7 +26,10 @@ class Node:
 
     engine: Engine
     store: Store
+    """Writes (and reads, unless the store allows otherwise) run on the engine's loop: see api/loops.py."""
     addresses: IngestAddresses
+    bridge: LoopBridge = field(default_factory=LoopBridge)
+    """How the API's loop reaches the engine's (the same loop unless the server runs the API on its own)."""
 
 
 NODE = web.AppKey("node", Node)

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from api.auth import api_key_id, client_id
-from api.bodies import event_body, live_fields, restream_status_body
+from api.bodies import LIVE_FIELDS, event_body, restream_view, stream_view
 from api.errors import generic_error
 from api.metrics import load_definitions
 from api.routes.common import NODE, Node
@@ -147,7 +147,7 @@ class EventFeed:
         self._closed = False
 
     def start(self) -> None:
-        self._unsubscribe = self.node.engine.subscribe(self._on_event)
+        self._unsubscribe = self.node.engine.subscribe(self.node.bridge.listener(self._on_event))
         self._stats_task = asyncio.create_task(self._stats_loop(), name="event-feed-stats")
         self._key_task = asyncio.create_task(self._key_loop(), name="event-feed-keys")
 
@@ -211,7 +211,7 @@ class EventFeed:
         owner = event.client_id
         if not any(s.client_id == owner for s in self._subscriptions):
             return  # nobody of that client listens: no JSON to make
-        kind, payload = event_body(event)
+        kind, payload = event_body(event, self.node.engine.ownership.node_id)
         for subscription in list(self._subscriptions):
             if subscription.client_id == owner:
                 subscription.offer(kind, payload)
@@ -262,9 +262,10 @@ async def client_stats(node: Node, client: int) -> dict[str, Any]:
             "id": stream.id,
             "name": stream.name,
             "active": stream.active,
-            **live_fields(engine.stream_snapshot(stream.id)),
+            **{key: view[key] for key in (*LIVE_FIELDS, "node_id")},
         }
         for stream in definitions.streams
+        for view in (stream_view(engine, stream.id),)
     ]
     restreams = [
         {
@@ -272,10 +273,12 @@ async def client_stats(node: Node, client: int) -> dict[str, Any]:
             "stream_id": restream.stream_id,
             "name": restream.name,
             "active": restream.active,
-            "live": engine.is_live(restream.stream_id),
-            "status": restream_status_body(engine.restream_status(restream)),
+            "live": live,
+            "status": status,
+            "node_id": node_id,
         }
         for restream in definitions.restreams
+        for live, status, node_id in (restream_view(engine, restream),)
     ]
     return {
         "client_id": client,

@@ -19,8 +19,10 @@ routes = web.RouteTableDef()
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     node_wide = [AuthFailureCollector(request.app[AUTH_FAILURES])]
-    body, content_type = await metrics.render(
-        node_of(request), client_id(request), request.headers.get("Accept"), node_wide
+    node = node_of(request)
+    # The scrape walks every push: on the engine's loop, where they change (api/loops.py).
+    body, content_type = await node.bridge.on_engine(
+        metrics.render(node, client_id(request), request.headers.get("Accept"), node_wide)
     )
     response = web.Response(body=body, headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = content_type

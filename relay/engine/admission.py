@@ -28,6 +28,7 @@ from relay.ingest.gate import (
 )
 from relay.ingest.srt_admission import SrtAdmit
 from relay.srt.streamid import InvalidStreamId, parse_streamid
+from relay.store.base import StoreUnavailable
 from relay.store.models import StreamRecord
 
 log = logging.getLogger("relay.engine.admission")
@@ -151,7 +152,11 @@ class Admission:
             if not self._accepting:
                 raise PublishRefused(RefusalReason.UNAVAILABLE, "relay is shutting down")
             key = self._stream_key(request.stream_key, transport)
-            stream = check_stream(key.stream_id, await self._streams.get_stream(key.stream_id), key.token)
+            try:
+                record = await self._streams.get_stream(key.stream_id)
+            except StoreUnavailable as exc:  # PostgreSQL away: no publisher can be checked, nor own a stream
+                raise PublishRefused(RefusalReason.DATABASE_UNAVAILABLE, "the definitions cannot be read") from exc
+            stream = check_stream(key.stream_id, record, key.token)
             return Admitted(stream, self._silent_publisher(key.stream_id, key.input), key.input)
         except PublishRefused as refused:
             self.refused(transport, refused.reason)

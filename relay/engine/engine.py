@@ -28,10 +28,13 @@ from relay.engine.admission import Admission
 from relay.engine.events import (
     EngineEvent,
     InputSwitched,
+    RemoteRestreamChanged,
+    RemoteStreamChanged,
     RestreamStateChanged,
     StreamInfoChanged,
     StreamLiveChanged,
 )
+from relay.engine.ownership import ClaimRefused, LocalOwnership, NoRemote, Ownership, RemoteView
 from relay.engine.pulls import PullPlan, pulled
 from relay.engine.pushes import PushPlan
 from relay.engine.registry import LiveRegistry, LiveSession
@@ -74,7 +77,7 @@ from relay.push.srt_process import push_process
 from relay.push.tcp_diag import SockDiagProbe
 from relay.store.base import Store
 from relay.store.changes import Change, StreamChanged
-from relay.store.models import RestreamRecord
+from relay.store.models import RestreamRecord, StreamRecord
 from relay.supervisor.attempt import ProcessFactory
 from relay.supervisor.settings import BehindPolicy, SupervisorSettings
 from relay.supervisor.states import PushState, PushStatus
@@ -112,9 +115,16 @@ class Engine:
         process_factory: ProcessFactory = push_process,
         pull_process_factory: PullProcessFactory = PullProcess,
         transport_probe: TransportProbe | None = None,
+        ownership: Ownership | None = None,
+        remote: RemoteView | None = None,
     ) -> None:
         """`transport_probe`: how push connections are read (default: the kernel's sock_diag)."""
         self.settings = settings
+        self.ownership: Ownership = ownership or LocalOwnership(settings.resolved_node_id)
+        """Which streams this node may run (a lease each when several nodes share PostgreSQL)."""
+        self.ownership.on_lost(self._on_lost)
+        self.remote: RemoteView = remote or NoRemote()
+        """Streams and restreams other nodes run, as they publish them (the API shows them)."""
         self.store = store
         self.registry = LiveRegistry(clock)
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
@@ -166,6 +176,18 @@ class Engine:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
+    def emit_remote(self, event: RemoteStreamChanged | RemoteRestreamChanged) -> None:
+        """Hand another node's status change to this node's observers (the cluster's view calls it)."""
+        self._emit(event)
+
+    def client_of(self, stream_id: int) -> int | None:
+        """The client of a stream that published here since start-up."""
+        return self.registry.client_of(stream_id)
+
+    def client_of_restream(self, restream_id: int) -> int | None:
+        """The client of a wanted restream."""
+        return self.pushes.client_of(restream_id)
+
     def _emit(self, event: EngineEvent) -> None:
         for listener in list(self._listeners):
             try:
@@ -185,6 +207,16 @@ class Engine:
         admitted = await self.admission.admit(request)
         stream = admitted.stream
         stream_input = admitted.input
+        transport = request.publisher.transport
+        try:
+            await self.ownership.claim(stream.id, takeover_idle_seconds=self.settings.takeover_idle_seconds)
+        except ClaimRefused as refused:
+            self.admission.refused(transport, refused.reason)
+            raise
+        if self._closed or (admitted.replaces is None and self.registry.publisher_of(stream.id, stream_input)):
+            # Another publisher of this input came in while the claim was on its way.
+            self.admission.refused(transport, RefusalReason.ALREADY_LIVE)
+            raise PublishRefused(RefusalReason.ALREADY_LIVE, f"stream {stream.id} already has a publisher")
         if admitted.replaces is not None:
             log.warning(
                 "stream %d: %s publisher silent for %.1f s, the newcomer takes over",
@@ -194,7 +226,6 @@ class Engine:
             )
             self._disconnect(stream.id, stream_input, EndReason.KICKED, ended_as=EndReason.DROP)
             # DROP towards the registry: the newcomer's session replaces this one as a reconnect would.
-        transport = request.publisher.transport
         source_type = SourceType.SRT if transport is Transport.SRT else SourceType.RTMP
         return self._open_session(
             stream.id, stream.client_id, request.publisher, request.container, source_type, stream_input
@@ -240,7 +271,39 @@ class Engine:
         )
         hub_sink = hub.open_session(container, source_type, transport, stream_input)
         self._emit_live(stream_id)
-        return SessionSink(session, hub_sink, self.registry, self._info_changed, self._session_ended)
+        return SessionSink(
+            session, hub_sink, self.registry, self._info_changed, self._session_ended, may_write=self._may_write
+        )
+
+    def _may_write(self, stream_id: int) -> bool:
+        """Per packet: the stream's lease is still provable. When not, the packet goes nowhere and the
+        stream is dropped as lost before anything else runs (a node frozen past its deadline, resumed)."""
+        if self.ownership.media(stream_id):
+            return True
+        asyncio.get_running_loop().call_soon(self._on_lost, stream_id)
+        return False
+
+    def _on_lost(self, stream_id: int) -> None:
+        """The lease is gone (taken over, expired, not provable in time): publishers, pull and pushes end
+        now. `is_live` is already false, so no push of the stream is placed again."""
+        running = self.registry.sessions(stream_id) or stream_id in self._hubs or self.pulls.status(stream_id)
+        if self._closed or not running:
+            return
+        log.warning("stream %d: this node lost its lease, its publishers and pushes end", stream_id)
+        self.pulls.set(stream_id, None, reason=EndReason.KICKED)
+        hub = self._hubs.get(stream_id)
+        if hub is not None and hub.live:
+            hub.close(discard=True)  # before the publishers go: nothing queued reaches a destination
+        self.end_stream(stream_id)
+        self._place_stream(stream_id)
+
+    def _release_if_idle(self, stream_id: int) -> None:
+        """Give the lease up once nothing of the stream runs here (no publisher, no held hub, no pull)."""
+        hub = self._hubs.get(stream_id)
+        if self.registry.sessions(stream_id) or (hub is not None and hub.live) or self.pulls.status(stream_id):
+            return
+        if stream_id in self.ownership.owned():
+            self.ownership.release(stream_id)
 
     def _info_changed(self, session: LiveSession, info: StreamInfo) -> None:
         self._emit(StreamInfoChanged(session.client_id, session.stream_id, info))
@@ -250,6 +313,7 @@ class Engine:
             log.info("stream %d %s publishing ended (%s)", session.stream_id, session.input.value, reason.value)
             self._place_stream(session.stream_id)  # not live any more unless the hub holds it (grace)
             self._emit_live(session.stream_id, reason.value)
+            self._release_if_idle(session.stream_id)
 
     def _disconnect(self, stream_id: int, stream_input: StreamInput, reason: EndReason, *, ended_as: EndReason) -> None:
         session = self.registry.current(stream_id, stream_input)
@@ -270,6 +334,7 @@ class Engine:
             log.info("stream %d: pushes end (%s)", stream_id, event.reason.value)
             self._place_stream(stream_id)
             self._emit_live(stream_id, event.reason.value)
+            self._release_if_idle(stream_id)
         elif isinstance(event, PublisherDropped):
             log.info("stream %d: holding destinations for %.0f s", stream_id, event.grace_period_seconds)
         elif isinstance(event, SourceResumed):
@@ -295,6 +360,11 @@ class Engine:
         client_id = self.pushes.client_of(restream_id)
         if client_id is not None:
             self._emit(RestreamStateChanged(client_id, status.stream_id, restream_id, RestreamStatus.of_push(status)))
+        if status.state is PushState.DISABLED and not self.pushes.wanted(restream_id):
+            # Its last word said: forget the push, or every restream ever deleted stays here (the soak's
+            # API churn found ~100 bytes per created and deleted restream that were never freed).
+            del self._push_states[restream_id]
+            self.pushes.forget(restream_id)
 
     def _on_waiting(self, client_id: int, stream_id: int, restream_id: int, waiting: Waiting) -> None:
         log.info("restream %d: %s", restream_id, waiting.reason)
@@ -307,9 +377,11 @@ class Engine:
 
     # What the API asks ------------------------------------------------------------------------
     def is_live(self, stream_id: int) -> bool:
-        """A publisher is connected, or one dropped and the destinations are held for its return."""
+        """A publisher is connected, or one dropped and the destinations are held for its return; and this
+        node holds the stream's lease (only the lease holder runs pushes)."""
         hub = self._hubs.get(stream_id)
-        return bool(self.registry.sessions(stream_id)) or (hub is not None and hub.live)
+        running = bool(self.registry.sessions(stream_id)) or (hub is not None and hub.live)
+        return running and self.ownership.owns(stream_id)
 
     def live_count(self) -> int:
         return sum(1 for stream_id in set(self.registry.publishing()) | set(self._hubs) if self.is_live(stream_id))
@@ -361,6 +433,21 @@ class Engine:
             return replace(status, state=PushState.IDLE, since=None)  # its stream is inactive
         return status
 
+    def push_status(self, restream_id: int) -> RestreamStatus | None:
+        """The push of a wanted restream (active, of an active stream), as `restream_status` shows it."""
+        if not self.pushes.wanted(restream_id):
+            return None
+        waiting = self.pushes.waiting(restream_id)
+        return (
+            RestreamStatus.waiting(waiting)
+            if waiting is not None
+            else RestreamStatus.of_push(self.supervisor.status(restream_id))
+        )
+
+    def restreams_of(self, stream_id: int) -> list[int]:
+        """The wanted restreams of a stream."""
+        return self.pushes.of_stream(stream_id)
+
     # Definition changes (the store's change feed) ---------------------------------------------
     async def _on_change(self, change: Change) -> None:
         """Act on one definition change, touching only the pushes it concerns."""
@@ -369,7 +456,7 @@ class Engine:
                 return
             if isinstance(change, StreamChanged):
                 after, before = change.after, change.before
-                self.pulls.set(change.stream_id, after)
+                self.pulls.set(change.stream_id, after if await self._may_pull(after) else None)
                 if after is not None and after.active and pulled(before) and not pulled(after):
                     self.end_stream(change.stream_id)  # not pulled any more: a held grace period ends too
                 if after is None or not after.active:
@@ -382,6 +469,7 @@ class Engine:
                         self.pushes.set(active.id, active)
                 if after is not None and before is not None and after.token != before.token:
                     self.end_stream(change.stream_id)  # its publishers came in on a token that is gone
+                self._release_if_idle(change.stream_id)
                 return
             record, previous = change.after, change.before
             stream = await self.store.get_stream(record.stream_id) if record is not None else None
@@ -407,9 +495,26 @@ class Engine:
         async with self._reconcile_lock:
             records = await self.store.active_restreams()
             streams = await self.store.all_streams()
+            mine = [stream for stream in streams if not pulled(stream) or await self._may_pull(stream)]
             if not self._closed:
                 self.pushes.replace_all(records)
-                self.pulls.replace_all(streams)
+                self.pulls.replace_all(mine)
+
+    async def _may_pull(self, stream: StreamRecord | None) -> bool:
+        """A pulled stream is pulled by one node: the one holding its lease, claimed first come (a live
+        lease is never taken over; an expired one, a dead node's, is)."""
+        if stream is None or not pulled(stream):
+            return False
+        if self.ownership.owns(stream.id):
+            return True
+        remote = self.remote.stream(stream.id)
+        if remote is not None and remote.live:
+            return False  # pulled by its owner, whose lease is valid: no claim to send
+        try:
+            await self.ownership.claim(stream.id, takeover_idle_seconds=None)
+        except ClaimRefused:
+            return False
+        return not self._closed
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -423,6 +528,7 @@ class Engine:
     async def start(self) -> None:
         """Follow the store's changes and bring the pushes in line with the definitions."""
         self._unsubscribe_store = self.store.changes.subscribe(self._on_change)
+        await self.ownership.start()
         await self.reconcile()
         task = asyncio.get_running_loop().create_task(self._reconcile_periodically(), name="reconcile")
         self._tasks.add(task)
@@ -447,3 +553,4 @@ class Engine:
         for hub in list(self._hubs.values()):
             hub.close()
         await self.supervisor.close()
+        await self.ownership.close()  # after the pushes stopped: leases are given up last

@@ -5,7 +5,9 @@ Each event names the client that owns the object, so that an observer can show i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from relay.engine.status import RestreamStatus, StreamState
 from relay.ingest.gate import StreamInfo, StreamInput
@@ -57,4 +59,35 @@ class InputSwitched:
     """The inputs' codecs differed: the pushes restarted instead of continuing."""
 
 
-EngineEvent = StreamLiveChanged | StreamInfoChanged | RestreamStateChanged | InputSwitched
+@dataclass(frozen=True, slots=True)
+class RemoteStreamChanged:
+    """Another node of the cluster published that one of its streams went live, ended or changed owner."""
+
+    client_id: int
+    stream_id: int
+    node_id: str
+    live: bool
+    fields: Mapping[str, Any]
+    """The stream's live fields as its owner's API shows them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRestreamChanged:
+    """Another node of the cluster published a new state of one of its pushes."""
+
+    client_id: int
+    stream_id: int
+    restream_id: int
+    node_id: str
+    status: Mapping[str, Any]
+    """The restream's `status` as its owner's API shows it."""
+
+
+EngineEvent = (
+    StreamLiveChanged
+    | StreamInfoChanged
+    | RestreamStateChanged
+    | InputSwitched
+    | RemoteStreamChanged
+    | RemoteRestreamChanged
+)

@@ -51,8 +51,16 @@ class PushPlan:
     def wanted(self, restream_id: int) -> bool:
         return restream_id in self._specs
 
+    def of_stream(self, stream_id: int) -> list[int]:
+        return sorted(self._by_stream.get(stream_id, ()))
+
     def client_of(self, restream_id: int) -> int | None:
         return self._clients.get(restream_id)
+
+    def forget(self, restream_id: int) -> None:
+        """A push no longer wanted has stopped: its client is not needed any more."""
+        if restream_id not in self._specs:
+            self._clients.pop(restream_id, None)
 
     def waiting(self, restream_id: int) -> Waiting | None:
         return self.slots.waiting(restream_id)

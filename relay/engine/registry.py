@@ -78,8 +78,9 @@ class LiveRegistry:
         return None
 
     def publishing(self) -> list[int]:
-        """Streams with at least one input publishing."""
-        return list(dict.fromkeys(stream_id for stream_id, _ in self._live))
+        """Streams with at least one input publishing (the keys copied first, in one call: the API reads
+        this from its own thread)."""
+        return list(dict.fromkeys(stream_id for stream_id, _ in list(self._live)))
 
     def open(self, session: LiveSession) -> None:
         """`session` publishes now on its input (a session it replaces was ended first)."""

@@ -19,16 +19,19 @@ class SessionSink:
         registry: LiveRegistry,
         on_info: Callable[[LiveSession, StreamInfo], None],
         on_end: Callable[[LiveSession, EndReason], None],
+        may_write: Callable[[int], bool] = lambda stream_id: True,
     ) -> None:
         self._session = session
         self._hub_sink = hub_sink
         self._registry = registry
         self._on_info = on_info
         self._on_end = on_end
+        self._may_write = may_write
+        """Asked before each packet (the stream's lease still provable); False: the packet is dropped."""
         self._closed = False
 
     def write(self, packet: MediaPacket) -> None:
-        if self._closed:
+        if self._closed or not self._may_write(self._session.stream_id):
             return
         self._registry.count(self._session.stream_id, len(packet.payload), self._session.input)
         self._hub_sink.write(packet)

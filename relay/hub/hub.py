@@ -198,14 +198,16 @@ class Hub:
             sub.end(EndCause.SOURCE_LOST)
         return sub
 
-    def close(self) -> None:
-        """Shut the hub down (engine shutdown): the sessions are detached, subscribers end."""
+    def close(self, *, discard: bool = False) -> None:
+        """Shut the hub down (engine shutdown): the sessions are detached, subscribers end. `discard`:
+        what subscribers still hold is dropped, not delivered (a node that lost the stream's lease must
+        not push another byte of it)."""
         for session in self._sessions.values():
             session.closed = True
         self._sessions.clear()
         self._feeding = None
         if self._state is not HubState.IDLE:
-            self._end_live(LiveEndReason.HUB_CLOSED, EndCause.HUB_CLOSED)
+            self._end_live(LiveEndReason.HUB_CLOSED, EndCause.HUB_CLOSED, discard=discard)
 
     # -- session callbacks ----------------------------------------------------------------------------
 
@@ -382,10 +384,10 @@ class Hub:
         self._framing = session.framing
         self._feed_from(session)
 
-    def _end_live(self, reason: LiveEndReason, cause: EndCause) -> None:
+    def _end_live(self, reason: LiveEndReason, cause: EndCause, *, discard: bool = False) -> None:
         self._cancel_grace_timer()
         self._transition(HubState.IDLE)
-        self._end_subscribers(cause)
+        self._end_subscribers(cause, discard=discard)
         self._framing = None
         self._feeding = None
         self._input = None
@@ -393,9 +395,9 @@ class Hub:
         log.info("stream %d: live ended (%s)", self.stream_id, reason.value)
         self._emit(LiveEnded(self.stream_id, reason))
 
-    def _end_subscribers(self, cause: EndCause) -> None:
+    def _end_subscribers(self, cause: EndCause, *, discard: bool = False) -> None:
         for sub in list(self._subscribers.values()):
-            sub.end(cause)
+            sub.end(cause, discard=discard)
         self._subscribers.clear()
 
     def _forget_subscriber(self, sub: Subscriber) -> None:

@@ -77,6 +77,10 @@ class RefusalReason(str, Enum):
     """An SRT handshake over its address's rate, refused before the stream was looked up."""
     PULLED = "pulled"
     """The stream is fed by the relay's own pull (`pull: true`): it takes no publisher."""
+    OWNED_ELSEWHERE = "owned_elsewhere"
+    """Another node of the cluster holds the stream's lease and its publisher is not silent."""
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    """The cluster's database did not answer the claim: ownership cannot be proved, so no publishing."""
 
 
 class PublishRefused(Exception):

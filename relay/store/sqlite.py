@@ -50,6 +50,10 @@ log = logging.getLogger("relay.store")
 class SqliteStore(Store):
     """Definitions in one SQLite file; owns its connections and its worker thread."""
 
+    reads_from_any_loop = True
+    """Reads go through the store's own worker thread (`_run`) or the reader's lock: any event loop may
+    call them (the API's, api/loops.py); writes stay on the loop whose change feed subscribers act."""
+
     def __init__(self, path: Path) -> None:
         """Open (or create) the database; raises StoreError, with a message fit for one log line, when
         the file is not a database, is corrupt, or has a schema newer than this relay."""

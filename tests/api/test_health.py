@@ -23,7 +23,9 @@ async def set_max_pages(service: Server, extra_pages: int) -> None:
     if not isinstance(store, SqliteStore):
         pytest.skip("SQLite's page limit (RELAY_TEST_STORE=postgres: see the PostgreSQL test below)")
     pages = await store._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
-    await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + extra_pages}"))
+    # fetchall: the PRAGMA answers a row, and a statement left unfinished keeps a table lock until its cursor
+    # is collected, which the probe of /healthz (on the API's own thread) could meet first.
+    await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + extra_pages}").fetchall())
 
 
 async def test_a_full_disk_is_a_503_then_health_recovers_by_itself(service: Server, api: ApiClient) -> None:

@@ -84,6 +84,8 @@ def test_the_compose_cluster_profile() -> None:
     urls = {services[n]["environment"]["RELAY_DATABASE_URL"] for n in NODES}
     assert urls == {"postgresql://relay:pw@cluster-postgres:5432/relay"}, "one database for every node"
     assert [services[n]["environment"]["RELAY_NODE_ID"] for n in NODES] == list(NODES)
+    # Every publisher reaches a node from a balancer's address: the per-address cap (16) would hold a node.
+    assert all(int(services[n]["environment"]["RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS"]) >= 256 for n in NODES)
     assert sum(1 for n in NODES if services[n].get("ports")) == 1, "one node's API published, no ingest port"
     mounts = [v for name in ("balancer-rtmp", "balancer-srt") for v in services[name]["volumes"]]
     for mount in mounts:

@@ -191,3 +191,18 @@ def test_srt_destinations_go_through_the_relays_caller_unless_told() -> None:
     assert (Settings().srt_push, Settings().srt_push_peer_idle_timeout_ms) == ("relay", 1000)
     s = from_environment({"RELAY_SRT_PUSH": "ffmpeg", "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "2500"})
     assert (s.srt_push, s.srt_push_peer_idle_timeout_ms) == ("ffmpeg", 2500)
+
+
+def test_rtmp_connection_limits_come_from_the_environment_reach_the_listener_and_are_in_the_readme() -> None:
+    """Behind a balancer every publisher comes from one address: the per-address cap must be settable."""
+    from api.server import Server
+
+    s = from_environment({"RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "200", "RELAY_RTMP_MAX_CONNECTIONS": "500"})
+    listener = Server(s)._rtmp_settings(0)
+    assert (listener.max_connections_per_address, listener.max_connections) == (200, 500)
+    defaults = Server(from_environment({}))._rtmp_settings(0)
+    assert (defaults.max_connections_per_address, defaults.max_connections) == (16, 256)
+    with pytest.raises(ConfigError, match="RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS: must be positive"):
+        from_environment({"RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "0"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| `RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS` |" in readme

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.metrics import FfmpegProcessCollector, child_processes
+from api.metrics import FfmpegProcessCollector, TaskCollector, child_processes
 
 
 def fake_proc(root: Path, pid: int, comm: str, ppid: int, rss_pages: int) -> None:
@@ -41,3 +42,17 @@ def test_no_proc_no_series(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(FfmpegProcessCollector(tmp_path / "absent", pid=7))
     assert b"relay_ffmpeg" not in generate_latest(registry)
+
+
+async def test_relay_tasks_counts_the_loops_unfinished_tasks() -> None:
+    registry = CollectorRegistry()
+    registry.register(TaskCollector(asyncio.get_running_loop()))
+    (line,) = [line for line in generate_latest(registry).decode().splitlines() if line.startswith("relay_tasks ")]
+    before = float(line.split()[1])
+    release = asyncio.Event()
+    waiting = [asyncio.create_task(release.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert f"relay_tasks {before + 3}" in generate_latest(registry).decode()
+    release.set()
+    await asyncio.gather(*waiting)
+    assert f"relay_tasks {before}" in generate_latest(registry).decode()
