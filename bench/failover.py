@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import shutil
 import statistics
 import sys
 import tempfile
@@ -176,6 +177,7 @@ async def run(args: argparse.Namespace) -> str:
             print(table(rounds[-1:], args).splitlines()[-2], flush=True)
     finally:
         await asyncio.to_thread(cluster.close)
+        shutil.rmtree(root, ignore_errors=True)  # the nodes' data directories and the balancers' files
     return table(rounds, args)
 
 
