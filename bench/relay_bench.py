@@ -672,7 +672,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run each SRT scenario with RELAY_SRT_PUSH=ffmpeg (ffmpeg's own SRT output) beside the "
         "relay's caller (the default)",
     )
-    p.add_argument("--profile", action="store_true", help="py-spy the relay process through the window")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the relay process through the window (its sampling costs CPU: not for CPU figures)",
+    )
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)

@@ -4,7 +4,7 @@
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP receivers; the relay process's utime and stime (not its children's) over
-`--seconds` after 4 s of warm-up. For a before/after figure, run it from two checkouts in turn (each runs
+`--seconds` after `--warmup` (4 s). For a before/after figure, run it from two checkouts in turn (each runs
 its own relay), several times: the machine's other load moves the figures by ~0.2 s/min.
 `--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
 """
@@ -35,7 +35,7 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-async def measure(n: int, clip: Path, seconds: float, workdir: Path, profile: bool) -> dict[str, float]:
+async def measure(n: int, clip: Path, seconds: float, warmup: float, workdir: Path, profile: bool) -> dict[str, float]:
     system = RelaySystem(workdir / f"n{n}")
     dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(n)]
     publisher: asyncio.subprocess.Process | None = None
@@ -49,7 +49,7 @@ async def measure(n: int, clip: Path, seconds: float, workdir: Path, profile: bo
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(warmup)
         spy = None
         if profile:
             spy = await asyncio.create_subprocess_exec(
@@ -91,7 +91,7 @@ async def amain(args: argparse.Namespace) -> None:
     out: Path = args.out
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        cpu = await measure(n, clip, args.seconds, out, args.profile)
+        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile)
         total = cpu["user"] + cpu["sys"]
         print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
         profile = out / f"profile-n{n}.txt"
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.relay_cpu", description=__doc__)
     p.add_argument("--n", default="0,1,16", help="destination counts (comma-separated)")
     p.add_argument("--seconds", type=float, default=12.0, help="measurement window")
+    p.add_argument("--warmup", type=float, default=4.0, help="after the publisher starts")
     p.add_argument("--clip", type=Path, default=None, help="FLV clip (default: make bench's 1080p30 clip)")
     p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
