@@ -106,6 +106,9 @@ class Options:
     srt_latency_ms: int = 20
     live_add: bool = True
     recovery: bool = True
+    profile: bool = False
+    """py-spy the relay process (root of the tree) through the steady window: collapsed stacks in the run's
+    directory (`profile.txt`, one `stack count` a line) and the top functions in the result's context."""
 
 
 @dataclass
@@ -243,6 +246,36 @@ def tree_names(root: int) -> list[tuple[int, str]]:
     return out
 
 
+async def profile_relay(pid: int, seconds: float, workdir: Path) -> dict[str, float]:
+    """Sample the relay process with py-spy for `seconds`; the share of samples per function (self time),
+    the 15 largest. Empty if py-spy is missing (pip install py-spy) or fails."""
+    out = workdir / "profile.txt"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *(str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--format", "raw"),
+            *("--rate", "200", "--duration", str(max(1, int(seconds))), "--nonblocking", "-o", str(out)),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return {}
+    await proc.wait()
+    if proc.returncode != 0 or not out.exists():
+        return {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:15]
+    return {name: round(count / total, 3) for name, count in top} if total else {}
+
+
 async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, workdir: Path) -> Result:
     result = Result(sc.label, sc.system, sc.protocol, sc.n, sc.variant.label)
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
@@ -330,6 +363,9 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         first = [d.track.first_video() for d in dests]
         marks["window_start"] = max([f for f in first if f] or [time.monotonic()]) + opts.warmup_s
         marks["window_end"] = marks["window_start"] + opts.window_s
+        if opts.profile and sc.system == "relay":
+            await asyncio.sleep(max(0.0, marks["window_start"] - time.monotonic()))
+            result.context["profile_top"] = await profile_relay(system.root_pid, opts.window_s, workdir)
         await asyncio.sleep(max(0.0, marks["window_end"] - time.monotonic()))
         started = sorted(set(started) | set(tree_names(system.root_pid)))
 
@@ -636,6 +672,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run each SRT scenario with RELAY_SRT_PUSH=ffmpeg (ffmpeg's own SRT output) beside the "
         "relay's caller (the default)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the relay process through the window (its sampling costs CPU: not for CPU figures)",
+    )
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)
@@ -656,6 +697,7 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         clip_size=args.clip_size,
         clip_kbps=args.clip_kbps,
         srt_latency_ms=args.srt_latency_ms,
+        profile=args.profile,
     )
     out: Path = args.out
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ class RtmpConnection:
         self._expired: str | None = None
         """Why the pre-auth deadline closed this connection, once it has."""
         self._deadline: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_expired = False
         handshake_seconds = min(settings.handshake_timeout_seconds, settings.preauth_timeout_seconds)
         self._arm_deadline(self._accepted + handshake_seconds, "TLS or RTMP handshake timeout")
         self._close_after_flush: str | None = None
@@ -170,7 +172,11 @@ class RtmpConnection:
                 reason, warn = "evicted: too many connections not publishing", True
             elif self._expired is not None:
                 reason, warn = self._expired, True
+            elif self._idle_expired:
+                reason, warn = "idle timeout", True
             self._disarm_deadline()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             self._close_sink(end)
             self._writer.transport.abort()
             label = f" stream {self._label}" if self._label else ""
@@ -225,12 +231,24 @@ class RtmpConnection:
         if sink is not None:
             sink.close(reason)
 
+    def _check_idle(self) -> None:
+        # One timer per connection, re-armed only when it fires, instead of a timeout around every read
+        # (a Timeout, a timer handle and a heap push and cancel per read: measurably the ingest's CPU).
+        idle_at = self._last_receive + self._settings.idle_timeout_seconds
+        if self._loop.time() < idle_at:
+            self._idle_timer = self._loop.call_at(idle_at, self._check_idle)
+            return
+        self._idle_timer = None
+        if self._kick_reason is None and not self._evicted:
+            self._idle_expired = True
+            self._cut()
+
     async def _serve(self) -> None:
         settings = self._settings
         session = self._session
+        self._idle_timer = self._loop.call_at(self._last_receive + settings.idle_timeout_seconds, self._check_idle)
         while True:
-            async with asyncio.timeout(settings.idle_timeout_seconds):
-                data = await self._reader.read(settings.read_chunk_bytes)
+            data = await self._reader.read(settings.read_chunk_bytes)
             if not data:
                 if self._kick_reason is None and self._sink is not None:
                     raise _ConnectionClosed("connection closed while publishing (no unpublish)")

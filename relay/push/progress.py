@@ -88,8 +88,15 @@ _REFUSAL = re.compile(
 _LEVEL = re.compile(r"\[(error|fatal|panic)\]")
 
 
+_PROBE_SKIPPED = re.compile(r"\] \[error\] Codec \([\w-]+\) not on whitelist '")
+"""The push's probe refusing a video decoder on purpose (`-codec_whitelist`, relay/push/command.py)."""
+
+
 def classify_error(line: str) -> ErrorKind | None:
-    """REFUSED for a refusal, OTHER for any other error-level line, None for the rest."""
+    """REFUSED for a refusal, OTHER for any other error-level line, None for the rest (and for the
+    probe's refusal of a decoder we did not allow: expected, it is how the push avoids decoding)."""
+    if _PROBE_SKIPPED.search(line):
+        return None
     if _REFUSAL.search(line) and "connection refused" not in line.lower():
         return ErrorKind.REFUSED
     if _LEVEL.search(line):

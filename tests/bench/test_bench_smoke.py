@@ -7,12 +7,16 @@ It asserts that the harness measures, not that the relay meets the benchmark's t
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+from bench.media import encode_clip
 from bench.relay_bench import main as bench_main
 from bench.relay_bench import parse_args
+from bench.relay_cpu import main as relay_cpu_main
 
 
 @pytest.mark.integration
@@ -38,6 +42,7 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
         "320x180",
         "--clip-kbps",
         "300",
+        "--profile",
         "--out",
         str(out),
     ]
@@ -51,3 +56,15 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     assert result["identical_share"] == 1.0 and result["loss_share"] == 0.0
     assert result["cpu_s_per_min"] is not None and result["pss_mb"] > 0
     assert result["live_add_s"] is not None and result["recovery_s"] is not None
+    if shutil.which("py-spy", path=str(Path(sys.executable).parent)):  # --profile: the relay was sampled
+        assert result["context"]["profile_top"], "py-spy found nothing to sample"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
+    relay_cpu_main(["--n", "0,1", "--seconds", "1", "--warmup", "1", "--clip", str(clip), "--out", str(tmp_path)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("N=")]
+    assert [line.split(":")[0] for line in lines] == ["N=0", "N=1"]
+    assert all("CPU s/min" in line for line in lines)

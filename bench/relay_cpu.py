@@ -1,0 +1,118 @@
+"""The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
+
+    .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile]
+
+One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
+destinations the bench's RTMP receivers; the relay process's utime and stime (not its children's) over
+`--seconds` after `--warmup` (4 s). For a before/after figure, run it from two checkouts in turn (each runs
+its own relay), several times: the machine's other load moves the figures by ~0.2 s/min.
+`--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.media import encode_clip
+from bench.receivers import RtmpReceiver
+from bench.relay_bench import RESULTS
+from bench.systems import RelaySystem
+from tests.support import FFMPEG, free_port
+
+CLK_TCK = 100
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of the process itself, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+async def measure(n: int, clip: Path, seconds: float, warmup: float, workdir: Path, profile: bool) -> dict[str, float]:
+    system = RelaySystem(workdir / f"n{n}")
+    dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(n)]
+    publisher: asyncio.subprocess.Process | None = None
+    try:
+        for d in dests:
+            await d.start()
+        await system.start([d.url() for d in dests])
+        publisher = await asyncio.create_subprocess_exec(
+            *(FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1"),
+            *("-i", str(clip), "-c", "copy", "-f", "flv", system.ingest_url),
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        await asyncio.sleep(warmup)
+        spy = None
+        if profile:
+            spy = await asyncio.create_subprocess_exec(
+                *(str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(system.root_pid)),
+                *("--format", "raw", "--gil", "--rate", "250", "--duration", str(int(seconds))),
+                *("-o", str(workdir / f"profile-n{n}.txt")),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        t0, (u0, s0) = time.monotonic(), cpu_ticks(system.root_pid)
+        await asyncio.sleep(seconds)
+        t1, (u1, s1) = time.monotonic(), cpu_ticks(system.root_pid)
+        if spy is not None:
+            await spy.wait()
+        per_min = 60.0 / CLK_TCK / (t1 - t0)
+        return {"user": (u1 - u0) * per_min, "sys": (s1 - s0) * per_min}
+    finally:
+        if publisher is not None and publisher.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                publisher.kill()
+            await publisher.wait()
+        await system.stop()
+        for d in dests:
+            await d.close()
+
+
+def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
+    own: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if stack and samples.isdigit():
+            leaf = stack.rsplit(";", 1)[-1]
+            own[leaf] = own.get(leaf, 0) + int(samples)
+    total = sum(own.values()) or 1
+    return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]]
+
+
+async def amain(args: argparse.Namespace) -> None:
+    out: Path = args.out
+    clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
+    for n in [int(x) for x in args.n.split(",") if x.strip()]:
+        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile)
+        total = cpu["user"] + cpu["sys"]
+        print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
+        profile = out / f"profile-n{n}.txt"
+        if args.profile and profile.exists():
+            for share, name in top_functions(profile):
+                print(f"    {share:6.1%} {name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.relay_cpu", description=__doc__)
+    p.add_argument("--n", default="0,1,16", help="destination counts (comma-separated)")
+    p.add_argument("--seconds", type=float, default=12.0, help="measurement window")
+    p.add_argument("--warmup", type=float, default=4.0, help="after the publisher starts")
+    p.add_argument("--clip", type=Path, default=None, help="FLV clip (default: make bench's 1080p30 clip)")
+    p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
+    p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(amain(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
