@@ -45,13 +45,6 @@ class Publisher:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    sqlite = SqliteStore(tmp_path / "relay.sqlite3")
-    yield sqlite
-    await sqlite.close()
-
-
-@pytest.fixture
 async def engine(tmp_path: Path, store: SqliteStore) -> AsyncIterator[Engine]:
     node = Engine(Settings(data_dir=tmp_path, publisher_grace_seconds=0.2), store)
     await node.start()

@@ -70,13 +70,6 @@ class HandOwnership:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    sqlite = SqliteStore(tmp_path / "relay.sqlite3")
-    yield sqlite
-    await sqlite.close()
-
-
-@pytest.fixture
 def ownership() -> HandOwnership:
     return HandOwnership()
 

@@ -33,13 +33,6 @@ FLV = (
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    sqlite = SqliteStore(tmp_path / "relay.sqlite3")
-    yield sqlite
-    await sqlite.close()
-
-
-@pytest.fixture
 def fakes() -> FakePullProcesses:
     return FakePullProcesses()
 

@@ -24,13 +24,6 @@ PUSHED = "rtmp://192.0.2.1:1935/live"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    sqlite = SqliteStore(tmp_path / "relay.sqlite3")
-    yield sqlite
-    await sqlite.close()
-
-
-@pytest.fixture
 def processes() -> FakeProcesses:
     return FakeProcesses()
 
