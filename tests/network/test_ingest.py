@@ -9,12 +9,14 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Rig
 from tests.e2e.helpers import GOP, Media
-from tests.support import Publisher, ffmpeg_publish_argv, wait_for
+from tests.support import Publisher, Receiver, ffmpeg_publish_argv, wait_for
 from tests.support.impair import TcpImpairment, UdpImpairment, tcp_impair, udp_impair
 from tests.support.netns import Netns
 
@@ -72,6 +74,32 @@ async def _main_session(rig: Rig, stream_id: int) -> tuple[bool, str | None, str
     return bool(body["live"]), body["started_at_primary"], body["finished_at_primary"]
 
 
+@dataclass(frozen=True)
+class NamespacedPublish:
+    stream: dict[str, Any]
+    dest: Receiver
+    dest_id: int
+    url: str
+    """The stream's push URL through the forwarder, as an encoder inside the namespace reaches it."""
+
+
+async def _publish_from_namespace(rig: Rig, ns: Netns, media: Media) -> NamespacedPublish:
+    """A stream with one destination, and an RTMP encoder inside `ns` publishing `media` to it through a plain
+    forwarder on the root side of the veth; returns once the destination pushes (two GOPs through)."""
+    forward = await rig.stack.enter_async_context(
+        tcp_impair((ns.host_address, 0), ("127.0.0.1", rig.relay.rtmp_port), TcpImpairment())
+    )
+    dest = await rig.receiver("dest")
+    stream = await rig.api.stream()
+    dest_id = (await rig.api.add_restream(stream["id"], dest.uri(), dest.key))["id"]
+    url = re.sub(r"rtmp://[^:/]+:\d+", f"rtmp://{ns.host_address}:{forward.port}", stream["push_url"])
+    publisher = Publisher(ns.argv(ffmpeg_publish_argv(media.flv, url)))
+    rig.publishers.append(publisher)
+    await publisher.start()
+    await rig.api.wait_state(dest_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
+    return NamespacedPublish(stream, dest, dest_id, url)
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.relay_env(
     RELAY_RTMP_IDLE_TIMEOUT_SECONDS=IDLE_TIMEOUT_SECONDS, RELAY_PUBLISHER_GRACE_SECONDS=GRACE_SECONDS
@@ -81,18 +109,8 @@ async def test_rtmp_publisher_whose_link_dies_is_a_drop_after_the_idle_timeout_a
 ) -> None:
     rig, api = net_rig, net_rig.api
     ns = netns("rtmpin")
-    # The publisher, inside the namespace, connects to a plain forwarder on the root side of the veth.
-    forward = await rig.stack.enter_async_context(
-        tcp_impair((ns.host_address, 0), ("127.0.0.1", rig.relay.rtmp_port), TcpImpairment())
-    )
-    dest = await rig.receiver("dest")
-    stream = await api.stream()
-    dest_id = (await api.add_restream(stream["id"], dest.uri(), dest.key))["id"]
-    url = re.sub(r"rtmp://[^:/]+:\d+", f"rtmp://{ns.host_address}:{forward.port}", stream["push_url"])
-    first = Publisher(ns.argv(ffmpeg_publish_argv(outage_media.flv, url)))
-    rig.publishers.append(first)
-    await first.start()
-    await api.wait_state(dest_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
+    published = await _publish_from_namespace(rig, ns, outage_media)
+    stream, dest, dest_id, url = published.stream, published.dest, published.dest_id, published.url
     _, started, _ = await _main_session(rig, stream["id"])
 
     ns.link_down()  # no FIN, no RST: the relay hears nothing more
@@ -145,17 +163,8 @@ async def test_rtmp_publisher_whose_link_stays_dead_ends_the_stream_after_the_gr
 ) -> None:
     rig, api = net_rig, net_rig.api
     ns = netns("rtmpgone")
-    forward = await rig.stack.enter_async_context(
-        tcp_impair((ns.host_address, 0), ("127.0.0.1", rig.relay.rtmp_port), TcpImpairment())
-    )
-    dest = await rig.receiver("dest")
-    stream = await api.stream()
-    dest_id = (await api.add_restream(stream["id"], dest.uri(), dest.key))["id"]
-    url = re.sub(r"rtmp://[^:/]+:\d+", f"rtmp://{ns.host_address}:{forward.port}", stream["push_url"])
-    publisher = Publisher(ns.argv(ffmpeg_publish_argv(outage_media.flv, url)))
-    rig.publishers.append(publisher)
-    await publisher.start()
-    await api.wait_state(dest_id, "running", within=10, check=lambda s: s["frames"] >= 2 * GOP)
+    published = await _publish_from_namespace(rig, ns, outage_media)
+    stream, dest, dest_id = published.stream, published.dest, published.dest_id
 
     ns.link_down()
     down_at = time.monotonic()
