@@ -81,7 +81,13 @@ class Subscriber:
         self._skipping = False
         # Only the last `overflow_restart_count` overflow times matter: a bounded deque.
         self._overflow_times: deque[float] = deque(maxlen=max(1, limits.overflow_restart_count))
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        """The reader's pending wait for data, if it waits (cheaper than an asyncio.Event per chunk)."""
+        self._write_through: Callable[[bytes], bool] | None = None
+        self._pending: list[Chunk] = []
+        """Chunks for `_write_through`, written together once the loop gets round to it (everything one
+        socket read of the publisher produced, in one write)."""
+        self._write_armed = False
         self._end_cause: EndCause | None = None
         self._discarded = False
         self.overflows = 0
@@ -118,8 +124,11 @@ class Subscriber:
         while not self._queue:
             if self._end_cause is not None:
                 return b""
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         parts: list[bytes] = []
         size = 0
         while self._queue and (not parts or size + len(self._queue[0].data) <= self._limits.read_max_bytes):
@@ -129,6 +138,21 @@ class Subscriber:
         self._queued_bytes -= size
         self.read_bytes += size
         return b"".join(parts)
+
+    def write_through(self, writer: Callable[[bytes], bool] | None) -> None:
+        """Hand live chunks straight to `writer` while nothing is queued (None: stop).
+
+        The reader sets this when it writes to something that takes bytes without waiting (a pipe's
+        transport): chunks offered with an empty queue are then written by a callback on the loop's next
+        turn, all those of one turn together, with no wake-up of the reader's task (that wake-up, for
+        every destination and every socket read of the publisher, was most of the fan-out's cost).
+        `writer` returns False when it cannot take them now (its own buffer is not empty): they are
+        queued as usual, the reader wakes and writes them after what came before, and the queue's bounds
+        and drop-to-keyframe apply from there. The late-joiner burst is always queued.
+        """
+        self._write_through = writer
+        if writer is None and self._pending:
+            self._write_pending()
 
     def close(self) -> None:
         """Stop receiving (idempotent); the hub forgets this subscriber."""
@@ -160,6 +184,12 @@ class Subscriber:
                 self.dropped_chunks += 1
                 return
             self._skipping = False
+        if self._write_through is not None and not self._queue:
+            self._pending.append(chunk)
+            if not self._write_armed:
+                self._write_armed = True
+                self._clock.call_later(0.0, self._write_pending)
+            return
         self._push(chunk)
 
     def skip_to_keyframe(self) -> None:
@@ -179,7 +209,10 @@ class Subscriber:
         if discard:
             self._queue.clear()
             self._queued_bytes = 0
-        self._ready.set()
+            self._pending.clear()
+        elif self._pending:
+            self._write_pending()  # before the reader can see the end
+        self._wake()
         self._on_close(self)
 
     # -- internals -----------------------------------------------------------------------------------
@@ -187,7 +220,25 @@ class Subscriber:
     def _push(self, chunk: Chunk) -> None:
         self._queue.append(chunk)
         self._queued_bytes += len(chunk.data)
-        self._ready.set()
+        self._wake()
+
+    def _write_pending(self) -> None:
+        self._write_armed = False
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        data = pending[0].data if len(pending) == 1 else b"".join(c.data for c in pending)
+        writer = self._write_through
+        if writer is not None and not self._queue and writer(data):
+            self.read_bytes += len(data)
+            return
+        for chunk in pending:
+            self._push(chunk)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _would_overflow(self, chunk: Chunk) -> bool:
         if self._queued_bytes + len(chunk.data) > self._limits.max_bytes:

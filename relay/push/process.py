@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import resource
@@ -212,6 +213,7 @@ class FfmpegProcess(OwnedChild):
     async def start(self) -> None:
         """Spawn ffmpeg; raises OSError if it cannot be started."""
         await self._start_child(asyncio.subprocess.PIPE)
+        widen_pipe(self._proc)
         self._start_pipes()
 
     def _start_pipes(self) -> None:
@@ -268,6 +270,18 @@ class FfmpegProcess(OwnedChild):
     async def _feed(self) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         stdin = self._proc.stdin
+        pipe = stdin.transport
+
+        def write_through(data: bytes) -> bool:
+            # Only while the pipe's transport holds nothing back: then write() is one os.write, in order
+            # after everything before it, and a full pipe leaves the rest buffered for the loop below.
+            if pipe.get_write_buffer_size() or pipe.is_closing():
+                return False
+            pipe.write(data)
+            self.bytes_in += len(data)
+            return True
+
+        self._subscriber.write_through(write_through)
         try:
             while True:
                 data = await self._subscriber.read()
@@ -278,6 +292,8 @@ class FfmpegProcess(OwnedChild):
                 await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             return  # ffmpeg is gone; wait() reports how
+        finally:
+            self._subscriber.write_through(None)
         if self._subscriber.end_cause is EndCause.HUB_CLOSED and self._subscriber.discarded:
             # A hub closed with its queues thrown away (a node that lost the stream's lease: another node
             # pushes now): what ffmpeg still holds (its muxer's interleaving queue) is as stale as what
@@ -314,3 +330,18 @@ class FfmpegProcess(OwnedChild):
                 # The output already failed; closing it would only wait (libsrt's cleanup blocks ~1 s on a
                 # broken SRT socket before ffmpeg exits). Nothing is left to deliver: end it now.
                 self.kill()
+
+
+STDIN_PIPE_BYTES = 256 * 1024
+"""The push's stdin pipe (Linux's default is 64 KiB): a 1080p keyframe is often larger, and a chunk that
+does not fit in the pipe at once costs a partial write, a wake-up when the pipe drains and a second write."""
+
+
+def widen_pipe(proc: asyncio.subprocess.Process | None) -> None:
+    """Give the push's stdin pipe `STDIN_PIPE_BYTES` (best effort)."""
+    if proc is None or proc.stdin is None:
+        return
+    pipe = proc.stdin.transport.get_extra_info("pipe")
+    if pipe is not None:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux, or over pipe-max-size: keep the default
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, STDIN_PIPE_BYTES)

@@ -1,0 +1,106 @@
+"""A subscriber that writes live chunks straight to its reader's pipe (`Subscriber.write_through`).
+
+The writer stands for the push's stdin transport: it takes bytes while it holds nothing back and refuses
+otherwise. What the reader ends up with must be exactly what the queue alone would have given it, in the
+same order, with the same end-of-stream rules.
+"""
+
+from __future__ import annotations
+
+from relay.hub import EndCause, Hub, HubSettings, Subscriber
+from relay.ingest.gate import IngestSink, SourceType
+from relay.media.flv import flv_header
+from relay.media.packets import ContainerFormat
+from tests.fakes.clock import FakeClock
+from tests.hub.helpers import Recorder, audio, config_packets, drain, feed, tags, video
+
+
+class Pipe:
+    """A pipe's transport as the writer sees it: `accepting` says whether it holds nothing back."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.accepting = True
+
+    def __call__(self, data: bytes) -> bool:
+        if not self.accepting:
+            return False
+        self.writes.append(data)
+        return True
+
+
+def live_subscriber() -> tuple[FakeClock, IngestSink, Subscriber]:
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    sub = hub.subscribe()
+    return clock, sink, sub
+
+
+def test_chunks_of_one_loop_turn_go_out_in_one_write_in_order() -> None:
+    clock, sink, sub = live_subscriber()
+    burst = drain(sub)  # the late-joiner burst is always queued, never written through
+    assert burst.startswith(flv_header())
+    pipe = Pipe()
+    sub.write_through(pipe)
+    feed(sink, [audio(10), video(33), audio(30)])
+    assert pipe.writes == []  # nothing until the loop's next turn
+    clock.advance(0)
+    assert len(pipe.writes) == 1
+    assert [p.timestamp_ms for p in tags(flv_header() + pipe.writes[0])] == [10, 33, 30]
+    assert sub.queued_bytes == 0 and sub.read_bytes == len(pipe.writes[0])
+
+
+async def test_a_pipe_that_holds_back_gets_the_rest_through_the_queue_in_order() -> None:
+    clock, sink, sub = live_subscriber()
+    drain(sub)
+    pipe = Pipe()
+    sub.write_through(pipe)
+    feed(sink, [audio(10)])
+    clock.advance(0)
+    pipe.accepting = False  # the pipe is full: its transport buffers, the reader must wait for it
+    feed(sink, [video(33), audio(40)])
+    clock.advance(0)
+    feed(sink, [video(66)])  # queued behind them, never written ahead of them
+    clock.advance(0)
+    pipe.accepting = True
+    assert len(pipe.writes) == 1
+    queued = await sub.read()
+    assert [p.timestamp_ms for p in tags(flv_header() + queued)] == [33, 40, 66]
+    feed(sink, [audio(70)])  # queue empty again: straight through
+    clock.advance(0)
+    assert [p.timestamp_ms for p in tags(flv_header() + pipe.writes[-1])] == [70]
+
+
+async def test_the_end_of_the_stream_comes_after_what_was_offered() -> None:
+    _, sink, sub = live_subscriber()
+    drain(sub)
+    pipe = Pipe()
+    sub.write_through(pipe)
+    feed(sink, [audio(10), video(33)])
+    sub.end(EndCause.UNPUBLISHED)  # before the loop's turn: written first, then the reader sees the end
+    assert [p.timestamp_ms for p in tags(flv_header() + b"".join(pipe.writes))] == [10, 33]
+    assert await sub.read() == b""
+
+
+async def test_a_discarded_end_throws_away_what_was_not_written() -> None:
+    clock, sink, sub = live_subscriber()
+    drain(sub)
+    pipe = Pipe()
+    sub.write_through(pipe)
+    feed(sink, [audio(10)])
+    sub.end(EndCause.HUB_CLOSED, discard=True)
+    clock.advance(0)
+    assert pipe.writes == [] and await sub.read() == b""
+
+
+async def test_a_reader_that_stops_writing_through_finds_the_chunks_in_its_queue() -> None:
+    _, sink, sub = live_subscriber()
+    drain(sub)
+    pipe = Pipe()
+    sub.write_through(pipe)
+    feed(sink, [audio(10), video(33)])
+    pipe.accepting = False
+    sub.write_through(None)
+    assert [p.timestamp_ms for p in tags(flv_header() + await sub.read())] == [10, 33]
