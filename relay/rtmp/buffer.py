@@ -22,7 +22,7 @@ class ReceiveBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; raises ProtocolError if unparsed bytes would exceed the cap."""
         if len(self._data) + len(data) > self.max_bytes:
             raise ProtocolError(f"receive buffer over {self.max_bytes} bytes")

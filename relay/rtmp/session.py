@@ -123,7 +123,7 @@ class ServerSession:
 
     # -- bytes in / out ------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the client; acknowledgements due are queued for sending."""
         if self.state is SessionState.ERROR:
             raise LocalProtocolError("session already failed")
