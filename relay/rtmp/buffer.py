@@ -44,6 +44,10 @@ class ReceiveBuffer:
         del self._data[:size]
         return out
 
+    def skip(self, size: int) -> None:
+        """Remove `size` bytes already read through `view` (no copy made)."""
+        del self._data[:size]
+
     def consume_upto(self, size: int) -> bytes:
         """Remove and return at most `size` bytes."""
         return self.consume(min(size, len(self._data)))

@@ -141,6 +141,8 @@ class ServerSession:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the client now (and forget)."""
+        if not self._out:
+            return b""  # most reads of a publish answer nothing
         out = bytes(self._out)
         self._out.clear()
         return out
