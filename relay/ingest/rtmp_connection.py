@@ -1,9 +1,17 @@
-"""One RTMP connection: a thin asyncio layer over `relay.rtmp.session.ServerSession`.
+"""One RTMP connection: an `asyncio.BufferedProtocol` over `relay.rtmp.session.ServerSession`.
 
-The connection reads at most `read_chunk_bytes` at a time and processes them fully (events to the
-gate's sink) before reading again, so a publisher can never get ahead of us: asyncio's StreamReader
-pauses the socket when its small buffer fills.  Whatever goes wrong with one client ends that
-client's connection with one log line and nothing else (for a client that never published, a line
+The kernel reads straight into the connection's buffer (`get_buffer`), and `buffer_updated` feeds the
+bytes to the session and processes its events in the same callback: media to the gate's sink, replies
+written. No StreamReader, no task step per read. At most `read_chunk_bytes` are read at a time and
+processed fully before the next read, so a publisher never gets ahead of us: what the session holds
+unparsed stays under its `max_buffered_bytes`. Reading is paused while the gate decides a publish (the
+bytes behind the publish wait in the session and are processed in order once it is accepted) and while
+the transport's write buffer is over its high-water mark (a client that does not read our replies
+cannot make us buffer them without bound).
+
+A small task per connection (`run`) owns its lifetime: the TLS upgrade, the gate's decision (async),
+the graceful close after a refusal, and the cleanup with one log line whatever ended it. Whatever goes
+wrong with one client ends that client's connection only (for a client that never published, a line
 the server's throttled log may hold back and count).
 
 Until its publish is accepted a connection is anonymous: it must get there within
@@ -18,6 +26,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 
 from relay.ingest.gate import (
     EndReason,
@@ -28,6 +38,7 @@ from relay.ingest.gate import (
     Transport,
     stream_label,
 )
+from relay.ingest.peers import peer_key
 from relay.ingest.rtmp_info import InfoTracker
 from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.media.packets import ContainerFormat
@@ -55,10 +66,41 @@ class _ConnectionClosed(Exception):
         self.warn = warn
 
 
-class RtmpConnection:
+class _Pause(Enum):
+    """Why reading is paused; it resumes when no reason is left."""
+
+    GATE = "the gate is deciding a publish"
+    WRITES = "the transport's write buffer is over its high-water mark"
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """How the connection ends, decided in a protocol callback."""
+
+    reason: str
+    warn: bool
+    graceful: bool
+    """Close after sending what is buffered (a refusal the client should see) instead of aborting."""
+
+
+def _describe(exc: BaseException) -> tuple[str, bool]:
+    """The log reason and whether it warns, for an exception that ends a connection."""
+    if isinstance(exc, _ConnectionClosed):
+        return str(exc), exc.warn
+    if isinstance(exc, ProtocolError):
+        return f"protocol error: {exc}", True
+    if isinstance(exc, TimeoutError):
+        return "idle timeout", True
+    if isinstance(exc, ConnectionError | ssl.SSLError | OSError):
+        return f"connection error: {type(exc).__name__}", True
+    return "internal error", True
+
+
+class RtmpConnection(asyncio.BufferedProtocol):
     """One client connection: owns its session, its sink while publishing, and the socket.
 
-    It is the `PublisherHandle` the gate sees.
+    It is the `PublisherHandle` the gate sees. The server makes one per accepted socket; `admit` (the
+    server's limits) decides in `connection_made` whether it is served, and then starts `run`.
     """
 
     def __init__(
@@ -66,11 +108,8 @@ class RtmpConnection:
         gate: PublishGate,
         settings: RtmpServerSettings,
         transport: Transport,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: str,
-        address: str,
         *,
+        admit: Callable[[RtmpConnection], bool],
         ssl_context: ssl.SSLContext | None = None,
         on_publishing: Callable[[RtmpConnection], None] | None = None,
         log_anonymous_end: Callable[[int, str, str, str], None] | None = None,
@@ -78,15 +117,16 @@ class RtmpConnection:
         self._gate = gate
         self._settings = settings
         self._transport = transport
-        self._reader = reader
-        self._writer = writer
-        self._peer = peer
-        self.address = address
+        self._admit = admit
+        self._peer = "?"
+        self.address = "?"
         """The key the peer's connections are counted under (its IP address, its /64 for IPv6)."""
         self._ssl_context = ssl_context
         self._on_publishing = on_publishing
         self._log_anonymous_end = log_anonymous_end
         self._loop = asyncio.get_running_loop()
+        self._io: asyncio.Transport | None = None
+        """The socket's transport (TLS's once upgraded)."""
         self._last_receive = self._loop.time()
         self._accepted = self._last_receive
         self.published = False
@@ -94,22 +134,28 @@ class RtmpConnection:
         self.at_gate = False
         """The gate is deciding this connection's publish (not evictable meanwhile: it may be taking over)."""
         self._evicted = False
-        self._tls_handshake: asyncio.Future[None] | None = None
+        self._tls_handshake: asyncio.Future[asyncio.Transport | None] | None = None
         self._kick_reason: EndReason | None = None
         self._sink: IngestSink | None = None
         self._label = ""
         self._app = ""
         self._info = InfoTracker()
-        settings = self._settings
         self._session = ServerSession(settings.session_config(), epoch_ms=int(self._loop.time() * 1000))
+        self._read_buffer = memoryview(bytearray(settings.read_chunk_bytes))
+        self._serving = False
+        """The session's events are processed as bytes arrive (after the TLS upgrade for RTMPS)."""
+        self._paused: set[_Pause] = set()
+        self._publish_request: PublishRequested | None = None
+        """A publish for `run` to take to the gate (reading is paused meanwhile)."""
+        self._end: _End | None = None
+        self._wake: asyncio.Future[None] = self._loop.create_future()
+        """Done when `run` has something to do: a publish for the gate, or the end."""
+        self._lost: asyncio.Future[None] = self._loop.create_future()
         self._expired: str | None = None
         """Why the pre-auth deadline closed this connection, once it has."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_expired = False
-        handshake_seconds = min(settings.handshake_timeout_seconds, settings.preauth_timeout_seconds)
-        self._arm_deadline(self._accepted + handshake_seconds, "TLS or RTMP handshake timeout")
-        self._close_after_flush: str | None = None
 
     # -- PublisherHandle -----------------------------------------------------------------------------
 
@@ -139,6 +185,63 @@ class RtmpConnection:
             self._kick_reason = reason
             self._cut()
 
+    # -- asyncio protocol callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._io = transport
+        if self._ssl_context is not None:
+            # Before the transport's first read: the ClientHello must stay in the socket for start_tls.
+            transport.pause_reading()
+        peername = transport.get_extra_info("peername")
+        host = str(peername[0]) if peername else "?"
+        self._peer = f"{host}:{peername[1]}" if peername else "?"
+        self._accepted = self._last_receive = self._loop.time()
+        self.address = peer_key(host)
+        if not self._admit(self):
+            self._end = _End("refused", False, graceful=False)
+            transport.abort()
+            return
+        settings = self._settings
+        handshake_seconds = min(settings.handshake_timeout_seconds, settings.preauth_timeout_seconds)
+        self._arm_deadline(self._accepted + handshake_seconds, "TLS or RTMP handshake timeout")
+        if self._ssl_context is None:
+            self._start_serving()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._end is not None:
+            return
+        self._last_receive = self._loop.time()
+        try:
+            self._session.receive_data(self._read_buffer[:nbytes])
+        except Exception as exc:
+            self._fail(exc)
+            return
+        # Before the TLS upgrade has handed over, and while the gate decides, bytes wait in the session.
+        if self._serving and not self.at_gate:
+            self._advance()
+
+    def eof_received(self) -> bool:
+        self._peer_closed()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+        if exc is None:
+            self._peer_closed()
+        else:
+            self._finish(*_describe(exc))
+
+    def pause_writing(self) -> None:
+        self._pause(_Pause.WRITES)
+
+    def resume_writing(self) -> None:
+        self._resume(_Pause.WRITES)
+
     # -- the connection's task -----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -146,25 +249,22 @@ class RtmpConnection:
         reason, warn = "closed by peer", False
         end = EndReason.DROP
         try:
-            if self._ssl_context is not None:
+            if self._ssl_context is not None and self._end is None:
                 await self._start_tls(self._ssl_context)
+                if self._end is None:
+                    self._start_serving()
             await self._serve()
-        except _ConnectionClosed as exc:
-            reason, warn = str(exc), exc.warn
-        except ProtocolError as exc:
-            reason, warn = f"protocol error: {exc}", True
-        except TimeoutError:
-            reason, warn = "idle timeout", True
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            reason, warn = f"connection error: {type(exc).__name__}", True
         except asyncio.CancelledError:
             reason = "server closing"
             raise
-        except Exception:
-            # A bug of ours (or of the gate/sink) must still end only this connection.
-            log.exception("rtmp %s %s: internal error", self.transport.value, self._peer)
-            reason, warn = "internal error", True
+        except Exception as exc:
+            reason, warn = _describe(exc)
+            if reason == "internal error":
+                # A bug of ours (or of the gate/sink) must still end only this connection.
+                log.exception("rtmp %s %s: internal error", self.transport.value, self._peer)
         finally:
+            if self._end is None:
+                self._end = _End(reason, warn, graceful=False)
             if self._kick_reason is not None:
                 end = self._kick_reason
                 reason, warn = f"disconnected by relay ({end.value})", False
@@ -178,13 +278,68 @@ class RtmpConnection:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
             self._close_sink(end)
-            self._writer.transport.abort()
+            if self._io is not None:
+                self._io.abort()
             label = f" stream {self._label}" if self._label else ""
             level = logging.WARNING if warn else logging.INFO
             if not self.published and self._log_anonymous_end is not None:
                 self._log_anonymous_end(level, reason, self._peer, label)
             else:
                 log.log(level, "rtmp %s %s%s: %s", self.transport.value, self._peer, label, reason)
+
+    async def _serve(self) -> None:
+        """Wait for what the callbacks hand over: a publish for the gate, then the end."""
+        while self._end is None:
+            request, self._publish_request = self._publish_request, None
+            if request is not None:
+                await self._publish(request)
+                continue
+            await self._wake
+            self._wake = self._loop.create_future()
+        if self._end.graceful:
+            await self._close_gracefully()
+        raise _ConnectionClosed(self._end.reason, warn=self._end.warn)
+
+    async def _close_gracefully(self) -> None:
+        # close() sends what is still buffered (the refusal the client should see) before closing;
+        # abort() in run()'s cleanup would drop it.
+        assert self._io is not None
+        self._io.close()
+        try:
+            async with asyncio.timeout(self._settings.handshake_timeout_seconds):
+                await self._lost
+        except TimeoutError:
+            pass  # the cleanup aborts the transport anyway
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        # Reading was paused at accept, so the ClientHello is still in the socket for the TLS layer.
+        # The handshake runs in a task of its own so that eviction and the deadline can cancel it:
+        # aborting the socket under it instead makes CPython 3.11's start_tls return no transport at all.
+        assert self._io is not None
+        handshake = asyncio.ensure_future(self._loop.start_tls(self._io, self, context, server_side=True))
+        self._tls_handshake = handshake
+        try:
+            tls = await handshake
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own task is being cancelled (the server is closing)
+            raise ConnectionAbortedError("TLS handshake cut short") from None
+        finally:
+            self._tls_handshake = None
+        if tls is None:
+            raise ConnectionAbortedError("TLS handshake gave no transport")
+        self._io = tls
+
+    def _start_serving(self) -> None:
+        self._serving = True
+        self._idle_timer = self._loop.call_at(
+            self._last_receive + self._settings.idle_timeout_seconds, self._check_idle
+        )
+        if self._session.buffered_bytes:
+            self._advance()  # what arrived with the end of the TLS handshake
+
+    # -- timers and ending ---------------------------------------------------------------------------
 
     def _arm_deadline(self, when: float, reason: str) -> None:
         # A timer rather than a read timeout: it also ends a client that stalls our writes (never reads
@@ -203,34 +358,6 @@ class RtmpConnection:
             self._expired = reason
             self._cut()
 
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        # The server paused reading at accept, so the ClientHello is still in the socket for the TLS layer.
-        # The handshake runs in a task of its own so that eviction and the deadline can cancel it:
-        # aborting the socket under it instead makes CPython 3.11's start_tls return no transport at all.
-        handshake = asyncio.ensure_future(self._writer.start_tls(context))
-        self._tls_handshake = handshake
-        try:
-            await handshake
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # our own task is being cancelled (the server is closing)
-            raise ConnectionAbortedError("TLS handshake cut short") from None
-        finally:
-            self._tls_handshake = None
-
-    def _cut(self) -> None:
-        """End the connection now: the pending read, drain or TLS handshake ends, and run() cleans up."""
-        if self._tls_handshake is not None:
-            self._tls_handshake.cancel()
-        else:
-            self._writer.transport.abort()
-
-    def _close_sink(self, reason: EndReason) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close(reason)
-
     def _check_idle(self) -> None:
         # One timer per connection, re-armed only when it fires, instead of a timeout around every read
         # (a Timeout, a timer handle and a heap push and cancel per read: measurably the ingest's CPU).
@@ -243,46 +370,82 @@ class RtmpConnection:
             self._idle_expired = True
             self._cut()
 
-    async def _serve(self) -> None:
-        settings = self._settings
-        session = self._session
-        self._idle_timer = self._loop.call_at(self._last_receive + settings.idle_timeout_seconds, self._check_idle)
-        while True:
-            data = await self._reader.read(settings.read_chunk_bytes)
-            if not data:
-                if self._kick_reason is None and self._sink is not None:
-                    raise _ConnectionClosed("connection closed while publishing (no unpublish)")
-                return
-            self._last_receive = self._loop.time()
-            session.receive_data(data)
-            await self._process_events()
-            await self._flush()
-            if self._close_after_flush is not None:
-                await self._close_gracefully()
-                raise _ConnectionClosed(self._close_after_flush, warn=False)
+    def _cut(self) -> None:
+        """End the connection now; run()'s cleanup says why (kick, eviction, deadline or idle)."""
+        self._finish("cut", True, force=True)
 
-    async def _close_gracefully(self) -> None:
-        # close() sends what is still buffered (the refusal the client should see) before closing;
-        # abort() in run()'s cleanup would drop it.
-        self._writer.close()
+    def _finish(self, reason: str, warn: bool, *, graceful: bool = False, force: bool = False) -> None:
+        """End the connection (the first reason given is kept) and wake run() to clean up.
+
+        Graceful: reading stops and run() closes after our replies are sent. Once an end is decided,
+        only `force` (a kick, an eviction, a timer) cuts it short: not the peer's close meanwhile.
+        """
+        first = self._end is None
+        if first:
+            self._end = _End(reason, warn, graceful)
+        if not self._wake.done():
+            self._wake.set_result(None)
+        if graceful:
+            if self._io is not None:
+                self._io.pause_reading()
+            return
+        if not (first or force):
+            return
+        if self._tls_handshake is not None:
+            self._tls_handshake.cancel()
+        elif self._io is not None:
+            self._io.abort()
+
+    def _fail(self, exc: Exception) -> None:
+        reason, warn = _describe(exc)
+        if reason == "internal error":
+            # A bug of ours (or of the sink) must still end only this connection.
+            log.exception("rtmp %s %s: internal error", self.transport.value, self._peer)
+        self._finish(reason, warn)
+
+    def _peer_closed(self) -> None:
+        if self._kick_reason is None and self._sink is not None:
+            self._finish("connection closed while publishing (no unpublish)", True)
+        else:
+            self._finish("closed by peer", False)
+
+    def _pause(self, why: _Pause) -> None:
+        if not self._paused and self._io is not None:
+            self._io.pause_reading()
+        self._paused.add(why)
+
+    def _resume(self, why: _Pause) -> None:
+        self._paused.discard(why)
+        if not self._paused and self._end is None and self._io is not None:
+            self._io.resume_reading()
+
+    def _close_sink(self, reason: EndReason) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close(reason)
+
+    # -- the session's events ------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Process every event the session can give, then send its replies; never raises."""
         try:
-            async with asyncio.timeout(self._settings.handshake_timeout_seconds):
-                await self._writer.wait_closed()
-        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
-            pass  # the cleanup aborts the transport anyway
+            close_reason = self._process_events()
+            out = self._session.data_to_send()
+            if out and self._io is not None:
+                self._io.write(out)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if close_reason is not None:
+            self._finish(close_reason, False, graceful=True)
 
-    async def _flush(self) -> None:
-        out = self._session.data_to_send()
-        if out:
-            self._writer.write(out)
-            await self._writer.drain()
-
-    async def _process_events(self) -> None:
+    def _process_events(self) -> str | None:
+        """Events until the session needs data; stops at a publish (for the gate) or a close (its reason)."""
         session = self._session
-        while self._close_after_flush is None:
+        while True:
             event = session.next_event()
             if event is NEED_DATA:
-                return
+                return None
             if isinstance(event, MediaReceived):
                 if self._sink is not None:
                     packet = event.packet
@@ -301,7 +464,15 @@ class RtmpConnection:
                 self._app = event.app
                 session.accept_connect()
             elif isinstance(event, PublishRequested):
-                await self._publish(event)
+                # The session answers nothing more until the gate decides: the bytes behind the publish
+                # stay in it, and reading stops so that no more come meanwhile.
+                self.at_gate = True
+                self._label = stream_label(event.name)
+                self._pause(_Pause.GATE)
+                self._publish_request = event
+                if not self._wake.done():
+                    self._wake.set_result(None)
+                return None
             elif isinstance(event, Unpublished):
                 log.info(
                     "rtmp %s %s stream %s: unpublished (%s)",
@@ -312,7 +483,7 @@ class RtmpConnection:
                 )
                 self._close_sink(EndReason.UNPUBLISH)
             elif isinstance(event, CloseRequested):
-                self._close_after_flush = event.reason
+                return event.reason
 
     def _push_info(self) -> None:
         info = self._info.merged()
@@ -320,16 +491,16 @@ class RtmpConnection:
             self._sink.update_info(info)
 
     async def _publish(self, event: PublishRequested) -> None:
-        self._label = stream_label(event.name)
         request = PublishRequest(stream_key=event.name, container=ContainerFormat.FLV, publisher=self, app=self._app)
-        self.at_gate = True
         try:
-            await self._flush()  # the client should not wait for createStream's answer while we ask the gate
             sink = await self._gate.open_publish(request)
         except PublishRefused as exc:
             # BadName for every refusal: encoders know it, and it tells a guesser nothing more.
             self._session.reject_publish("NetStream.Publish.BadName", "Publish refused.")
-            self._close_after_flush = f"publish refused ({exc.reason.value})"
+            out = self._session.data_to_send()
+            if self._io is not None:
+                self._io.write(out)
+            self._finish(f"publish refused ({exc.reason.value})", False, graceful=True)
             return
         finally:
             self.at_gate = False
@@ -346,3 +517,8 @@ class RtmpConnection:
         if self._on_publishing is not None:
             self._on_publishing(self)
         log.info("rtmp %s %s stream %s: publishing", self.transport.value, self._peer, self._label)
+        if self._end is None:
+            # Resumed first: a selector or TLS transport reads again only from the next loop iteration,
+            # after what waited behind the publish has been processed here, in order.
+            self._resume(_Pause.GATE)
+            self._advance()

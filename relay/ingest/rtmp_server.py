@@ -1,6 +1,7 @@
 """The RTMP/RTMPS publishing server: the listening socket, connection limits and one task per connection.
 
-Each connection is one task owned by the server; what it does is in `relay.ingest.rtmp_connection`.
+Each connection is an asyncio protocol (`relay.ingest.rtmp_connection`) whose lifetime is one task owned
+by the server; the bytes themselves are processed in the protocol's callbacks, not in that task.
 
 Limits, checked at accept: `max_connections` in all and `max_connections_per_address` per peer key
 (`relay.ingest.peers`: an IPv4 address, an IPv6 /64), and a budget of `max_unauthenticated_connections`
@@ -24,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable
 
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
-from relay.ingest.peers import peer_key
 from relay.ingest.rtmp_connection import RtmpConnection
 from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.ratelimit import ThrottledLog
@@ -88,11 +88,8 @@ class RtmpServer:
         """Start listening."""
         if self._server is not None or self._closed:
             raise RuntimeError("server already started or closed")
-        self._server = await asyncio.start_server(
-            self._on_client,
-            self.settings.host,
-            self.settings.port,
-            limit=self.settings.read_chunk_bytes,
+        self._server = await asyncio.get_running_loop().create_server(
+            self._new_connection, self.settings.host, self.settings.port
         )
         log.info("rtmp %s listening on %s:%d", self.transport.value, self.settings.host, self.port)
 
@@ -117,41 +114,32 @@ class RtmpServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = writer.transport
-        if self.ssl_context is not None and isinstance(transport, asyncio.ReadTransport):
-            # Before the transport's first read: the ClientHello must stay in the socket for start_tls.
-            transport.pause_reading()
-        peername = writer.get_extra_info("peername")
-        host = str(peername[0]) if peername else "?"
-        peer = f"{host}:{peername[1]}" if peername else "?"
-        if self._closed:
-            writer.transport.abort()
-            return
-        address = peer_key(host)
-        if not self._make_room(address, peer):
-            writer.transport.abort()
-            self._count(RefusalReason.CONNECTION_LIMIT)
-            return
-        connection = RtmpConnection(
+    def _new_connection(self) -> RtmpConnection:
+        return RtmpConnection(
             self.gate,
             self.settings,
             self.transport,
-            reader,
-            writer,
-            peer,
-            address,
+            admit=self._admit,
             ssl_context=self.ssl_context,
             on_publishing=self._published,
             log_anonymous_end=self._log_anonymous_end,
         )
+
+    def _admit(self, connection: RtmpConnection) -> bool:
+        """Whether an accepted connection is served (its task started); the connection aborts it if not."""
+        if self._closed:
+            return False
+        if not self._make_room(connection.address, connection.peer):
+            self._count(RefusalReason.CONNECTION_LIMIT)
+            return False
         self.accepted += 1
         self._connections.add(connection)
         self._anonymous[connection] = None
-        self._per_address[address] = self._per_address.get(address, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._run(connection), name=f"rtmp {peer}")
+        self._per_address[connection.address] = self._per_address.get(connection.address, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._run(connection), name=f"rtmp {connection.peer}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     def _make_room(self, address: str, peer: str) -> bool:
         """Whether a new connection from `address` fits, after evicting an anonymous one if that is needed."""

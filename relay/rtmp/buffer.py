@@ -22,7 +22,7 @@ class ReceiveBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; raises ProtocolError if unparsed bytes would exceed the cap."""
         if len(self._data) + len(data) > self.max_bytes:
             raise ProtocolError(f"receive buffer over {self.max_bytes} bytes")
@@ -43,6 +43,10 @@ class ReceiveBuffer:
         out = bytes(self._data[:size])
         del self._data[:size]
         return out
+
+    def skip(self, size: int) -> None:
+        """Remove `size` bytes already read through `view` (no copy made)."""
+        del self._data[:size]
 
     def consume_upto(self, size: int) -> bytes:
         """Remove and return at most `size` bytes."""

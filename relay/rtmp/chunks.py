@@ -317,7 +317,7 @@ class ChunkReader:
                 raise ProtocolError("too many bytes in partial messages")
             self._pending_declared += stream.length
             stream.received = 0
-        buffer.consume(end)
+        buffer.skip(end)
         self._body = stream if stream.length else None
         self._body_csid = csid
         self._body_left = min(self.chunk_size, stream.length - stream.received)

@@ -123,7 +123,7 @@ class ServerSession:
 
     # -- bytes in / out ------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the client; acknowledgements due are queued for sending."""
         if self.state is SessionState.ERROR:
             raise LocalProtocolError("session already failed")
@@ -141,6 +141,8 @@ class ServerSession:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the client now (and forget)."""
+        if not self._out:
+            return b""  # most reads of a publish answer nothing
         out = bytes(self._out)
         self._out.clear()
         return out

@@ -1,0 +1,166 @@
+"""The RTMP ingest's reading over real sockets: bytes behind a publish wait for the gate and arrive in
+order, a client that does not read our replies cannot make us buffer without bound, and where a TCP
+segment ends never changes what the sink gets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from relay.ingest.gate import EndReason, IngestSink, PublishRequest
+from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
+from relay.media.packets import MediaKind
+from relay.pull.flv import FlvStreamReader
+from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
+from tests.rtmp.sessions import AUDIO_CONFIG, AUDIO_FRAME, VIDEO_CONFIG, VIDEO_KEY, handshake, media
+from tests.rtmp.wire import ServerReplies, command, publish_script
+
+pytestmark = pytest.mark.timeout(60)
+KEY = f"{STREAM_ID}?{TOKEN}"
+
+
+class SlowGate(RecordingGate):
+    """The recording gate, deciding after `delay_seconds` (a store under load)."""
+
+    def __init__(self, directory: Path, delay_seconds: float) -> None:
+        super().__init__(directory, {STREAM_ID: TOKEN})
+        self.delay_seconds = delay_seconds
+
+    async def open_publish(self, request: PublishRequest) -> IngestSink:
+        await asyncio.sleep(self.delay_seconds)
+        return await super().open_publish(request)
+
+
+def _settings(**overrides: float) -> RtmpServerSettings:
+    values: dict[str, float] = {"handshake_timeout_seconds": 5, "idle_timeout_seconds": 20}
+    values.update(overrides)
+    return RtmpServerSettings(host="127.0.0.1", port=0, **values)  # type: ignore[arg-type]
+
+
+def _frames() -> list[tuple[MediaKind, int, bytes]]:
+    frames = [(MediaKind.VIDEO, 0, VIDEO_CONFIG), (MediaKind.AUDIO, 0, AUDIO_CONFIG)]
+    for index in range(6):
+        # Video bodies over the 128-byte default chunk size: several chunks each.
+        frames.append((MediaKind.VIDEO, 40 * index, VIDEO_KEY + bytes([index]) * 700))
+        frames.append((MediaKind.AUDIO, 23 * index, AUDIO_FRAME))
+    return frames
+
+
+def _media_bytes(frames: list[tuple[MediaKind, int, bytes]]) -> bytes:
+    return b"".join(media(kind, ts, body, csid=6 if kind is MediaKind.VIDEO else 4) for kind, ts, body in frames)
+
+
+UNPUBLISH = command("deleteStream", 9.0, None, 1.0)
+
+
+def _recorded(gate: RecordingGate, index: int = 0) -> list[tuple[MediaKind, int, bytes]]:
+    sink = gate.sinks[STREAM_ID][index]
+    tags = FlvStreamReader().feed(sink.path.read_bytes())
+    return [(tag.packet.kind, tag.packet.timestamp_ms, tag.packet.payload) for tag in tags]
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+async def test_media_behind_the_publish_is_delivered_in_order_after_the_gate_accepts(tmp_path: Path) -> None:
+    gate = SlowGate(tmp_path, delay_seconds=0.3)
+    frames = _frames()
+    async with RtmpServer(gate, _settings()) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        # One write: the publish and the first media in the same segment; the rest while the gate decides.
+        await _send(writer, handshake() + b"".join(publish_script(KEY)) + _media_bytes(frames[:2]))
+        await asyncio.sleep(0.1)
+        assert not gate.sinks, "the gate decided early: the test would not hold bytes behind the publish"
+        await _send(writer, _media_bytes(frames[2:]) + UNPUBLISH)
+        await asyncio.wait_for(gate.opened.wait(), 5)
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 5)
+        replies = ServerReplies()
+        replies.feed(await reader.read(1 << 20))
+        writer.close()
+    assert sink.close_reasons == [EndReason.UNPUBLISH]
+    assert _recorded(gate) == frames
+    assert "NetStream.Publish.Start" in replies.status_codes()
+
+
+async def test_where_segments_end_does_not_change_what_the_sink_gets(tmp_path: Path) -> None:
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = _frames()
+    before_publish = handshake() + b"".join(publish_script(KEY)[:-1])
+    publish = publish_script(KEY)[-1]
+    stream = before_publish + publish + _media_bytes(frames) + UNPUBLISH
+    # Every offset around the publish command (the gate's pause) and the handshake's end, a stride elsewhere.
+    around_publish = range(len(before_publish) - 2, len(before_publish) + len(publish) + 40)
+    offsets = sorted({*around_publish, *range(1, len(stream), 97), 1537, 3073, 3074, len(stream) - 1})
+    async with RtmpServer(gate, _settings()) as server:
+        for offset in offsets:
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await _send(writer, stream[:offset])
+            await asyncio.sleep(0.005)
+            await _send(writer, stream[offset:])
+            await asyncio.wait_for(gate.opened.wait(), 5)
+            gate.opened.clear()
+            sink = gate.sinks[STREAM_ID][-1]
+            await asyncio.wait_for(sink.closed.wait(), 5)
+            writer.close()
+            assert sink.close_reasons == [EndReason.UNPUBLISH], offset
+            assert _recorded(gate, -1) == frames, offset
+    assert len(gate.sinks[STREAM_ID]) == len(offsets)
+
+
+async def test_a_client_that_does_not_read_our_replies_is_bounded_then_served_again(tmp_path: Path) -> None:
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    settings = _settings(read_chunk_bytes=4096)
+    async with RtmpServer(gate, settings) as server:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=client)
+        replies = ServerReplies()
+        await _send(writer, handshake() + b"".join(publish_script(KEY)))
+        async with asyncio.timeout(5):
+            while "NetStream.Publish.Start" not in replies.status_codes():
+                replies.feed(await reader.read(65536))
+        # Each unknown call with a transaction id is answered with an _error about 4x its size.
+        flood = command("noSuchCall", 7.0, None) * 2000
+        sent = 0
+        stalled = False
+        while sent < 64 << 20:
+            writer.write(flood)
+            sent += len(flood)
+            try:
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+            except TimeoutError:
+                stalled = True
+                break
+        assert stalled, f"the server read {sent} bytes from a client that reads none of its replies"
+        (connection,) = server._connections  # what the server holds for that client
+        assert connection._io is not None
+        _, high = connection._io.get_write_buffer_limits()
+        held = connection._io.get_write_buffer_size()
+        assert held <= high + 16 * settings.read_chunk_bytes, held
+        assert connection.published  # bounded by not reading, not by dropping the publisher
+        # The client reads its replies: the server reads again and the stream goes on.
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    if not await reader.read(1 << 20):
+                        break
+            except TimeoutError:
+                break
+        await _send(writer, media(MediaKind.VIDEO, 0, VIDEO_CONFIG) + UNPUBLISH)
+        sink = gate.sinks[STREAM_ID][0]
+        async with asyncio.timeout(10):
+            while not sink.closed.is_set():
+                await reader.read(1 << 20)  # keep reading: the rest of the flood's answers
+        writer.close()
+    assert sink.close_reasons == [EndReason.UNPUBLISH]
+    assert _recorded(gate) == [(MediaKind.VIDEO, 0, VIDEO_CONFIG)]
