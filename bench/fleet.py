@@ -155,6 +155,8 @@ class Publisher:
     protocol: str
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    reconnects: int = 0
+    """Starts after an exit the fleet did not cause (refused, or the connection failed): an encoder retries."""
 
 
 @dataclass
@@ -254,6 +256,11 @@ class Fleet:
         self._srt_publishers = set(srt_publishers)
         self.streams = streams
         self.http: aiohttp.ClientSession | None = None
+        self.reconnect_seconds = 1.0
+        """How long a publisher whose ffmpeg exited on its own waits before it connects again (OBS and
+        hardware encoders retry; ffmpeg alone would stay away for the rest of the run)."""
+        self._closing = False
+        self._watchers: set[asyncio.Task[None]] = set()
         self.seen_children: dict[int, str] = {}
         """Every process of the relay's tree seen while running (pid -> name): what must be gone after stop."""
 
@@ -337,6 +344,21 @@ class Fleet:
         )
         log.close()
         p.starts += 1
+        watcher = asyncio.create_task(self._reconnect_when_gone(p, p.process))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _reconnect_when_gone(self, p: Publisher, process: asyncio.subprocess.Process) -> None:
+        """Start `p` again when `process` exits while it should publish: e.g. a returning SRT encoder
+        refused as long as the relay still holds its dead predecessor (until the takeover rule applies)."""
+        await process.wait()
+        if self._closing or p.process is not process:
+            return  # stopped on purpose (kill_publisher, close)
+        await asyncio.sleep(self.reconnect_seconds)
+        if self._closing or p.process is not process:
+            return
+        p.reconnects += 1
+        await self.start_publisher(p)
 
     async def kill_publisher(self, p: Publisher) -> None:
         """SIGKILL: the connection is reset, as when an encoder crashes."""
@@ -360,8 +382,11 @@ class Fleet:
 
     async def close(self) -> dict[str, Any]:
         """Stops everything; returns what was left of the relay's children after its stop (and kills them)."""
+        self._closing = True
         for p in self.publishers:
             await self.kill_publisher(p)
+        for watcher in list(self._watchers):
+            watcher.cancel()
         if self.http is not None:
             await self.http.close()
             self.http = None

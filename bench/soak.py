@@ -258,6 +258,7 @@ class Soak:
             await fleet.kill_publisher(p)
             await asyncio.sleep(down)
             back_at = time.monotonic()
+            reconnects = p.reconnects
             await fleet.start_publisher(p)
             dests = [d for d in fleet.destinations if d.stream == p.stream]
             deadline = back_at + self.o.back_within_seconds
@@ -267,6 +268,10 @@ class Soak:
             else:
                 late = [d.name for d in dests if d.watch.last_media_t <= back_at]
                 outage.note = f"{', '.join(late)}: no media within {self.o.back_within_seconds:g} s"
+            if p.reconnects > reconnects:
+                tries = p.reconnects - reconnects + 1
+                retried = f"the encoder connected {tries} times (refused until the relay let go of its predecessor)"
+                outage.note = f"{outage.note}; {retried}" if outage.note else retried
 
     async def _api_churn(self) -> None:
         fleet = self.fleet
