@@ -198,3 +198,34 @@ async def test_lost_link_is_a_drop_and_close_leaves_no_thread(src_ts: Path, tmp_
         await server.close()
         await server.close()  # idempotent
     assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
+
+
+async def test_kick_and_stop_wake_the_idle_worker_at_once(src_ts: Path, tmp_path: Path) -> None:
+    """The worker sleeps until something happens (no periodic wake-up): a kick from the loop, then the
+    server's close, must still act at once, well inside the old 50 ms poll plus the loop's hand-off."""
+    engine = engine_for(tmp_path)
+    server = SrtServer(engine, engine, settings())
+    assert await server.start()
+    try:
+        assert server.port is not None
+        url = srt_url(server.port, "1%23tok1")
+        loop = asyncio.get_running_loop()
+        async with Publisher(ffmpeg_publish_argv(src_ts, url)):
+            sink = await engine.wait_sink(1)
+            asked = loop.time()
+            engine.live[1].disconnect(EndReason.KICKED)
+            async with asyncio.timeout(5):
+                await sink.closed.wait()
+            kicked_in = loop.time() - asked
+        assert sink.close_reasons == [EndReason.KICKED]
+        async with Publisher(ffmpeg_publish_argv(src_ts, url)):
+            second = await engine.wait_sink(1, index=1)
+            asked = loop.time()
+            await server.close()
+            closed_in = loop.time() - asked
+            assert second.closed.is_set()
+    finally:
+        await server.close()
+    assert kicked_in < 0.5, f"the kick took {kicked_in:.3f}s"
+    assert closed_in < 0.5, f"closing the server took {closed_in:.3f}s"
+    assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
