@@ -9,8 +9,10 @@ Threads and why:
   accepts, reads messages and hands them to the `ListenerHandler`. It sleeps until one of them is
   ready: `close_connection` and `stop()` write the eventfd, so stopping is prompt and bounded without
   a timeout. Only a connection draining after a break (`_start_drain`) makes it look again every
-  `drain_poll_ms`, up to the drain's deadline. (An idle relay's worker woke 20 times a second before,
-  ~0.2 CPU s/min; libsrt's epoll wait itself still re-checks every 10 ms inside the library.)
+  `drain_poll_ms`, up to the drain's deadline. libsrt's epoll wait re-checks every 10 ms inside the
+  library, so with no connection and no admitted handshake the worker waits on the eventfd alone
+  (`poll`), and the listen callback writes it when it admits a handshake. (An idle relay's worker
+  woke 20 times a second before, plus libsrt's 100: ~0.24 CPU s/min.)
 
 The listener never calls back into asyncio; `relay.ingest.srt_server` adapts the handler calls to the
 event loop. What the two threads share (admitted handshakes, the connection count) is in `Handshakes`,
@@ -25,6 +27,7 @@ import logging
 import math
 import os
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -123,6 +126,7 @@ class SrtListener:
             latency_ms=config.latency_ms,
             peer_idle_timeout_ms=config.peer_idle_timeout_ms,
             connect_timeout_ms=config.connect_timeout_ms,
+            on_admitted=self._wake_worker,
         )
         self._sock: int | None = None
         self._eid: int | None = None
@@ -212,19 +216,29 @@ class SrtListener:
 
     def _run(self) -> None:
         assert self._eid is not None and self._sock is not None
+        assert self._wake is not None
         ready = EpollReady(64)
         buf = ctypes.create_string_buffer(max(SRT_LIVE_MAX_PAYLOAD_BYTES, self._config.payload_size_bytes) + 64)
+        woken = select.poll()
+        woken.register(self._wake, select.POLLIN)
         try:
             while not self._stop.is_set():
                 self._run_requests()
-                timeout_ms = self._timeout_ms()
+                handshakes_wait = self._handshakes.waiting_seconds()
+                if not self._conns and handshakes_wait is None:
+                    # Nothing connected, no handshake admitted: only our eventfd can bring work (the listen
+                    # callback writes it too). libsrt's epoll wait would re-check 100 times a second.
+                    woken.poll()
+                    self._clear_wake()
+                    continue
+                timeout_ms = self._timeout_ms(handshakes_wait)
                 try:
-                    woken = self._lib.epoll_wait_with_system(self._eid, ready, timeout_ms)
+                    got = self._lib.epoll_wait_with_system(self._eid, ready, timeout_ms)
                 except SrtError as exc:
                     log.error("SRT epoll wait failed: %s", exc)
                     self._stop.wait(0.05)
                     continue
-                if woken:
+                if got:
                     if ready.system:
                         self._clear_wake()
                     broken = ready.write
@@ -233,20 +247,23 @@ class SrtListener:
                             self._accept_one()
                         elif sock in self._conns:
                             self._read(self._conns[sock], buf, broken=sock in broken)
-                if timeout_ms >= 0:  # some connection drains
+                if any(c.drain_deadline is not None for c in self._conns.values()):
                     self._run_drains(buf)
         except BaseException:
             log.exception("SRT listener worker crashed")
         finally:
             self._close_everything()
 
-    def _timeout_ms(self) -> int:
-        """No timeout (-1) unless a connection drains: then its next read, or its deadline if sooner."""
+    def _timeout_ms(self, handshakes_wait: float | None) -> int:
+        """No timeout (-1) unless a connection drains (then its next read, or its deadline if sooner) or,
+        with no connection, an admitted handshake may go stale (then until it does: back to sleeping)."""
         deadlines = [c.drain_deadline for c in self._conns.values() if c.drain_deadline is not None]
-        if not deadlines:
-            return -1
-        until_deadline = max(0, min(deadlines) - time.monotonic())
-        return min(self._config.drain_poll_ms, math.ceil(until_deadline * 1000))
+        if deadlines:
+            until_deadline = max(0, min(deadlines) - time.monotonic())
+            return min(self._config.drain_poll_ms, math.ceil(until_deadline * 1000))
+        if not self._conns and handshakes_wait is not None:
+            return math.ceil(handshakes_wait * 1000) + 1
+        return -1
 
     def _clear_wake(self) -> None:
         assert self._wake is not None
