@@ -179,6 +179,10 @@ class EpollReady:
         self.read_count = ctypes.c_int(capacity)
         self.write_count = ctypes.c_int(capacity)
         self.system_count = ctypes.c_int(capacity)
+        # made once: a busy worker waits hundreds of times a second
+        self.read_count_ptr = ctypes.pointer(self.read_count)
+        self.write_count_ptr = ctypes.pointer(self.write_count)
+        self.system_count_ptr = ctypes.pointer(self.system_count)
 
     def reset(self) -> None:
         """Before a wait: each count is the room in its array (libsrt writes back how many it filled)."""
@@ -762,12 +766,12 @@ class LibSrt:
             self._lib.srt_epoll_wait(
                 eid,
                 ready.read_array,
-                ctypes.byref(ready.read_count),
+                ready.read_count_ptr,
                 ready.write_array,
-                ctypes.byref(ready.write_count),
+                ready.write_count_ptr,
                 timeout_ms,
                 ready.system_array,
-                ctypes.byref(ready.system_count),
+                ready.system_count_ptr,
                 None,
                 None,
             )

@@ -138,6 +138,7 @@ class SrtListener:
         self._wake_lock = threading.Lock()
         """Held to write or close `_wake`: a late writer must never write to a closed (reused) descriptor."""
         self._conns: dict[int, _Conn] = {}  # worker thread only
+        self._draining: list[_Conn] = []  # worker thread only: the connections with a drain deadline
         self._bound: Peer = None
 
     @property
@@ -223,15 +224,17 @@ class SrtListener:
         woken.register(self._wake, select.POLLIN)
         try:
             while not self._stop.is_set():
-                self._run_requests()
-                handshakes_wait = self._handshakes.waiting_seconds()
-                if not self._conns and handshakes_wait is None:
-                    # Nothing connected, no handshake admitted: only our eventfd can bring work (the listen
-                    # callback writes it too). libsrt's epoll wait would re-check 100 times a second.
-                    woken.poll()
-                    self._clear_wake()
-                    continue
-                timeout_ms = self._timeout_ms(handshakes_wait)
+                if self._conns:
+                    timeout_ms = self._drain_timeout_ms() if self._draining else -1
+                else:
+                    handshakes_wait = self._handshakes.waiting_seconds()
+                    if handshakes_wait is None:
+                        # Nothing connected, no handshake admitted: only our eventfd can bring work (the
+                        # listen callback writes it too). libsrt's epoll wait re-checks 100 times a second.
+                        woken.poll()
+                        self._on_wake()
+                        continue
+                    timeout_ms = math.ceil(handshakes_wait * 1000) + 1  # then forget it, and sleep
                 try:
                     got = self._lib.epoll_wait_with_system(self._eid, ready, timeout_ms)
                 except SrtError as exc:
@@ -239,31 +242,30 @@ class SrtListener:
                     self._stop.wait(0.05)
                     continue
                 if got:
-                    if ready.system:
-                        self._clear_wake()
-                    broken = ready.write
+                    if ready.system_count.value:
+                        self._on_wake()
+                    broken = ready.write if ready.write_count.value else ()
                     for sock in ready.read:
                         if sock == self._sock:
                             self._accept_one()
                         elif sock in self._conns:
                             self._read(self._conns[sock], buf, broken=sock in broken)
-                if any(c.drain_deadline is not None for c in self._conns.values()):
+                if self._draining:
                     self._run_drains(buf)
         except BaseException:
             log.exception("SRT listener worker crashed")
         finally:
             self._close_everything()
 
-    def _timeout_ms(self, handshakes_wait: float | None) -> int:
-        """No timeout (-1) unless a connection drains (then its next read, or its deadline if sooner) or,
-        with no connection, an admitted handshake may go stale (then until it does: back to sleeping)."""
-        deadlines = [c.drain_deadline for c in self._conns.values() if c.drain_deadline is not None]
-        if deadlines:
-            until_deadline = max(0, min(deadlines) - time.monotonic())
-            return min(self._config.drain_poll_ms, math.ceil(until_deadline * 1000))
-        if not self._conns and handshakes_wait is not None:
-            return math.ceil(handshakes_wait * 1000) + 1
-        return -1
+    def _drain_timeout_ms(self) -> int:
+        """While connections drain: their next read, or the nearest drain deadline if sooner."""
+        until_deadline = max(0.0, min(conn.drain_deadline or 0.0 for conn in self._draining) - time.monotonic())
+        return min(self._config.drain_poll_ms, math.ceil(until_deadline * 1000))
+
+    def _on_wake(self) -> None:
+        """The eventfd was written: a request was queued (each one writes it after queueing), or stop()."""
+        self._clear_wake()
+        self._run_requests()
 
     def _clear_wake(self) -> None:
         assert self._wake is not None
@@ -354,12 +356,12 @@ class SrtListener:
         now = time.monotonic()
         conn.silence_seconds = now - conn.last_data
         conn.drain_deadline = now + (conn.info.latency_ms + 250) / 1000
+        self._draining.append(conn)
 
     def _run_drains(self, buf: ctypes.Array[ctypes.c_char]) -> None:
         now = time.monotonic()
-        for conn in list(self._conns.values()):
-            if conn.drain_deadline is None:
-                continue
+        for conn in list(self._draining):
+            assert conn.drain_deadline is not None
             messages: list[bytes] = []
             for _ in range(self._config.max_messages_per_wakeup):
                 try:
@@ -376,6 +378,8 @@ class SrtListener:
 
     def _finish(self, sock: int, cause: CloseCause) -> None:
         conn = self._conns.pop(sock)
+        if conn.drain_deadline is not None:
+            self._draining.remove(conn)
         if self._eid is not None and conn.drain_deadline is None:
             self._lib.epoll_remove(self._eid, sock)
         self._lib.close(sock)
