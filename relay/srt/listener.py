@@ -134,7 +134,8 @@ class SrtListener:
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake: int | None = None
-        """An eventfd in the worker's epoll: written after a request is queued or stop() is asked."""
+        """An eventfd in the worker's epoll: written after a request is queued, when stop() is asked and when
+        the listen callback admits a handshake."""
         self._wake_lock = threading.Lock()
         """Held to write or close `_wake`: a late writer must never write to a closed (reused) descriptor."""
         self._conns: dict[int, _Conn] = {}  # worker thread only
@@ -379,7 +380,7 @@ class SrtListener:
     def _finish(self, sock: int, cause: CloseCause) -> None:
         conn = self._conns.pop(sock)
         if conn.drain_deadline is not None:
-            self._draining.remove(conn)
+            self._draining = [c for c in self._draining if c is not conn]
         if self._eid is not None and conn.drain_deadline is None:
             self._lib.epoll_remove(self._eid, sock)
         self._lib.close(sock)
