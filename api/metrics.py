@@ -166,6 +166,7 @@ class RelayCollector(Collector):
             "How far behind live the destination is: our queue plus its unacknowledged bytes",
             labels=restream_labels,
         )
+        srt_families = _srt_link_families(restream_labels)
         for restream in defs.restreams:
             labels = [str(restream.id), str(restream.stream_id), restream.name, str(restream.client_id)]
             _, status, _ = restream_view(engine, restream)  # this node's push, or the owner's published status
@@ -186,8 +187,14 @@ class RelayCollector(Collector):
             ):
                 if value is not None:
                     family.add_metric(labels, float(value))
+            link = status.get("srt")
+            if link:  # an SRT destination the relay's own caller sends to, connected
+                for field, (family, scale) in srt_families.items():
+                    if link.get(field) is not None:  # another node's published status may predate a field
+                        family.add_metric(labels, float(link[field]) * scale)
         yield from (state, r_active, r_bytes, r_rate, r_restarts, r_uptime)
         yield from (r_acked, r_rtt, r_retrans, r_unacked, r_behind)
+        yield from (family for family, _ in srt_families.values())
 
         yield from self._limits()
 
@@ -251,6 +258,53 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily(
             "relay_pushes_waiting", "Pushes of live streams waiting for a slot", value=slots.waiting_count()
         )
+
+
+def _srt_link_families(labels: list[str]) -> dict[str, tuple[GaugeMetricFamily, float]]:
+    """An SRT destination's link as libsrt measures it on the relay's caller (the restream's `status.srt`):
+    the field of `status.srt` -> (its family, the factor to the family's unit).
+
+    Gauges, as the TCP figures are: libsrt counts per connection, from zero again after a reconnect."""
+
+    def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"relay_restream_srt_{name}", documentation, labels=labels)
+
+    return {
+        "rtt_ms": (gauge("rtt_seconds", "Round-trip time of the push's SRT connection (libsrt's estimate)"), 1e-3),
+        "send_rate_kbps": (
+            gauge("sent_bits_per_second", "Payload sent to the SRT destination over the last second, no retransmits"),
+            1000.0,
+        ),
+        "bandwidth_mbps": (
+            gauge("bandwidth_bits_per_second", "libsrt's estimate of the SRT link's capacity"),
+            1e6,
+        ),
+        "send_buffer_ms": (
+            gauge("send_buffer_seconds", "Media sent to the SRT destination and not acknowledged yet"),
+            1e-3,
+        ),
+        "latency_ms": (gauge("latency_seconds", "The latency negotiated with the SRT destination"), 1e-3),
+        "bytes_sent": (
+            gauge("sent_bytes", "Payload bytes sent on the push's current SRT connection, no retransmits"),
+            1.0,
+        ),
+        "packets_sent": (
+            gauge("sent_packets", "Data packets sent on the push's current SRT connection, no retransmits"),
+            1.0,
+        ),
+        "packets_lost": (
+            gauge("lost_packets", "Packets the SRT destination reported missing (most are then retransmitted)"),
+            1.0,
+        ),
+        "packets_retransmitted": (
+            gauge("retransmitted_packets", "Packets retransmitted on the push's current SRT connection"),
+            1.0,
+        ),
+        "packets_dropped": (
+            gauge("dropped_packets", "Packets given up on (too late to play): holes the destination shows"),
+            1.0,
+        ),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,42 @@
     return Number.isInteger(value) ? `${value} fps` : `${value.toFixed(2)} fps`;
   }
 
+  function fmtMs(ms) {
+    const value = Number(ms) || 0;
+    if (value === 0) return '0 ms';
+    return value < 10 ? `${Number(value.toPrecision(2))} ms` : `${Math.round(value)} ms`;
+  }
+
+  // Facts joined with a middle dot; each one kept on one line.
+  function facts(...items) {
+    return items.map((item) => item.replace(/ /g, '\u00a0')).join(' \u00b7 ');
+  }
+
+  // What the destination's link says: libsrt's figures for an SRT destination the relay sends to, the
+  // kernel's TCP figures for an RTMP(S) one; nothing while the push is not running.
+  function linkFacts(status) {
+    const srt = status.srt;
+    if (srt) {
+      return {
+        transport: 'srt',
+        text: facts(`SRT RTT ${fmtMs(srt.rtt_ms)}`, `sent ${fmtRate(srt.send_rate_kbps)}`,
+          `lost ${srt.packets_lost}`, `retrans ${srt.packets_retransmitted}`),
+        title: `buffer ${fmtMs(srt.send_buffer_ms)}, latency ${fmtMs(srt.latency_ms)}, `
+          + `dropped ${srt.packets_dropped} packets, ${fmtBytes(srt.bytes_sent)} sent`
+          + (srt.encrypted ? ', encrypted' : ''),
+      };
+    }
+    if (typeof status.rtt_ms === 'number') {
+      return {
+        transport: 'tcp',
+        text: facts(`TCP RTT ${fmtMs(status.rtt_ms)}`, `acked ${fmtRate(status.acked_bitrate_kbps)}`,
+          `retrans ${status.retransmits || 0}`),
+        title: `unacknowledged ${fmtBytes(status.unacked_bytes)}`,
+      };
+    }
+    return { transport: '', text: '\u2014', title: '' };
+  }
+
   function restreamUptime(status) {
     if (!status) return 0;
     if (typeof status.uptime_seconds === 'number') return status.uptime_seconds;
@@ -259,10 +295,10 @@
       'aria-label': 'ingest bitrate, up to the last five minutes' });
     view.ingest = el('div', { class: 'ingest' });
     view.rows = el('tbody');
-    view.emptyRow = el('tr', { class: 'empty-row' }, el('td', { colspan: 8, text: 'No destinations yet.' }));
+    view.emptyRow = el('tr', { class: 'empty-row' }, el('td', { colspan: 9, text: 'No destinations yet.' }));
     view.rows.append(view.emptyRow);
     const table = el('table', { class: 'restreams' },
-      el('thead', {}, el('tr', {}, ...['Destination', 'State', 'Uptime', 'Bitrate', 'Restarts', 'Last error',
+      el('thead', {}, el('tr', {}, ...['Destination', 'State', 'Uptime', 'Bitrate', 'Link', 'Restarts', 'Last error',
         'Active', ''].map((h) => el('th', { scope: 'col', text: h })))),
       view.rows);
     const name = el('input', { name: 'name', type: 'text', placeholder: 'Name, e.g. YouTube', maxlength: 255,
@@ -386,6 +422,7 @@
     view.bitrateText = el('span', { class: 'num' });
     view.graph = el('canvas', { class: 'graph graph-dest', width: 110, height: 26, role: 'img',
       'aria-label': 'push bitrate, up to the last five minutes' });
+    view.link = el('td', { class: 'link small-text' });
     view.restarts = el('td', { class: 'num' });
     view.error = el('td', { class: 'last-error' });
     view.active = el('input', { type: 'checkbox', class: 'active-toggle', role: 'switch',
@@ -406,6 +443,7 @@
       el('td', {}, view.state),
       view.uptime,
       el('td', {}, el('div', { class: 'bitrate' }, view.graph, view.bitrateText)),
+      view.link,
       view.restarts,
       view.error,
       el('td', {}, el('label', { class: 'switch' }, view.active, el('span', { class: 'slider' }))),
@@ -417,7 +455,7 @@
     const cancel = el('button', { type: 'button', class: 'quiet', text: 'cancel' });
     const editForm = el('form', { class: 'edit-destination', autocomplete: 'off' },
       editName, editUri, el('button', { type: 'submit', text: 'save' }), cancel);
-    view.editRow = el('tr', { class: 'edit-row', hidden: true }, el('td', { colspan: 8 }, editForm));
+    view.editRow = el('tr', { class: 'edit-row', hidden: true }, el('td', { colspan: 9 }, editForm));
     edit.addEventListener('click', () => {
       const current = restreams.get(restream.id);
       editName.value = current ? current.data.name : '';
@@ -456,6 +494,10 @@
     view.graph.dataset.state = state;
     setText(view.uptime, state === 'running' ? fmtDuration(restreamUptime(status)) : '\u2014');
     setText(view.bitrateText, fmtRate(status.bitrate_kbps));
+    const link = linkFacts(state === 'running' || state === 'starting' ? status : {});
+    setText(view.link, link.text);
+    view.link.dataset.transport = link.transport;
+    view.link.title = link.title;
     setText(view.restarts, status.restarts || 0);
     setText(view.error, status.last_error || '');
     if (status.last_error) view.error.title = String(status.last_error);

@@ -82,8 +82,6 @@ class SrtSettings:
     for about a second before closing (ffmpeg 5.1 does), so keep this well above 1.5 s."""
     payload_size_bytes: int = 1316
     """SRTO_PAYLOADSIZE: 7 TS packets, what every SRT encoder sends in live mode."""
-    poll_interval_seconds: float = 0.05
-    """Longest the worker thread sleeps before noticing close requests and shutdown."""
     max_pending_bytes: int = 8 * 1024 * 1024
     """Per connection: received bytes not yet taken by the event loop (or waiting for the gate)."""
     stop_timeout_seconds: float = 5.0
@@ -158,7 +156,6 @@ class SrtServer:
             connect_timeout_ms=round(s.handshake_timeout_seconds * 1000),
             peer_idle_timeout_ms=round(s.idle_timeout_seconds * 1000),
             payload_size_bytes=s.payload_size_bytes,
-            poll_interval_ms=max(1, round(s.poll_interval_seconds * 1000)),
             join_timeout_seconds=s.stop_timeout_seconds,
         )
         throttle = TokenBuckets(

@@ -14,9 +14,12 @@ at `srt_close` is never sent (`-linger` or not); and it reports no link statisti
   ffmpeg does when its muxer flushes: nothing waits for the next write. At EOF (ffmpeg wrote its last
   packet and exited) it sends the rest and waits until libsrt's send buffer is empty, i.e. every packet
   was acknowledged or given up on, bounded by `linger_seconds`: an exact end of stream.
-- Every 100 ms it reads `srt_bistats`: acknowledgements that stop while packets wait for one end the
-  link after the peer idle timeout; every `stats_interval_seconds` the figures become a frozen
-  `SendStats` (`stats`). The socket's state is checked too, so libsrt's own break ends the caller.
+- Every 100 ms while packets wait for an acknowledgement it reads `srt_bistats`: acknowledgements that
+  stop while packets wait for one end the link after the peer idle timeout; every
+  `stats_interval_seconds` the figures become a frozen `SendStats` (`stats`). The socket's state is
+  checked too, so libsrt's own break ends the caller. With nothing in flight and nothing to send (the
+  publisher is away) it looks only every `stats_interval_seconds`: there is nothing to judge, and an
+  `abort()` wakes it at once (an eventfd beside the pipe in its `poll`).
 - It never raises into its thread: how it ended is a frozen `CallerEnd` handed to `on_end`, on its thread
   (the push process passes it to the event loop).
 
@@ -60,7 +63,8 @@ DEFAULT_PAYLOAD_BYTES = 1316
 """Seven TS packets: what fits a 1500-byte MTU (ffmpeg's and libsrt's live default)."""
 _READ_BYTES = 64 * 1024
 _CHECK_SECONDS = 0.1
-"""How often the thread reads libsrt's statistics to judge the link (and every `stats_interval` keeps them)."""
+"""How often the thread reads libsrt's statistics to judge the link while packets are in flight (and every
+`stats_interval` keeps them); with nothing in flight, every `stats_interval` only."""
 _PLAY_MARGIN_MS = 20
 """At the end, beyond the destination's latency and half an RTT, before the close (its clock may lag ours)."""
 
@@ -236,6 +240,11 @@ class SrtCaller:
         self._name = name
         self._sock: int | None = None
         self._abort = threading.Event()
+        self._wake: int | None = None
+        """An eventfd beside the pipe in the send loop's `poll`, made by `start()`, closed by the thread:
+        `abort()` writes it, so the loop ends at once."""
+        self._wake_lock = threading.Lock()
+        """Held to write or close `_wake`: a late `abort()` must never write to a closed (reused) descriptor."""
         self._thread: threading.Thread | None = None
         self.stats: SendStats | None = None
         """The latest sample (replaced whole, so any thread may read it)."""
@@ -245,12 +254,17 @@ class SrtCaller:
 
     def start(self) -> None:
         """Start the thread; it owns the pipe's read end from here on and closes it."""
+        with self._wake_lock:
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def abort(self) -> None:
         """End now (any thread): no tail wait; a blocked send or connect is cut by closing the socket."""
         self._abort.set()
+        with self._wake_lock:
+            if self._wake is not None:
+                os.eventfd_write(self._wake, 1)
         sock = self._sock
         if sock is not None:
             self._lib.close(sock)
@@ -267,6 +281,10 @@ class SrtCaller:
         finally:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+            with self._wake_lock:
+                wake, self._wake = self._wake, None
+                if wake is not None:
+                    os.close(wake)
             sock, self._sock = self._sock, None
             if sock is not None:
                 self._lib.close(sock)
@@ -358,8 +376,12 @@ class SrtCaller:
         cfg, lib, sock = self._config, self._lib, self._sock
         chunk = cfg.chunk_bytes
         pending = bytearray()
-        poller = select.poll()
+        assert self._wake is not None
+        poller = select.poll()  # the pipe, and the eventfd `abort()` writes
         poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
+        pipe = select.poll()  # the pipe alone: has ffmpeg written more already?
+        pipe.register(self._fd, select.POLLIN)
         watch = _Watchdog(cfg.peer_idle_timeout_ms / 1000)
         next_check = time.monotonic() + _CHECK_SECONDS
         next_sample = time.monotonic() + cfg.stats_interval_seconds
@@ -367,15 +389,18 @@ class SrtCaller:
             while not self._abort.is_set():
                 now = time.monotonic()
                 if now >= next_check:
-                    next_check = now + _CHECK_SECONDS
                     raw = lib.raw_stats(sock)
                     if lib.state(sock) != SockStatus.CONNECTED or watch.dead(raw, now):
                         return CallerEnd(error=self._broken_text(), connected=True)
                     if now >= next_sample:
                         next_sample = now + cfg.stats_interval_seconds
                         self._sample(now, raw)
-                if not poller.poll(max(0, int((next_check - now) * 1000) + 1)):
+                    # Nothing in flight: nothing to judge until the next send (or the next sample).
+                    next_check = now + _CHECK_SECONDS if raw.pktSndBuf > 0 else next_sample
+                ready = poller.poll(max(0, int((next_check - now) * 1000) + 1))
+                if not any(fd == self._fd for fd, _ in ready):
                     continue
+                next_check = min(next_check, now + _CHECK_SECONDS)  # packets are about to be in flight
                 data = os.read(self._fd, _READ_BYTES)
                 if not data:
                     if pending:
@@ -387,7 +412,7 @@ class SrtCaller:
                     lib.send(sock, bytes(pending[sent : sent + chunk]))
                     sent += chunk
                 whole = len(pending) - sent - (len(pending) - sent) % TS_PACKET_BYTES
-                if whole and not poller.poll(0):  # ffmpeg flushed: nothing should wait for its next write
+                if whole and not pipe.poll(0):  # ffmpeg flushed: nothing should wait for its next write
                     lib.send(sock, bytes(pending[sent : sent + whole]))
                     sent += whole
                 del pending[:sent]

@@ -79,16 +79,19 @@ class Handshakes:
         peer_idle_timeout_ms: int,
         connect_timeout_ms: int,
         refusal_log: ThrottledLog | None = None,
+        on_admitted: Callable[[], None] = lambda: None,
     ) -> None:
         self._lib = lib
         self._admit = admit
         self._max_connections = max_connections
         self._latency_ms = latency_ms
         self._peer_idle_timeout_ms = peer_idle_timeout_ms
-        self._connect_timeout_ms = connect_timeout_ms
         self._lock = threading.Lock()
         self._pending: dict[int, Admitted] = {}
         self._connections = 0
+        self._stale_after = connect_timeout_ms / 1000 + 2.0
+        """An admitted handshake not accepted by then failed after the callback (bad passphrase): forgotten."""
+        self._on_admitted = on_admitted
         self._refusal_log = refusal_log or ThrottledLog(log, "SRT handshake refusals")
         self.callback: Any = make_listen_callback(self._on_handshake)
         """The C callback object for `LibSrt.set_listen_callback`; it must outlive the listener socket:
@@ -101,6 +104,18 @@ class Handshakes:
             if admitted is not None:
                 self._connections += 1
         return admitted
+
+    def waiting_seconds(self) -> float | None:
+        """Forget stale admitted handshakes; then how long until the oldest left goes stale (None: none left)."""
+        now = time.monotonic()
+        with self._lock:
+            self._forget_stale(now)
+            oldest = min((p.created for p in self._pending.values()), default=None)
+        return None if oldest is None else max(0.0, oldest + self._stale_after - now)
+
+    def _forget_stale(self, now: float) -> None:
+        for ns in [k for k, p in self._pending.items() if now - p.created > self._stale_after]:
+            del self._pending[ns]
 
     def release(self) -> None:
         """A claimed connection is closed (or failed its set-up)."""
@@ -140,6 +155,7 @@ class Handshakes:
                 return -1
             with self._lock:
                 self._pending[ns] = Admitted(decision, (sid or b"").decode(), time.monotonic())
+            self._on_admitted()  # the worker may sleep without watching libsrt: it has a connection to accept
             return 0
         except BaseException:
             log.exception("SRT listener callback failed; refusing the connection")
@@ -157,11 +173,9 @@ class Handshakes:
         except UnicodeDecodeError:
             return Reject(RejectCode.BAD_REQUEST, "streamid is not UTF-8")
         now = time.monotonic()
-        stale_after = self._connect_timeout_ms / 1000 + 2.0
         with self._lock:
             # A handshake can still fail after the callback said yes (bad passphrase): forget those.
-            for ns in [k for k, p in self._pending.items() if now - p.created > stale_after]:
-                del self._pending[ns]
+            self._forget_stale(now)
             busy = self._connections + len(self._pending)
         if busy >= self._max_connections:
             return Reject(RejectCode.OVERLOAD, f"max_connections ({self._max_connections}) reached")

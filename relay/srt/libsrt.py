@@ -167,6 +167,47 @@ class SrtEpollEvent(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_int32), ("events", ctypes.c_int)]
 
 
+class EpollReady:
+    """The arrays `srt_epoll_wait` fills (SRT sockets ready to read, with an error, system descriptors), reused
+    across waits so that a wake-up allocates nothing."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.read_array = (ctypes.c_int32 * capacity)()
+        self.write_array = (ctypes.c_int32 * capacity)()
+        self.system_array = (ctypes.c_int * capacity)()
+        self.read_count = ctypes.c_int(capacity)
+        self.write_count = ctypes.c_int(capacity)
+        self.system_count = ctypes.c_int(capacity)
+        # made once: a busy worker waits hundreds of times a second
+        self.read_count_ptr = ctypes.pointer(self.read_count)
+        self.write_count_ptr = ctypes.pointer(self.write_count)
+        self.system_count_ptr = ctypes.pointer(self.system_count)
+
+    def reset(self) -> None:
+        """Before a wait: each count is the room in its array (libsrt writes back how many it filled)."""
+        self.read_count.value = self.write_count.value = self.system_count.value = self.capacity
+
+    def clear(self) -> None:
+        """Nothing ready (a timeout leaves the counts as they were)."""
+        self.read_count.value = self.write_count.value = self.system_count.value = 0
+
+    @property
+    def read(self) -> list[int]:
+        """SRT sockets readable, or with an error."""
+        return list(self.read_array[: self.read_count.value])
+
+    @property
+    def write(self) -> set[int]:
+        """SRT sockets listed as writable: for sockets watched for IN|ERR only, those with an error."""
+        return set(self.write_array[: self.write_count.value])
+
+    @property
+    def system(self) -> list[int]:
+        """System descriptors readable."""
+        return list(self.system_array[: self.system_count.value])
+
+
 _i64 = ctypes.c_int64
 _u64 = ctypes.c_uint64
 _int = ctypes.c_int
@@ -371,6 +412,23 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "srt_epoll_add_usock": (_int, [_int, ctypes.c_int32, ctypes.POINTER(_int)]),
     "srt_epoll_remove_usock": (_int, [_int, ctypes.c_int32]),
     "srt_epoll_uwait": (_int, [_int, ctypes.POINTER(SrtEpollEvent), _int, ctypes.c_int64]),
+    "srt_epoll_add_ssock": (_int, [_int, _int, ctypes.POINTER(_int)]),
+    "srt_epoll_remove_ssock": (_int, [_int, _int]),
+    "srt_epoll_wait": (
+        _int,
+        [
+            _int,
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.POINTER(_int),
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.POINTER(_int),
+            ctypes.c_int64,
+            ctypes.POINTER(_int),
+            ctypes.POINTER(_int),
+            ctypes.POINTER(_int),
+            ctypes.POINTER(_int),
+        ],
+    ),
     "srt_epoll_set": (ctypes.c_int32, [_int, ctypes.c_int32]),
     "srt_epoll_release": (_int, [_int]),
     "srt_setrejectreason": (_int, [ctypes.c_int32, _int]),
@@ -685,6 +743,47 @@ class LibSrt:
                 return 0
             raise SrtError("srt_epoll_uwait", code, message, sys_errno)
         return n
+
+    def epoll_add_system(self, eid: int, fd: int) -> None:
+        """Watch a system file descriptor (a socket, an eventfd) for reading: `epoll_wait_with_system` reports it."""
+        ev = _int(EpollFlag.IN)
+        self._check("srt_epoll_add_ssock", self._lib.srt_epoll_add_ssock(eid, fd, ctypes.byref(ev)))
+
+    def epoll_remove_system(self, eid: int, fd: int) -> None:
+        """Stop watching a system file descriptor; errors are ignored."""
+        if self._lib.srt_epoll_remove_ssock(eid, fd) == SRT_ERROR:
+            self._lib.srt_clearlasterror()
+
+    def epoll_wait_with_system(self, eid: int, ready: EpollReady, timeout_ms: int) -> bool:
+        """`srt_epoll_wait`: fill `ready` with what is ready; False on timeout. `timeout_ms` < 0: no timeout.
+
+        Unlike `srt_epoll_uwait` (which refuses an epoll holding a system descriptor), this reports system
+        descriptors too. It tells no event bits: a socket watched for IN|ERR that has an error is listed in
+        both `read` and `write`, so `write` is where broken connections show.
+        """
+        ready.reset()
+        n = int(
+            self._lib.srt_epoll_wait(
+                eid,
+                ready.read_array,
+                ready.read_count_ptr,
+                ready.write_array,
+                ready.write_count_ptr,
+                timeout_ms,
+                ready.system_array,
+                ready.system_count_ptr,
+                None,
+                None,
+            )
+        )
+        if n == SRT_ERROR:
+            code, message, sys_errno = self.last_error()
+            self._lib.srt_clearlasterror()
+            if code == SrtErrno.ETIMEOUT:
+                ready.clear()
+                return False
+            raise SrtError("srt_epoll_wait", code, message, sys_errno)
+        return True
 
     def epoll_release(self, eid: int) -> None:
         """Free an epoll id; errors are ignored (closing is best effort)."""

@@ -200,3 +200,45 @@ async def test_operator_runs_a_show_from_the_dashboard(quick_service: Server, ta
 
     assert tab.problems == []
     assert all(url.startswith(base + "/") for url in tab.requests), tab.requests
+
+
+async def test_an_srt_destination_s_link_shows_on_its_row(quick_service: Server, tab: Tab, tmp_path: Path) -> None:
+    """The relay's SRT caller measures the link: its row shows libsrt's RTT and what was sent, from the
+    periodic stats events, and never the destination's passphrase."""
+    page = tab.page
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
+    headers = {"Authorization": f"APIKey {ADMIN_KEY}"}
+    passphrase = "srt-destination-5ecret"
+    async with (
+        Receiver(tmp_path / "received.ts", srt=True, key=passphrase) as receiver,
+        aiohttp.ClientSession(headers=headers) as session,
+    ):
+        async with session.post(f"{base}/streaming/streams", json={"name": "SRT show"}) as response:
+            stream = await response.json()
+        body = {"restream": {"name": "SRT receiver", "stream_id": stream["id"], "uri": receiver.uri(), "active": True}}
+        async with session.post(f"{base}/streaming/restreams", json=body) as response:
+            restream_id = (await response.json())["id"]
+        await page.goto(base + "/")
+        await page.fill("#key-input", ADMIN_KEY)
+        await page.click("#login-form button[type=submit]")
+        await page.wait_for_selector("#connection.conn-live")
+        link = page.locator(f"tr[data-restream-id='{restream_id}'] td.link")
+        await link.wait_for()
+        assert await link.inner_text() == "\u2014"  # nothing is sent yet
+        async with Publisher(pattern_publish_argv(stream["push_url"], seconds=30)):
+            # "SRT RTT 0.1 ms · sent 330 kbit/s · lost 0 · retrans 0": a measured RTT and a rate above zero
+            await page.wait_for_function(
+                r"""id => {
+                    const cell = document.querySelector(`tr[data-restream-id='${id}'] td.link`);
+                    const text = cell?.dataset.transport === 'srt' ? cell.textContent : '';
+                    const rtt = /RTT\s([0-9.]+)\sms/.exec(text), sent = /sent\s([0-9.]+)\s(kbit|Mbit)/.exec(text);
+                    return rtt && sent && Number(rtt[1]) > 0 && Number(sent[1]) > 0;
+                }""",
+                arg=restream_id,
+                timeout=20_000,
+            )
+            text = await link.inner_text()
+            assert "lost" in text and "retrans" in text, text
+            assert "latency" in (await link.get_attribute("title") or "")
+        assert passphrase not in await page.content()
+    assert tab.problems == []

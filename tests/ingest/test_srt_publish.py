@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,73 @@ async def test_lost_link_is_a_drop_and_close_leaves_no_thread(src_ts: Path, tmp_
         await server.close()
         await server.close()  # idempotent
     assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
+
+
+async def test_kick_and_stop_wake_the_idle_worker_at_once(src_ts: Path, tmp_path: Path) -> None:
+    """The worker sleeps until something happens (no periodic wake-up): a kick from the loop, then the
+    server's close, must still act at once, well inside the old 50 ms poll plus the loop's hand-off."""
+    engine = engine_for(tmp_path)
+    server = SrtServer(engine, engine, settings())
+    assert await server.start()
+    try:
+        assert server.port is not None
+        url = srt_url(server.port, "1%23tok1")
+        loop = asyncio.get_running_loop()
+        async with Publisher(ffmpeg_publish_argv(src_ts, url)):
+            sink = await engine.wait_sink(1)
+            asked = loop.time()
+            engine.live[1].disconnect(EndReason.KICKED)
+            async with asyncio.timeout(5):
+                await sink.closed.wait()
+            kicked_in = loop.time() - asked
+        assert sink.close_reasons == [EndReason.KICKED]
+        async with Publisher(ffmpeg_publish_argv(src_ts, url)):
+            second = await engine.wait_sink(1, index=1)
+            asked = loop.time()
+            await server.close()
+            closed_in = loop.time() - asked
+            assert second.closed.is_set()
+    finally:
+        await server.close()
+    assert kicked_in < 0.5, f"the kick took {kicked_in:.3f}s"
+    assert closed_in < 0.5, f"closing the server took {closed_in:.3f}s"
+    assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
+
+
+def _worker_wakeups(seconds: float) -> float:
+    """Times a second the listener's worker thread went to sleep and woke again (the kernel's count)."""
+    (worker,) = [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
+
+    def switches() -> int:
+        with open(f"/proc/self/task/{worker.native_id}/status") as f:
+            line = next(line for line in f if line.startswith("voluntary_ctxt_switches"))
+        return int(line.split()[1])
+
+    before = switches()
+    time.sleep(seconds)
+    return (switches() - before) / seconds
+
+
+async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_path: Path) -> None:
+    """Idle, the worker does not wake at all (libsrt's own epoll wait re-checks 100 times a second: an
+    idle relay spent ~0.24 CPU s/min there); nor once a publisher left, nor once a handshake the listen
+    callback admitted failed afterwards (a wrong passphrase) and was forgotten."""
+    engine = engine_for(tmp_path)
+    async with SrtServer(engine, engine, settings(handshake_timeout_seconds=0.5)) as server:
+        assert server.port is not None
+        assert await asyncio.to_thread(_worker_wakeups, 1.0) < 5
+        async with Publisher(ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1"))):
+            sink = await engine.wait_sink(1)
+            assert await asyncio.to_thread(_worker_wakeups, 0.5) > 20  # serving a publisher
+            engine.live[1].disconnect(EndReason.KICKED)
+            async with asyncio.timeout(5):
+                await sink.closed.wait()
+        assert await asyncio.to_thread(_worker_wakeups, 1.0) < 5
+        wrong = srt_url(server.port, "2%23tok2", passphrase="wrongpassword99", pbkeylen="16")
+        refused = await run_process(ffmpeg_publish_argv(src_ts, wrong), limit_seconds=20)
+        assert refused.returncode != 0
+        await asyncio.sleep(2.6)  # the admitted handshake is forgotten 2 s past the handshake timeout
+        assert await asyncio.to_thread(_worker_wakeups, 1.0) < 5
+        # and it still wakes for the next publisher
+        async with Publisher(ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1"))):
+            await engine.wait_sink(1, index=1)

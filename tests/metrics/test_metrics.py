@@ -1,10 +1,11 @@
-"""/metrics: parses as Prometheus text, follows a real publisher, counts refusals, scoped to the key's
-client, and never shows a secret."""
+"""/metrics: parses as Prometheus text, follows a real publisher, counts refusals, shows an SRT
+destination's link, scoped to the key's client, and never shows a secret."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import RESTREAM_STATES
 from api.server import Server
-from tests.support import ADMIN_KEY, Publisher, pattern_publish_argv, run_process, wait_for
+from tests.support import ADMIN_KEY, Publisher, Receiver, pattern_publish_argv, run_process, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -118,6 +119,74 @@ async def test_metrics_follow_reality(quick_service: Server, http: aiohttp.Clien
     # No secret anywhere: stream token, API key, destination URI or its key.
     for text in scraper.texts:
         for secret in (stream["token"], ADMIN_KEY, secret_uri, "destination-secret-key"):
+            assert secret not in text
+
+
+SRT_LINK_SERIES = (
+    "relay_restream_srt_rtt_seconds",
+    "relay_restream_srt_sent_bits_per_second",
+    "relay_restream_srt_bandwidth_bits_per_second",
+    "relay_restream_srt_send_buffer_seconds",
+    "relay_restream_srt_latency_seconds",
+    "relay_restream_srt_sent_bytes",
+    "relay_restream_srt_sent_packets",
+    "relay_restream_srt_lost_packets",
+    "relay_restream_srt_retransmitted_packets",
+    "relay_restream_srt_dropped_packets",
+)
+
+
+@pytest.mark.integration
+async def test_an_srt_destination_s_link_is_in_metrics(
+    quick_service: Server, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A real SRT destination (ffmpeg listening, with a passphrase) that the relay's caller sends to: its
+    RTT, what was sent and the negotiated latency show under the restream's labels; an RTMP destination
+    of the same stream has none of these series."""
+    base = f"http://127.0.0.1:{quick_service.ports.http}"
+    scraper = Scraper(http, base)
+    async with http.post(f"{base}/streaming/streams", json={"name": "SRT show"}, headers=auth(ADMIN_KEY)) as r:
+        stream = await r.json()
+    passphrase = "srt-destination-5ecret"
+    async with (
+        Receiver(tmp_path / "srt.ts", srt=True, key=passphrase) as srt_dest,
+        Receiver(tmp_path / "rtmp.flv", key="rtmp-destination-5ecret") as rtmp_dest,
+    ):
+        rids: dict[str, dict[str, str]] = {}
+        for name, uri in (("SRT out", srt_dest.uri()), ("RTMP out", rtmp_dest.uri())):
+            body = {"restream": {"name": name, "stream_id": stream["id"], "uri": uri, "active": True}}
+            async with http.post(f"{base}/streaming/restreams", headers=auth(ADMIN_KEY), json=body) as r:
+                assert r.status in (200, 201)
+                restream = await r.json()
+            rids[name] = {
+                "restream_id": str(restream["id"]),
+                "stream_id": str(stream["id"]),
+                "name": name,
+                "client_id": "1",
+            }
+        srt_labels = frozenset(rids["SRT out"].items())
+        async with Publisher(pattern_publish_argv(stream["push_url"], seconds=30)):
+
+            async def link_shows() -> bool:
+                samples = await scraper.scrape()
+                return (
+                    samples.get(("relay_restream_srt_sent_packets", srt_labels), 0) > 100
+                    and samples.get(("relay_restream_srt_sent_bits_per_second", srt_labels), 0) > 50_000
+                    and samples.get(("relay_restream_srt_rtt_seconds", srt_labels), 0) > 0
+                )
+
+            await wait_for(link_shows, 20, "the SRT destination's link in /metrics")
+            samples = await scraper.scrape()
+    assert all((name, srt_labels) in samples for name in SRT_LINK_SERIES), scraper.texts[-1]
+    rtt = samples[("relay_restream_srt_rtt_seconds", srt_labels)]
+    assert 0 < rtt < 0.1  # loopback; libsrt starts from 100 ms and measures down
+    assert samples[("relay_restream_srt_latency_seconds", srt_labels)] >= 0.12  # the URI asks 120 ms
+    assert samples[("relay_restream_srt_sent_bytes", srt_labels)] > 100 * 188
+    assert samples[("relay_restream_srt_dropped_packets", srt_labels)] == 0
+    rtmp_labels = frozenset(rids["RTMP out"].items())
+    assert not [key for key in samples if key[1] == rtmp_labels and key[0].startswith("relay_restream_srt_")]
+    for text in scraper.texts:
+        for secret in (passphrase, "rtmp-destination-5ecret", stream["token"], srt_dest.uri()):
             assert secret not in text
 
 
