@@ -34,6 +34,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -153,6 +154,10 @@ class Soak:
         )
         samples_file = self.out / "samples.jsonl"
         samples_file.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Stopped early, the run still stops its relay and publishers and reports what it saw.
+            loop.add_signal_handler(sig, self._stop_early, sig)
         try:
             await fleet.start()
             self.t0 = time.monotonic()
@@ -163,7 +168,8 @@ class Soak:
                 tasks.create_task(self._killer())
                 tasks.create_task(self._dropper())
                 tasks.create_task(self._api_churn())
-                await asyncio.sleep(o.seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), o.seconds)
                 self._stop.set()
             await self._sample(samples_file)
         except Exception as exc:
@@ -175,6 +181,10 @@ class Soak:
         self._conclude()
         await asyncio.to_thread(self._write)
         return self.report
+
+    def _stop_early(self, sig: signal.Signals) -> None:
+        self.report.error = f"stopped early by {sig.name}"
+        self._stop.set()
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless the run ends first; True if it is still running."""
