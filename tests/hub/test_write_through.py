@@ -29,21 +29,22 @@ class Pipe:
         return True
 
 
-def live_subscriber() -> tuple[FakeClock, IngestSink, Subscriber]:
+def writing_through() -> tuple[FakeClock, IngestSink, Subscriber, Pipe]:
+    """A live hub's subscriber past its late-joiner burst (always queued, never written through), writing
+    through to a pipe."""
     clock = FakeClock()
     hub = Hub(7, HubSettings(), clock, Recorder())
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
     sub = hub.subscribe()
-    return clock, sink, sub
+    assert drain(sub).startswith(flv_header())
+    pipe = Pipe()
+    sub.write_through(pipe)
+    return clock, sink, sub, pipe
 
 
 def test_chunks_of_one_loop_turn_go_out_in_one_write_in_order() -> None:
-    clock, sink, sub = live_subscriber()
-    burst = drain(sub)  # the late-joiner burst is always queued, never written through
-    assert burst.startswith(flv_header())
-    pipe = Pipe()
-    sub.write_through(pipe)
+    clock, sink, sub, pipe = writing_through()
     feed(sink, [audio(10), video(33), audio(30)])
     assert pipe.writes == []  # nothing until the loop's next turn
     clock.advance(0)
@@ -53,10 +54,7 @@ def test_chunks_of_one_loop_turn_go_out_in_one_write_in_order() -> None:
 
 
 async def test_a_pipe_that_holds_back_gets_the_rest_through_the_queue_in_order() -> None:
-    clock, sink, sub = live_subscriber()
-    drain(sub)
-    pipe = Pipe()
-    sub.write_through(pipe)
+    clock, sink, sub, pipe = writing_through()
     feed(sink, [audio(10)])
     clock.advance(0)
     pipe.accepting = False  # the pipe is full: its transport buffers, the reader must wait for it
@@ -74,10 +72,7 @@ async def test_a_pipe_that_holds_back_gets_the_rest_through_the_queue_in_order()
 
 
 async def test_the_end_of_the_stream_comes_after_what_was_offered() -> None:
-    _, sink, sub = live_subscriber()
-    drain(sub)
-    pipe = Pipe()
-    sub.write_through(pipe)
+    _, sink, sub, pipe = writing_through()
     feed(sink, [audio(10), video(33)])
     sub.end(EndCause.UNPUBLISHED)  # before the loop's turn: written first, then the reader sees the end
     assert [p.timestamp_ms for p in tags(flv_header() + b"".join(pipe.writes))] == [10, 33]
@@ -85,10 +80,7 @@ async def test_the_end_of_the_stream_comes_after_what_was_offered() -> None:
 
 
 async def test_a_discarded_end_throws_away_what_was_not_written() -> None:
-    clock, sink, sub = live_subscriber()
-    drain(sub)
-    pipe = Pipe()
-    sub.write_through(pipe)
+    clock, sink, sub, pipe = writing_through()
     feed(sink, [audio(10)])
     sub.end(EndCause.HUB_CLOSED, discard=True)
     clock.advance(0)
@@ -96,10 +88,7 @@ async def test_a_discarded_end_throws_away_what_was_not_written() -> None:
 
 
 async def test_a_reader_that_stops_writing_through_finds_the_chunks_in_its_queue() -> None:
-    _, sink, sub = live_subscriber()
-    drain(sub)
-    pipe = Pipe()
-    sub.write_through(pipe)
+    _, sink, sub, pipe = writing_through()
     feed(sink, [audio(10), video(33)])
     pipe.accepting = False
     sub.write_through(None)
