@@ -119,6 +119,7 @@ class OwnedChild:
         )
         with contextlib.suppress(OSError):  # already gone: wait() reports how
             resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
+        widen_pipe(self._proc)  # a stdin pipe, when there is one
         self._log.debug("%s: ffmpeg started (pid %d)", self._log_prefix, self._proc.pid)
         return self._proc
 
@@ -213,7 +214,6 @@ class FfmpegProcess(OwnedChild):
     async def start(self) -> None:
         """Spawn ffmpeg; raises OSError if it cannot be started."""
         await self._start_child(asyncio.subprocess.PIPE)
-        widen_pipe(self._proc)
         self._start_pipes()
 
     def _start_pipes(self) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from relay.hub.subscriber import EndCause, Subscriber
 from relay.push.command import SRT_PIPE
-from relay.push.process import FfmpegProcess, PushExit, log, widen_pipe
+from relay.push.process import FfmpegProcess, PushExit, log
 from relay.push.progress import Progress
 from relay.srt.caller import CallerConfig, CallerEnd, SendStats, SrtCaller, caller_libsrt
 from relay.srt.libsrt import SrtUnavailable
@@ -71,7 +71,6 @@ class SrtPushProcess(FfmpegProcess):
         self._argv = [f"pipe:{write_fd}" if arg == SRT_PIPE else arg for arg in self._argv]
         try:
             await self._start_child(asyncio.subprocess.PIPE, pass_fds=(write_fd,))
-            widen_pipe(self._proc)
         except BaseException:
             os.close(read_fd)
             raise
