@@ -290,26 +290,73 @@ def ts_video_packets(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class _PipeProtocol(asyncio.SubprocessProtocol):
+    """srt-live-transmit's stdout (the received TS) and, with `-v`, its stderr (a line per accepted caller).
+
+    The two pipes are read in whatever order the loop finds them ready, so a caller's first TS bytes can be
+    read before the line announcing it. srt-live-transmit writes that line before it reads the caller, so
+    stderr is drained each time stdout is read: a connection's bytes are never counted in the one before.
+    """
+
+    ACCEPTED = b"Accepted SRT source connection"
+
     def __init__(self, receiver: SrtReceiver) -> None:
         self._receiver = receiver
         self.exited = asyncio.get_running_loop().create_future()
-        self._connected = False
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._started = False
+        """The process's first connection has been counted (by its first line or its first bytes)."""
+        self._first_line_pending = False
+        """The first connection was counted by its bytes: its line, read later, is not another one."""
+        self._stderr_tail = b""
         self._pending: list[tuple[float, bytes]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         now = time.monotonic()
         if fd == 2:
-            # `-v`: srt-live-transmit says when a caller connects; a new connection is a new stream.
-            for _ in range(data.count(b"Accepted SRT source connection")):
-                self._pending.append((now, b""))
-                if len(self._pending) == 1:
-                    asyncio.get_running_loop().call_soon(self._parse)
+            self._lines(now, data)
             return
         if fd != 1:
             return
-        if not self._connected and not self._receiver.track_connections:
-            self._connected = True
-            self._receiver.track.publishes.append(now)
+        if self._receiver.track_connections:
+            self._drain_stderr(now)
+        if not self._started:
+            # A new listener process: whatever it receives first is a new connection, even before its line.
+            self._started = True
+            self._first_line_pending = self._receiver.track_connections
+            self._queue(now, b"")
+        self._queue(now, data)
+
+    def _lines(self, now: float, data: bytes) -> None:
+        text = self._stderr_tail + data
+        # Keep the tail that could begin a line split across reads; it is too short to hold a whole one, so
+        # no line is counted twice.
+        self._stderr_tail = text[-(len(self.ACCEPTED) - 1) :]
+        for _ in range(text.count(self.ACCEPTED)):
+            if self._first_line_pending:
+                self._first_line_pending = False
+                continue
+            self._started = True
+            self._queue(now, b"")
+
+    def _drain_stderr(self, now: float) -> None:
+        pipe = None if self._transport is None else self._transport.get_pipe_transport(2)
+        file = None if pipe is None else pipe.get_extra_info("pipe")
+        if file is None:
+            return
+        while True:
+            try:
+                chunk = os.read(file.fileno(), 65536)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if not chunk:
+                return
+            self._lines(now, chunk)
+
+    def _queue(self, now: float, data: bytes) -> None:
         self._pending.append((now, data))
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._parse)

@@ -1,0 +1,58 @@
+"""The soak's SRT destination counts connections right: every caller that connects to a listener, and every
+listener started again after a kill, begins a new timeline, and a timestamp going back across that boundary
+is not a regression. The 2-hour soak once reported one: a restarted listener's first TS bytes were read
+before the line announcing its caller, so they were counted in the connection before."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench.fleet import Watch
+from bench.receivers import SrtReceiver
+from tests.support.net import free_port
+from tests.support.publishers import ffmpeg_publish_argv
+
+
+async def _send(source: Path, url: str) -> None:
+    """One SRT caller sending the sample in real time, then hanging up."""
+    process = await asyncio.create_subprocess_exec(
+        *ffmpeg_publish_argv(source, url, pes_lengths=True),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_each_caller_and_each_restarted_listener_is_a_new_connection(src_ts: Path) -> None:
+    receiver = SrtReceiver("d", free_port(socket.SOCK_DGRAM), latency_ms=20, track_connections=True)
+    watch = Watch(receiver.track)
+    receiver.track.arrivals = watch
+    frames: list[int] = []
+
+    async def main() -> None:
+        await receiver.start()
+        for _ in range(2):  # two callers, one after the other, to the same listener
+            await _send(src_ts, receiver.url())
+            await asyncio.sleep(0.3)
+            frames.append(watch.video_frames)
+        for _ in range(2):  # the destination crashes and comes back, twice
+            await receiver.kill()
+            await receiver.start()
+            await _send(src_ts, receiver.url())
+            await asyncio.sleep(0.3)
+            frames.append(watch.video_frames)
+        await receiver.kill()
+
+    asyncio.run(main())
+    assert watch.connections_seen == 4, receiver.track.publishes
+    assert watch.violations == [] and watch.violation_count == 0
+    # Every connection delivered the sample's video (75 frames; the last PES of each may be cut short).
+    per_connection = [b - a for a, b in zip([0, *frames], frames, strict=False)]
+    assert all(n >= 70 for n in per_connection), per_connection
