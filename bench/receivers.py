@@ -292,9 +292,10 @@ def ts_video_packets(data: bytes) -> list[tuple[int, bytes]]:
 class _PipeProtocol(asyncio.SubprocessProtocol):
     """srt-live-transmit's stdout (the received TS) and, with `-v`, its stderr (a line per accepted caller).
 
-    The two pipes are read in whatever order the loop finds them ready, so a caller's first TS bytes can be
-    read before the line announcing it. srt-live-transmit writes that line before it reads the caller, so
-    stderr is drained each time stdout is read: a connection's bytes are never counted in the one before.
+    srt-live-transmit writes that line with an unbuffered `cerr`, one write per piece, so one line can take
+    two reads of the pipe: the end of each read is kept for the next. And the two pipes are read in whatever
+    order the loop finds them ready, so a caller's first TS bytes could be read before its line; the line is
+    written before the caller is read, so stderr is drained each time stdout is read.
     """
 
     ACCEPTED = b"Accepted SRT source connection"

@@ -1,7 +1,8 @@
 """The soak's SRT destination counts connections right: every caller that connects to a listener, and every
 listener started again after a kill, begins a new timeline, and a timestamp going back across that boundary
-is not a regression. The 2-hour soak once reported one: a restarted listener's first TS bytes were read
-before the line announcing its caller, so they were counted in the connection before."""
+is not a regression. The 2-hour soak once reported one, at a destination that had counted 2 connections for
+3: srt-live-transmit writes its "Accepted SRT source connection" line in pieces (an unbuffered `cerr`, one
+write per `<<`), and a line split across two reads of the pipe was never counted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.fleet import Watch
-from bench.receivers import SrtReceiver
+from bench.receivers import SrtReceiver, _PipeProtocol
 from tests.support.net import free_port
 from tests.support.publishers import ffmpeg_publish_argv
 
@@ -56,3 +57,18 @@ def test_each_caller_and_each_restarted_listener_is_a_new_connection(src_ts: Pat
     # Every connection delivered the sample's video (75 frames; the last PES of each may be cut short).
     per_connection = [b - a for a, b in zip([0, *frames], frames, strict=False)]
     assert all(n >= 70 for n in per_connection), per_connection
+
+
+def test_a_line_split_across_reads_is_counted_once() -> None:
+    receiver = SrtReceiver("d", 9, track_connections=True)
+
+    async def main() -> None:
+        protocol = _PipeProtocol(receiver)
+        for chunk in (b"Accepted SRT ", b"source", b" connection", b"\n"):  # as srt-live-transmit writes it
+            protocol.pipe_data_received(2, chunk)
+        protocol.pipe_data_received(2, b"SRT source disconnected\nAccepted SRT source connection\nAccepted SRT")
+        protocol.pipe_data_received(2, b" source connection\n")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert len(receiver.track.publishes) == 3
