@@ -3,7 +3,9 @@
 RTMP destinations are served by our own sans-I/O core (`relay.rtmp.session.ServerSession`) on one asyncio
 loop: each destination has its own listening port so that one can be killed and restarted alone. SRT
 destinations are `srt-live-transmit` listeners writing the raw received MPEG-TS to a pipe (no remuxing,
-no probing); the bench parses the TS and stamps each video PES when its first TS packet arrives.
+no probing); the bench parses the TS and stamps each video PES when the datagram holding its first TS packet
+was read from the UDP socket (`_ArrivalTap`, in front of the listener), as an RTMP destination's bytes are
+stamped when they are read from its TCP socket.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from relay.media.packets import MediaKind
 from relay.rtmp.errors import ProtocolError
@@ -27,6 +31,7 @@ from relay.rtmp.events import (
     PublishRequested,
 )
 from relay.rtmp.session import ServerSession, SessionConfig
+from tests.support.net import free_port
 
 SRT_LIVE_TRANSMIT = "srt-live-transmit"
 
@@ -40,7 +45,8 @@ class Arrival:
     """One media packet as a destination received it."""
 
     t: float
-    """time.monotonic() when the bytes completing it (RTMP) or starting it (TS) were read."""
+    """time.monotonic() when the bytes completing it were read (RTMP), or when the datagram starting it
+    arrived (TS over SRT)."""
     kind: MediaKind
     ts_ms: int
     """Media timestamp: the RTMP message timestamp, or the PES DTS in milliseconds."""
@@ -172,10 +178,17 @@ class RtmpReceiver:
 
 class TsParser:
     """Just enough MPEG-TS: PAT, PMT, and the video PES of the first H.264/HEVC stream, stamped by the
-    arrival of their first TS packet; `on_pes(t, dts_ms, payload)` is called when a PES is complete."""
+    arrival of their first TS packet; `on_pes(t, dts_ms, payload)` is called when a PES is complete.
 
-    def __init__(self, on_pes: Callable[[float, int, bytes], None]) -> None:
+    `arrival(packet)`, if given, says when that TS packet arrived (earlier than it was fed), or None."""
+
+    def __init__(
+        self,
+        on_pes: Callable[[float, int, bytes], None],
+        arrival: Callable[[bytes], float | None] | None = None,
+    ) -> None:
         self._on_pes = on_pes
+        self._arrival = arrival
         self._buffer = b""
         self._pmt_pid: int | None = None
         self._video_pid: int | None = None
@@ -214,7 +227,8 @@ class TsParser:
         elif pid == self._video_pid:
             if pusi:
                 self.flush()
-                self._pes_t = t
+                arrived = None if self._arrival is None else self._arrival(pkt)
+                self._pes_t = t if arrived is None else min(t, arrived)
             elif not self._pes:
                 return
             self._pes += payload
@@ -287,6 +301,116 @@ def ts_video_packets(data: bytes) -> list[tuple[int, bytes]]:
     parser.feed(0.0, data)
     parser.flush()
     return out
+
+
+class _ArrivalTap(asyncio.DatagramProtocol):
+    """A UDP relay in front of srt-live-transmit: callers send to it, it forwards every datagram both ways
+    (one upstream socket per caller, so the listener sees each caller apart), and notes when each TS packet
+    that starts a PES arrived, for `TsParser` to stamp the PES with.
+
+    Why: srt-live-transmit with TSBPD off hands what it received to its output only when libsrt sends an
+    ACK (a 10 ms timer), then through a 4 KiB stdio buffer. Measured with strace on the bench's 1080p30
+    push: a frame's first TS packet reached stdout a median 16 ms (p90 20 ms) after libsrt received its
+    datagram; without strace, from the relay's caller's pipe to stdout took a median 13.6-14.7 ms, to this
+    tap under 3 ms (tests/bench/test_srt_receiver.py). The RTMP receivers stamp bytes when the loop reads
+    them from the socket, and so does this tap. What the destination received is still read from
+    srt-live-transmit's output.
+    """
+
+    KEEP_SECONDS = 10.0
+    """Stamps nobody asked for (PAT, PMT, audio, or a PES the listener never delivered) are dropped then."""
+    RECEIVE_BUFFER_BYTES = 8 << 20
+    """The relay's first burst (the cached GOP, ~1 MB at 1080p) must not overflow the socket while the loop is
+    busy: a lost datagram is retransmitted, but srt-live-transmit (TSBPD off, live messages not in order)
+    writes out what came after it first, and the frame is corrupt (seen: 0.4-0.6 % of frames at default
+    212 kB). The kernel caps it at net.core.rmem_max; `dropped()` tells if that was not enough."""
+
+    def __init__(self, listener_port: int) -> None:
+        self._listener = ("127.0.0.1", listener_port)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._upstream: dict[tuple[str, int], socket.socket] = {}
+        self._stamps: dict[bytes, float] = {}
+
+    @classmethod
+    async def open(cls, port: int, listener_port: int) -> _ArrivalTap:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cls.RECEIVE_BUFFER_BYTES)
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+        _, tap = await asyncio.get_running_loop().create_datagram_endpoint(lambda: cls(listener_port), sock=sock)
+        return tap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # not a subclass of it on Python 3.11
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = time.monotonic()
+        if len(data) > 16 and not data[0] & 0x80:  # an SRT data packet: 16-byte header, then whole TS packets
+            for at in range(16, len(data) - 187, 188):
+                if data[at] == 0x47 and data[at + 1] & 0x40:  # payload_unit_start_indicator
+                    self._stamps.setdefault(data[at : at + 188], now)
+            self._forget(now)
+        upstream = self._upstream.get(addr)
+        if upstream is None:
+            upstream = self._upstream[addr] = self._connect(addr)
+        with contextlib.suppress(OSError):  # a full or refused socket loses the datagram, as UDP may
+            upstream.send(data)
+
+    def _connect(self, caller: tuple[str, int]) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect(self._listener)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._reply, sock, caller)
+        return sock
+
+    def _reply(self, sock: socket.socket, caller: tuple[str, int]) -> None:
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # the listener is gone (ICMP port unreachable): the caller hears nothing
+                return
+            if self._transport is not None:
+                self._transport.sendto(data, caller)
+
+    def _forget(self, now: float) -> None:
+        stamps = self._stamps
+        while stamps:
+            first = next(iter(stamps))
+            if now - stamps[first] < self.KEEP_SECONDS:
+                return
+            del stamps[first]
+
+    def dropped(self) -> int:
+        """Datagrams from callers the kernel dropped since the tap opened (its socket's `drops` in /proc/net/udp)."""
+        if self._transport is None:
+            return 0
+        port = self._transport.get_extra_info("sockname")[1]
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/net/udp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if fields[1] == f"0100007F:{port:04X}":
+                    return int(fields[-1])
+        return 0
+
+    def arrival(self, packet: bytes) -> float | None:
+        """When this TS packet first arrived (once: the stamp is taken), None if it did not come through here."""
+        return self._stamps.pop(bytes(packet), None)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._upstream.values():
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._upstream.clear()
+        self._stamps.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
 
 class _PipeProtocol(asyncio.SubprocessProtocol):
@@ -377,8 +501,9 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
 
 
 class SrtReceiver:
-    """An SRT listener (`srt-live-transmit`, TSBPD off so packets are delivered as they arrive) whose
-    MPEG-TS output is parsed here."""
+    """An SRT listener (`srt-live-transmit`, TSBPD off so packets are delivered without waiting for their
+    play time) behind an `_ArrivalTap` on `port`; its MPEG-TS output is parsed here, each video PES stamped
+    by the tap with the arrival of its first TS packet."""
 
     def __init__(self, name: str, port: int, *, latency_ms: int = 20, track_connections: bool = False) -> None:
         self.track = Track(name)
@@ -387,6 +512,7 @@ class SrtReceiver:
         self.track_connections = track_connections
         """Count each caller's connection in `track.publishes` (from srt-live-transmit's `-v` lines), not
         only the first data of each listener process: the listener outlives a caller that reconnects."""
+        self._tap: _ArrivalTap | None = None
         self.parser = self._new_parser()
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
@@ -397,7 +523,10 @@ class SrtReceiver:
                 Arrival(t, MediaKind.VIDEO, ts_ms, digest(payload), annexb_has_idr(payload), False, len(payload))
             )
 
-        return TsParser(on_pes)
+        def arrival(packet: bytes) -> float | None:
+            return None if self._tap is None else self._tap.arrival(packet)
+
+        return TsParser(on_pes, arrival)
 
     def url(self) -> str:
         """The caller URL for ffmpeg (its SRT latency option is in microseconds)."""
@@ -406,7 +535,9 @@ class SrtReceiver:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.parser = self._new_parser()
-        listen = f"srt://127.0.0.1:{self.port}?mode=listener&latency={self.latency_ms}&tsbpdmode=false"
+        listener_port = free_port(socket.SOCK_DGRAM)
+        self._tap = await _ArrivalTap.open(self.port, listener_port)
+        listen = f"srt://127.0.0.1:{listener_port}?mode=listener&latency={self.latency_ms}&tsbpdmode=false"
         transport, protocol = await loop.subprocess_exec(
             lambda: _PipeProtocol(self),
             SRT_LIVE_TRANSMIT,
@@ -426,6 +557,11 @@ class SrtReceiver:
     async def kill(self) -> None:
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
+        if self._tap is not None:  # callers hear nothing more, as from a crashed server
+            if dropped := self._tap.dropped():
+                self.track.errors.append(f"arrival tap: the kernel dropped {dropped} datagrams (receive buffer)")
+            self._tap.close()
+            self._tap = None
         if transport is None or protocol is None:
             return
         pid = transport.get_pid()

@@ -620,7 +620,9 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "(relay + ffmpeg pushes, nginx master + worker) from /proc; per dest = total / N; pusher PSS = children "
         "only. Live add: API call returned → first keyframe. Recovery: killed receiver listening again → first "
         "packet. Others' gap: longest inter-frame gap of the untouched destinations around the outage minus the "
-        "direct receiver's. SRT receivers: srt-live-transmit with TSBPD off, so SRT's latency window is excluded. "
+        "direct receiver's. SRT receivers: srt-live-transmit with TSBPD off, so SRT's latency window is excluded; "
+        "each frame is stamped when its first datagram reaches a UDP relay in front of it, as RTMP bytes are when "
+        "read from the socket (srt-live-transmit itself writes out what it got only at libsrt's 10 ms ACK). "
         "srt-in: the publisher sends MPEG-TS over SRT to the relay and to a direct SRT receiver (TSBPD off); the "
         "relay's SRT ingest delivers after its TSBPD latency (120 ms by default), counted in its added delay.",
     ]
