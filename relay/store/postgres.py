@@ -19,7 +19,8 @@ every `resync_seconds` as a safety net (a write made without NOTIFY, a missed me
 
 Losing PostgreSQL: a read or write raises `StoreUnavailable` (the API answers 503), `healthy` goes
 False until a statement succeeds again (`check_health` tries one). The database URL may carry a
-password: it is never logged (`database_label`).
+password: it is never logged (`database_label`). asyncpg's pool, which reconnects its idle connection with
+backoff while the database is away, says so in one line instead of a traceback each try (`_OneLine`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ R = TypeVar("R")
 if TYPE_CHECKING:
     Conn: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 log = logging.getLogger("relay.store")
+
+
+class _OneLine(logging.Filter):
+    """A record with an exception becomes one line, the exception's type and text after the message: asyncpg's
+    pool logs "Failed to restore the pool connection floor" with a traceback at every try (1 s, 2 s, ... up to
+    60 s apart) for as long as the database is away, which the store already says in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_POOL_LOG = logging.getLogger("asyncpg.pool")
+if not any(isinstance(f, _OneLine) for f in _POOL_LOG.filters):
+    _POOL_LOG.addFilter(_OneLine())
 
 CHANNEL = "relay_definitions"
 STATEMENT_TIMEOUT_SECONDS = 10.0
