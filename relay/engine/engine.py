@@ -34,6 +34,7 @@ from relay.engine.events import (
     StreamInfoChanged,
     StreamLiveChanged,
 )
+from relay.engine.outage_log import OutageLog
 from relay.engine.ownership import ClaimRefused, LocalOwnership, NoRemote, Ownership, RemoteView
 from relay.engine.pulls import PullPlan, pulled
 from relay.engine.pushes import PushPlan
@@ -517,12 +518,16 @@ class Engine:
         return not self._closed
 
     async def _reconcile_periodically(self) -> None:
+        interval = self.settings.reconcile_interval_seconds
+        outage = OutageLog(log, "periodic reconcile", interval)
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            await asyncio.sleep(interval)
             try:
                 await self.reconcile()
-            except Exception:  # the store may be briefly locked by another process; next round retries
-                log.exception("periodic reconcile failed")
+            except Exception as exc:  # the store may be locked or away for a while; next round retries
+                outage.failed(exc)
+            else:
+                outage.succeeded()
 
     # Lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
