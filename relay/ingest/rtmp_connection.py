@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from relay.doors import DoorCut
 from relay.ingest.gate import (
     EndReason,
     IngestSink,
@@ -153,6 +154,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._expired: str | None = None
         """Why the pre-auth deadline closed this connection, once it has."""
+        self._expired_cut = DoorCut.PUBLISH_TIMEOUT
+        self._protocol_error = False
+        self.cut: DoorCut | None = None
+        """Why the relay cut this connection at its door, once it has ended (None: not cut, or kicked)."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_expired = False
@@ -204,7 +209,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
             return
         settings = self._settings
         handshake_seconds = min(settings.handshake_timeout_seconds, settings.preauth_timeout_seconds)
-        self._arm_deadline(self._accepted + handshake_seconds, "TLS or RTMP handshake timeout")
+        self._arm_deadline(
+            self._accepted + handshake_seconds, "TLS or RTMP handshake timeout", DoorCut.HANDSHAKE_TIMEOUT
+        )
         if self._ssl_context is None:
             self._start_serving()
 
@@ -270,10 +277,15 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 reason, warn = f"disconnected by relay ({end.value})", False
             elif self._evicted:
                 reason, warn = "evicted: too many connections not publishing", True
+                self.cut = DoorCut.EVICTED
             elif self._expired is not None:
                 reason, warn = self._expired, True
+                self.cut = self._expired_cut
             elif self._idle_expired:
                 reason, warn = "idle timeout", True
+                self.cut = DoorCut.IDLE_TIMEOUT
+            elif self._protocol_error:
+                self.cut = DoorCut.PROTOCOL_ERROR
             self._disarm_deadline()
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -341,21 +353,21 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     # -- timers and ending ---------------------------------------------------------------------------
 
-    def _arm_deadline(self, when: float, reason: str) -> None:
+    def _arm_deadline(self, when: float, reason: str, cut: DoorCut) -> None:
         # A timer rather than a read timeout: it also ends a client that stalls our writes (never reads
         # our replies), the TLS handshake and everything else an anonymous connection could wait on.
         self._disarm_deadline()
-        self._deadline = self._loop.call_at(when, self._expire, reason)
+        self._deadline = self._loop.call_at(when, self._expire, reason, cut)
 
     def _disarm_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _expire(self, reason: str) -> None:
+    def _expire(self, reason: str, cut: DoorCut) -> None:
         self._deadline = None
         if not self.published and self._expired is None and self._kick_reason is None and not self._evicted:
-            self._expired = reason
+            self._expired, self._expired_cut = reason, cut
             self._cut()
 
     def _check_idle(self) -> None:
@@ -398,6 +410,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _fail(self, exc: Exception) -> None:
         reason, warn = _describe(exc)
+        self._protocol_error = self._end is None and isinstance(exc, ProtocolError)
         if reason == "internal error":
             # A bug of ours (or of the sink) must still end only this connection.
             log.exception("rtmp %s %s: internal error", self.transport.value, self._peer)
@@ -459,7 +472,11 @@ class RtmpConnection(asyncio.BufferedProtocol):
                     self._info.from_metadata(event.values)
                     self._push_info()
             elif isinstance(event, HandshakeDone):
-                self._arm_deadline(self._accepted + self._settings.preauth_timeout_seconds, "no publish in time")
+                self._arm_deadline(
+                    self._accepted + self._settings.preauth_timeout_seconds,
+                    "no publish in time",
+                    DoorCut.PUBLISH_TIMEOUT,
+                )
             elif isinstance(event, ConnectRequested):
                 self._app = event.app
                 session.accept_connect()

@@ -24,6 +24,7 @@ import ssl
 from collections import Counter
 from collections.abc import Callable
 
+from relay.doors import DoorCounts, DoorCut, DoorRefusal
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
 from relay.ingest.rtmp_connection import RtmpConnection
 from relay.ingest.rtmp_settings import RtmpServerSettings
@@ -32,6 +33,13 @@ from relay.ratelimit import ThrottledLog
 __all__ = ["RtmpServer", "RtmpServerSettings"]
 
 log = logging.getLogger("relay.ingest.rtmp")
+
+RTMP_DOOR_REFUSALS = (
+    DoorRefusal.MAX_CONNECTIONS,
+    DoorRefusal.MAX_CONNECTIONS_PER_ADDRESS,
+    DoorRefusal.MAX_UNAUTHENTICATED_CONNECTIONS,
+)
+"""The limits an RTMP(S) listener refuses a connection for, when no anonymous connection can make room."""
 
 
 class RtmpServer:
@@ -63,6 +71,9 @@ class RtmpServer:
         self._closed = False
         self.accepted = 0
         """Connections taken in since start (refused ones not included)."""
+        self._refused: Counter[DoorRefusal] = Counter(dict.fromkeys(RTMP_DOOR_REFUSALS, 0))
+        self._cut: Counter[DoorCut] = Counter(dict.fromkeys(DoorCut, 0))
+        """Counts for /metrics, every reason from 0 (the loop only)."""
         self._anonymous_log = ThrottledLog(log, f"rtmp {self.transport.value}: connections that never published")
         """Anonymous clients are many under a flood; each would otherwise write a line."""
 
@@ -83,6 +94,10 @@ class RtmpServer:
     def anonymous_count(self) -> int:
         """Connections being served now that have not had a publish accepted."""
         return len(self._anonymous)
+
+    def door_counts(self) -> DoorCounts:
+        """Open connections, and the connections refused and cut since start (on the server's loop)."""
+        return DoorCounts(self.transport.value, len(self._connections), dict(self._refused), dict(self._cut))
 
     async def start(self) -> None:
         """Start listening."""
@@ -129,7 +144,9 @@ class RtmpServer:
         """Whether an accepted connection is served (its task started); the connection aborts it if not."""
         if self._closed:
             return False
-        if not self._make_room(connection.address, connection.peer):
+        refusal = self._make_room(connection.address, connection.peer)
+        if refusal is not None:
+            self._refused[refusal] += 1
             self._count(RefusalReason.CONNECTION_LIMIT)
             return False
         self.accepted += 1
@@ -141,25 +158,28 @@ class RtmpServer:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    def _make_room(self, address: str, peer: str) -> bool:
-        """Whether a new connection from `address` fits, after evicting an anonymous one if that is needed."""
+    def _make_room(self, address: str, peer: str) -> DoorRefusal | None:
+        """None when a new connection from `address` fits, after evicting an anonymous one if that is
+        needed; else the limit that is full."""
         settings = self.settings
         if self._per_address.get(address, 0) >= settings.max_connections_per_address:
-            full = "too many connections from this address"
+            full, limit = "too many connections from this address", DoorRefusal.MAX_CONNECTIONS_PER_ADDRESS
             victim = next((c for c in self._anonymous if c.address == address and not c.at_gate), None)
         elif len(self._anonymous) >= settings.max_unauthenticated_connections:
-            full, victim = "too many connections not publishing", self._oldest_anonymous()
+            full, limit = "too many connections not publishing", DoorRefusal.MAX_UNAUTHENTICATED_CONNECTIONS
+            victim = self._oldest_anonymous()
         elif len(self._connections) >= settings.max_connections:
-            full, victim = "too many connections", self._oldest_anonymous()
+            full, limit = "too many connections", DoorRefusal.MAX_CONNECTIONS
+            victim = self._oldest_anonymous()
         else:
-            return True
+            return None
         if victim is None:
             self._anonymous_log.log(logging.WARNING, full, "rtmp %s %s: refused: %s", self.transport.value, peer, full)
-            return False
+            return limit
         self._forget(victim)
         victim.evict()
         self._count(RefusalReason.EVICTED)
-        return True
+        return None
 
     def _published(self, connection: RtmpConnection) -> None:
         self._anonymous.pop(connection, None)
@@ -197,3 +217,5 @@ class RtmpServer:
             await connection.run()
         finally:
             self._forget(connection)
+            if connection.cut is not None:
+                self._cut[connection.cut] += 1

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.doors import DoorRefusal
 from relay.ingest.gate import PublishRefused, RefusalReason, Transport, stream_label
 from relay.ingest.peers import peer_key
 from relay.ratelimit import TokenBuckets
@@ -88,12 +89,12 @@ def admit_handshake(
     if throttle is not None and not throttle.take(peer_key(peer[0]) if peer else "?"):
         if on_refused is not None:
             on_refused(Transport.SRT, RefusalReason.RATE_LIMITED)
-        return Reject(RejectCode.OVERLOAD, "too many handshakes from this address")
+        return Reject(RejectCode.OVERLOAD, "too many handshakes from this address", DoorRefusal.RATE_LIMITED)
     try:
         stream_id, _token = parse_streamid(streamid)
     except InvalidStreamId as exc:
         code = RejectCode.BAD_MODE if exc.bad_mode else RejectCode.BAD_REQUEST
-        return Reject(code, str(exc))
+        return Reject(code, str(exc), DoorRefusal.BAD_HANDSHAKE)
     try:
         admit = admission.check(streamid)
     except PublishRefused as exc:

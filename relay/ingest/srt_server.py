@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from relay.doors import DoorCounts
 from relay.ingest.gate import (
     EndReason,
     PublishGate,
@@ -131,6 +132,14 @@ class SrtServer:
         """The UDP port listened on (the real one if settings asked for 0)."""
         addr = self._listener.address if self._listener else None
         return addr[1] if addr else None
+
+    def door_counts(self) -> DoorCounts:
+        """Open connections and the handshakes refused since start (SRT cuts none at its door: a handshake
+        is admitted whole, and a silent peer is libsrt's to drop)."""
+        listener = self._listener
+        if listener is None:
+            return DoorCounts(Transport.SRT.value, 0, {}, {})
+        return DoorCounts(Transport.SRT.value, listener.connections, listener.refusals(), {})
 
     @property
     def library_version(self) -> str | None:

@@ -20,16 +20,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from relay.doors import DoorRefusal
 from relay.ratelimit import ThrottledLog
 from relay.srt.libsrt import LibSrt, RejectCode, SockOpt, SrtError, format_peer, make_listen_callback, read_sockaddr_at
 
 log = logging.getLogger("relay.srt.listener")  # the listener's logger, shared with listener.py
 
 Peer = tuple[str, int] | None
+
+SRT_DOOR_REFUSALS = (
+    DoorRefusal.MAX_CONNECTIONS,
+    DoorRefusal.RATE_LIMITED,
+    DoorRefusal.BAD_HANDSHAKE,
+    DoorRefusal.INTERNAL_ERROR,
+)
+"""The refusals an SRT listener counts (each shown from 0 on /metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,9 @@ class Reject:
 
     code: int
     reason: str
+    door: DoorRefusal | None = None
+    """Set for a refusal at the door, before the stream's admission decided (counted by `Handshakes` for
+    metrics); None for the admission's own refusals (counted by the admission)."""
 
 
 Admit = Callable[[str, Peer], Accept | Reject]
@@ -89,6 +102,8 @@ class Handshakes:
         self._lock = threading.Lock()
         self._pending: dict[int, Admitted] = {}
         self._connections = 0
+        self._refused: Counter[DoorRefusal] = Counter(dict.fromkeys(SRT_DOOR_REFUSALS, 0))
+        """Handshakes this layer refused, counted on libsrt's thread and read by the loop: under `_lock`."""
         self._stale_after = connect_timeout_ms / 1000 + 2.0
         """An admitted handshake not accepted by then failed after the callback (bad passphrase): forgotten."""
         self._on_admitted = on_admitted
@@ -117,6 +132,17 @@ class Handshakes:
         for ns in [k for k, p in self._pending.items() if now - p.created > self._stale_after]:
             del self._pending[ns]
 
+    @property
+    def connections(self) -> int:
+        """Accepted connections not yet released."""
+        with self._lock:
+            return self._connections
+
+    def refusals(self) -> dict[DoorRefusal, int]:
+        """Handshakes refused here (not by `admit`) since the listener started, by reason."""
+        with self._lock:
+            return dict(self._refused)
+
     def release(self) -> None:
         """A claimed connection is closed (or failed its set-up)."""
         with self._lock:
@@ -128,6 +154,8 @@ class Handshakes:
             peer = read_sockaddr_at(peer_ptr)
             decision = self._decide(hsversion, peer, sid)
             if isinstance(decision, Reject):
+                if decision.door is not None:
+                    self._count(decision.door)
                 self._refusal_log.log(
                     logging.INFO,
                     str(decision.code),
@@ -151,6 +179,7 @@ class Handshakes:
             except SrtError as exc:
                 # e.g. a stored passphrase outside libsrt's 10..79 characters; exc never holds it.
                 log.error("SRT handshake from %s refused: cannot apply stream settings: %s", format_peer(peer), exc)
+                self._count(DoorRefusal.INTERNAL_ERROR)
                 self._lib.set_reject_reason(ns, RejectCode.ISE)
                 return -1
             with self._lock:
@@ -159,24 +188,31 @@ class Handshakes:
             return 0
         except BaseException:
             log.exception("SRT listener callback failed; refusing the connection")
+            self._count(DoorRefusal.INTERNAL_ERROR)
             try:
                 self._lib.set_reject_reason(ns, RejectCode.ISE)
             except BaseException:  # never raise into libsrt
                 pass
             return -1
 
+    def _count(self, refusal: DoorRefusal) -> None:
+        with self._lock:  # uncontended but for a scrape's copy: ~0.1 us beside a handshake's cost
+            self._refused[refusal] += 1
+
     def _decide(self, hsversion: int, peer: Peer, sid: bytes | None) -> Accept | Reject:
         if hsversion < 5:
-            return Reject(RejectCode.BAD_REQUEST, "HSv4 caller (no streamid support)")
+            return Reject(RejectCode.BAD_REQUEST, "HSv4 caller (no streamid support)", DoorRefusal.BAD_HANDSHAKE)
         try:
             streamid = (sid or b"").decode("utf-8")
         except UnicodeDecodeError:
-            return Reject(RejectCode.BAD_REQUEST, "streamid is not UTF-8")
+            return Reject(RejectCode.BAD_REQUEST, "streamid is not UTF-8", DoorRefusal.BAD_HANDSHAKE)
         now = time.monotonic()
         with self._lock:
             # A handshake can still fail after the callback said yes (bad passphrase): forget those.
             self._forget_stale(now)
             busy = self._connections + len(self._pending)
         if busy >= self._max_connections:
-            return Reject(RejectCode.OVERLOAD, f"max_connections ({self._max_connections}) reached")
+            return Reject(
+                RejectCode.OVERLOAD, f"max_connections ({self._max_connections}) reached", DoorRefusal.MAX_CONNECTIONS
+            )
         return self._admit(streamid, peer)

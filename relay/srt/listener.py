@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from relay.doors import DoorRefusal
 from relay.srt.handshake import Admit, Handshakes, Peer
 from relay.srt.libsrt import (
     SRT_LIVE_MAX_PAYLOAD_BYTES,
@@ -141,6 +142,15 @@ class SrtListener:
         self._conns: dict[int, _Conn] = {}  # worker thread only
         self._draining: list[_Conn] = []  # worker thread only: the connections with a drain deadline
         self._bound: Peer = None
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted and not closed yet (any thread)."""
+        return self._handshakes.connections
+
+    def refusals(self) -> dict[DoorRefusal, int]:
+        """Handshakes refused before the stream's admission said yes or no (any thread)."""
+        return self._handshakes.refusals()
 
     @property
     def address(self) -> Peer:
