@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from api.bodies import restream_view, stream_view
+from api.limits import ConnectionGuard
 from api.routes.common import Node
 from relay.cluster.ownership import PostgresOwnership
+from relay.doors import DoorCounts, DoorRefusal
 from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
 from relay.store.base import Store
@@ -366,6 +369,78 @@ class TaskCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         tasks = len(asyncio.all_tasks(self._loop))
         yield GaugeMetricFamily("relay_tasks", "asyncio tasks not yet done on the relay's event loop", value=tasks)
+
+
+@dataclass(frozen=True, slots=True)
+class Doors:
+    """Where the node counts what it refuses or cuts at its doors (the app's `DOORS`)."""
+
+    guard: ConnectionGuard | None = None
+    """The API's, when its site listens through one."""
+    ingest: Sequence[Callable[[], DoorCounts]] = ()
+    """Each ingest listener's counts (RTMP, RTMPS, SRT), read on the engine's loop."""
+
+
+DOORS = web.AppKey("doors", Doors)
+
+
+class DoorCollector(Collector):
+    """What the node refuses or cuts at its doors, before any request or publish is looked at: the API's
+    connections (its `ConnectionGuard`, on the API's loop: plain reads of counts) and each ingest
+    listener's (`DoorCounts`, read on the engine's loop where the scrape runs)."""
+
+    def __init__(self, doors: Doors) -> None:
+        self._guard = doors.guard
+        self._ingest = doors.ingest
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self._guard
+        if guard is not None:
+            refused = CounterMetricFamily(
+                "relay_http_connections_refused",
+                "API connections closed at accept: max_connections open and every one inside a request",
+                labels=["reason"],
+            )
+            refused.add_metric([DoorRefusal.MAX_CONNECTIONS.value], guard.refused)
+            cut = CounterMetricFamily(
+                "relay_http_connections_cut",
+                "API connections the node closed: evicted (the longest waiting, to make room), header_timeout "
+                "(a request's headers not in time), body_timeout (a body not in time: answered 408)",
+                labels=["reason"],
+            )
+            cut.add_metric(["evicted"], guard.evicted)
+            cut.add_metric(["header_timeout"], guard.header_timeouts)
+            cut.add_metric(["body_timeout"], guard.body_timeouts)
+            yield refused
+            yield cut
+            yield GaugeMetricFamily(
+                "relay_http_open_connections", "API connections open now", value=guard.open_connections
+            )
+        if not self._ingest:
+            return
+        transport = ["transport"]
+        i_refused = CounterMetricFamily(
+            "relay_ingest_connections_refused",
+            "Ingest connections (RTMP, RTMPS) and SRT handshakes refused before the stream was looked up, "
+            "by transport and reason: a connection limit full with no anonymous connection to evict, an SRT "
+            "address over its handshake rate, a malformed SRT handshake or streamid",
+            labels=[*transport, "reason"],
+        )
+        i_cut = CounterMetricFamily(
+            "relay_ingest_connections_cut",
+            "Ingest connections the node closed at its door, by transport and reason: evicted (not publishing, "
+            "to make room), handshake_timeout, publish_timeout (no publish accepted in time), idle_timeout "
+            "(nothing received), protocol_error",
+            labels=[*transport, "reason"],
+        )
+        i_open = GaugeMetricFamily("relay_ingest_open_connections", "Ingest connections open now", labels=transport)
+        for door in (read() for read in self._ingest):
+            for refusal, count in door.refused.items():
+                i_refused.add_metric([door.transport, refusal.value], count)
+            for cause, count in door.cut.items():
+                i_cut.add_metric([door.transport, cause.value], count)
+            i_open.add_metric([door.transport], door.open_connections)
+        yield from (i_refused, i_cut, i_open)
 
 
 def registry_for(node: Node, definitions: ClientDefinitions, extra: Sequence[Collector] = ()) -> CollectorRegistry:

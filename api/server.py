@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from api.loops import ApiLoop
 from api.routes.events import FeedSettings
 from relay.cluster.node import Cluster
 from relay.config import Settings
+from relay.doors import DoorCounts
 from relay.engine import Engine
 from relay.ingest.addresses import IngestAddresses
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
@@ -120,6 +121,7 @@ class Server:
             rtmp_settings = self._rtmp_settings(settings.rtmp_port)
             rtmp = RtmpServer(engine, rtmp_settings, on_refused=engine.admission.refused)
             await stack.enter_async_context(rtmp)
+            doors: list[Callable[[], DoorCounts]] = [rtmp.door_counts]  # for /metrics
 
             rtmps_port: int | None = None
             if settings.tls_cert_file is not None and settings.tls_key_file is not None:
@@ -127,6 +129,7 @@ class Server:
                 rtmps_settings = self._rtmp_settings(settings.rtmps_port)
                 rtmps = RtmpServer(engine, rtmps_settings, ssl_context=context, on_refused=engine.admission.refused)
                 rtmps_port = (await stack.enter_async_context(rtmps)).port
+                doors.append(rtmps.door_counts)
             log.info(
                 "RTMP ingest on %s:%d%s",
                 settings.media_bind,
@@ -134,7 +137,7 @@ class Server:
                 f", RTMPS on port {rtmps_port}" if rtmps_port else "",
             )
 
-            srt_port = await self._start_srt(stack, engine)
+            srt_port = await self._start_srt(stack, engine, doors)
 
             addresses = self._addresses = IngestAddresses(  # a balancer's ports, when set, in push URLs
                 settings.public_host,
@@ -142,7 +145,7 @@ class Server:
                 (settings.public_rtmps_port or rtmps_port) if rtmps_port else None,
                 (settings.public_srt_port or srt_port) if srt_port else None,
             )
-            http_port = await self._start_http(stack, engine, store, addresses)
+            http_port = await self._start_http(stack, engine, store, addresses, doors)
 
             self._ports = BoundPorts(http=http_port, rtmp=rtmp.port, rtmps=rtmps_port, srt=srt_port)
             if cluster is not None:
@@ -165,7 +168,9 @@ class Server:
             idle_timeout_seconds=settings.rtmp_idle_timeout_seconds,
         )
 
-    async def _start_srt(self, stack: contextlib.AsyncExitStack, engine: Engine) -> int | None:
+    async def _start_srt(
+        self, stack: contextlib.AsyncExitStack, engine: Engine, doors: list[Callable[[], DoorCounts]]
+    ) -> int | None:
         settings = self.settings
         if not settings.srt_enabled:
             log.info("SRT ingest off (RELAY_SRT=off)")
@@ -185,10 +190,18 @@ class Server:
             on_refused=engine.admission.refused,
         )
         stack.push_async_callback(srt.close)
-        return srt.port if await srt.start() else None  # False: libsrt missing, said once in the log
+        if not await srt.start():  # libsrt missing, said once in the log
+            return None
+        doors.append(srt.door_counts)
+        return srt.port
 
     async def _start_http(
-        self, stack: contextlib.AsyncExitStack, engine: Engine, store: Store, addresses: IngestAddresses
+        self,
+        stack: contextlib.AsyncExitStack,
+        engine: Engine,
+        store: Store,
+        addresses: IngestAddresses,
+        doors: Sequence[Callable[[], DoorCounts]],
     ) -> int:
         settings = self.settings
         limits = HttpLimits(
@@ -215,6 +228,7 @@ class Server:
                 guard=guard,
                 auth_failure_settings=AuthFailureSettings.from_settings(self.settings),
                 engine_loop=engine_loop,
+                ingest_doors=doors,
             )
             runner = web.AppRunner(
                 app,

@@ -1,7 +1,8 @@
 """GET /metrics: Prometheus exposition, authenticated with an API key and scoped to its client.
 
 Per-stream and per-restream series cover the key's own client only (a client never sees another's
-objects); process, ffmpeg, ingest-refusal and failed-authentication figures are node-wide and carry no ids.
+objects); process, ffmpeg, ingest-refusal, connection (refused, cut, open) and failed-authentication figures
+are node-wide and carry no ids.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    node_wide = [AuthFailureCollector(request.app[AUTH_FAILURES])]
+    node_wide = [AuthFailureCollector(request.app[AUTH_FAILURES]), metrics.DoorCollector(request.app[metrics.DOORS])]
     node = node_of(request)
     # The scrape walks every push: on the engine's loop, where they change (api/loops.py).
     body, content_type = await node.bridge.on_engine(
