@@ -428,9 +428,9 @@ class DoorCollector(Collector):
         )
         i_cut = CounterMetricFamily(
             "relay_ingest_connections_cut",
-            "Ingest connections the node closed at its door, by transport and reason: evicted (not publishing, "
-            "to make room), handshake_timeout, publish_timeout (no publish accepted in time), idle_timeout "
-            "(nothing received), protocol_error",
+            "Ingest connections the node closed itself (kicks apart), by transport and reason: evicted (not "
+            "publishing, to make room), handshake_timeout, publish_timeout (no publish accepted in time), "
+            "idle_timeout (nothing received, publishing or not), protocol_error (RTMP or pre-auth limits broken)",
             labels=[*transport, "reason"],
         )
         i_open = GaugeMetricFamily("relay_ingest_open_connections", "Ingest connections open now", labels=transport)

@@ -1,5 +1,6 @@
 """The control API's connection limits, through the relay's own wiring (api/server.py) on loopback: slow
-headers, bodies that never come, idle keep-alive, and the connection cap with its eviction order."""
+headers, bodies that never come, idle keep-alive, and the connection cap with its eviction order; and
+what /metrics says of them (relay_http_connections_refused_total, _cut_total, relay_http_open_connections)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.server import Server
 from tests.conftest import service_settings
@@ -92,6 +95,23 @@ class Raw:
         self.writer.close()
 
 
+async def doors(server: Server) -> dict[str, float]:
+    """The API's connection series as a scrape shows them: `name{label}` -> value (the scrape's own
+    connection, open while it is answered, is in relay_http_open_connections)."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        url = f"http://127.0.0.1:{server.ports.http}/metrics"
+        async with http.get(url, headers={"Authorization": f"APIKey {ADMIN_KEY}"}) as response:
+            assert response.status == 200
+            text = await response.text()
+    return {
+        sample.name + "".join(f"{{{value}}}" for value in sample.labels.values()): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("relay_http_")
+        for sample in family.samples
+    }
+
+
 def healthz(keep_alive: bool = True) -> bytes:
     return b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + (b"" if keep_alive else b"Connection: close\r\n") + b"\r\n"
 
@@ -112,6 +132,7 @@ async def test_a_connection_that_sends_nothing_is_closed(limited: Server) -> Non
     started = time.monotonic()
     assert await client.read_until_closed() == b""
     assert time.monotonic() - started < HEADER_SECONDS + 1.0
+    assert (await doors(limited))["relay_http_connections_cut_total{header_timeout}"] == 1
 
 
 async def test_a_body_that_never_comes_gets_408_and_the_connection_closes(limited: Server) -> None:
@@ -127,6 +148,7 @@ async def test_a_body_that_never_comes_gets_408_and_the_connection_closes(limite
     assert answer.endswith(b'{"status":408,"error":"request body not received in time"}')
     assert BODY_SECONDS - 0.1 < time.monotonic() - started < BODY_SECONDS + 1.0
     assert (await limited.store.list_streams(1, 0, 10)).items == []
+    assert (await doors(limited))["relay_http_connections_cut_total{body_timeout}"] == 1
 
     # Without a valid key, the body is not even waited for.
     anonymous = await Raw.open(limited)
@@ -175,5 +197,12 @@ async def test_the_cap_evicts_the_longest_waiting_and_refuses_only_when_all_are_
     welcome = await Raw.open(limited)
     await welcome.send(healthz(keep_alive=False))
     assert (await welcome.response()).startswith(b"HTTP/1.1 200 ")
+    feeds.pop().close()  # room for the scrape: the open ones are two feeds and the scrape itself
+    await asyncio.sleep(0.1)
+    seen = await doors(limited)
+    assert seen["relay_http_connections_refused_total{max_connections}"] == 1
+    assert seen["relay_http_connections_cut_total{evicted}"] == 1
+    assert seen["relay_http_connections_cut_total{header_timeout}"] == 0
+    assert seen["relay_http_open_connections"] == MAX_CONNECTIONS - 1
     for feed in feeds:
         feed.close()

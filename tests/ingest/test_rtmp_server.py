@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.doors import DoorCut, DoorRefusal
 from relay.ingest.gate import EndReason, RefusalReason, Transport
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.media.packets import MediaKind
@@ -160,6 +161,10 @@ async def test_connected_but_never_publishing_is_closed(tmp_path: Path, caplog: 
             for _ in range(30):
                 await asyncio.sleep(0.1)
                 await client.send(command("ping", 0.0, None))
+        await asyncio.sleep(0.05)  # the connection's task ends after the socket
+        counts = server.door_counts()
+        assert counts.cut[DoorCut.PUBLISH_TIMEOUT] == 1 and counts.open_connections == 0
+        assert sum(counts.cut.values()) == 1 and sum(counts.refused.values()) == 0
     assert "no publish in time" in caplog.text
 
 
@@ -185,9 +190,17 @@ async def test_connection_limits_refuse_when_only_publishers_hold_the_slots(
         await last.send(b"\x03")
         await asyncio.sleep(0.05)
         assert server.connection_count == 3
+        counts = server.door_counts()
+        assert counts.transport == "rtmp" and counts.open_connections == 3
+        assert counts.refused == {
+            DoorRefusal.MAX_CONNECTIONS_PER_ADDRESS: 1,
+            DoorRefusal.MAX_CONNECTIONS: 0,
+            DoorRefusal.MAX_UNAUTHENTICATED_CONNECTIONS: 0,
+        }
+        assert counts.cut[DoorCut.EVICTED] == 1 and sum(counts.cut.values()) == 1
         for client in (*kept, last):
             client.close()
-    assert refused == [RefusalReason.CONNECTION_LIMIT, RefusalReason.EVICTED]
+    assert refused == [RefusalReason.CONNECTION_LIMIT, RefusalReason.EVICTED]  # relay_ingest_refusals, as before
     assert "refused: too many connections from this address" in caplog.text
 
 

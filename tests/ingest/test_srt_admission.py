@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.doors import DoorRefusal
 from relay.ingest.gate import EndReason, RefusalReason, Transport
 from relay.ingest.srt_server import SrtServer, SrtSettings
 from relay.srt.libsrt import LibSrt, SockOpt, SockStatus, SrtError, TransType
@@ -140,6 +141,9 @@ async def test_refusals_carry_a_reason(
         caller = await attempt(lib, server.port, streamid, passphrase)
         assert caller.sock is None and caller.reject == code
         assert not engine.sinks
+        # A streamid not of our form is refused at the door; the others by the admission or libsrt.
+        door = server.door_counts().refused
+        assert door[DoorRefusal.BAD_HANDSHAKE] == (1 if code in (1400, 1405) else 0) == sum(door.values())
 
 
 async def test_the_log_names_the_stream_id_never_the_token(
@@ -219,6 +223,9 @@ async def test_max_connections(lib: LibSrt, tmp_path: Path) -> None:
             assert first.sock is not None
             second = await attempt(lib, server.port, "5#tok5")
             assert second.reject == 1402
+            counts = server.door_counts()
+            assert counts.transport == "srt" and counts.open_connections == 1
+            assert counts.refused[DoorRefusal.MAX_CONNECTIONS] == 1 and sum(counts.refused.values()) == 1
         finally:
             first.close()
 
@@ -246,6 +253,8 @@ async def test_handshakes_over_an_address_rate_are_refused_before_the_store_is_r
             await engine.wait_sink(1)
         finally:
             encoder.close()
+        counts = server.door_counts().refused
+        assert counts[DoorRefusal.RATE_LIMITED] == 22 and sum(counts.values()) == 22  # 1403: the admission's
     assert refused == [RefusalReason.RATE_LIMITED] * 22
     refusal_lines = [r for r in caplog.records if "SRT handshake from" in r.getMessage()]
     assert len(refusal_lines) == 20  # the rest held back by the throttled log (summed up when its window ends)

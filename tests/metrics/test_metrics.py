@@ -1,5 +1,6 @@
 """/metrics: parses as Prometheus text, follows a real publisher, counts refusals, shows an SRT
-destination's link, scoped to the key's client, and never shows a secret."""
+destination's link, scoped to the key's client, never shows a secret, and shows the ingest connections
+refused, cut and open at the node's doors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import RESTREAM_STATES
 from api.server import Server
+from relay.srt.libsrt import LibSrt, SrtUnavailable
+from tests.conftest import service_settings
+from tests.ingest.test_srt_admission import attempt
 from tests.support import ADMIN_KEY, Publisher, Receiver, pattern_publish_argv, run_process, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -210,3 +214,51 @@ async def test_openmetrics_when_asked(quick_service: Server, http: aiohttp.Clien
     async with http.get(f"http://127.0.0.1:{quick_service.ports.http}/metrics", headers=headers) as response:
         assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         assert (await response.text()).endswith("# EOF\n")
+
+
+async def test_ingest_doors_refused_cut_and_open(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Connections that never publish, over the per-address limit: one evicted at once, the rest cut at
+    the handshake deadline; an SRT handshake with a streamid not of ours refused at the door."""
+    server = Server(service_settings(tmp_path, rtmp_max_connections_per_address=2, rtmp_preauth_timeout_seconds=0.5))
+    await server.start()
+    try:
+        scraper = Scraper(http, f"http://127.0.0.1:{server.ports.http}")
+        rtmp = {"transport": "rtmp"}
+        assert await scraper.value("relay_ingest_open_connections", **rtmp) == 0
+        assert await scraper.value("relay_ingest_connections_refused_total", **rtmp, reason="max_connections") == 0
+        silent = [await asyncio.open_connection("127.0.0.1", server.ports.rtmp) for _ in range(3)]
+
+        async def evicted_one() -> bool:
+            return await scraper.value("relay_ingest_connections_cut_total", **rtmp, reason="evicted") == 1
+
+        await wait_for(evicted_one, 2, "one evicted")  # the third took the oldest's place
+        assert await scraper.value("relay_ingest_open_connections", **rtmp) == 2
+
+        async def cut_at_the_deadline() -> bool:
+            cut = await scraper.value("relay_ingest_connections_cut_total", **rtmp, reason="handshake_timeout")
+            return cut == 2 and await scraper.value("relay_ingest_open_connections", **rtmp) == 0
+
+        await wait_for(cut_at_the_deadline, 3, "the other two cut at the handshake deadline")
+        for _reader, writer in silent:
+            writer.close()
+        # Publish refusals are another family, unchanged: the eviction is there too, as before.
+        assert await scraper.value("relay_ingest_refusals_total", **rtmp, reason="evicted") == 1
+
+        if server.ports.srt is not None:
+            try:
+                lib = LibSrt.load()
+            except SrtUnavailable:
+                return
+            lib.startup()
+            try:
+                assert (await attempt(lib, server.ports.srt, "no-separator")).reject == 1400
+            finally:
+                lib.cleanup()
+            srt = {"transport": "srt"}
+            assert await scraper.value("relay_ingest_connections_refused_total", **srt, reason="bad_handshake") == 1
+            assert await scraper.value("relay_ingest_connections_refused_total", **srt, reason="max_connections") == 0
+            assert await scraper.value("relay_ingest_open_connections", **srt) == 0
+        for text in scraper.texts:
+            assert "127.0.0.1" not in text  # never a peer address
+    finally:
+        await server.close()
