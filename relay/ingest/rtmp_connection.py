@@ -155,9 +155,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._expired: str | None = None
         """Why the pre-auth deadline closed this connection, once it has."""
         self._expired_cut = DoorCut.PUBLISH_TIMEOUT
+        """Which deadline `_expired` was (the handshake's or the publish's)."""
         self._protocol_error = False
+        """The end was the client breaking the protocol (or the pre-auth limits)."""
         self.cut: DoorCut | None = None
-        """Why the relay cut this connection at its door, once it has ended (None: not cut, or kicked)."""
+        """Why the relay itself closed this connection, set when it has ended (None: the peer closed it, or
+        a kick: takeover, stream deleted, shutdown): counted by the server for /metrics."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_expired = False

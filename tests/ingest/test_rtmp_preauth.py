@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.doors import DoorCut
 from relay.ingest.gate import RefusalReason, Transport
 from relay.ingest.rtmp_server import RtmpServer, RtmpServerSettings
 from relay.media.packets import MediaKind
@@ -171,6 +172,8 @@ async def test_an_anonymous_peer_may_not_announce_large_messages(
         sink = gate.sinks[STREAM_ID][0]
         await settled(lambda: sink.packets >= 1, "the large keyframe reached the sink")
         encoder.close()
+        cut = server.door_counts().cut
+        assert cut[DoorCut.PROTOCOL_ERROR] == 2 and sum(cut.values()) == 2  # the encoder's close is its own
     assert "message of 40960 bytes over the limit" in caplog.text
     assert "too many bytes in partial messages" in caplog.text
 
@@ -197,5 +200,8 @@ async def test_rtmps_connections_count_from_accept_not_from_tls(
         encoder = ScriptedClient(reader, writer)
         await encoder.publish(KEY)
         encoder.close()
+        counts = server.door_counts()
+        assert counts.transport == "rtmps"
+        assert counts.cut[DoorCut.HANDSHAKE_TIMEOUT] == 1 and counts.cut[DoorCut.EVICTED] == 1
     assert "TLS or RTMP handshake timeout" in caplog.text
     assert refused == [RefusalReason.EVICTED]

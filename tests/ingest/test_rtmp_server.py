@@ -18,6 +18,7 @@ from relay.rtmp.handshake import SERVER_FULL_KEY, SERVER_PARTIAL_KEY, compute_di
 from tests.ingest.rtmp_gate import STREAM_ID, TOKEN, RecordingGate
 from tests.rtmp.sessions import VIDEO_KEY, media
 from tests.rtmp.wire import ServerReplies, command, digest_c1, publish_script, simple_c1
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 KEY = f"{STREAM_ID}?{TOKEN}"
@@ -161,9 +162,13 @@ async def test_connected_but_never_publishing_is_closed(tmp_path: Path, caplog: 
             for _ in range(30):
                 await asyncio.sleep(0.1)
                 await client.send(command("ping", 0.0, None))
-        await asyncio.sleep(0.05)  # the connection's task ends after the socket
+
+        async def task_ended() -> bool:  # the connection's task ends (and counts) after the socket closes
+            return server.door_counts().open_connections == 0
+
+        await wait_for(task_ended, 2, "the connection's task ended", every=0.01)
         counts = server.door_counts()
-        assert counts.cut[DoorCut.PUBLISH_TIMEOUT] == 1 and counts.open_connections == 0
+        assert counts.cut[DoorCut.PUBLISH_TIMEOUT] == 1
         assert sum(counts.cut.values()) == 1 and sum(counts.refused.values()) == 0
     assert "no publish in time" in caplog.text
 
