@@ -4,7 +4,8 @@ The kernel reads straight into the connection's buffer (`get_buffer`), and `buff
 bytes to the session and processes its events in the same callback: media to the gate's sink, replies
 written. No StreamReader, no task step per read. At most `read_chunk_bytes` are read at a time and
 processed fully before the next read, so a publisher never gets ahead of us: what the session holds
-unparsed stays under its `max_buffered_bytes`. Reading is paused while the gate decides a publish (the
+unparsed stays under its `max_buffered_bytes` (a published RTMPS connection reads what the TLS layer
+holds at once, up to `TLS_MAX_READ_BYTES`: see `get_buffer`). Reading is paused while the gate decides a publish (the
 bytes behind the publish wait in the session and are processed in order once it is accepted) and while
 the transport's write buffer is over its high-water mark (a client that does not read our replies
 cannot make us buffer them without bound).
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from relay.doors import DoorCut
@@ -57,6 +58,12 @@ from relay.rtmp.events import (
 from relay.rtmp.session import ServerSession
 
 log = logging.getLogger("relay.ingest.rtmp")  # the RTMP ingest logger, shared with rtmp_server
+
+TLS_MAX_READ_BYTES = 1 << 20
+"""The most a published RTMPS connection reads at once (see `RtmpConnection.get_buffer`): asyncio's TLS layer
+holds at most ~512 KiB encrypted (its 256 KiB high-water mark plus one socket read) before it stops reading."""
+_TLS_RECORD_HEADROOM = 32 * 1024
+"""More than the plaintext of one TLS record (16 KiB) that the TLS object may hold already decrypted."""
 
 
 class _ConnectionClosed(Exception):
@@ -141,7 +148,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._label = ""
         self._app = ""
         self._info = InfoTracker()
-        self._session = ServerSession(settings.session_config(), epoch_ms=int(self._loop.time() * 1000))
+        session_config = settings.session_config()
+        if ssl_context is not None:  # a published TLS connection's buffer may grow (get_buffer), up to this
+            session_config = replace(session_config, max_buffered_bytes=TLS_MAX_READ_BYTES + 4096)
+        self._session = ServerSession(session_config, epoch_ms=int(self._loop.time() * 1000))
         self._read_buffer = memoryview(bytearray(settings.read_chunk_bytes))
         self._serving = False
         """The session's events are processed as bytes arrive (after the TLS upgrade for RTMPS)."""
@@ -219,6 +229,16 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._start_serving()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # asyncio's TLS layer (CPython 3.11-3.13) asks with `sizehint` = the encrypted bytes it holds. When the
+        # buffer it gets comes back full, it reads the rest on a later loop turn, and an EOF or close_notify
+        # handled before that turn drops the rest: a publisher's last messages, its unpublish among them (seen
+        # with Debian's ffmpeg 5.1 over RTMPS, 1 close in 6). A published TLS connection's buffer is kept larger
+        # than what it could decrypt (the bytes held plus a record already opened), so it never comes back full.
+        # A plain socket asks with -1.
+        if sizehint > 0 and self.published and len(self._read_buffer) < sizehint + _TLS_RECORD_HEADROOM:
+            size = min(TLS_MAX_READ_BYTES, sizehint + _TLS_RECORD_HEADROOM)
+            if size > len(self._read_buffer):
+                self._read_buffer = memoryview(bytearray(size))
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
