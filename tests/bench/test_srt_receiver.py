@@ -13,16 +13,16 @@ import asyncio
 import os
 import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.receivers import SrtReceiver
-from relay.srt.caller import CallerConfig, CallerEnd, SrtCaller, caller_libsrt
+from relay.srt.caller import CallerConfig, CallerEnd
 from relay.srt.libsrt import SockOpt
 from tests.support.net import free_port
+from tests.support.srt_caller import PipedCaller
 
 
 def _frames(ts: bytes) -> list[tuple[int, bytes]]:
@@ -54,29 +54,20 @@ def test_a_frame_is_stamped_when_its_datagrams_arrive(src_ts: Path) -> None:
         await receiver.start()
         # The relay's own SRT caller: it sends what the pipe holds as soon as the pipe has nothing more.
         config = CallerConfig(host="127.0.0.1", port=receiver.port, int_options=((SockOpt.LATENCY, 20),))
-        read_fd, write_fd = os.pipe()
-        connected, ended = threading.Event(), threading.Event()
-
-        def on_end(end: CallerEnd) -> None:
-            ends.append(end)
-            ended.set()
-
-        caller = SrtCaller(caller_libsrt(), config, read_fd, on_connected=connected.set, on_end=on_end)
-        caller.start()
+        piped = PipedCaller(config)
+        piped.start()
         try:
-            assert await asyncio.to_thread(connected.wait, 10), "the caller did not connect"
+            assert await asyncio.to_thread(piped.connected.wait, 10), "the caller did not connect"
             for dts_ms, data in frames:  # 25 fps, as a push's ffmpeg writes them
                 written[dts_ms] = time.monotonic()
-                os.write(write_fd, data)
+                os.write(piped.write_fd, data)
                 await asyncio.sleep(0.04)
-            os.close(write_fd)
-            write_fd = -1
-            assert await asyncio.to_thread(ended.wait, 10), "the caller did not end"
+            piped.close_pipe()
+            assert await asyncio.to_thread(piped.ended.wait, 10), "the caller did not end"
             await asyncio.sleep(0.2)  # srt-live-transmit writes out what it was last given
+            ends.extend(piped.ends)
         finally:
-            caller.abort()
-            if write_fd >= 0:
-                os.close(write_fd)
+            piped.stop()
             await receiver.kill()
 
     asyncio.run(main())

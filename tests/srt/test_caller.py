@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from relay.srt.caller import CallerConfig, CallerEnd, SrtCaller, caller_libsrt
+from relay.srt.caller import CallerConfig, CallerEnd
 from relay.srt.libsrt import SockOpt
 from tests.support import Receiver
+from tests.support.srt_caller import PipedCaller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -28,26 +28,18 @@ async def test_an_idle_caller_ends_at_once_when_aborted(tmp_path: Path) -> None:
             text_options=((SockOpt.PASSPHRASE, passphrase),),
             int_options=((SockOpt.LATENCY, 120),),
         )
-        read_fd, write_fd = os.pipe()
-        connected, ended = threading.Event(), threading.Event()
-        ends: list[CallerEnd] = []
-
-        def on_end(end: CallerEnd) -> None:
-            ends.append(end)
-            ended.set()
-
-        caller = SrtCaller(caller_libsrt(), config, read_fd, on_connected=connected.set, on_end=on_end)
-        caller.start()
+        piped = PipedCaller(config)
+        caller = piped.caller
+        piped.start()
         try:
-            assert await asyncio.to_thread(connected.wait, 10), "the caller did not connect"
+            assert await asyncio.to_thread(piped.connected.wait, 10), "the caller did not connect"
             await asyncio.sleep(1.5)  # idle: past a first sample, the thread sleeps until the next second
             asked = time.monotonic()
             caller.abort()
-            assert await asyncio.to_thread(ended.wait, 5), "the caller did not end"
+            assert await asyncio.to_thread(piped.ended.wait, 5), "the caller did not end"
             took = time.monotonic() - asked
         finally:
-            caller.abort()
-            os.close(write_fd)
-    assert ends == [CallerEnd(error=None, connected=True)]
+            piped.stop()
+    assert piped.ends == [CallerEnd(error=None, connected=True)]
     assert took < 0.25, f"abort took {took:.3f}s"
     assert not [t for t in threading.enumerate() if t.name == "srt-caller"]
