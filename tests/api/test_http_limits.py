@@ -11,11 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.server import Server
 from tests.conftest import service_settings
 from tests.support import ADMIN_KEY
+from tests.support.scrape import Scraper
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -100,15 +100,11 @@ async def doors(server: Server) -> dict[str, float]:
     connection, open while it is answered, is in relay_http_open_connections)."""
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:
-        url = f"http://127.0.0.1:{server.ports.http}/metrics"
-        async with http.get(url, headers={"Authorization": f"APIKey {ADMIN_KEY}"}) as response:
-            assert response.status == 200
-            text = await response.text()
+        samples = await Scraper(http, f"http://127.0.0.1:{server.ports.http}").scrape()
     return {
-        sample.name + "".join(f"{{{value}}}" for value in sample.labels.values()): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith("relay_http_")
-        for sample in family.samples
+        name + "".join(f"{{{value}}}" for _, value in labels): sample
+        for (name, labels), sample in samples.items()
+        if name.startswith("relay_http_")
     }
 
 

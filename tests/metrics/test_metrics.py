@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import RESTREAM_STATES
 from api.server import Server
@@ -18,8 +17,7 @@ from relay.srt.libsrt import LibSrt, SrtUnavailable
 from tests.conftest import service_settings
 from tests.ingest.test_srt_admission import attempt
 from tests.support import ADMIN_KEY, Publisher, Receiver, pattern_publish_argv, run_process, wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.support.scrape import Scraper
 
 
 @pytest.fixture
@@ -30,27 +28,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"APIKey {key}"}
-
-
-class Scraper:
-    def __init__(self, http: aiohttp.ClientSession, base: str, key: str = ADMIN_KEY) -> None:
-        self.http, self.base, self.key = http, base, key
-        self.texts: list[str] = []
-
-    async def scrape(self) -> Samples:
-        async with self.http.get(f"{self.base}/metrics", headers=auth(self.key)) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            text = await response.text()
-        self.texts.append(text)
-        return {
-            (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    async def value(self, name: str, **labels: str) -> float | None:
-        return (await self.scrape()).get((name, frozenset(labels.items())))
 
 
 async def test_metrics_need_a_key(quick_service: Server, http: aiohttp.ClientSession) -> None:
