@@ -235,7 +235,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # with Debian's ffmpeg 5.1 over RTMPS, 1 close in 6). A published TLS connection's buffer is kept larger
         # than what it could decrypt (the bytes held plus a record already opened), so it never comes back full.
         # A plain socket asks with -1.
-        if sizehint > 0 and self.published and len(self._read_buffer) < sizehint + _TLS_RECORD_HEADROOM:
+        if sizehint > 0 and self.published:
             size = min(TLS_MAX_READ_BYTES, sizehint + _TLS_RECORD_HEADROOM)
             if size > len(self._read_buffer):
                 self._read_buffer = memoryview(bytearray(size))
