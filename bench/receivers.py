@@ -475,7 +475,7 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
         while True:
             try:
                 chunk = os.read(file.fileno(), 65536)
-            except (BlockingIOError, InterruptedError, OSError):
+            except OSError:  # nothing more to read now (BlockingIOError), or the pipe is gone
                 return
             if not chunk:
                 return

@@ -15,18 +15,14 @@ import pytest
 from bench.fleet import Watch
 from bench.receivers import SrtReceiver, _PipeProtocol
 from tests.support.net import free_port
+from tests.support.processes import run_process
 from tests.support.publishers import ffmpeg_publish_argv
 
 
 async def _send(source: Path, url: str) -> None:
     """One SRT caller sending the sample in real time, then hanging up."""
-    process = await asyncio.create_subprocess_exec(
-        *ffmpeg_publish_argv(source, url, pes_lengths=True),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert await asyncio.wait_for(process.wait(), 30) == 0
+    code, output = await run_process(ffmpeg_publish_argv(source, url, pes_lengths=True), limit_seconds=30)
+    assert code == 0, output
 
 
 @pytest.mark.integration
