@@ -434,13 +434,19 @@ class Fleet:
             page += 1
 
     async def metric(self, name: str) -> float | None:
+        return (await self.metrics(name))[name]
+
+    async def metrics(self, *names: str) -> dict[str, float | None]:
+        """The first value of each named series in one scrape of /metrics (None when it is absent)."""
         assert self.http is not None
         async with self.http.get("/metrics") as response:
             text = await response.text()
+        found: dict[str, float | None] = dict.fromkeys(names)
         for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+            for name in names:
+                if found[name] is None and (line.startswith(name + " ") or line.startswith(name + "{")):
+                    found[name] = float(line.rsplit(" ", 1)[1])
+        return found
 
 
 async def wait_until(check: Callable[[], bool], deadline: float, step_seconds: float = 0.05) -> bool:

@@ -12,7 +12,8 @@ and one SRT destination on each of the first two streams). Churn, all the time:
 - API writes in the background: a restream created, patched, read and deleted on a spare stream, the
   restreams and streams listed, /healthz, every `--api-every` seconds.
 Sampled every `--sample` seconds: the relay process's RSS, PSS, open fds, threads, asyncio tasks
-(/metrics `relay_tasks`), its ffmpeg children, the pushes' restarts, each destination's bitrate.
+(/metrics `relay_tasks`), the heap (Python's allocated blocks, glibc malloc's bytes in use and free bytes kept),
+its ffmpeg children, the pushes' restarts, each destination's bitrate.
 
 Verdicts at the end (what "nothing leaks, nothing gets stuck" means here):
 - RSS and open fds flat: the least-squares slope over the last hour (the last half of a shorter run)
@@ -90,6 +91,11 @@ class Sample:
     restarts: int | None
     dest_kbps: dict[str, float]
     api_p99_ms: float | None
+    python_blocks: int | None = None
+    """What the relay's Python holds (its allocated blocks), beside RSS: to tell a leak from the allocator."""
+    malloc_in_use_bytes: int | None = None
+    malloc_free_bytes: int | None = None
+    """glibc malloc over all arenas: bytes handed out, and free bytes kept instead of returned."""
 
 
 @dataclass
@@ -206,8 +212,10 @@ class Soak:
         fleet.note_children()
         tasks: float | None = None
         restarts: int | None = None
+        heap: dict[str, float | None] = {}
         try:
-            tasks = await fleet.metric("relay_tasks")
+            heap = await fleet.metrics(*_HEAP_SERIES, "relay_tasks")
+            tasks = heap.pop("relay_tasks")
             restarts = sum(int(r["status"]["restarts"]) for r in await fleet.restreams() if r.get("status"))
         except Exception as exc:
             self.timings.error(f"sample: {type(exc).__name__}")
@@ -230,6 +238,7 @@ class Soak:
             restarts,
             kbps,
             _p99(recent),
+            *(None if heap.get(name) is None else int(heap[name] or 0) for name in _HEAP_SERIES),
         )
         self.report.samples.append(sample)
         line = json.dumps(asdict(sample)) + "\n"
@@ -347,6 +356,11 @@ class Soak:
                 "slope_mb_per_hour": None if rss is None else round(rss / 1e6, 2),
                 "growth_over_window_mb": None if rss_growth is None else round(rss_growth / 1e6, 2),
                 "allowed_mb": round(rss_allowed / 1e6, 2),
+                # Beside RSS, what the heap did over the same window (told, not judged): flat here while RSS
+                # grows is the allocator keeping pages, growth here is something holding memory.
+                "malloc_in_use_growth_mb": _growth_mb(inside, "malloc_in_use_bytes", hours),
+                "malloc_free_growth_mb": _growth_mb(inside, "malloc_free_bytes", hours),
+                "python_blocks_growth": _growth(inside, "python_blocks", hours),
             }
             v["fds_flat"] = {
                 "ok": fd_growth is not None and fd_growth <= fd_allowed,
@@ -384,6 +398,10 @@ class Soak:
         (self.out / "soak.md").write_text(render(self.report))
 
 
+_HEAP_SERIES = ("relay_python_allocated_blocks", "relay_malloc_in_use_bytes", "relay_malloc_free_bytes")
+"""The relay's heap gauges, sampled beside RSS in the order of Sample's fields."""
+
+
 def all_back(destinations: Sequence[Destination], since: float) -> bool:
     return all(d.watch.last_media_t > since for d in destinations)
 
@@ -400,6 +418,25 @@ def _p99(values: Sequence[float]) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1)
 
 
+def _growth(samples: Sequence[Sample], field: str, hours: float) -> float | None:
+    points = [(s.elapsed_s, getattr(s, field)) for s in samples if getattr(s, field) is not None]
+    slope = slope_per_hour(points)
+    return None if slope is None else round(slope * hours)
+
+
+def _growth_mb(samples: Sequence[Sample], field: str, hours: float) -> float | None:
+    growth = _growth(samples, field, hours)
+    return None if growth is None else round(growth / 1e6, 2)
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def _thousands(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e3:.0f}"
+
+
 def render(r: SoakReport) -> str:
     o = r.options
     lines = [
@@ -413,8 +450,8 @@ def render(r: SoakReport) -> str:
         f"API writes every {o['api_every_seconds']:g} s.",
         "",
         "| min | relay RSS MB | PSS MB | fds | threads | tasks | ffmpeg | ffmpeg PSS MB | restarts "
-        "| dest kbit/s min / median / max | API p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dest kbit/s min / median / max | API p99 ms | Python blocks k | malloc in use / free MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r.samples:
         k = sorted(s.dest_kbps.values())
@@ -422,7 +459,8 @@ def render(r: SoakReport) -> str:
             f"| {s.elapsed_s / 60:.1f} | {s.rss_bytes / 1e6:.1f} | {s.pss_bytes / 1e6:.1f} | {s.fds} | {s.threads} "
             f"| {s.tasks} | {s.ffmpeg_children} | {s.children_pss_bytes / 1e6:.1f} | {s.restarts} "
             f"| {k[0] if k else '-'} / {round(statistics.median(k), 1) if k else '-'} / {k[-1] if k else '-'} "
-            f"| {s.api_p99_ms} |"
+            f"| {s.api_p99_ms} | {_thousands(s.python_blocks)} "
+            f"| {_mb(s.malloc_in_use_bytes)} / {_mb(s.malloc_free_bytes)} |"
         )
     lines += ["", "## Verdicts", ""]
     for name, verdict in r.verdicts.items():

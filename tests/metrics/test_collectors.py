@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.metrics import FfmpegProcessCollector, TaskCollector, child_processes
+from api.metrics import FfmpegProcessCollector, HeapCollector, TaskCollector, child_processes
 
 
 def fake_proc(root: Path, pid: int, comm: str, ppid: int, rss_pages: int) -> None:
@@ -56,3 +56,20 @@ async def test_relay_tasks_counts_the_loops_unfinished_tasks() -> None:
     release.set()
     await asyncio.gather(*waiting)
     assert f"relay_tasks {before}" in generate_latest(registry).decode()
+
+
+def _gauge(registry: CollectorRegistry, name: str) -> float:
+    (line,) = [line for line in generate_latest(registry).decode().splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_heap_gauges_follow_what_the_process_allocates() -> None:
+    registry = CollectorRegistry()
+    registry.register(HeapCollector())
+    blocks, in_use = _gauge(registry, "relay_python_allocated_blocks"), _gauge(registry, "relay_malloc_in_use_bytes")
+    assert _gauge(registry, "relay_malloc_free_bytes") >= 0
+    held = [bytearray(1000) for _ in range(20_000)] + [bytearray(64 << 20)]
+    assert _gauge(registry, "relay_python_allocated_blocks") >= blocks + 20_000
+    assert _gauge(registry, "relay_malloc_in_use_bytes") >= in_use + (64 << 20) + 20_000 * 1000
+    del held
+    assert _gauge(registry, "relay_malloc_in_use_bytes") < in_use + (64 << 20)
