@@ -2,13 +2,13 @@
 
 The kernel reads straight into the connection's buffer (`get_buffer`), and `buffer_updated` feeds the
 bytes to the session and processes its events in the same callback: media to the gate's sink, replies
-written. No StreamReader, no task step per read. At most `read_chunk_bytes` are read at a time and
-processed fully before the next read, so a publisher never gets ahead of us: what the session holds
-unparsed stays under its `max_buffered_bytes` (a published RTMPS connection reads what the TLS layer
-holds at once, up to `TLS_MAX_READ_BYTES`: see `get_buffer`). Reading is paused while the gate decides a publish (the
-bytes behind the publish wait in the session and are processed in order once it is accepted) and while
-the transport's write buffer is over its high-water mark (a client that does not read our replies
-cannot make us buffer them without bound).
+written. No StreamReader, no task step per read. At most `read_chunk_bytes` are read at a time (4 KiB
+until a publish is accepted) and processed fully before the next read, so a publisher never gets ahead
+of us: what the session holds unparsed stays under its `max_buffered_bytes` (a published RTMPS
+connection reads what the TLS layer holds at once, up to `TLS_MAX_READ_BYTES`: see `get_buffer`).
+Reading is paused while the gate decides a publish (the bytes behind the publish wait in the session
+and are processed in order once it is accepted) and while the transport's write buffer is over its
+high-water mark (a client that does not read our replies cannot make us buffer them without bound).
 
 A small task per connection (`run`) owns its lifetime: the TLS upgrade, the gate's decision (async),
 the graceful close after a refusal, and the cleanup with one log line whatever ended it. Whatever goes
@@ -62,6 +62,9 @@ log = logging.getLogger("relay.ingest.rtmp")  # the RTMP ingest logger, shared w
 TLS_MAX_READ_BYTES = 1 << 20
 """The most a published RTMPS connection reads at once (see `RtmpConnection.get_buffer`): asyncio's TLS layer
 holds at most ~512 KiB encrypted (its 256 KiB high-water mark plus one socket read) before it stops reading."""
+PREAUTH_READ_BYTES = 4096
+"""The read buffer of an anonymous connection: hundreds of them may be open (flooded, evicted, back again),
+and a publish needs a handshake (1.5 KiB at a time) and a few hundred bytes of commands."""
 _TLS_RECORD_HEADROOM = 32 * 1024
 """More than the plaintext of one TLS record (16 KiB) that the TLS object may hold already decrypted."""
 
@@ -152,7 +155,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if ssl_context is not None:  # a published TLS connection's buffer may grow (get_buffer), up to this
             session_config = replace(session_config, max_buffered_bytes=TLS_MAX_READ_BYTES + 4096)
         self._session = ServerSession(session_config, epoch_ms=int(self._loop.time() * 1000))
-        self._read_buffer = memoryview(bytearray(settings.read_chunk_bytes))
+        self._read_buffer = memoryview(bytearray(min(PREAUTH_READ_BYTES, settings.read_chunk_bytes)))
+        """Small while anonymous (a handshake and a publish's commands fit); `read_chunk_bytes` once published."""
         self._serving = False
         """The session's events are processed as bytes arrive (after the TLS upgrade for RTMPS)."""
         self._paused: set[_Pause] = set()
@@ -554,6 +558,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._session.accept_publish()
         self._disarm_deadline()
         self.published = True
+        if len(self._read_buffer) < self._settings.read_chunk_bytes:  # between reads: no read holds it
+            self._read_buffer = memoryview(bytearray(self._settings.read_chunk_bytes))
         if self._on_publishing is not None:
             self._on_publishing(self)
         log.info("rtmp %s %s stream %s: publishing", self.transport.value, self._peer, self._label)
