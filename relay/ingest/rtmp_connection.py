@@ -145,6 +145,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.at_gate = False
         """The gate is deciding this connection's publish (not evictable meanwhile: it may be taking over)."""
         self._evicted = False
+        self._evicted_because = ""
         self._tls_handshake: asyncio.Future[asyncio.Transport | None] | None = None
         self._kick_reason: EndReason | None = None
         self._sink: IngestSink | None = None
@@ -195,10 +196,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
         """Seconds since the client last sent any byte."""
         return max(0.0, self._loop.time() - self._last_receive)
 
-    def evict(self) -> None:
-        """Close this anonymous connection at once to make room for a newer one (the server's call)."""
+    def evict(self, why: str) -> None:
+        """Close this anonymous connection at once to make room for a newer one (the server's call; `why`:
+        the limit that was full, for the log line)."""
         if not self._evicted and self._kick_reason is None:
             self._evicted = True
+            self._evicted_because = why
             self._cut()
 
     def disconnect(self, reason: EndReason) -> None:
@@ -303,7 +306,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 end = self._kick_reason
                 reason, warn = f"disconnected by relay ({end.value})", False
             elif self._evicted:
-                reason, warn = "evicted: too many connections not publishing", True
+                reason, warn = f"evicted: {self._evicted_because}", True
                 self.cut = DoorCut.EVICTED
             elif self._expired is not None:
                 reason, warn = self._expired, True

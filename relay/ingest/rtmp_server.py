@@ -177,7 +177,7 @@ class RtmpServer:
             self._anonymous_log.log(logging.WARNING, full, "rtmp %s %s: refused: %s", self.transport.value, peer, full)
             return limit
         self._forget(victim)
-        victim.evict()
+        victim.evict(full)
         self._count(RefusalReason.EVICTED)
         return None
 
