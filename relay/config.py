@@ -29,6 +29,9 @@ class Settings:
     database_resync_seconds: float = 30.0
     """With PostgreSQL: how often the whole definitions are compared with this node's copy, a safety net
     under the change notifications."""
+    database_wait_seconds: float = 30.0
+    """With PostgreSQL: how long a starting node keeps trying a database it cannot reach (one started beside
+    it, as by docker compose) before it gives up; 0: one try."""
     media_bind: str = "0.0.0.0"
     api_bind: str = "127.0.0.1"
     http_port: int = 8080
@@ -158,6 +161,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_DATA_DIR": "data_dir",
     "RELAY_DATABASE_URL": "database_url",
     "RELAY_DATABASE_RESYNC_SECONDS": "database_resync_seconds",
+    "RELAY_DATABASE_WAIT_SECONDS": "database_wait_seconds",
     "RELAY_API_BIND": "api_bind",
     "RELAY_HTTP_PORT": "http_port",
     "RELAY_RTMP_PORT": "rtmp_port",
@@ -284,7 +288,11 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             changes[target] = _convert(name, env[name], target)
     if changes.get("log_format", settings.log_format) not in ("text", "json"):
         raise ConfigError("RELAY_LOG_FORMAT: expected text or json")
-    for name in ("RELAY_API_AUTH_FAILURES_BEFORE_DELAY", "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"):
+    for name in (
+        "RELAY_API_AUTH_FAILURES_BEFORE_DELAY",
+        "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS",
+        "RELAY_DATABASE_WAIT_SECONDS",
+    ):
         if changes.get(ENVIRONMENT[name], 0) < 0:
             raise ConfigError(f"{name}: must not be negative")
     if not 0 <= changes.get("api_auth_failure_delay_seconds", 0) <= 10:

@@ -109,6 +109,15 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 CANNOT_OPEN: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
 
 
+class DatabaseUnreachable(StoreError):
+    """The database could not be reached or cannot take connections yet (not a refusal: worth another try)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def database_label(url: str) -> str:
     """The URL without user or password, for logs: `postgresql://host:port/db`."""
     parts = urlsplit(url)
@@ -197,6 +206,8 @@ class PostgresStore(Store):
                 await migrate(conn)
         except StoreError:
             raise
+        except UNAVAILABLE as exc:
+            raise DatabaseUnreachable(f"cannot reach the database {self.label}: {_one_line(exc)}") from exc
         except CANNOT_OPEN as exc:
             raise StoreError(f"cannot open the database {self.label}: {exc}") from exc
         async with self._cache_lock:
