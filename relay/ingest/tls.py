@@ -7,11 +7,6 @@ import ipaddress
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 
 def load_server_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
     """A server SSLContext with the PEM certificate chain and key (TLS 1.2 or newer)."""
@@ -25,6 +20,12 @@ def generate_self_signed(
     common_name: str = "localhost", *, valid_days: int = 365, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 ) -> tuple[bytes, bytes]:
     """A self-signed certificate and its private key, both PEM; `hosts` go into subjectAltName."""
+    # Imported here: cryptography's bindings take ~9 MB of a node's RSS, and only a self-signed start needs them.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     alt_names: list[x509.GeneralName] = []
