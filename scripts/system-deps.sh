@@ -31,6 +31,9 @@ if [ "$mode" = test ]; then
   [ -x /usr/sbin/runc ] || test_pkgs+=(runc)
   [ -x /usr/lib/podman/netavark ] || test_pkgs+=(netavark)
   [ -x /usr/lib/podman/aardvark-dns ] || test_pkgs+=(aardvark-dns)
+  # netavark sets up a bridge network's NAT with the iptables command: without it, every podman build or
+  # run on a bridge fails with "netavark: No such file or directory" (a clean Debian lacks it).
+  [ -x /usr/sbin/iptables ] || test_pkgs+=(iptables)
   [ -x /usr/sbin/debootstrap ] || test_pkgs+=(debootstrap)
   [ -x /usr/bin/prometheus ] || test_pkgs+=(prometheus)
   # The cluster tests (tests/cluster): a PostgreSQL server of their own, HAProxy (RTMP/RTMPS over TCP)
