@@ -18,8 +18,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"
+"""States in /proc/net/tcp."""
+
+
 async def wait_listening(port: int, udp: bool, within: float = 10.0) -> None:
-    """Poll /proc/net for the listener's socket (a probe connection would use up `-listen 1`)."""
+    """Poll /proc/net for the listener's socket (a probe connection would use up `-listen 1`).
+
+    A TCP connection accepted on the port counts too: an ffmpeg `-listen 1` closes its listening socket as
+    it accepts, and a push already retrying against the port connects within a poll's 50 ms (seen: the
+    listener came and went between two polls, and the wait ran out)."""
     table = ["/proc/net/udp", "/proc/net/udp6"] if udp else ["/proc/net/tcp", "/proc/net/tcp6"]
     needle = f":{port:04X} "
     async with asyncio.timeout(within):
@@ -28,7 +36,7 @@ async def wait_listening(port: int, udp: bool, within: float = 10.0) -> None:
                 with contextlib.suppress(OSError):
                     for line in Path(path).read_text().splitlines()[1:]:  # noqa: ASYNC240 (procfs, instant)
                         fields = line.split()
-                        if needle in fields[1] + " " and (udp or fields[3] == "0A"):
+                        if needle in fields[1] + " " and (udp or fields[3] in (TCP_LISTEN, TCP_ESTABLISHED)):
                             return
             await asyncio.sleep(0.05)
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.net import TCP_ESTABLISHED, TCP_LISTEN
+
 SUBNET_PREFIX = "10.200"
 """Every address a namespace gets is 10.200.<k>.1 or 10.200.<k>.2 (k in 1..254), never anything else."""
 
@@ -110,7 +112,8 @@ class Netns:
 
 
 def listening(pid: int, port: int, *, udp: bool) -> bool:
-    """Whether `port` is bound (TCP: listening) in the network namespace of process `pid`.
+    """Whether `port` is bound (TCP: listening, or a connection accepted on it, as `wait_listening` says why) in
+    the network namespace of process `pid`.
 
     Reads /proc/<pid>/net, which shows that process's namespace: no probe connection (a probe would use
     up an ffmpeg `-listen 1`)."""
@@ -120,7 +123,7 @@ def listening(pid: int, port: int, *, udp: bool) -> bool:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
                 fields = line.split()
-                if fields[1].endswith(needle) and (udp or fields[3] == "0A"):
+                if fields[1].endswith(needle) and (udp or fields[3] in (TCP_LISTEN, TCP_ESTABLISHED)):
                     return True
     return False
 
