@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from api.server import Server, serve
-from relay import logs
+from relay import logs, malloc
 from relay.config import ConfigError, Settings, from_environment, with_overrides
 from relay.ingest.tls import write_self_signed
 from relay.keys import ADMIN_CLIENT_ID, ADMIN_KEY_FILE
@@ -242,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = self_signed_tls(settings)
     # What an operator must fix (a port in use, a corrupt database) is one line and an exit code, not a traceback.
     if args.command == "serve":
+        malloc.limit_arenas()  # before any thread: see relay/malloc.py
         try:
             on_started = announcer(args.show_secrets) if args.announce else None
             return asyncio.run(serve(settings, on_started, secrets))

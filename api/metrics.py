@@ -8,8 +8,6 @@ Labels carry ids and names, never tokens, keys or destination URIs.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import sys
 from collections import Counter
@@ -26,6 +24,7 @@ from prometheus_client.registry import Collector
 from api.bodies import restream_view, stream_view
 from api.limits import ConnectionGuard
 from api.routes.common import Node
+from relay import malloc
 from relay.cluster.ownership import PostgresOwnership
 from relay.doors import DoorCounts, DoorRefusal
 from relay.ingest.gate import StreamInput
@@ -374,45 +373,10 @@ class TaskCollector(Collector):
         yield GaugeMetricFamily("relay_tasks", "asyncio tasks not yet done on the relay's event loop", value=tasks)
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's `struct mallinfo2` (glibc 2.33+): every field a size_t."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    """glibc's mallinfo2, or None where the C library has none (musl, older glibc)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = []
-    function.restype = _MallInfo2
-    return function
-
-
 class HeapCollector(Collector):
     """Where this process's memory is, to tell a leak from an allocator keeping pages: what Python holds
     (its allocated blocks) and, from glibc's malloc over all its arenas, the bytes in use and the free bytes
     it keeps. RSS that grows while these stay flat is the allocator's, not ours (the soak samples them)."""
-
-    def __init__(self) -> None:
-        self._mallinfo = _mallinfo2()
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -420,18 +384,18 @@ class HeapCollector(Collector):
             "Memory blocks the Python interpreter holds",
             value=sys.getallocatedblocks(),
         )
-        if self._mallinfo is None:
+        held = malloc.heap()
+        if held is None:
             return
-        info = self._mallinfo()
         yield GaugeMetricFamily(
             "relay_malloc_in_use_bytes",
             "Bytes malloc has handed out and not had back, over all arenas and mmapped blocks",
-            value=info.uordblks + info.hblkhd,
+            value=held.in_use_bytes,
         )
         yield GaugeMetricFamily(
             "relay_malloc_free_bytes",
             "Free bytes malloc keeps in its arenas instead of returning them",
-            value=info.fordblks,
+            value=held.free_bytes,
         )
 
 
