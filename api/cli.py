@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--public-host", help="host written into push URLs (RELAY_PUBLIC_HOST)")
     serve_p.add_argument("--tls-cert", type=Path, help="RTMPS certificate (RELAY_TLS_CERT)")
     serve_p.add_argument("--tls-key", type=Path, help="RTMPS private key (RELAY_TLS_KEY)")
-    serve_p.add_argument("--ffmpeg", help="ffmpeg binary for pushes (RELAY_FFMPEG)")
+    serve_p.add_argument("--ffmpeg", help="ffmpeg binary for pushes and pulls (RELAY_FFMPEG)")
+    serve_p.add_argument("--push-ffmpeg", help="ffmpeg binary for pushes alone (RELAY_PUSH_FFMPEG)")
     serve_p.add_argument(
         "--client-limits",
         help="per-client limits, e.g. '2:streams=10,pushes=4;7:restreams_per_stream=50' (RELAY_CLIENT_LIMITS)",
@@ -229,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls_cert_file=args.tls_cert,
                 tls_key_file=args.tls_key,
                 ffmpeg_path=args.ffmpeg,
+                push_ffmpeg_path=args.push_ffmpeg,
                 client_limits=args.client_limits,
                 max_pushes=args.max_pushes,
             )

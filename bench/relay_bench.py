@@ -65,6 +65,9 @@ FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1")
 DEBIAN_FFMPEG = Variant("Debian /usr/bin/ffmpeg (5.1, shared libs)", ffmpeg="/usr/bin/ffmpeg")
 SRT_PUSH_FFMPEG = Variant("RELAY_SRT_PUSH=ffmpeg", env=(("RELAY_SRT_PUSH", "ffmpeg"),))
 """SRT destinations through ffmpeg's own SRT output instead of the relay's caller (--srt-push-compare)."""
+LEAN_FFMPEG = ROOT / "build" / "lean-ffmpeg" / "7.1.3" / "bin" / "ffmpeg"
+LEAN_PUSHES = Variant("lean ffmpeg 7.1.3 pushes (make lean-ffmpeg)", env=(("RELAY_PUSH_FFMPEG", str(LEAN_FFMPEG)),))
+"""The pushes on scripts/lean-ffmpeg.sh's build (RELAY_PUSH_FFMPEG); run only once `make lean-ffmpeg` made it."""
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
@@ -73,6 +76,7 @@ FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, SMALL_PROBE),
     ("rtmp", 16, DEBIAN_FFMPEG),
     ("srt", 4, FLUSH_PACKETS),
+    *((("rtmp", 16, LEAN_PUSHES), ("srt", 4, LEAN_PUSHES)) if LEAN_FFMPEG.exists() else ()),
 )
 """(protocol, N, variant) runs beside the baseline scenario of the same protocol and N."""
 

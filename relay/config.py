@@ -47,6 +47,8 @@ class Settings:
     tls_key_file: Path | None = None
     api_key: str | None = field(default=None, repr=False)
     ffmpeg_path: str | None = None
+    push_ffmpeg_path: str | None = None
+    """The pushes' own ffmpeg (None: `ffmpeg_path`'s), e.g. `make lean-ffmpeg`'s: only what a push needs."""
     log_level: str = "INFO"
     log_format: str = "text"
     srt_enabled: bool = True
@@ -175,6 +177,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_TLS_KEY": "tls_key_file",
     "RELAY_API_KEY": "api_key",
     "RELAY_FFMPEG": "ffmpeg_path",
+    "RELAY_PUSH_FFMPEG": "push_ffmpeg_path",
     "RELAY_LOG_LEVEL": "log_level",
     "RELAY_LOG_FORMAT": "log_format",
     "RELAY_SRT": "srt_enabled",

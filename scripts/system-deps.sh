@@ -44,6 +44,17 @@ if [ "$mode" = test ]; then
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || test_pkgs+=(libnginx-mod-stream)
 fi
 
+lean_pkgs=()
+if [ "$mode" = lean ]; then
+  # make lean-ffmpeg (scripts/lean-ffmpeg.sh): a compiler, nasm, and the headers of what it links.
+  command -v gcc >/dev/null && command -v make >/dev/null || lean_pkgs+=(build-essential)
+  command -v pkg-config >/dev/null || lean_pkgs+=(pkg-config)
+  command -v nasm >/dev/null || lean_pkgs+=(nasm)
+  command -v curl >/dev/null || lean_pkgs+=(curl)
+  [ -e /usr/include/openssl/ssl.h ] || lean_pkgs+=(libssl-dev)
+  [ -e /usr/include/srt/srt.h ] || lean_pkgs+=(libsrt-openssl-dev)
+fi
+
 bench_pkgs=()
 if [ "$mode" = bench ]; then
   # make bench runs the same scenarios through nginx-rtmp's `push` for comparison.
@@ -52,7 +63,7 @@ if [ "$mode" = bench ]; then
   command -v srt-live-transmit >/dev/null || bench_pkgs+=(srt-tools)
 fi
 
-pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}")
+pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}" "${lean_pkgs[@]}" "${bench_pkgs[@]}")
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else

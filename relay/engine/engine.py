@@ -135,6 +135,7 @@ class Engine:
             input_silence_seconds=settings.input_switch_silence_seconds,
         )
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
+        push_ffmpeg_path = settings.push_ffmpeg_path or ffmpeg_path
         self.destination_policy = DestinationPolicy(
             ADMIN_CLIENT_ID, parse_rules(settings.destination_allow), parse_rules(settings.destination_deny)
         )
@@ -142,7 +143,7 @@ class Engine:
         self.supervisor = Supervisor(
             supervisor_settings(settings),
             self._hubs.get,
-            ffmpeg_path,
+            push_ffmpeg_path,
             LoopClock(),
             self._on_push_status,
             process_factory=process_factory,

@@ -20,6 +20,7 @@ from relay.rtmp import amf0
 from relay.store.sqlite import SqliteStore
 from tests.engine.test_engine import Publisher
 from tests.fakes.fake_pull import FakePullProcess, FakePullProcesses
+from tests.supervisor.fake_process import FakeProcesses
 from tests.support import wait_for
 
 SOURCE = "rtmp://127.0.0.1:1935/live/source-key"
@@ -163,3 +164,29 @@ async def _state(engine: Engine, stream_id: int, state: StreamState) -> bool:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_pushes_run_the_push_ffmpeg_and_pulls_the_full_one(tmp_path: Path, store: SqliteStore) -> None:
+    pulls, pushes = FakePullProcesses(), FakeProcesses()
+    settings = Settings(
+        data_dir=tmp_path,
+        ffmpeg_path="/opt/full/ffmpeg",
+        push_ffmpeg_path="/opt/lean/ffmpeg",
+        destination_allow=("192.0.2.0/24",),
+    )
+    node = Engine(settings, store, pull_process_factory=pulls, process_factory=pushes)
+    await node.start()
+    try:
+        stream = await store.create_stream(1, {"name": "p", "pull": True, "uri": SOURCE})
+        await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://192.0.2.1/live/k"})
+        pull = await _attempt(pulls, 1)
+        pull.emit(FLV)
+
+        async def pushing() -> bool:
+            return bool(pushes.made)
+
+        await wait_for(pushing, 5, "a push")
+        assert pull.argv[0] == "/opt/full/ffmpeg"
+        assert pushes.made[0].argv[0] == "/opt/lean/ffmpeg"
+    finally:
+        await node.close()

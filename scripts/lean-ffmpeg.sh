@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make lean-ffmpeg`: an ffmpeg with only what a push can ask for (relay/push/command.py), for RELAY_PUSH_FFMPEG.
+# Half the memory of a push (bench/relay_bench.py, RTMP N=16: 10.7 -> 5.0 MB PSS per push, the whole tree
+# 14.1 -> 8.3-8.5 MB per destination): the full build's 4 MB of relocated codec tables are not there. The same
+# CPU (a push's cost is the kernel's) and the same bytes at the destinations (bit-identical video in the bench,
+# tests/push, tests/supervisor and tests/e2e through it: `make test-lean-ffmpeg`). Pulls keep the full build.
+#
+# Debian's orig tarball of ffmpeg 7.1.3 (sha256 as in Debian's ffmpeg_7.1.3-0+deb13u1.dsc), built under
+# $LEAN_FFMPEG_DIR (build/lean-ffmpeg) and installed to $LEAN_FFMPEG_DIR/7.1.3/bin/ffmpeg, whose path it prints.
+# Build dependencies: build-essential pkg-config nasm libssl-dev libsrt-openssl-dev (scripts/system-deps.sh lean).
+# ~3-4 minutes on 2 cores; run again, it only checks. With FULL_FFMPEG=<a full ffmpeg> it also writes
+# bin/ffmpeg-pushes-only, which runs pushes (`-i pipe:0`) on the lean build and anything else on FULL_FFMPEG:
+# the test suite's one ffmpeg (IMAGEIO_FFMPEG_EXE) in `make test-lean-ffmpeg`.
+set -euo pipefail
+
+version=7.1.3
+sha256=f0bf043299db9e3caacb435a712fc541fbb07df613c4b893e8b77e67baf3adbe
+root=$(realpath -m "${LEAN_FFMPEG_DIR:-build/lean-ffmpeg}")
+tarball=$root/ffmpeg_$version.orig.tar.xz
+src=$root/src/ffmpeg-$version
+obj=$root/obj/$version
+prefix=$root/$version
+mkdir -p "$root/src" "$obj"
+
+if ! echo "$sha256  $tarball" | sha256sum -c --status 2>/dev/null; then
+    curl -fsS -o "$tarball.part" "http://deb.debian.org/debian/pool/main/f/ffmpeg/ffmpeg_$version.orig.tar.xz"
+    echo "$sha256  $tarball.part" | sha256sum -c --quiet
+    mv "$tarball.part" "$tarball"
+fi
+if [ ! -x "$src/configure" ]; then
+    rm -rf "$src.part" && mkdir -p "$src.part"
+    tar -xJf "$tarball" -C "$src.part" --strip-components=1
+    mv "$src.part" "$src"
+fi
+
+# In: FLV or MPEG-TS on pipe:0, lavfi's anullsrc (no_audio="silence", encoded with aac). Out: FLV over
+# rtmp/rtmps, MPEG-TS on a pipe (the relay's SRT caller) or over ffmpeg's srt (RELAY_SRT_PUSH=ffmpeg).
+# Decoders: the probe's whitelist for FLV (every audio decoder an FLV stream can need) and h264/hevc, which
+# the probe opens on MPEG-TS input.
+decoders=aac,aac_fixed,aac_latm,mp3float,mp3,mp2float,mp2,ac3,ac3_fixed,eac3,opus,flac,vorbis,speex
+decoders=$decoders,nellymoser,adpcm_swf,pcm_s16le,pcm_s16be,pcm_u8,pcm_alaw,pcm_mulaw,h264,hevc
+parsers=h264,hevc,aac,aac_latm,mpegaudio,ac3,opus,flac,vorbis,av1,vp9
+# The muxers insert these themselves: flv <- mpegts needs aac_adtstoasc, mpegts <- flv h264/hevc_mp4toannexb.
+bsfs=h264_mp4toannexb,hevc_mp4toannexb,aac_adtstoasc,extract_extradata,null
+# The MPEG-TS demuxer tells a PES's AAC from MPEG audio with these demuxers' probes: without them a TS
+# source's audio stays unknown until 2500 packets, and the push writes nothing until then.
+probe_demuxers=aac,loas,mp3,ac3,eac3,h264,hevc
+protocols=pipe,tcp,rtmp,rtmps,tls,file,libsrt # file: tests write a push's output to a file
+filters=anullsrc,aformat,anull,aresample,format,null # anullsrc, and what the ffmpeg tool puts around it
+flags=(
+    --prefix="$prefix"
+    --disable-everything --disable-autodetect --disable-doc --disable-debug
+    --disable-ffprobe --disable-ffplay --disable-swscale --disable-postproc
+    --enable-pthreads --enable-openssl --enable-libsrt
+    --enable-demuxer=flv,live_flv,mpegts,$probe_demuxers --enable-indev=lavfi --enable-muxer=flv,mpegts
+    --enable-decoder=$decoders --enable-encoder=aac --enable-parser=$parsers --enable-bsf=$bsfs
+    --enable-protocol=$protocols --enable-filter=$filters
+)
+
+cd "$obj"
+if [ ! -f config.h ] || [ "$(cat configure-line 2>/dev/null)" != "${flags[*]}" ]; then
+    "$src/configure" "${flags[@]}" >configure.log 2>&1 || {
+        tail -20 configure.log >&2
+        exit 1
+    }
+    echo "${flags[*]}" >configure-line
+fi
+nice -n 10 make -j"$(nproc)" >make.log 2>&1 || {
+    tail -30 make.log >&2
+    exit 1
+}
+make install-progs >>make.log 2>&1
+if [ -n "${FULL_FFMPEG:-}" ]; then
+    # Paths baked in: a push's environment is minimal (relay/push/process.py).
+    cat >"$prefix/bin/ffmpeg-pushes-only" <<WRAPPER
+#!/bin/bash
+prev=
+for a in "\$@"; do
+    if [ "\$prev" = -i ] && [ "\$a" = pipe:0 ]; then exec $prefix/bin/ffmpeg "\$@"; fi
+    prev=\$a
+done
+exec $FULL_FFMPEG "\$@"
+WRAPPER
+    chmod +x "$prefix/bin/ffmpeg-pushes-only"
+fi
+echo "$prefix/bin/ffmpeg"
