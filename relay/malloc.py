@@ -2,9 +2,10 @@
 
 A node runs dozens of threads (libsrt's, one per SRT caller, the asyncio executor's). glibc gives each
 thread that allocates an arena of its own, up to 8 per core, and memory freed in one arena is kept there
-for that arena's next allocations. Measured over a 2-hour soak (8 streams x 4 destinations, 48 threads):
-with the default, the free bytes malloc kept grew 4 -> 11.5 MB in 50 minutes and RSS with them; with two
-arenas they stayed at 3.3-5.0 MB. `limit_arenas` is called once at start, before any thread.
+for that arena's next allocations. Two 2-hour soaks side by side (8 streams x 4 destinations, 48 threads,
+`make soak`): with glibc's default the free bytes malloc kept grew 4.2 -> 14.5 MB and RSS 89 -> 104 MB;
+with two arenas, free bytes 1.2 -> 5.3 MB (5.8 at most) and RSS 91 -> 97 MB, +0.7 MB over the last hour.
+`limit_arenas` is called once at start, before any thread.
 Elsewhere than glibc (musl) every function here does nothing and reports None.
 """
 
