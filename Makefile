@@ -46,7 +46,7 @@ lean-ffmpeg: $(RUN_STAMP)
 # 7.1's HEVC decoder drops matrixCoefficients from the enhanced-FLV colorInfo (the relay's own probe, without
 # a decoder, writes the same bytes as the full 9.0 build but for the Lavf version string).
 test-lean-ffmpeg: $(TEST_STAMP) system-deps test-system-deps lean-ffmpeg
-	IMAGEIO_FFMPEG_EXE=$(abspath build/lean-ffmpeg/7.1.3/bin/ffmpeg-pushes-only) \
+	IMAGEIO_FFMPEG_EXE=$(abspath $(LEAN_FFMPEG))-pushes-only \
 		$(VENV)/bin/pytest -q -p no:cacheprovider tests/push tests/supervisor tests/e2e \
 		--deselect "tests/push/test_probe.py::test_probing_without_a_video_decoder_changes_no_byte[HEVC (enhanced RTMP)]"
 
