@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
+log = logging.getLogger("relay.cluster")
+
 Notified = Callable[[Any, int, str, object], None]
+
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What a lost or slow database raises (a refused connection, a timeout, a server shutting down, a
+statement sent on a connection the server has just left: see `relay.store.postgres.UNAVAILABLE`)."""
 
 
 async def listen_until_lost(
@@ -36,3 +49,24 @@ async def listen_until_lost(
     finally:
         if not listener.is_closed():
             listener.terminate()
+
+
+async def listen_forever(
+    dsn: str,
+    channel: str,
+    on_notify: Notified,
+    *,
+    timeout_seconds: float,
+    pause_seconds: float,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """`listen_until_lost` again and again, `pause_seconds` apart, until cancelled. Nothing else ends it:
+    an error that is not the database's is logged with its traceback, and the loop goes on."""
+    while True:
+        try:
+            await listen_until_lost(dsn, channel, on_notify, timeout_seconds=timeout_seconds, on_listening=on_listening)
+        except DATABASE_ERRORS:
+            pass
+        except Exception:
+            log.exception("listening on %s failed unexpectedly; listening again", channel)
+        await asyncio.sleep(pause_seconds)

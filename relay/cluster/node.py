@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from relay.cluster.ownership import DATABASE_ERRORS, LeaseSettings, PostgresOwnership
+from relay.cluster.listen import DATABASE_ERRORS
+from relay.cluster.ownership import LeaseSettings, PostgresOwnership
 from relay.cluster.schema import migrate
 from relay.cluster.status import ClusterView, StatusPublisher, StatusSource
 from relay.config import Settings

@@ -36,21 +36,13 @@ from typing import Any
 
 import asyncpg
 
-from relay.cluster.listen import listen_until_lost
+from relay.cluster.listen import DATABASE_ERRORS, listen_forever
 from relay.engine.ownership import ClaimRefused, LostCallback
 from relay.ingest.gate import RefusalReason
 
 log = logging.getLogger("relay.cluster")
 
 LEASES_CHANNEL = "relay_leases"
-
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
-"""What a lost or slow database raises (a refused connection, a timeout, a server shutting down)."""
 
 _CLAIM = """
 INSERT INTO leases AS l (stream_id, node_id, epoch, expires_at, media_at)
@@ -279,10 +271,18 @@ class PostgresOwnership:
                     await self._wake.wait()
 
     async def _renew_forever(self) -> None:
+        """Nothing but cancellation ends this loop: without it, every lease of this node would be lost at
+        its deadline. An error that is not the database's is logged with its traceback, and the next
+        renewal makes a new connection."""
         while True:
             await asyncio.sleep(self.settings.renew_seconds)
-            if not self.paused:
+            if self.paused:
+                continue
+            try:
                 await self.renew()
+            except Exception:
+                log.exception("lease renewal failed unexpectedly; the next one reconnects")
+                await self._drop_renewal_connection()
 
     async def renew(self) -> None:
         """One renewal of every lease held (the periodic task's step; tests call it too)."""
@@ -333,12 +333,13 @@ class PostgresOwnership:
     async def _listen_forever(self) -> None:
         """LISTEN on `relay_leases`; reconnect after a loss (a takeover missed meanwhile is still caught by
         the next renewal, which does not return a lease whose epoch moved)."""
-        while True:
-            with contextlib.suppress(*DATABASE_ERRORS):
-                await listen_until_lost(
-                    self._dsn, LEASES_CHANNEL, self._on_notify, timeout_seconds=self.settings.renew_seconds
-                )
-            await asyncio.sleep(self.settings.renew_seconds)
+        await listen_forever(
+            self._dsn,
+            LEASES_CHANNEL,
+            self._on_notify,
+            timeout_seconds=self.settings.renew_seconds,
+            pause_seconds=self.settings.renew_seconds,
+        )
 
     async def close(self) -> None:
         """Stop renewing; give every lease up (so another node may take the streams at once); close."""

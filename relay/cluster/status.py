@@ -25,8 +25,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from relay.cluster.listen import listen_until_lost
-from relay.cluster.ownership import DATABASE_ERRORS
+from relay.cluster.listen import DATABASE_ERRORS, listen_forever
 from relay.engine.events import (
     EngineEvent,
     InputSwitched,
@@ -407,18 +406,18 @@ class ClusterView:
                 continue
             except (TypeError, ValueError):
                 continue
+            except Exception:  # this loop never ends but by cancellation: the next refresh reads it all
+                log.exception("remote status not read")
 
     async def _listen_forever(self) -> None:
-        while True:
-            with contextlib.suppress(*DATABASE_ERRORS):
-                await listen_until_lost(
-                    self._dsn,
-                    STATUS_CHANNEL,
-                    self._on_notify,
-                    timeout_seconds=self._refresh_seconds,
-                    on_listening=self._catch_up,
-                )
-            await asyncio.sleep(1.0)
+        await listen_forever(
+            self._dsn,
+            STATUS_CHANNEL,
+            self._on_notify,
+            timeout_seconds=self._refresh_seconds,
+            pause_seconds=1.0,
+            on_listening=self._catch_up,
+        )
 
     def _catch_up(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):

@@ -101,11 +101,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # the server left mid-conversation (below)
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, the server is going away
     asyncpg.exceptions.InsufficientResourcesError,  # disk full, too many connections
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, or the primary demoted
 )
-"""What says the database cannot be used now, not that the request was wrong."""
+"""What says the database cannot be used now, not that the request was wrong.
+
+asyncpg raises `InternalClientError` ("cannot switch to state 12; another operation (2) is in progress")
+for a statement sent on a connection whose server said goodbye (the FATAL of a shutdown, read while
+the connection was idle) but whose close has not been read yet: seen when PostgreSQL restarts under load."""
 CANNOT_OPEN: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from relay.cluster.ownership import LeaseSettings
 from relay.engine.ownership import ClaimRefused
 from relay.ingest.gate import RefusalReason
 from tests.cluster.nodes import QUICK, lease_valid_at, node
+from tests.support.impair import TcpImpairment, tcp_impair
 from tests.support.polling import wait_for
 from tests.support.postgres import PostgresServer
 
@@ -203,3 +205,36 @@ async def test_a_node_that_stopped_renewing_is_not_taken_over_as_silent_before_i
         assert refused.value.reason is RefusalReason.OWNED_ELSEWHERE
         row = await lease_row(postgres_dsn, 4)
         assert row is not None and row["node_id"] == "a"
+
+
+async def test_a_renewal_on_a_connection_the_server_just_left_reconnects_and_keeps_the_lease(postgres_dsn: str) -> None:
+    """PostgreSQL's goodbye (the FATAL of a shutdown) read while the renewal connection is idle, its close
+    not yet (a restart under load): asyncpg raises InternalClientError on the next statement. That
+    renewal fails like any lost connection, the next one reconnects, and the lease is kept (the
+    renewal task once died of it, and the node lost every stream at its deadline)."""
+    address = urlsplit(postgres_dsn)
+    assert address.hostname is not None and address.port is not None
+    late_close = TcpImpairment(hold_close_seconds=3.0)
+    async with tcp_impair(("127.0.0.1", 0), (address.hostname, address.port), late_close) as proxy:
+        through = address._replace(netloc=f"{address.username}@127.0.0.1:{proxy.port}").geturl()
+        settings = LeaseSettings(lease_seconds=6.0, renew_seconds=0.3, margin_seconds=1.0)
+        async with node(through, "a", settings) as a:
+            await a.ownership.claim(1, takeover_idle_seconds=4.0)
+            await wait_for(_true_when(lambda: a.ownership.renewals > 0), 5, "a first renewal")
+            a.ownership.paused = True  # the renewal connection idle while the server leaves it
+            await asyncio.sleep(settings.renew_seconds * 2)
+            admin = await asyncpg.connect(postgres_dsn)
+            try:
+                ended = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+            assert ended >= 1
+            await asyncio.sleep(0.3)  # the goodbye is read; the close is held by the proxy
+            failures, renewals = a.ownership.renewal_failures, a.ownership.renewals
+            a.ownership.paused = False
+            await wait_for(_true_when(lambda: a.ownership.renewal_failures > failures), 3, "the renewal failed")
+            await wait_for(_true_when(lambda: a.ownership.renewals > renewals), 3, "renewed on a new connection")
+            assert a.ownership.owns(1) and a.lost == []

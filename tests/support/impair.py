@@ -1,7 +1,8 @@
 """A small impairing proxy of ours, for what `tc tbf` cannot do on a kernel without netem.
 
 TCP (`tcp_impair`): every byte forwarded after `delay_seconds` (order kept: a long fat pipe), or never
-read at all (`zero_window`: the peer's window closes, its sends block), or reset (`reset_on_connect`:
+read at all (`zero_window`: the peer's window closes, its sends block), or closed late
+(`hold_close_seconds`: the server's close reaches the client after a while), or reset (`reset_on_connect`:
 the connection is accepted then closed with RST; `reset_after_bytes`: RST once that many bytes went
 upstream). `stall()` / `resume()` stop and restart forwarding on open connections.
 
@@ -42,6 +43,9 @@ class TcpImpairment:
     resets_mid_stream: int = 1
     """...this many times in all; later connections pass (a destination that recovers)."""
     max_queued: int = MAX_QUEUED_DEFAULT
+    hold_close_seconds: float = 0.0
+    """When the server closes, the client's side stays open this long (its last bytes delivered, the
+    FIN late: a close read only after the goodbye, as a loaded machine may see it)."""
 
 
 @dataclass
@@ -135,6 +139,8 @@ async def tcp_impair(listen: Address, target: Address, impairment: TcpImpairment
         finally:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
+            if not upstream:
+                await asyncio.sleep(impairment.hold_close_seconds)
             writer.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
