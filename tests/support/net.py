@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import socket
@@ -10,12 +11,25 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+_GIVEN_REMEMBERED = 4096
+_given: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port that was free a moment ago on 127.0.0.1 (TCP by default, UDP with SOCK_DGRAM), and not one
+    this process was given lately: the kernel may hand the same free port to two binds in a row, and
+    callers choose several ports before anything listens on them (seen: a relay's API and RTMP ports the
+    same, and its start failed with "address already in use")."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if (kind, port) not in _given:
+            break
+    _given[(kind, port)] = None
+    if len(_given) > _GIVEN_REMEMBERED:
+        _given.popitem(last=False)
+    return port
 
 
 TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"
