@@ -35,8 +35,10 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-async def measure(n: int, clip: Path, seconds: float, warmup: float, workdir: Path, profile: bool) -> dict[str, float]:
-    system = RelaySystem(workdir / f"n{n}")
+async def measure(
+    n: int, clip: Path, seconds: float, warmup: float, workdir: Path, profile: bool, push_ffmpeg: str | None = None
+) -> dict[str, float]:
+    system = RelaySystem(workdir / f"n{n}", env={"RELAY_PUSH_FFMPEG": push_ffmpeg} if push_ffmpeg else None)
     dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(n)]
     publisher: asyncio.subprocess.Process | None = None
     try:
@@ -91,7 +93,7 @@ async def amain(args: argparse.Namespace) -> None:
     out: Path = args.out
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile)
+        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg)
         total = cpu["user"] + cpu["sys"]
         print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
         profile = out / f"profile-n{n}.txt"
@@ -107,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=4.0, help="after the publisher starts")
     p.add_argument("--clip", type=Path, default=None, help="FLV clip (default: make bench's 1080p30 clip)")
     p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
+    p.add_argument("--push-ffmpeg", default=None, help="the pushes' ffmpeg (RELAY_PUSH_FFMPEG)")
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ if [ "$mode" = lean ]; then
   command -v pkg-config >/dev/null || lean_pkgs+=(pkg-config)
   command -v nasm >/dev/null || lean_pkgs+=(nasm)
   command -v curl >/dev/null || lean_pkgs+=(curl)
+  command -v patch >/dev/null || lean_pkgs+=(patch) # scripts/ffmpeg-patches
   [ -e /usr/include/openssl/ssl.h ] || lean_pkgs+=(libssl-dev)
   [ -e /usr/include/srt/srt.h ] || lean_pkgs+=(libsrt-openssl-dev)
 fi
