@@ -657,7 +657,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.relay_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--rtmp-n", default="1,4,16", help="RTMP destination counts (comma-separated)")
-    p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' for none)")
+    p.add_argument("--srt-n", default="1,4", help="SRT destination counts (comma-separated, '' or 0 for none)")
     p.add_argument(
         "--ingest",
         default="rtmp",
@@ -691,7 +691,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def counts(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    """Destination counts from "1,4,16"; '' or 0 for none (a scenario needs at least one destination)."""
+    return [n for x in text.split(",") if x.strip() and (n := int(x)) > 0]
 
 
 async def amain(args: argparse.Namespace) -> list[Result]:
