@@ -173,6 +173,8 @@ class StatusPublisher:
                 await self.flush(full=full)
             except DATABASE_ERRORS as exc:  # the next period writes everything again
                 log.info("status not published (%s)", type(exc).__name__)
+            except Exception:  # nothing but cancellation ends this loop: other nodes would read stale status
+                log.exception("status not published")
 
     async def flush(self, *, full: bool = False) -> None:
         """Write the marked rows (every owned stream's and push's too when `full`), then NOTIFY them."""
