@@ -17,8 +17,12 @@ THREADS_ALLOCATING = """
 import threading
 from relay import malloc
 {limit}
+# Every thread stays until all have allocated: glibc hands the arena of a thread that ended to the next
+# new one, so on a loaded machine threads that ran one after the other shared one arena (seen in CI).
+together = threading.Barrier(12)
 def hold(out):
     out.append([bytearray(200) for _ in range(20000)])
+    together.wait()
 held = []
 threads = [threading.Thread(target=hold, args=(held,)) for _ in range(12)]
 for t in threads:
