@@ -20,6 +20,10 @@ _AVC_LIKE_CODECS = {7, 12, 13}  # AVC, HEVC (unofficial legacy), AV1 (unofficial
 _AAC = 10
 _EX_HEADER_AUDIO = 9
 
+_TAG_HEADER = struct.Struct(">II3x")
+"""Tag type and 24-bit size, 24-bit timestamp and its extension byte, then the stream id (always 0)."""
+_U32 = struct.Struct(">I")
+
 
 def flv_header(*, has_audio: bool = True, has_video: bool = True) -> bytes:
     """The 9-byte file header plus PreviousTagSize0."""
@@ -33,14 +37,9 @@ def encode_tag(kind: MediaKind, timestamp_ms: int, payload: bytes) -> bytes:
     size = len(payload)
     if size > 0xFFFFFF:
         raise ValueError("FLV tag payload larger than 16 MiB")
-    header = struct.pack(
-        ">B3sI3s",
-        int(kind),
-        size.to_bytes(3, "big"),
-        ((ts & 0xFFFFFF) << 8) | (ts >> 24),
-        b"\x00\x00\x00",
-    )
-    return header + payload + struct.pack(">I", TAG_HEADER_SIZE + size)
+    # Called per packet: one join copies the payload once (header + payload + trailer copied it twice).
+    header = _TAG_HEADER.pack((kind << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24))
+    return b"".join((header, payload, _U32.pack(TAG_HEADER_SIZE + size)))
 
 
 def is_video_keyframe(payload: bytes) -> bool:
