@@ -73,14 +73,13 @@ def is_audio_config(payload: bytes) -> bool:
 
 def classify(kind: MediaKind, timestamp_ms: int, payload: bytes) -> MediaPacket:
     """Build a MediaPacket with its keyframe/config flags worked out from the tag body."""
+    # Per packet: the flags passed by position (keyframe, config), which a frozen dataclass takes faster.
     if kind is MediaKind.VIDEO:
         config = is_video_config(payload)
-        return MediaPacket(
-            kind, timestamp_ms, payload, keyframe=is_video_keyframe(payload) and not config, config=config
-        )
+        return MediaPacket(kind, timestamp_ms, payload, not config and is_video_keyframe(payload), config)
     if kind is MediaKind.AUDIO:
-        return MediaPacket(kind, timestamp_ms, payload, config=is_audio_config(payload))
-    return MediaPacket(kind, timestamp_ms, payload, config=True)
+        return MediaPacket(kind, timestamp_ms, payload, False, is_audio_config(payload))
+    return MediaPacket(kind, timestamp_ms, payload, False, True)
 
 
 class FlvFormatError(ValueError):

@@ -58,6 +58,9 @@ USER_CONTROL_PING_RESPONSE = 7
 
 _MAX_NAME_BYTES = 4096
 
+_MEDIA_KINDS: dict[int, MediaKind] = {MessageType.AUDIO: MediaKind.AUDIO, MessageType.VIDEO: MediaKind.VIDEO}
+"""The media message types; a lookup per message instead of an Enum call (MediaKind(type_id))."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
@@ -253,9 +256,10 @@ class ServerSession:
     def _handle(self, message: RawMessage) -> None:
         type_id = message.type_id
         payload = message.payload
-        if type_id == MessageType.VIDEO or type_id == MessageType.AUDIO:
+        kind = _MEDIA_KINDS.get(type_id)
+        if kind is not None:
             if self.state is SessionState.PUBLISHING and message.stream_id == self.publish_stream_id:
-                self._events.append(MediaReceived(classify(MediaKind(type_id), message.timestamp, payload)))
+                self._events.append(MediaReceived(classify(kind, message.timestamp, payload)))
             return  # media outside a publish (e.g. right after unpublish) is dropped, as servers do
         if type_id == MessageType.DATA_AMF0 or type_id == MessageType.DATA_AMF3:
             if type_id == MessageType.DATA_AMF3:
