@@ -215,13 +215,14 @@ class ChunkReader:
     def next_message(self, buffer: ReceiveBuffer) -> RawMessage | None:
         """The next complete message, or None when more bytes are needed."""
         while True:
-            if self._body is not None:
-                stream = self._body
+            stream = self._body
+            if stream is not None:
                 piece = buffer.consume_upto(self._body_left)
-                if piece:
+                size = len(piece)
+                if size:
                     stream.parts.append(piece)
-                    stream.received += len(piece)
-                    self._body_left -= len(piece)
+                    stream.received += size
+                    self._body_left -= size
                 if self._body_left:
                     return None
                 self._body = None
