@@ -267,6 +267,14 @@ class ChunkReader:
                 raise ProtocolError(f"chunk type {fmt} on new chunk stream")
             if len(self._streams) >= self.limits.max_chunk_streams:
                 raise ProtocolError("too many chunk streams")
+        elif fmt == 3 and stream.received >= 0 and not stream.extended:
+            # Most chunks: a basic header alone, continuing the message in progress (no field to read, no
+            # state to change but where the body goes). The general path below gives the same result.
+            buffer.skip(pos)
+            self._body = stream
+            self._body_csid = csid
+            self._body_left = min(self.chunk_size, stream.length - stream.received)
+            return True
         size = (11, 7, 3, 0)[fmt]
         if have < pos + size:
             return False
