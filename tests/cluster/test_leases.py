@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -16,7 +15,7 @@ from relay.ingest.gate import RefusalReason
 from tests.cluster.nodes import QUICK, lease_valid_at, node
 from tests.support.impair import TcpImpairment, tcp_impair
 from tests.support.polling import wait_for
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, dsn_via, end_other_connections, server_address
 
 pytestmark = pytest.mark.integration
 
@@ -212,26 +211,15 @@ async def test_a_renewal_on_a_connection_the_server_just_left_reconnects_and_kee
     not yet (a restart under load): asyncpg raises InternalClientError on the next statement. That
     renewal fails like any lost connection, the next one reconnects, and the lease is kept (the
     renewal task once died of it, and the node lost every stream at its deadline)."""
-    address = urlsplit(postgres_dsn)
-    assert address.hostname is not None and address.port is not None
     late_close = TcpImpairment(hold_close_seconds=3.0)
-    async with tcp_impair(("127.0.0.1", 0), (address.hostname, address.port), late_close) as proxy:
-        through = address._replace(netloc=f"{address.username}@127.0.0.1:{proxy.port}").geturl()
+    async with tcp_impair(("127.0.0.1", 0), server_address(postgres_dsn), late_close) as proxy:
         settings = LeaseSettings(lease_seconds=6.0, renew_seconds=0.3, margin_seconds=1.0)
-        async with node(through, "a", settings) as a:
+        async with node(dsn_via(postgres_dsn, proxy.port), "a", settings) as a:
             await a.ownership.claim(1, takeover_idle_seconds=4.0)
             await wait_for(_true_when(lambda: a.ownership.renewals > 0), 5, "a first renewal")
             a.ownership.paused = True  # the renewal connection idle while the server leaves it
             await asyncio.sleep(settings.renew_seconds * 2)
-            admin = await asyncpg.connect(postgres_dsn)
-            try:
-                ended = await admin.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            finally:
-                await admin.close()
-            assert ended >= 1
+            assert await end_other_connections(postgres_dsn) >= 1
             await asyncio.sleep(0.3)  # the goodbye is read; the close is held by the proxy
             failures, renewals = a.ownership.renewal_failures, a.ownership.renewals
             a.ownership.paused = False

@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -21,7 +20,7 @@ from relay.store.pg_migrations import MIGRATIONS
 from relay.store.postgres import PostgresStore, database_label
 from tests.support.impair import TcpImpairment, tcp_impair
 from tests.support.polling import wait_for
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, dsn_via, end_other_connections, server_address
 
 pytestmark = pytest.mark.integration
 
@@ -265,22 +264,12 @@ async def test_a_connection_the_server_just_left_is_unavailable_then_replaced(po
     """The server's goodbye read on an idle pooled connection, its close not yet (a restart under load):
     the next statement there is StoreUnavailable (503 at the API, not a 500), and the next one succeeds
     on a new connection."""
-    address = urlsplit(postgres_dsn)
-    assert address.hostname is not None and address.port is not None
-    async with tcp_impair(
-        ("127.0.0.1", 0), (address.hostname, address.port), TcpImpairment(hold_close_seconds=3.0)
-    ) as proxy:
-        store = await PostgresStore.open(address._replace(netloc=f"{address.username}@127.0.0.1:{proxy.port}").geturl())
+    late_close = TcpImpairment(hold_close_seconds=3.0)
+    async with tcp_impair(("127.0.0.1", 0), server_address(postgres_dsn), late_close) as proxy:
+        store = await PostgresStore.open(dsn_via(postgres_dsn, proxy.port))
         try:
             stream = await store.create_stream(1, {"name": "kept"})
-            admin = await asyncpg.connect(postgres_dsn)
-            try:
-                await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            finally:
-                await admin.close()
+            assert await end_other_connections(postgres_dsn) >= 1
             await asyncio.sleep(0.3)  # the goodbye is read; the proxy holds the close
             with pytest.raises(StoreUnavailable):
                 await store.list_streams(1, 0, 10)

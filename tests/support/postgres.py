@@ -16,6 +16,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from tests.support.net import free_port
 
@@ -218,3 +221,31 @@ class PostgresServer:
             timeout=30,
         )
         return done.stdout.strip()
+
+
+def server_address(dsn: str) -> tuple[str, int]:
+    """The (host, port) of the server `dsn` names."""
+    parts = urlsplit(dsn)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def dsn_via(dsn: str, port: int) -> str:
+    """`dsn` through a proxy listening on 127.0.0.1:`port` (the same user and database)."""
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}").geturl()
+
+
+async def end_other_connections(dsn: str) -> int:
+    """pg_terminate_backend every other connection to `dsn`'s database (each is sent a shutdown's FATAL, then
+    closed, as a server restart does); how many."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await admin.close()
