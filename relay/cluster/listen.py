@@ -10,19 +10,15 @@ from typing import Any
 
 import asyncpg
 
+from relay.store.postgres import UNAVAILABLE
+
 log = logging.getLogger("relay.cluster")
 
 Notified = Callable[[Any, int, str, object], None]
 
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-"""What a lost or slow database raises (a refused connection, a timeout, a server shutting down, a
-statement sent on a connection the server has just left: see `relay.store.postgres.UNAVAILABLE`)."""
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
+"""What a lost or slow database raises: what the store calls unavailable (a refused connection, a timeout,
+a statement on a connection the server has just left...), and any error the server answers."""
 
 
 async def listen_until_lost(
