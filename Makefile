@@ -57,8 +57,9 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy
 
-# The tests that start no process (tests/conftest.py fails one that does without the `integration` marker).
-test-fast: $(TEST_STAMP)
+# The tests that start no process (tests/conftest.py fails one that does without the `integration` marker);
+# system-deps: without libsrt the API gives no SRT URLs, and the tests that expect them fail.
+test-fast: $(TEST_STAMP) system-deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration" tests
 
 # Faults on real impaired links (network namespaces, veth, tc tbf); needs root, skips saying why otherwise.
