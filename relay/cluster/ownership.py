@@ -149,6 +149,10 @@ class PostgresOwnership:
             self._forget(stream_id, "a packet came after the local deadline")
         return False
 
+    def lapsed(self, stream_id: int) -> bool:
+        lease = self._leases.get(stream_id)
+        return lease is not None and self._clock() >= lease.deadline
+
     def owned(self) -> frozenset[int]:
         return frozenset(self._leases)
 

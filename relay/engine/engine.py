@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -266,7 +267,13 @@ class Engine:
         self.registry.open(session)
         hub = self._hubs.get(stream_id)
         if hub is None:
-            hub = Hub(stream_id, self._hub_settings, LoopClock(), self._on_hub_event)
+            hub = Hub(
+                stream_id,
+                self._hub_settings,
+                LoopClock(),
+                self._on_hub_event,
+                may_deliver=functools.partial(self._may_deliver, stream_id),
+            )
             self._hubs[stream_id] = hub
         log.info(
             "stream %d live from %s via %s (%s input)", stream_id, publisher.peer, transport.value, stream_input.value
@@ -281,6 +288,15 @@ class Engine:
         """Per packet: the stream's lease is still provable. When not, the packet goes nowhere and the
         stream is dropped as lost before anything else runs (a node frozen past its deadline, resumed)."""
         if self.ownership.media(stream_id):
+            return True
+        asyncio.get_running_loop().call_soon(self._on_lost, stream_id)
+        return False
+
+    def _may_deliver(self, stream_id: int) -> bool:
+        """Right before bytes of the stream leave for a push: the lease has not lapsed unnoticed. A node
+        frozen past its deadline resumes with callbacks already due (a write armed before the freeze)
+        that run before the lease's timers: they must send nothing (`_may_write` guards what comes in)."""
+        if not self.ownership.lapsed(stream_id):
             return True
         asyncio.get_running_loop().call_soon(self._on_lost, stream_id)
         return False

@@ -50,6 +50,11 @@ class Ownership(Protocol):
     def media(self, stream_id: int) -> bool:
         """The stream's publisher sent media (called per packet: cheap); returns `owns(stream_id)`."""
 
+    def lapsed(self, stream_id: int) -> bool:
+        """This node still holds the stream's lease but cannot prove it any more (its local deadline
+        passed, and the loss is not handled yet): nothing of the stream may leave the node. Cheap: asked
+        before every write to a push."""
+
     def release(self, stream_id: int) -> None:
         """Give the lease up (the stream ended here); done in the background."""
 
@@ -83,6 +88,9 @@ class LocalOwnership:
 
     def media(self, stream_id: int) -> bool:
         return True
+
+    def lapsed(self, stream_id: int) -> bool:
+        return False
 
     def release(self, stream_id: int) -> None:
         self._owned.discard(stream_id)

@@ -81,8 +81,12 @@ class Hub:
         settings: HubSettings,
         clock: Clock,
         on_event: Callable[[HubEvent], None],
+        *,
+        may_deliver: Callable[[], bool] | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._may_deliver = may_deliver
+        """Given to every subscriber (`Subscriber.may_deliver`): None, always."""
         self._settings = settings
         self._clock = clock
         self._on_event = on_event
@@ -190,7 +194,7 @@ class Hub:
         """A new reader: it gets the container header, the codec configuration and the GOP at once."""
         sid = self._next_subscriber_id
         self._next_subscriber_id += 1
-        sub = Subscriber(sid, self._settings.subscriber, self._clock, self._forget_subscriber)
+        sub = Subscriber(sid, self._settings.subscriber, self._clock, self._forget_subscriber, self._may_deliver)
         self._subscribers[sid] = sub
         if self._state is not HubState.IDLE:
             sub.offer_initial(self._header_chunks() + self._gop.chunks())

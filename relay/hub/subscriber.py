@@ -71,8 +71,12 @@ class Subscriber:
         limits: SubscriberLimits,
         clock: Clock,
         on_close: Callable[[Subscriber], None],
+        may_deliver: Callable[[], bool] | None = None,
     ) -> None:
         self.subscriber_id = subscriber_id
+        self._may_deliver = may_deliver
+        """Asked right before bytes leave for the reader; False: the node may not send this stream any more
+        (a lease it can no longer prove), and the subscriber ends as if its hub closed with a discard."""
         self._limits = limits
         self._clock = clock
         self._on_close = on_close
@@ -129,6 +133,8 @@ class Subscriber:
                 await waiter
             finally:
                 self._waiter = None
+        if self._fenced():
+            return b""
         parts: list[bytes] = []
         size = 0
         while self._queue and (not parts or size + len(self._queue[0].data) <= self._limits.read_max_bytes):
@@ -225,7 +231,7 @@ class Subscriber:
     def _write_pending(self) -> None:
         self._write_armed = False
         pending, self._pending = self._pending, []
-        if not pending:
+        if not pending or self._fenced():
             return
         data = pending[0].data if len(pending) == 1 else b"".join(c.data for c in pending)
         writer = self._write_through
@@ -234,6 +240,23 @@ class Subscriber:
             return
         for chunk in pending:
             self._push(chunk)
+
+    def _fenced(self) -> bool:
+        """`may_deliver` says no: nothing held here may reach the reader. Checked where bytes leave, not
+        only where they arrive: a node frozen (SIGSTOP) past its lease's deadline resumes with callbacks
+        that were already due (a write armed for the loop's next turn, a reader woken up) and they run
+        before the loop's timers can notice the lease is gone."""
+        if self._may_deliver is None or self._may_deliver():
+            return False
+        if self._end_cause is None:
+            self.end(EndCause.HUB_CLOSED, discard=True)
+        else:  # ending already, with a tail to deliver: it goes nowhere either, and the reader is told why
+            self._end_cause = EndCause.HUB_CLOSED
+            self._discarded = True
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._pending.clear()
+        return True
 
     def _wake(self) -> None:
         waiter = self._waiter

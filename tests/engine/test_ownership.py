@@ -5,6 +5,7 @@ once, a passed deadline drops the next packet, and the lease is given up when no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,10 +14,14 @@ import pytest
 from relay.config import Settings
 from relay.engine import Engine
 from relay.engine.ownership import ClaimRefused, LocalOwnership, LostCallback
+from relay.hub import EndCause
 from relay.ingest.gate import EndReason, PublishRefused, RefusalReason
 from relay.media.packets import MediaKind, MediaPacket
 from relay.store.sqlite import SqliteStore
 from tests.engine.test_engine import Publisher, publish
+from tests.engine.test_pushes import settle
+from tests.hub.helpers import config_packets
+from tests.supervisor.fake_process import FakeProcesses
 
 PACKET = MediaPacket(MediaKind.VIDEO, 0, b"\x17\x01" + b"x" * 98, keyframe=True)
 
@@ -50,6 +55,9 @@ class HandOwnership:
     def media(self, stream_id: int) -> bool:
         self.media_seen.append(stream_id)
         return self.owns(stream_id)
+
+    def lapsed(self, stream_id: int) -> bool:
+        return not self.valid and stream_id in self.held
 
     def release(self, stream_id: int) -> None:
         self.held.discard(stream_id)
@@ -146,3 +154,36 @@ async def test_one_node_alone_owns_everything() -> None:
     assert local.owns(3) and local.media(3) and local.owns(99) and local.owned() == {3}
     local.release(3)
     assert local.owned() == frozenset()
+
+
+async def test_what_was_in_flight_when_the_deadline_passed_never_reaches_a_push(
+    tmp_path: Path, store: SqliteStore, ownership: HandOwnership
+) -> None:
+    """A node frozen between a packet's arrival (lease valid) and the push reading it: when it runs again
+    the push's reader is already due, before any timer could tell the lease is gone. It reads the end,
+    its ffmpeg is killed rather than flushed, and the stream is dropped as lost."""
+    processes = FakeProcesses()
+    settings = Settings(data_dir=tmp_path, destination_allow=("192.0.2.0/24",))
+    engine = Engine(settings, store, ownership=ownership, process_factory=processes)
+    await engine.start()
+    try:
+        stream = await store.create_stream(1, {"name": "show"})
+        await store.create_restream(1, {"stream_id": stream.id, "uri": "rtmp://192.0.2.1/live/k"})
+        publisher = Publisher()
+        sink = await publish(engine, stream.id, stream.token, publisher)
+        for packet in config_packets():
+            sink.write(packet)
+        sink.write(PACKET)
+        await settle()
+        push = processes.last()
+        delivered = push.bytes_in
+        assert delivered > 0, "the push reads the stream while the lease holds"
+
+        sink.write(dataclasses.replace(PACKET, timestamp_ms=33))  # the lease still holds: into the queue
+        ownership.valid = False  # ... and the push reads it only after the deadline
+        await settle()
+        assert push.bytes_in == delivered
+        assert push.subscriber.end_cause is EndCause.HUB_CLOSED and push.subscriber.discarded
+        assert publisher.disconnected == [EndReason.KICKED]
+    finally:
+        await engine.close()

@@ -93,3 +93,61 @@ async def test_a_reader_that_stops_writing_through_finds_the_chunks_in_its_queue
     pipe.accepting = False
     sub.write_through(None)
     assert [p.timestamp_ms for p in tags(flv_header() + await sub.read())] == [10, 33]
+
+
+class Lease:
+    """The engine's answer to `may_deliver`: whether the node may still send the stream."""
+
+    def __init__(self) -> None:
+        self.valid = True
+
+    def __call__(self) -> bool:
+        return self.valid
+
+
+def fenced_writing_through() -> tuple[FakeClock, IngestSink, Subscriber, Pipe, Lease]:
+    clock = FakeClock()
+    lease = Lease()
+    hub = Hub(7, HubSettings(), clock, Recorder(), may_deliver=lease)
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    sub = hub.subscribe()
+    assert drain(sub).startswith(flv_header())
+    pipe = Pipe()
+    sub.write_through(pipe)
+    return clock, sink, sub, pipe, lease
+
+
+def test_a_write_armed_before_the_lease_lapsed_sends_nothing() -> None:
+    """A node frozen between a packet's arrival and the loop's next turn: when it runs again, the write
+    armed for that turn comes before any timer could tell the lease is gone, and must not go out."""
+    clock, sink, sub, pipe, lease = fenced_writing_through()
+    feed(sink, [audio(10)])
+    clock.advance(0)
+    assert len(pipe.writes) == 1
+    feed(sink, [video(33), audio(40)])  # arrived while the lease held
+    lease.valid = False  # ... and the loop's next turn comes after the deadline
+    clock.advance(0)
+    assert len(pipe.writes) == 1
+    assert (sub.end_cause, sub.discarded, sub.queued_bytes) == (EndCause.HUB_CLOSED, True, 0)
+
+
+async def test_a_reader_woken_before_the_lease_lapsed_reads_the_end() -> None:
+    _, sink, sub, _, lease = fenced_writing_through()
+    sub.write_through(None)
+    feed(sink, [video(33), audio(40)])  # queued, the reader woken
+    lease.valid = False
+    assert await sub.read() == b""
+    assert (sub.end_cause, sub.discarded) == (EndCause.HUB_CLOSED, True)
+
+
+async def test_a_tail_still_to_deliver_when_the_lease_lapsed_is_thrown_away() -> None:
+    """The publisher ended (the queue's tail is delivered before the end) but the lease lapsed first: the
+    tail goes nowhere, and the reader is told the hub closed with a discard (the push kills its ffmpeg)."""
+    _, sink, sub, _, lease = fenced_writing_through()
+    sub.write_through(None)
+    feed(sink, [video(33), audio(40)])
+    sub.end(EndCause.UNPUBLISHED)
+    lease.valid = False
+    assert await sub.read() == b""
+    assert (sub.end_cause, sub.discarded) == (EndCause.HUB_CLOSED, True)
