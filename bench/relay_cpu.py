@@ -4,8 +4,10 @@
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP receivers; the relay process's utime and stime (not its children's) over
-`--seconds` after `--warmup` (4 s). For a before/after figure, run it from two checkouts in turn (each runs
-its own relay), several times: the machine's other load moves the figures by ~0.2 s/min.
+`--seconds` after `--warmup` (4 s), then its pushes' (the rest of its tree: `--push-ffmpeg` against another
+build) and their PSS, per push, in 1/100 s ticks (0.04 s/min over 15 s). For a before/after figure, run it
+from two checkouts in turn (each runs its own relay), several times: the machine's other load moves the
+figures by ~0.2 s/min.
 `--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.media import encode_clip
+from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver
 from bench.relay_bench import RESULTS
 from bench.systems import RelaySystem
@@ -61,13 +64,16 @@ async def measure(
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-        t0, (u0, s0) = time.monotonic(), cpu_ticks(system.root_pid)
+        t0, (u0, s0), tree0 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
         await asyncio.sleep(seconds)
-        t1, (u1, s1) = time.monotonic(), cpu_ticks(system.root_pid)
+        t1, (u1, s1), tree1 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
         if spy is not None:
             await spy.wait()
         per_min = 60.0 / CLK_TCK / (t1 - t0)
-        return {"user": (u1 - u0) * per_min, "sys": (s1 - s0) * per_min}
+        # The whole tree's ticks (reaped children included) less the relay's own: its pushes.
+        children = (tree1[0] - tree0[0]) - (u1 - u0 + s1 - s0) if tree0 and tree1 else 0
+        pss_mb = tree1[4] / 1e6 if tree1 else 0.0
+        return {"user": (u1 - u0) * per_min, "sys": (s1 - s0) * per_min, "children": children * per_min, "pss": pss_mb}
     finally:
         if publisher is not None and publisher.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -96,6 +102,9 @@ async def amain(args: argparse.Namespace) -> None:
         cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg)
         total = cpu["user"] + cpu["sys"]
         print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
+        if n:
+            per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
+            print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
         profile = out / f"profile-n{n}.txt"
         if args.profile and profile.exists():
             for share, name in top_functions(profile):
