@@ -6,16 +6,29 @@
 # CPU per destination at N=16. The same bytes at the destinations (bit-identical video in the bench,
 # tests/push, tests/supervisor and tests/e2e through it: `make test-lean-ffmpeg`). Pulls keep the full build.
 #
-# Debian's orig tarball of ffmpeg 7.1.3 (sha256 as in Debian's ffmpeg_7.1.3-0+deb13u1.dsc), built under
-# $LEAN_FFMPEG_DIR (build/lean-ffmpeg) and installed to $LEAN_FFMPEG_DIR/7.1.3/bin/ffmpeg, whose path it prints.
+# Debian's orig tarball of ffmpeg $LEAN_FFMPEG_VERSION (7.1.3, the default, or 5.1.8; sha256 as in Debian's
+# .dsc), built under $LEAN_FFMPEG_DIR (build/lean-ffmpeg) and installed to
+# $LEAN_FFMPEG_DIR/<version>/bin/ffmpeg, whose path it prints. 5.1.8 (bookworm's) reads and muxes in one
+# thread where 7.1 hands each packet between threads, but measured only 11-21 % less CPU per push (the whole
+# tree per destination: 13 % at N=16, nothing at N=4) and has no enhanced FLV: no HEVC, AV1 or VP9 to an
+# RTMP destination (README, Benchmarks). Same configure flags; scripts/ffmpeg-patches/5.1.8 adds one.
 # Build dependencies: build-essential pkg-config nasm libssl-dev libsrt-openssl-dev (scripts/system-deps.sh lean).
 # ~3-4 minutes on 2 cores; run again, it only checks. With FULL_FFMPEG=<a full ffmpeg> it also writes
 # bin/ffmpeg-pushes-only, which runs pushes (`-i pipe:0`) on the lean build and anything else on FULL_FFMPEG:
 # the test suite's one ffmpeg (IMAGEIO_FFMPEG_EXE) in `make test-lean-ffmpeg`.
 set -euo pipefail
 
-version=7.1.3
-sha256=f0bf043299db9e3caacb435a712fc541fbb07df613c4b893e8b77e67baf3adbe
+# Each release with its tarball's sha256 from Debian's .dsc.
+version=${LEAN_FFMPEG_VERSION:-7.1.3}
+case "$version" in
+7.1.3) # Debian trixie, ffmpeg_7.1.3-0+deb13u1.dsc
+    sha256=f0bf043299db9e3caacb435a712fc541fbb07df613c4b893e8b77e67baf3adbe ;;
+5.1.8) # Debian bookworm, ffmpeg_5.1.8-0+deb12u1.dsc
+    sha256=56d4daf10c17330a45c8fe11bc260997677ca2432d3d5951dbeb5515c26028cb ;;
+*)
+    echo "lean-ffmpeg: no sha256 for ffmpeg $version (known: 7.1.3, 5.1.8)" >&2
+    exit 2 ;;
+esac
 here=$(dirname "$(realpath "$0")")
 root=$(realpath -m "${LEAN_FFMPEG_DIR:-build/lean-ffmpeg}")
 tarball=$root/ffmpeg_$version.orig.tar.xz
@@ -36,7 +49,10 @@ if [ ! -x "$src/configure" ]; then
 fi
 # Our patches (scripts/ffmpeg-patches: each says what and why), each applied once: a source tree that
 # already has one (it reverses cleanly) is left as it is, so that make recompiles only what changed.
-for patch_file in "$here"/ffmpeg-patches/*.patch; do
+# Those directly in scripts/ffmpeg-patches apply to every version; scripts/ffmpeg-patches/<version> holds
+# the ones for one version only.
+shopt -s nullglob
+for patch_file in "$here"/ffmpeg-patches/*.patch "$here/ffmpeg-patches/$version"/*.patch; do
     if ! patch -d "$src" -p1 -R --dry-run -s -f <"$patch_file" >/dev/null 2>&1; then
         patch -d "$src" -p1 -N -s <"$patch_file"
     fi
