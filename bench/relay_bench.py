@@ -68,6 +68,11 @@ SRT_PUSH_FFMPEG = Variant("RELAY_SRT_PUSH=ffmpeg", env=(("RELAY_SRT_PUSH", "ffmp
 LEAN_FFMPEG = ROOT / "build" / "lean-ffmpeg" / "7.1.3" / "bin" / "ffmpeg"
 LEAN_PUSHES = Variant("lean ffmpeg 7.1.3 pushes (make lean-ffmpeg)", env=(("RELAY_PUSH_FFMPEG", str(LEAN_FFMPEG)),))
 """The pushes on scripts/lean-ffmpeg.sh's build (RELAY_PUSH_FFMPEG); run only once `make lean-ffmpeg` made it."""
+LEAN_FFMPEG_51 = ROOT / "build" / "lean-ffmpeg" / "5.1.8" / "bin" / "ffmpeg"
+LEAN_PUSHES_51 = Variant("lean ffmpeg 5.1.8 pushes", env=(("RELAY_PUSH_FFMPEG", str(LEAN_FFMPEG_51)),))
+"""`make lean-ffmpeg LEAN_FFMPEG_VERSION=5.1.8`'s build: demuxing and muxing in one thread, where 7.1 hands
+each packet between threads; run beside 7.1.3's, each scenario in turn, once both are built."""
+LEAN_BUILDS = tuple(v for path, v in ((LEAN_FFMPEG, LEAN_PUSHES), (LEAN_FFMPEG_51, LEAN_PUSHES_51)) if path.exists())
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
@@ -76,7 +81,8 @@ FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, SMALL_PROBE),
     ("rtmp", 16, DEBIAN_FFMPEG),
     ("srt", 4, FLUSH_PACKETS),
-    *((("rtmp", 16, LEAN_PUSHES), ("srt", 4, LEAN_PUSHES)) if LEAN_FFMPEG.exists() else ()),
+    *((proto, n, v) for proto, n in (("rtmp", 16), ("srt", 4)) for v in LEAN_BUILDS),
+    *((("rtmp", 4, v) for v in LEAN_BUILDS) if len(LEAN_BUILDS) > 1 else ()),
 )
 """(protocol, N, variant) runs beside the baseline scenario of the same protocol and N."""
 
