@@ -5,12 +5,17 @@ slow link the kernel's send buffer takes seconds of media, and a dead link shows
 write timeout. The kernel's view is the truth: `bytes_acked` (what the peer acknowledged), the bytes
 still unacknowledged (`idiag_wqueue`, `ss`'s Send-Q), RTT and retransmissions.
 
-How: one netlink dump per address family (`inet_diag_req_v2`, TCP, established and closing states, with
-`INET_DIAG_INFO`) answers for every TCP socket of this network namespace; only the entries whose inode
-is one of the pushes' sockets (`/proc/<pid>/fd` -> `socket:[inode]`) are decoded. So a sampling tick
-costs two dumps whatever the number of pushes. pyroute2 can make the same request, but decodes every
-socket of the host into dictionaries and cannot filter by inode in the kernel; this reader skips the
-others after reading 72 bytes of their header. Unprivileged: the kernel answers any user for TCP.
+How: the kernel answers a lookup of one socket by its identity (addresses, ports and cookie:
+`inet_diag_req_v2` without NLM_F_DUMP) from its hash table at once; a dump (`NLM_F_DUMP`) walks every
+bucket of the established table, ~262,000 on this 24 GiB machine, and costs ~2.2 ms of kernel time per
+address family whatever the number of sockets. So a push's socket is found once by a dump (TCP, the states
+that may still send and SYN_SENT, with `INET_DIAG_INFO`; only entries whose inode is one of the pushes'
+sockets, `/proc/<pid>/fd` -> `socket:[inode]`, are decoded), its identity kept, and from then on each
+sampling tick asks for it alone. A dump runs only when a push holds a socket not seen yet (a push's start
+or reconnection); one that no dump finds (not TCP, or not connected yet) is looked for again after
+`RETRY_UNFOUND_SECONDS`. pyroute2 can make the same requests, but decodes every socket of the host into
+dictionaries; this reader skips the others after reading 72 bytes of their header. Unprivileged: the
+kernel answers any user for TCP.
 
 The message layouts (linux/inet_diag.h, linux/tcp.h) are stable ABI; fields a kernel does not have (an
 older, shorter `tcp_info`) are None. `tests/push/test_tcp_diag.py` checks the decoding against the
@@ -24,7 +29,9 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Collection, Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 NETLINK_SOCK_DIAG = 4
@@ -36,16 +43,23 @@ NLMSG_DONE = 3
 INET_DIAG_INFO = 2
 
 _NLMSGHDR = struct.Struct("=IHHII")
-_REQ_V2 = struct.Struct("=BBBxI48x")
-"""inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid (48 bytes)."""
+_REQ_V2 = struct.Struct("=BBBxI")
+"""inet_diag_req_v2: family, protocol, ext, pad, states; then an inet_diag_sockid (48 bytes: zeroed for a
+dump, the socket's own for a lookup)."""
+_SOCKID_BYTES = 48
 _MSG_HEAD = struct.Struct("=BBBB48xIIIII")
 """inet_diag_msg: family, state, timer, retrans, sockid, expires, rqueue, wqueue, uid, inode (72 bytes)."""
+_SOCKID = slice(4, 4 + _SOCKID_BYTES)
+"""inet_diag_msg's inet_diag_sockid: ports, addresses, interface and the socket's cookie."""
 _RTATTR = struct.Struct("=HH")
 
 _TCP_ESTABLISHED = 1
 _DUMPED_STATES = (
     (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11)
 )  # ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING: a socket that may still send
+_LEARNED_STATES = _DUMPED_STATES | (1 << 2)  # and SYN_SENT: a push still connecting is learned once
+RETRY_UNFOUND_SECONDS = 5.0
+"""A socket of a push that no dump found is looked for again after this long."""
 _RECV_BYTES = 1 << 17
 
 
@@ -97,21 +111,56 @@ def decode_tcp_info(inode: int, state: int, unacked_bytes: int, info: bytes) -> 
     )
 
 
-def dump_request(family: int, sequence: int) -> bytes:
-    """The netlink message asking for every TCP socket of `family` that may still send, with tcp_info."""
-    body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), _DUMPED_STATES)
+def dump_request(family: int, sequence: int, states: int = _DUMPED_STATES) -> bytes:
+    """The netlink message asking for every TCP socket of `family` in `states` (by default those that may
+    still send), with tcp_info."""
+    body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), states) + bytes(_SOCKID_BYTES)
     flags = NLM_F_REQUEST | NLM_F_DUMP
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, flags, sequence, 0) + body
+
+
+def lookup_request(family: int, sockid: bytes, sequence: int) -> bytes:
+    """The netlink message asking for the one TCP socket `sockid` names (as a dump gave it, cookie
+    included: a new socket on the same addresses and ports is not it), with tcp_info."""
+    body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0xFFFFFFFF) + sockid
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, sequence, 0) + body
 
 
 class DiagError(OSError):
     """The kernel answered the dump with an error."""
 
 
+@dataclass(frozen=True, slots=True)
+class DiagEntry:
+    """One socket of a sock_diag answer."""
+
+    family: int
+    state: int
+    sockid: bytes
+    """Its identity (inet_diag_sockid), to ask for it alone later (`lookup_request`)."""
+    inode: int
+    unacked_bytes: int
+    info: bytes | None
+    """Its raw `struct tcp_info` (absent for a socket in TIME_WAIT)."""
+
+    def sample(self) -> TcpSample | None:
+        """The sample, for a socket that may still send."""
+        if self.info is None or not (1 << self.state) & _DUMPED_STATES:
+            return None
+        return decode_tcp_info(self.inode, self.state, self.unacked_bytes, self.info)
+
+
 def parse_dump(data: bytes, inodes: Collection[int]) -> tuple[list[TcpSample], bool]:
     """The samples of the sockets in `inodes` found in one read of a dump's answer, and whether the
     dump is complete (NLMSG_DONE seen). Raises DiagError when the kernel refused the request."""
-    samples: list[TcpSample] = []
+    entries, done = parse_entries(data, inodes)
+    info = ((e.inode, e.state, e.unacked_bytes, e.info) for e in entries if e.info is not None)
+    return [sample for args in info if (sample := decode_tcp_info(*args)) is not None], done
+
+
+def parse_entries(data: bytes, inodes: Collection[int]) -> tuple[list[DiagEntry], bool]:
+    """`parse_dump`'s entries before decoding (also the answer to a lookup: one entry, no NLMSG_DONE)."""
+    entries: list[DiagEntry] = []
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
         length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
@@ -120,19 +169,18 @@ def parse_dump(data: bytes, inodes: Collection[int]) -> tuple[list[TcpSample], b
         payload = data[offset + _NLMSGHDR.size : offset + length]
         offset += (length + 3) & ~3
         if kind == NLMSG_DONE:
-            return samples, True
+            return entries, True
         if kind == NLMSG_ERROR:
             errno = -int.from_bytes(payload[:4], "little", signed=True) if len(payload) >= 4 else 0
             raise DiagError(errno, f"sock_diag: {os.strerror(errno)}")
         if kind != SOCK_DIAG_BY_FAMILY or len(payload) < _MSG_HEAD.size:
             continue
-        _family, state, _timer, _retrans, _expires, _rqueue, wqueue, _uid, inode = _MSG_HEAD.unpack_from(payload)
+        family, state, _timer, _retrans, _expires, _rqueue, wqueue, _uid, inode = _MSG_HEAD.unpack_from(payload)
         if inode not in inodes:
             continue
         info = _attribute(payload[_MSG_HEAD.size :], INET_DIAG_INFO)
-        if info is not None and (sample := decode_tcp_info(inode, state, wqueue, info)) is not None:
-            samples.append(sample)
-    return samples, False
+        entries.append(DiagEntry(family, state, bytes(payload[_SOCKID]), inode, wqueue, info))
+    return entries, False
 
 
 def _attribute(data: bytes, wanted: int) -> bytes | None:
@@ -160,22 +208,44 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def dump_tcp(inodes: Collection[int], families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)) -> list[TcpSample]:
-    """The TCP sockets among `inodes`, one dump per family (blocking; a dump of a few thousand sockets
-    takes about a millisecond)."""
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def diag_socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+
+
+def dump_tcp(inodes: Collection[int], families: Iterable[int] = FAMILIES) -> list[TcpSample]:
+    """The TCP sockets among `inodes` that may still send, one dump per family (blocking; ~2 ms of kernel
+    time per family here, for the walk of the established table: see above)."""
     if not inodes:
         return []
-    samples: list[TcpSample] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
-        for sequence, family in enumerate(families, start=1):
-            sock.send(dump_request(family, sequence))
-            samples.extend(_answers(sock, inodes))
-    return samples
+    with diag_socket() as sock:
+        entries = dump_entries(sock, inodes, _DUMPED_STATES, families)
+    return [sample for entry in entries if (sample := entry.sample()) is not None]
 
 
-def _answers(sock: socket.socket, inodes: Collection[int]) -> Iterator[TcpSample]:
+def dump_entries(sock: socket.socket, inodes: Collection[int], states: int, families: Iterable[int]) -> list[DiagEntry]:
+    entries: list[DiagEntry] = []
+    for sequence, family in enumerate(families, start=1):
+        sock.send(dump_request(family, sequence, states))
+        entries.extend(_answers(sock, inodes))
+    return entries
+
+
+def lookup(sock: socket.socket, family: int, sockid: bytes, inode: int) -> DiagEntry | None:
+    """The socket `sockid` names, if it is still there and still `inode` (None: gone, or another)."""
+    sock.send(lookup_request(family, sockid, 1))
+    try:
+        entries, _ = parse_entries(sock.recv(_RECV_BYTES), (inode,))
+    except DiagError:  # ENOENT: closed; ESTALE: the cookie is another socket's
+        return None
+    return entries[0] if entries else None
+
+
+def _answers(sock: socket.socket, inodes: Collection[int]) -> Iterator[DiagEntry]:
     while True:
-        found, done = parse_dump(sock.recv(_RECV_BYTES), inodes)
+        found, done = parse_entries(sock.recv(_RECV_BYTES), inodes)
         yield from found
         if done:
             return
@@ -184,8 +254,19 @@ def _answers(sock: socket.socket, inodes: Collection[int]) -> Iterator[TcpSample
 class SockDiagProbe:
     """The production `TransportProbe` of the supervisor: each push's TCP socket by its ffmpeg's pid.
 
-    `sample` runs in a worker thread: with 4000 TCP sockets on the host a dump takes about 10 ms
-    (measured, none of them wanted), which the event loop of the media path should not wait for."""
+    Each socket is found by one dump and then asked for by its identity (module docstring). `sample`
+    runs in a worker thread: with 4000 TCP sockets on the host a dump takes about 10 ms (measured, none of
+    them wanted), which the event loop of the media path should not wait for."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._known: dict[int, tuple[int, bytes]] = {}
+        """inode -> (family, sockid) of the pushes' sockets a dump found."""
+        self._unfound: dict[int, float] = {}
+        """inode -> when a dump last did not find it."""
+        self._lock = threading.Lock()
+        self.dumps = 0
+        """Dumps made (each one per address family): for tests and diagnostics."""
 
     async def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
         return await asyncio.to_thread(self.sample_now, pids)
@@ -197,9 +278,44 @@ class SockDiagProbe:
         for pid in pids:
             for inode in socket_inodes(pid):
                 owners[inode] = pid
+        with self._lock:
+            entries = self._entries(owners) if owners else []
         found: dict[int, TcpSample] = {}
-        for sample in dump_tcp(owners.keys()):
-            pid = owners[sample.inode]
-            if pid not in found or sample.bytes_acked > found[pid].bytes_acked:
+        for entry in entries:
+            pid = owners[entry.inode]
+            sample = entry.sample()
+            if sample is not None and (pid not in found or sample.bytes_acked > found[pid].bytes_acked):
                 found[pid] = sample
         return found
+
+    def _entries(self, held: Collection[int]) -> list[DiagEntry]:
+        for table in (self._known, self._unfound):
+            for inode in [inode for inode in table if inode not in held]:
+                del table[inode]  # no push holds it any more
+        now = self._clock()
+        new = [
+            inode
+            for inode in held
+            if inode not in self._known
+            and (inode not in self._unfound or now - self._unfound[inode] >= RETRY_UNFOUND_SECONDS)
+        ]
+        entries: list[DiagEntry] = []
+        with diag_socket() as sock:
+            if new:
+                self.dumps += 1
+                entries = dump_entries(sock, new, _LEARNED_STATES, FAMILIES)
+                for entry in entries:
+                    self._known[entry.inode] = (entry.family, entry.sockid)
+                    self._unfound.pop(entry.inode, None)
+                for inode in set(new).difference(self._known):
+                    self._unfound[inode] = now
+            dumped = {entry.inode for entry in entries}
+            for inode, (family, sockid) in list(self._known.items()):
+                if inode in dumped:
+                    continue
+                current = lookup(sock, family, sockid, inode)
+                if current is None:
+                    del self._known[inode]  # closed: a dump looks for the inode again if a push still holds it
+                else:
+                    entries.append(current)
+        return entries

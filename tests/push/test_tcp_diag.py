@@ -15,6 +15,7 @@ import pytest
 from relay.push.tcp_diag import (
     NLMSG_DONE,
     NLMSG_ERROR,
+    RETRY_UNFOUND_SECONDS,
     DiagError,
     SockDiagProbe,
     TcpSample,
@@ -164,3 +165,88 @@ async def test_the_probe_reads_off_the_event_loop(connection: tuple[socket.socke
     drain(receiver, send_some(sender, 10_000))
     found = await SockDiagProbe().sample([os.getpid()])
     assert found[os.getpid()].inode == inode(sender)
+
+
+def acked(sock: socket.socket) -> int:
+    """tcpi_bytes_acked as the socket itself says it."""
+    return int.from_bytes(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)[120:128], "little")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_probe_dumps_once_per_socket_then_asks_for_it_alone(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """A dump walks the kernel's whole established table (milliseconds of kernel time, whatever the number
+    of sockets); a lookup by the socket's identity does not. A push's socket costs one dump in its life."""
+    sender, receiver = connection
+    probe = SockDiagProbe(Clock())
+    drain(receiver, send_some(sender, 50_000))
+    first = probe.sample_now([os.getpid()])[os.getpid()]
+    dumps = probe.dumps
+    assert dumps == 1 and first.inode == inode(sender)
+    for _ in range(3):
+        drain(receiver, send_some(sender, 70_000))
+        time.sleep(0.02)
+        later = probe.sample_now([os.getpid()])[os.getpid()]
+        assert later.inode == inode(sender) and later.bytes_acked == acked(sender)
+    assert later.bytes_acked > first.bytes_acked
+    assert probe.dumps == dumps, "asked for alone, not dumped again"
+
+
+def test_a_closed_socket_is_forgotten_and_a_new_one_found() -> None:
+    probe = SockDiagProbe(Clock())
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        for _ in range(2):
+            with socket.create_connection(server.getsockname()) as sender:
+                receiver, _ = server.accept()
+                with receiver:
+                    sender.sendall(b"x" * 5000)
+                    drain(receiver, 5000)
+                    time.sleep(0.02)
+                    found = probe.sample_now([os.getpid()])[os.getpid()]
+                    assert found.inode == inode(sender) and found.bytes_acked == acked(sender)
+    assert probe.dumps == 2
+
+
+def test_a_socket_no_dump_finds_is_looked_for_again_only_after_a_while() -> None:
+    """A push's socket that is not TCP, or not connected yet: not one dump per tick for it."""
+    clock = Clock()
+    probe = SockDiagProbe(clock)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        held = {inode(udp)}
+        probe.sample_now([os.getpid()])
+        dumps = probe.dumps
+        assert dumps >= 1 and held <= socket_inodes(os.getpid())
+        clock.now += RETRY_UNFOUND_SECONDS / 2
+        probe.sample_now([os.getpid()])
+        assert probe.dumps == dumps
+        clock.now += RETRY_UNFOUND_SECONDS
+        probe.sample_now([os.getpid()])
+        assert probe.dumps == dumps + 1
+
+
+def test_an_ipv6_socket_is_asked_for_alone_too() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    probe = SockDiagProbe(Clock())
+    with server, socket.create_connection(server.getsockname()[:2]) as sender:
+        receiver, _ = server.accept()
+        with receiver:
+            for size in (1000, 3000):
+                sender.sendall(b"x" * size)
+                drain(receiver, size)
+                time.sleep(0.05)
+                assert probe.sample_now([os.getpid()])[os.getpid()].bytes_acked == acked(sender)
+    assert probe.dumps == 1
