@@ -14,7 +14,13 @@ class FakeTimer:
         self.cancelled = False
 
     def cancel(self) -> None:
+        """Lets go of the callback, as asyncio's `TimerHandle.cancel` does (what it refers to may be freed)."""
         self.cancelled = True
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class FakeClock:
