@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from api.bodies import published_stream_fields, restream_status_body
 from api.limits import ConnectionGuard, GuardedSite, HttpLimits
 from api.loops import ApiLoop
 from api.routes.events import FeedSettings
+from api.signals import add_stop_handler, remove_stop_handler
 from relay.cluster.node import Cluster
 from relay.config import Settings
 from relay.doors import DoorCounts
@@ -278,8 +278,7 @@ async def serve(
             log.warning("forced stop")
             main_task.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    add_stop_handler(loop, on_signal)
     server = Server(settings, secrets)
     try:
         ports = await server.start()
@@ -290,6 +289,5 @@ async def serve(
     finally:
         with contextlib.suppress(asyncio.CancelledError):
             await server.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        remove_stop_handler(loop)
     return 0
