@@ -154,8 +154,8 @@ def parse_dump(data: bytes, inodes: Collection[int]) -> tuple[list[TcpSample], b
     """The samples of the sockets in `inodes` found in one read of a dump's answer, and whether the
     dump is complete (NLMSG_DONE seen). Raises DiagError when the kernel refused the request."""
     entries, done = parse_entries(data, inodes)
-    info = ((e.inode, e.state, e.unacked_bytes, e.info) for e in entries if e.info is not None)
-    return [sample for args in info if (sample := decode_tcp_info(*args)) is not None], done
+    decoded = (decode_tcp_info(e.inode, e.state, e.unacked_bytes, e.info) for e in entries if e.info is not None)
+    return [sample for sample in decoded if sample is not None], done
 
 
 def parse_entries(data: bytes, inodes: Collection[int]) -> tuple[list[DiagEntry], bool]:

@@ -7,6 +7,8 @@ same order, with the same end-of-stream rules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from relay.hub import EndCause, Hub, HubSettings, Subscriber
 from relay.ingest.gate import IngestSink, SourceType
 from relay.media.flv import flv_header
@@ -29,11 +31,11 @@ class Pipe:
         return True
 
 
-def writing_through() -> tuple[FakeClock, IngestSink, Subscriber, Pipe]:
+def writing_through(may_deliver: Callable[[], bool] | None = None) -> tuple[FakeClock, IngestSink, Subscriber, Pipe]:
     """A live hub's subscriber past its late-joiner burst (always queued, never written through), writing
     through to a pipe."""
     clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
+    hub = Hub(7, HubSettings(), clock, Recorder(), may_deliver=may_deliver)
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
     sub = hub.subscribe()
@@ -106,16 +108,8 @@ class Lease:
 
 
 def fenced_writing_through() -> tuple[FakeClock, IngestSink, Subscriber, Pipe, Lease]:
-    clock = FakeClock()
     lease = Lease()
-    hub = Hub(7, HubSettings(), clock, Recorder(), may_deliver=lease)
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
-    sub = hub.subscribe()
-    assert drain(sub).startswith(flv_header())
-    pipe = Pipe()
-    sub.write_through(pipe)
-    return clock, sink, sub, pipe, lease
+    return (*writing_through(may_deliver=lease), lease)
 
 
 def test_a_write_armed_before_the_lease_lapsed_sends_nothing() -> None:

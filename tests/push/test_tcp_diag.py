@@ -123,13 +123,18 @@ def test_a_process_without_connections_or_gone_is_absent() -> None:
     assert dump_tcp(set()) == []
 
 
-def test_ipv6_connections_are_found() -> None:
+def ipv6_server() -> socket.socket:
+    """A listener on ::1, or the test skipped saying why."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        return socket.create_server(("::1", 0), family=socket.AF_INET6)
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback: {exc}")
+
+
+def test_ipv6_connections_are_found() -> None:
+    server = ipv6_server()
     with server, socket.create_connection(server.getsockname()[:2]) as sender:
         receiver, _ = server.accept()
         with receiver:
@@ -234,12 +239,7 @@ def test_a_socket_no_dump_finds_is_looked_for_again_only_after_a_while() -> None
 
 
 def test_an_ipv6_socket_is_asked_for_alone_too() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
-    except OSError as exc:
-        pytest.skip(f"no IPv6 loopback: {exc}")
+    server = ipv6_server()
     probe = SockDiagProbe(Clock())
     with server, socket.create_connection(server.getsockname()[:2]) as sender:
         receiver, _ = server.accept()
