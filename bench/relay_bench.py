@@ -65,10 +65,17 @@ FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1")
 DEBIAN_FFMPEG = Variant("Debian /usr/bin/ffmpeg (5.1, shared libs)", ffmpeg="/usr/bin/ffmpeg")
 SRT_PUSH_FFMPEG = Variant("RELAY_SRT_PUSH=ffmpeg", env=(("RELAY_SRT_PUSH", "ffmpeg"),))
 """SRT destinations through ffmpeg's own SRT output instead of the relay's caller (--srt-push-compare)."""
-LEAN_FFMPEG = ROOT / "build" / "lean-ffmpeg" / "7.1.3" / "bin" / "ffmpeg"
+
+
+def lean_ffmpeg(version: str) -> Path:
+    """Where `make lean-ffmpeg LEAN_FFMPEG_VERSION=<version>` installs its build."""
+    return ROOT / "build" / "lean-ffmpeg" / version / "bin" / "ffmpeg"
+
+
+LEAN_FFMPEG = lean_ffmpeg("7.1.3")
 LEAN_PUSHES = Variant("lean ffmpeg 7.1.3 pushes (make lean-ffmpeg)", env=(("RELAY_PUSH_FFMPEG", str(LEAN_FFMPEG)),))
 """The pushes on scripts/lean-ffmpeg.sh's build (RELAY_PUSH_FFMPEG); run only once `make lean-ffmpeg` made it."""
-LEAN_FFMPEG_51 = ROOT / "build" / "lean-ffmpeg" / "5.1.8" / "bin" / "ffmpeg"
+LEAN_FFMPEG_51 = lean_ffmpeg("5.1.8")
 LEAN_PUSHES_51 = Variant("lean ffmpeg 5.1.8 pushes", env=(("RELAY_PUSH_FFMPEG", str(LEAN_FFMPEG_51)),))
 """`make lean-ffmpeg LEAN_FFMPEG_VERSION=5.1.8`'s build: demuxing and muxing in one thread, where 7.1 hands
 each packet between threads; run beside 7.1.3's, each scenario in turn, once both are built."""

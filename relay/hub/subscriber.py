@@ -211,11 +211,8 @@ class Subscriber:
         if self._end_cause is not None:
             return
         self._end_cause = cause
-        self._discarded = discard
         if discard:
-            self._queue.clear()
-            self._queued_bytes = 0
-            self._pending.clear()
+            self._discard()
         elif self._pending:
             self._write_pending()  # before the reader can see the end
         self._wake()
@@ -252,11 +249,15 @@ class Subscriber:
             self.end(EndCause.HUB_CLOSED, discard=True)
         else:  # ending already, with a tail to deliver: it goes nowhere either, and the reader is told why
             self._end_cause = EndCause.HUB_CLOSED
-            self._discarded = True
-            self._queue.clear()
-            self._queued_bytes = 0
-            self._pending.clear()
+            self._discard()
         return True
+
+    def _discard(self) -> None:
+        """Throw away everything held for the reader (`discarded` from now on)."""
+        self._discarded = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._pending.clear()
 
     def _wake(self) -> None:
         waiter = self._waiter

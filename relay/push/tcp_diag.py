@@ -150,16 +150,10 @@ class DiagEntry:
         return decode_tcp_info(self.inode, self.state, self.unacked_bytes, self.info)
 
 
-def parse_dump(data: bytes, inodes: Collection[int]) -> tuple[list[TcpSample], bool]:
-    """The samples of the sockets in `inodes` found in one read of a dump's answer, and whether the
-    dump is complete (NLMSG_DONE seen). Raises DiagError when the kernel refused the request."""
-    entries, done = parse_entries(data, inodes)
-    decoded = (decode_tcp_info(e.inode, e.state, e.unacked_bytes, e.info) for e in entries if e.info is not None)
-    return [sample for sample in decoded if sample is not None], done
-
-
 def parse_entries(data: bytes, inodes: Collection[int]) -> tuple[list[DiagEntry], bool]:
-    """`parse_dump`'s entries before decoding (also the answer to a lookup: one entry, no NLMSG_DONE)."""
+    """The entries of the sockets in `inodes` found in one read of a dump's answer, and whether the dump
+    is complete (NLMSG_DONE seen); the answer to a lookup is one entry, without NLMSG_DONE. Raises
+    DiagError when the kernel refused the request."""
     entries: list[DiagEntry] = []
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
@@ -266,7 +260,7 @@ class SockDiagProbe:
         """inode -> when a dump last did not find it."""
         self._lock = threading.Lock()
         self.dumps = 0
-        """Dumps made (each one per address family): for tests and diagnostics."""
+        """Times it dumped (one dump per address family each time): for tests and diagnostics."""
 
     async def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
         return await asyncio.to_thread(self.sample_now, pids)

@@ -22,7 +22,7 @@ from relay.push.tcp_diag import (
     decode_tcp_info,
     dump_request,
     dump_tcp,
-    parse_dump,
+    parse_entries,
     socket_inodes,
 )
 
@@ -148,13 +148,13 @@ def test_parse_is_bounded_by_what_it_was_given() -> None:
     # A dump answer cut short, an unknown message and the end: nothing invented, the end seen.
     header = struct.Struct("=IHHII")
     done = header.pack(header.size + 4, NLMSG_DONE, 0, 1, 0) + b"\x00" * 4
-    assert parse_dump(done, {1}) == ([], True)
-    assert parse_dump(done[:10], {1}) == ([], False)
+    assert parse_entries(done, {1}) == ([], True)
+    assert parse_entries(done[:10], {1}) == ([], False)
     other = header.pack(header.size + 8, 0x99, 0, 1, 0) + b"\x00" * 8
-    assert parse_dump(other + done, {1}) == ([], True)
+    assert parse_entries(other + done, {1}) == ([], True)
     error = header.pack(header.size + 4, NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -22)
     with pytest.raises(DiagError, match="Invalid argument"):
-        parse_dump(error, {1})
+        parse_entries(error, {1})
 
 
 def test_the_request_is_a_tcp_dump_with_tcp_info() -> None:
