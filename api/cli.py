@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from api.loops import loop_factory
 from api.server import Server, serve
 from relay import logs, malloc
 from relay.config import ConfigError, Settings, from_environment, with_overrides
@@ -247,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         malloc.limit_arenas()  # before any thread: see relay/malloc.py
         try:
             on_started = announcer(args.show_secrets) if args.announce else None
-            return asyncio.run(serve(settings, on_started, secrets))
+            with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+                return runner.run(serve(settings, on_started, secrets))
         except ConfigError as exc:  # found at start-up (RELAY_API_KEY revoked, say): the same one line
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2

@@ -114,11 +114,21 @@ class _BridgedStore:
         return on_engine
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes the node's event loops for RELAY_EVENT_LOOP: "asyncio" (Python's own) or "uvloop" (libuv's,
+    imported only when asked for; the settings checked that it is installed)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 class ApiLoop:
     """An event loop running in a thread of its own ("relay-api"): `start()`, `run(coro)`, `close()`."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.loop = new_loop()
         self._thread = threading.Thread(target=self._serve, name="relay-api", daemon=True)
 
     def start(self) -> None:

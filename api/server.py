@@ -23,7 +23,7 @@ from api.app import create_app
 from api.auth_failures import AuthFailureSettings
 from api.bodies import published_stream_fields, restream_status_body
 from api.limits import ConnectionGuard, GuardedSite, HttpLimits
-from api.loops import ApiLoop
+from api.loops import ApiLoop, loop_factory
 from api.routes.events import FeedSettings
 from api.signals import add_stop_handler, remove_stop_handler
 from relay.cluster.node import Cluster
@@ -214,7 +214,7 @@ class Server:
         engine_loop = asyncio.get_running_loop()
         # The API on a loop and a thread of its own, off the media path's loop (api/loops.py says why and
         # what crosses). Closed last of the two: the runner's cleanup runs on it first.
-        api = ApiLoop()
+        api = ApiLoop(loop_factory(settings.event_loop))
         api.start()
         stack.push_async_callback(api.close)
 

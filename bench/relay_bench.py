@@ -80,6 +80,8 @@ LEAN_PUSHES_51 = Variant("lean ffmpeg 5.1.8 pushes", env=(("RELAY_PUSH_FFMPEG", 
 """`make lean-ffmpeg LEAN_FFMPEG_VERSION=5.1.8`'s build: demuxing and muxing in one thread, where 7.1 hands
 each packet between threads; run beside 7.1.3's, each scenario in turn, once both are built."""
 LEAN_BUILDS = tuple(v for path, v in ((LEAN_FFMPEG, LEAN_PUSHES), (LEAN_FFMPEG_51, LEAN_PUSHES_51)) if path.exists())
+UVLOOP = Variant("RELAY_EVENT_LOOP=uvloop", env=(("RELAY_EVENT_LOOP", "uvloop"),))
+"""The node's event loops on uvloop (libuv) instead of asyncio's own."""
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
@@ -87,6 +89,8 @@ FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, FLUSH_PACKETS),
     ("rtmp", 4, SMALL_PROBE),
     ("rtmp", 16, DEBIAN_FFMPEG),
+    ("rtmp", 1, UVLOOP),
+    ("rtmp", 16, UVLOOP),
     ("srt", 4, FLUSH_PACKETS),
     *((proto, n, v) for proto, n in (("rtmp", 16), ("srt", 4)) for v in LEAN_BUILDS),
     *((("rtmp", 4, v) for v in LEAN_BUILDS) if len(LEAN_BUILDS) > 1 else ()),

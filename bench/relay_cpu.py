@@ -1,6 +1,6 @@
 """The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
 
-    .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile]
+    .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile] [--event-loop uvloop]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP receivers; the relay process's utime and stime (not its children's) over
@@ -39,9 +39,19 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
 
 
 async def measure(
-    n: int, clip: Path, seconds: float, warmup: float, workdir: Path, profile: bool, push_ffmpeg: str | None = None
+    n: int,
+    clip: Path,
+    seconds: float,
+    warmup: float,
+    workdir: Path,
+    profile: bool,
+    push_ffmpeg: str | None = None,
+    event_loop: str = "asyncio",
 ) -> dict[str, float]:
-    system = RelaySystem(workdir / f"n{n}", env={"RELAY_PUSH_FFMPEG": push_ffmpeg} if push_ffmpeg else None)
+    env = {"RELAY_EVENT_LOOP": event_loop}
+    if push_ffmpeg:
+        env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
+    system = RelaySystem(workdir / f"n{n}", env=env)
     dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(n)]
     publisher: asyncio.subprocess.Process | None = None
     try:
@@ -99,7 +109,7 @@ async def amain(args: argparse.Namespace) -> None:
     out: Path = args.out
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg)
+        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg, args.event_loop)
         total = cpu["user"] + cpu["sys"]
         print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
         if n:
@@ -119,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clip", type=Path, default=None, help="FLV clip (default: make bench's 1080p30 clip)")
     p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
     p.add_argument("--push-ffmpeg", default=None, help="the pushes' ffmpeg (RELAY_PUSH_FFMPEG)")
+    p.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"), help="RELAY_EVENT_LOOP")
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

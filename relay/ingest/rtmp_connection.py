@@ -29,6 +29,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import cast
 
 from relay.doors import DoorCut
 from relay.ingest.gate import (
@@ -213,7 +214,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
     # -- asyncio protocol callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         self._io = transport
         if self._ssl_context is not None:
             # Before the transport's first read: the ClientHello must stay in the socket for start_tls.
@@ -241,8 +242,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # handled before that turn drops the rest: a publisher's last messages, its unpublish among them (seen
         # with Debian's ffmpeg 5.1 over RTMPS, 1 close in 6). A published TLS connection's buffer is kept larger
         # than what it could decrypt (the bytes held plus a record already opened), so it never comes back full.
-        # A plain socket asks with -1.
-        if sizehint > 0 and self.published:
+        # A plain socket asks with -1 (asyncio) or with libuv's 64 KiB (uvloop): only a TLS connection grows.
+        if sizehint > 0 and self.published and self._ssl_context is not None:
             size = min(TLS_MAX_READ_BYTES, sizehint + _TLS_RECORD_HEADROOM)
             if size > len(self._read_buffer):
                 self._read_buffer = memoryview(bytearray(size))

@@ -22,6 +22,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -345,3 +346,10 @@ def widen_pipe(proc: asyncio.subprocess.Process | None) -> None:
     if pipe is not None:
         with contextlib.suppress(OSError, AttributeError):  # not Linux, or over pipe-max-size: keep the default
             fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, STDIN_PIPE_BYTES)
+        return
+    # uvloop (libuv) gives a child a socket pair instead of a pipe: what a write may leave in it is the
+    # sending socket's buffer (which Linux doubles, for its bookkeeping), so that gets the same room.
+    sock = proc.stdin.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STDIN_PIPE_BYTES)

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from api.loops import loop_factory
 from api.signals import add_stop_handler, remove_stop_handler
 
 
@@ -75,3 +76,32 @@ async def test_each_signal_is_told_once_and_the_defaults_come_back() -> None:
         remove_stop_handler(loop)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_on_uvloop_a_sigterm_reaches_the_stop_handler() -> None:
+    """RELAY_EVENT_LOOP=uvloop: its loop takes signals through a wakeup fd of its own; the stop still comes."""
+    loop = loop_factory("uvloop")()
+    assert type(loop).__module__.startswith("uvloop")
+    stops: list[int] = []
+
+    async def main() -> None:
+        stopped = asyncio.Event()
+
+        def on_stop() -> None:
+            stops.append(1)
+            stopped.set()
+
+        add_stop_handler(loop, on_stop)
+        try:
+            loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(stopped.wait(), 5)
+            await asyncio.sleep(0.1)
+        finally:
+            remove_stop_handler(loop)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert stops == [1]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

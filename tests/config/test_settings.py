@@ -51,6 +51,7 @@ def test_environment_overrides() -> None:
         ({"RELAY_API_AUTH_FAILURE_WINDOW_SECONDS": "-5"}, "RELAY_API_AUTH_FAILURE_WINDOW_SECONDS"),
         ({"RELAY_API_AUTH_FAILURE_DELAY_SECONDS": "60"}, "RELAY_API_AUTH_FAILURE_DELAY_SECONDS"),
         ({"RELAY_SRT_PUSH": "gstreamer"}, "RELAY_SRT_PUSH"),
+        ({"RELAY_EVENT_LOOP": "trio"}, "RELAY_EVENT_LOOP"),
         ({"RELAY_DATABASE_WAIT_SECONDS": "-1"}, "RELAY_DATABASE_WAIT_SECONDS"),
         ({"RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "50"}, "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS"),
     ],
@@ -207,3 +208,8 @@ def test_rtmp_connection_limits_come_from_the_environment_reach_the_listener_and
         from_environment({"RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS": "0"})
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "| `RELAY_RTMP_MAX_CONNECTIONS_PER_ADDRESS` |" in readme
+
+
+def test_the_event_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
+    assert from_environment({}).event_loop == "asyncio"
+    assert from_environment({"RELAY_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"

@@ -133,8 +133,14 @@ def relay_env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    relay = RelayProcess(tmp_path / "data", env_extra=relay_env(tmp_path))
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The relay subprocess and what surrounds it; a test marked `relay_env(NAME=value, ...)` adds settings
+    to the relay's environment."""
+    env = relay_env(tmp_path)
+    marker = request.node.get_closest_marker("relay_env")
+    if marker is not None:
+        env.update({k: str(v) for k, v in marker.kwargs.items()})
+    relay = RelayProcess(tmp_path / "data", env_extra=env)
     await asyncio.to_thread(relay.start)
     r = Rig(tmp_path, RelayApi(relay), AsyncExitStack())
     try:

@@ -10,6 +10,7 @@ once and cleanly, the receivers exiting 0 with a complete file.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 @pytest.mark.parametrize("ingest", ["rtmp", "rtmps", "srt"])
 async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media, ingest: str) -> None:
+    await every_destination_gets_every_video_packet(rig, media, ingest)
+
+
+@pytest.mark.relay_env(RELAY_EVENT_LOOP="uvloop")
+@pytest.mark.parametrize("ingest", ["rtmp", "rtmps", "srt"])
+async def test_on_uvloop_every_destination_gets_every_video_packet(rig: Rig, media: Media, ingest: str) -> None:
+    """The same on a node with RELAY_EVENT_LOOP=uvloop (its transports ask for other read sizes, a child's
+    stdin is a socket pair, its TLS is its own)."""
+    await every_destination_gets_every_video_packet(rig, media, ingest, on_uvloop=True)
+
+
+async def every_destination_gets_every_video_packet(
+    rig: Rig, media: Media, ingest: str, *, on_uvloop: bool = False
+) -> None:
     api = rig.api
     stream = await api.stream(f"matrix-{ingest}")
     rtmp = await rig.receiver("rtmp")
@@ -46,6 +61,9 @@ async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media,
     await api.wait_live(stream["id"], within=10)
     for rid in ids.values():
         await api.wait_state(rid, "running", within=10)
+    if on_uvloop:
+        assert rig.relay.process is not None
+        assert maps_uvloop(rig.relay.process.pid), "the relay does not run on uvloop"
     code, err = await publisher.wait(within=media.seconds + 15)
     assert code == 0, err
     ended_at = time.monotonic()
@@ -74,3 +92,8 @@ async def test_every_destination_gets_every_video_packet(rig: Rig, media: Media,
             assert len(got) == len(want), f"{ingest} -> {name}: {len(got)} of {len(want)} video packets"
             assert got == want, f"{ingest} -> {name}: video differs from the source"
     api.assert_no_secrets()
+
+
+def maps_uvloop(pid: int) -> bool:
+    """Whether process `pid` has uvloop's extension mapped."""
+    return "uvloop" in Path(f"/proc/{pid}/maps").read_text()

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from api.loops import loop_factory
 from relay.hub import Hub, HubSettings, Subscriber
 from relay.ingest.gate import SourceType
 from relay.media.packets import ContainerFormat
 from relay.push.masking import secrets_of
-from relay.push.process import FfmpegProcess
+from relay.push.process import FfmpegProcess, widen_pipe
 from relay.push.progress import Progress
 from tests.fakes.clock import FakeClock
 from tests.hub.helpers import config_packets, video
@@ -152,3 +153,33 @@ def _environ_and_limits(pid: int) -> tuple[dict[bytes, bytes], str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     environ = dict(item.split(b"=", 1) for item in raw.split(b"\0") if item)
     return environ, Path(f"/proc/{pid}/limits").read_text()
+
+
+KEYFRAME_BYTES = 240_000
+"""A large 1080p keyframe: more than Linux's default pipe (64 KiB) and unix socket buffer (208 KiB) hold."""
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_keyframe_fits_into_a_push_s_stdin_at_once_on_either_loop(loop_name: str) -> None:
+    """`widen_pipe` on asyncio's loop (the child's stdin is a pipe) and on uvloop's (a socket pair): a
+    keyframe written to a child that reads nothing yet is all in the kernel at once, none left queued."""
+    loop = loop_factory(loop_name)()
+
+    async def left_queued() -> int:
+        proc = await asyncio.create_subprocess_exec(
+            "sleep", "10", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        )
+        try:
+            widen_pipe(proc)
+            assert proc.stdin is not None
+            proc.stdin.write(b"\0" * KEYFRAME_BYTES)
+            await asyncio.sleep(0.05)
+            return proc.stdin.transport.get_write_buffer_size()
+        finally:
+            proc.kill()
+            await proc.wait()
+
+    try:
+        assert loop.run_until_complete(left_queued()) == 0
+    finally:
+        loop.close()
