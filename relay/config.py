@@ -53,8 +53,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     event_loop: str = "asyncio"
-    """The node's event loops: "asyncio" (Python's own) or "uvloop" (libuv's, `pip install uvloop`): 13 %
-    less CPU in the relay process with one destination or none, none measured at four (README, Benchmark)."""
+    """The node's event loops: "asyncio" (Python's own) or "uvloop" (libuv's, `pip install uvloop`): about a
+    tenth less CPU in the relay process alone, within the runs' spread in the whole tree at 16 destinations,
+    and a slower start of many pushes at once (README, Benchmark)."""
     srt_enabled: bool = True
     srt_latency_ms: int = 120
     srt_max_connections: int = 64

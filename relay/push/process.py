@@ -339,7 +339,8 @@ does not fit in the pipe at once costs a partial write, a wake-up when the pipe 
 
 
 def widen_pipe(proc: asyncio.subprocess.Process | None) -> None:
-    """Give the push's stdin pipe `STDIN_PIPE_BYTES` (best effort)."""
+    """Give the push's stdin `STDIN_PIPE_BYTES` of room (best effort): a pipe's size under asyncio, a socket
+    pair's send buffer under uvloop."""
     if proc is None or proc.stdin is None:
         return
     pipe = proc.stdin.transport.get_extra_info("pipe")
