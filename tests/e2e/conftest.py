@@ -132,15 +132,19 @@ def relay_env(tmp: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    """The relay subprocess and what surrounds it; a test marked `relay_env(NAME=value, ...)` adds settings
-    to the relay's environment."""
-    env = relay_env(tmp_path)
+def marked_relay_env(tmp: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """`relay_env(tmp)`, plus the settings of the test's `relay_env(NAME=value, ...)` marker if it has one."""
+    env = relay_env(tmp)
     marker = request.node.get_closest_marker("relay_env")
     if marker is not None:
         env.update({k: str(v) for k, v in marker.kwargs.items()})
-    relay = RelayProcess(tmp_path / "data", env_extra=env)
+    return env
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The relay subprocess and what surrounds it (its environment: `marked_relay_env`)."""
+    relay = RelayProcess(tmp_path / "data", env_extra=marked_relay_env(tmp_path, request))
     await asyncio.to_thread(relay.start)
     r = Rig(tmp_path, RelayApi(relay), AsyncExitStack())
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rig, long_media, media, relay_env
+from tests.e2e.conftest import Rig, long_media, marked_relay_env, media
 from tests.e2e.helpers import Media, RelayApi
 from tests.support import MediaCache, RelayProcess
 from tests.support.netns import Netns, namespace, unavailable
@@ -54,11 +54,7 @@ def netns() -> Iterator[Callable[[str], Netns]]:
 async def net_rig(tmp_path: Path, request: pytest.FixtureRequest, netns: Callable[[str], Netns]) -> AsyncIterator[Rig]:
     """The e2e rig (it depends on `netns` so that its processes are reaped before the namespaces go);
     a test marked `relay_env(NAME=value, ...)` adds settings to the relay's environment."""
-    env = relay_env(tmp_path)
-    marker = request.node.get_closest_marker("relay_env")
-    if marker is not None:
-        env.update({k: str(v) for k, v in marker.kwargs.items()})
-    relay = RelayProcess(tmp_path / "data", env_extra=env)
+    relay = RelayProcess(tmp_path / "data", env_extra=marked_relay_env(tmp_path, request))
     await asyncio.to_thread(relay.start)
     r = Rig(tmp_path, RelayApi(relay), AsyncExitStack())
     try:
