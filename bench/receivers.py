@@ -31,7 +31,7 @@ from relay.rtmp.events import (
     PublishRequested,
 )
 from relay.rtmp.session import ServerSession, SessionConfig
-from tests.support.net import free_port
+from tests.support.net import free_port, wait_listening
 
 SRT_LIVE_TRANSMIT = "srt-live-transmit"
 
@@ -550,8 +550,9 @@ class SrtReceiver:
             start_new_session=True,
         )
         self._transport, self._protocol = transport, protocol
-        # srt-live-transmit binds at once; give it a moment so the relay's first attempt finds it.
-        await asyncio.sleep(0.1)
+        # Wait for srt-live-transmit's socket, so the first caller finds it: on a loaded machine its start
+        # has taken more than the 0.1 s once slept here (the caller got "Input/output error").
+        await wait_listening(listener_port, udp=True)
         self.track.listening_since = time.monotonic()
 
     async def kill(self) -> None:
