@@ -178,6 +178,11 @@ class ChunkReader:
         return sum(s.received for s in self._streams.values() if s.received > 0)
 
     @property
+    def in_message(self) -> bool:
+        """A message's header has been read and part of its body is still to come."""
+        return self._pending_declared > 0
+
+    @property
     def chunk_stream_count(self) -> int:
         """Chunk stream ids currently known."""
         return len(self._streams)

@@ -160,6 +160,12 @@ class ServerSession:
         """Bytes held by the session: unparsed input plus partial messages."""
         return len(self._buffer) + self._reader.partial_bytes
 
+    @property
+    def inside_message(self) -> bool:
+        """The peer stopped inside a message (part of a chunk header, or of a message's body, is here):
+        the rest is due before the message gives an event."""
+        return len(self._buffer) > 0 or self._reader.in_message
+
     def next_event(self) -> Event | Need:
         """The next event, or NEED_DATA. Raises ProtocolError if the client broke the protocol."""
         if self.state in (SessionState.CONNECT_PENDING, SessionState.PUBLISH_PENDING):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,67 @@ async def test_a_client_that_does_not_read_our_replies_is_bounded_then_served_ag
         writer.close()
     assert sink.close_reasons == [EndReason.UNPUBLISH]
     assert _recorded(gate) == [(MediaKind.VIDEO, 0, VIDEO_CONFIG)]
+
+
+async def test_a_publisher_writing_each_header_apart_from_its_body_gets_every_frame_through(tmp_path: Path) -> None:
+    # ffmpeg's pattern: each message's chunk header in a write of its own, its body right behind it (from
+    # a thread here, as from another process: the server's loop wakes for the header alone). The connection
+    # reads the body in the callback that read the header when it is there (`_read_on`), and from the loop's
+    # next turn when it is not: either way every frame arrives, whole and in order.
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = _frames()
+    rounds = 20
+    messages = [
+        media(kind, 1000 * r + ts, body, csid=6 if kind is MediaKind.VIDEO else 4)
+        for r in range(rounds)
+        for kind, ts, body in frames
+    ]
+
+    def publish(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(handshake() + b"".join(publish_script(KEY)))
+            for index, message in enumerate(messages):
+                sock.sendall(message[:12])  # a type 0 header on a chunk stream id under 64
+                if index % 7 == 0:
+                    time.sleep(0.002)  # now and then the body a loop turn behind its header
+                sock.sendall(message[12:])
+            sock.sendall(UNPUBLISH)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # the replies, until the server closes
+                pass
+
+    async with RtmpServer(gate, _settings()) as server:
+        await asyncio.wait_for(asyncio.to_thread(publish, server.port), 20)
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 5)
+    assert sink.close_reasons == [EndReason.UNPUBLISH]
+    assert _recorded(gate) == [(k, 1000 * r + ts, body) for r in range(rounds) for k, ts, body in frames]
+
+
+async def test_a_publisher_reset_inside_a_message_ends_its_session_only(tmp_path: Path) -> None:
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = _frames()
+    async with RtmpServer(gate, _settings()) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await _send(writer, handshake() + b"".join(publish_script(KEY)) + _media_bytes(frames[:4]))
+        await asyncio.wait_for(gate.opened.wait(), 5)
+        gate.opened.clear()
+        last = media(MediaKind.VIDEO, 500, VIDEO_KEY + bytes(5000))
+        await _send(writer, last[: len(last) // 2])  # the rest never comes: the encoder's host resets
+        await asyncio.sleep(0.05)
+        sock = writer.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 5)
+        # The same stream publishes again at once on a new connection.
+        _, again = await asyncio.open_connection("127.0.0.1", server.port)
+        await _send(again, handshake() + b"".join(publish_script(KEY)) + _media_bytes(frames) + UNPUBLISH)
+        await asyncio.wait_for(gate.opened.wait(), 5)
+        await asyncio.wait_for(gate.sinks[STREAM_ID][1].closed.wait(), 5)
+        again.close()
+    assert sink.close_reasons == [EndReason.DROP]
+    assert _recorded(gate, 0) == frames[:4]  # the half message is not delivered
+    assert _recorded(gate, 1) == frames
+    assert gate.sinks[STREAM_ID][1].close_reasons == [EndReason.UNPUBLISH]
