@@ -81,6 +81,9 @@ class RefusalReason(str, Enum):
     """Another node of the cluster holds the stream's lease and its publisher is not silent."""
     DATABASE_UNAVAILABLE = "database_unavailable"
     """The cluster's database did not answer the claim: ownership cannot be proved, so no publishing."""
+    PASSPHRASE = "passphrase"
+    """SRT: the streamid and token were good, then libsrt's key exchange refused the caller: its passphrase
+    is wrong or missing, or the stream has none (counted once the admitted handshake is forgotten)."""
 
 
 class PublishRefused(Exception):

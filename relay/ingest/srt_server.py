@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 from relay.doors import DoorCounts
 from relay.ingest.gate import (
@@ -35,6 +36,7 @@ from relay.ingest.srt_admission import SrtAdmission, SrtAdmit, admit_handshake
 from relay.ingest.srt_session import SrtPublisher, SrtSession, SrtWire
 from relay.media.packets import ContainerFormat
 from relay.ratelimit import TokenBuckets
+from relay.srt.handshake import Peer
 from relay.srt.libsrt import LibSrt, LinkStats, SrtUnavailable, format_peer, version_string
 from relay.srt.listener import CloseCause, Connected, ListenerConfig, SrtListener
 from relay.srt.streamid import parse_streamid
@@ -265,7 +267,23 @@ class SrtServer:
         self._wires.pop(sock, None)
         self._post(self._closed_cb, sock, cause, silence_seconds)
 
+    def _thread_handshake_failed(self, context: object, peer: Peer) -> None:
+        self._post(self._handshake_failed, context, peer)
+
     # --- the loop -------------------------------------------------------------------------------
+
+    def _handshake_failed(self, context: object, peer: Peer) -> None:
+        """The streamid and token were good, libsrt refused the handshake after: a passphrase that does not
+        match the stream's (wrong, missing, or sent to a stream without one; libsrt does not say which)."""
+        stream_id, _admit = cast(tuple[str, SrtAdmit], context)
+        log.info(
+            "SRT handshake from %s for stream %s refused by libsrt after admission "
+            "(a wrong or missing passphrase, or one the stream does not have)",
+            format_peer(peer),
+            stream_label(stream_id),
+        )
+        if self._on_refused is not None:
+            self._on_refused(Transport.SRT, RefusalReason.PASSPHRASE)
 
     def _connected(self, conn: Connected, wire: SrtWire) -> None:
         stream_id, _admit = conn.context
@@ -377,3 +395,6 @@ class _ThreadBridge:
 
     def on_closed(self, sock: int, cause: CloseCause, silence_seconds: float) -> None:
         self._server._thread_closed(sock, cause, silence_seconds)
+
+    def on_handshake_failed(self, context: object, peer: Peer) -> None:
+        self._server._thread_handshake_failed(context, peer)

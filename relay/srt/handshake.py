@@ -73,6 +73,7 @@ class Admitted:
     accept: Accept
     streamid: str
     created: float
+    peer: Peer = None
 
 
 class Handshakes:
@@ -93,6 +94,7 @@ class Handshakes:
         connect_timeout_ms: int,
         refusal_log: ThrottledLog | None = None,
         on_admitted: Callable[[], None] = lambda: None,
+        on_failed: Callable[[Any, Peer], None] = lambda context, peer: None,
     ) -> None:
         self._lib = lib
         self._admit = admit
@@ -107,6 +109,10 @@ class Handshakes:
         self._stale_after = connect_timeout_ms / 1000 + 2.0
         """An admitted handshake not accepted by then failed after the callback (bad passphrase): forgotten."""
         self._on_admitted = on_admitted
+        self._on_failed = on_failed
+        """Told of each admitted handshake forgotten as stale (its `Accept.context` and peer), outside our
+        lock, on the thread that noticed: libsrt refused it after the callback, almost always over the
+        passphrase (wrong, missing, or sent to a stream without one), or the caller gave up meanwhile."""
         self._refusal_log = refusal_log or ThrottledLog(log, "SRT handshake refusals")
         self.callback: Any = make_listen_callback(self._on_handshake)
         """The C callback object for `LibSrt.set_listen_callback`; it must outlive the listener socket:
@@ -124,13 +130,18 @@ class Handshakes:
         """Forget stale admitted handshakes; then how long until the oldest left goes stale (None: none left)."""
         now = time.monotonic()
         with self._lock:
-            self._forget_stale(now)
+            failed = self._forget_stale(now)
             oldest = min((p.created for p in self._pending.values()), default=None)
+        self._report_failed(failed)
         return None if oldest is None else max(0.0, oldest + self._stale_after - now)
 
-    def _forget_stale(self, now: float) -> None:
-        for ns in [k for k, p in self._pending.items() if now - p.created > self._stale_after]:
-            del self._pending[ns]
+    def _forget_stale(self, now: float) -> list[Admitted]:
+        stale = [k for k, p in self._pending.items() if now - p.created > self._stale_after]
+        return [self._pending.pop(ns) for ns in stale]
+
+    def _report_failed(self, failed: list[Admitted]) -> None:
+        for admitted in failed:
+            self._on_failed(admitted.accept.context, admitted.peer)
 
     @property
     def connections(self) -> int:
@@ -183,7 +194,7 @@ class Handshakes:
                 self._lib.set_reject_reason(ns, RejectCode.ISE)
                 return -1
             with self._lock:
-                self._pending[ns] = Admitted(decision, (sid or b"").decode(), time.monotonic())
+                self._pending[ns] = Admitted(decision, (sid or b"").decode(), time.monotonic(), peer)
             self._on_admitted()  # the worker may sleep without watching libsrt: it has a connection to accept
             return 0
         except BaseException:
@@ -209,8 +220,9 @@ class Handshakes:
         now = time.monotonic()
         with self._lock:
             # A handshake can still fail after the callback said yes (bad passphrase): forget those.
-            self._forget_stale(now)
+            failed = self._forget_stale(now)
             busy = self._connections + len(self._pending)
+        self._report_failed(failed)
         if busy >= self._max_connections:
             return Reject(
                 RejectCode.OVERLOAD, f"max_connections ({self._max_connections}) reached", DoorRefusal.MAX_CONNECTIONS

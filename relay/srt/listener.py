@@ -102,6 +102,11 @@ class ListenerHandler(Protocol):
         """`silence_seconds`: how long nothing had arrived when the connection broke or was closed."""
         ...
 
+    def on_handshake_failed(self, context: Any, peer: Peer) -> None:
+        """A handshake `admit` said yes to never connected (`context`: its `Accept.context`): libsrt
+        refused it afterwards, almost always over the passphrase. On the worker or libsrt's thread."""
+        ...
+
 
 @dataclass(slots=True)
 class _Conn:
@@ -128,6 +133,7 @@ class SrtListener:
             peer_idle_timeout_ms=config.peer_idle_timeout_ms,
             connect_timeout_ms=config.connect_timeout_ms,
             on_admitted=self._wake_worker,
+            on_failed=handler.on_handshake_failed,
         )
         self._sock: int | None = None
         self._eid: int | None = None
@@ -141,6 +147,9 @@ class SrtListener:
         """Held to write or close `_wake`: a late writer must never write to a closed (reused) descriptor."""
         self._conns: dict[int, _Conn] = {}  # worker thread only
         self._draining: list[_Conn] = []  # worker thread only: the connections with a drain deadline
+        self._handshakes_due = 0.0
+        """Worker thread only: when, while connections are served, to ask `Handshakes` again for the admitted
+        handshakes gone stale (inf: none is waiting; 0: ask at once)."""
         self._bound: Peer = None
 
     @property
@@ -237,6 +246,15 @@ class SrtListener:
             while not self._stop.is_set():
                 if self._conns:
                     timeout_ms = self._drain_timeout_ms() if self._draining else -1
+                    # Admitted handshakes that failed after the callback are forgotten (and reported) when
+                    # they go stale, whether connections are served or not (the idle branch below).
+                    now = time.monotonic()
+                    if now >= self._handshakes_due:
+                        handshakes_wait = self._handshakes.waiting_seconds()
+                        self._handshakes_due = math.inf if handshakes_wait is None else now + handshakes_wait
+                    if self._handshakes_due != math.inf:
+                        until_ms = math.ceil((self._handshakes_due - now) * 1000) + 1
+                        timeout_ms = until_ms if timeout_ms < 0 else min(timeout_ms, until_ms)
                 else:
                     handshakes_wait = self._handshakes.waiting_seconds()
                     if handshakes_wait is None:
@@ -274,8 +292,10 @@ class SrtListener:
         return min(self._config.drain_poll_ms, math.ceil(until_deadline * 1000))
 
     def _on_wake(self) -> None:
-        """The eventfd was written: a request was queued (each one writes it after queueing), or stop()."""
+        """The eventfd was written: a request was queued (each one writes it after queueing), a handshake
+        was admitted, or stop()."""
         self._clear_wake()
+        self._handshakes_due = 0.0  # an admitted handshake may be new: when it goes stale is asked again
         self._run_requests()
 
     def _clear_wake(self) -> None:

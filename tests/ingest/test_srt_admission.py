@@ -146,6 +146,44 @@ async def test_refusals_carry_a_reason(
         assert door[DoorRefusal.BAD_HANDSHAKE] == (1 if code in (1400, 1405) else 0) == sum(door.values())
 
 
+async def test_a_passphrase_libsrt_refused_after_admission_is_counted_and_logged(
+    lib: LibSrt, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The streamid and token are good, so the listen callback admits the handshake; libsrt's key exchange
+    # refuses it afterwards. The relay learns of it only when the admitted handshake goes stale (the
+    # handshake timeout plus 2 s), and then counts it (`relay_ingest_refusals_total{reason="passphrase"}`)
+    # and logs it, naming the stream and never the token nor the passphrase.
+    caplog.set_level(logging.INFO, logger="relay")
+    engine = FakeEngine(streams(), tmp_path)
+    refused: list[tuple[Transport, RefusalReason]] = []
+    async with serving(engine, on_refused=lambda t, r: refused.append((t, r)), handshake_timeout_seconds=0.5) as server:
+        assert server.port is not None
+        wrong = await attempt(lib, server.port, "2#tok2", "wrongpassword99")
+        missing = await attempt(lib, server.port, "2#tok2")
+        publisher = await attempt(lib, server.port, "1#tok1")  # with a publisher connected as well
+        try:
+            assert publisher.sock is not None
+            await engine.wait_sink(1)
+            unexpected = await attempt(lib, server.port, "5#tok5", PASSPHRASE)
+            assert [c.reject for c in (wrong, missing, unexpected)] == [
+                SRT_REJ_BADSECRET,
+                SRT_REJ_UNSECURE,
+                SRT_REJ_UNSECURE,
+            ]
+            async with asyncio.timeout(10):
+                while len(refused) < 3:
+                    await asyncio.sleep(0.1)
+        finally:
+            publisher.close()
+        await asyncio.sleep(0.5)
+        assert sum(server.door_counts().refused.values()) == 0  # not refused at the door: after admission
+    assert refused == [(Transport.SRT, RefusalReason.PASSPHRASE)] * 3
+    lines = [r.getMessage() for r in caplog.records if "refused by libsrt after admission" in r.getMessage()]
+    assert sorted(line.split(" for stream ")[1].split()[0] for line in lines) == ["2", "2", "5"], lines
+    for text in (r.getMessage() for r in caplog.records):
+        assert "tok2" not in text and "tok5" not in text and "wrongpassword99" not in text and PASSPHRASE not in text
+
+
 async def test_the_log_names_the_stream_id_never_the_token(
     lib: LibSrt, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
