@@ -333,14 +333,17 @@ class PushRunner:
             self._set_state(verdict.next_state, verdict.kind.value)
 
     def _schedule_retry(self, verdict: Verdict) -> None:
+        # The retry is set before the state: the status reported on entering retrying or failed (the
+        # event feed's `restream.status`) says when the next try is.
         if verdict.backoff is BackoffStep.CAP:
             delay = self._backoff.cap_delay()
-            self._set_state(PushState.FAILED, f"refused by destination, retry in {delay:.1f}s")
+            state, reason = PushState.FAILED, f"refused by destination, retry in {delay:.1f}s"
         else:
             delay = self._backoff.next_delay(verdict.run_seconds, self._clock.now())
-            self._set_state(PushState.RETRYING, f"retry in {delay:.2f}s")
+            state, reason = PushState.RETRYING, f"retry in {delay:.2f}s"
         self._retry_at = self._clock.now() + delay
         self._retry_timer = self._clock.call_later(delay, self._retry_due)
+        self._set_state(state, reason)
 
     def _retry_due(self) -> None:
         self._retry_timer = None

@@ -94,6 +94,22 @@ async def test_backoff_grows_to_cap(rig: Rig, settings: SupervisorSettings) -> N
     assert status.last_error == "ffmpeg exited with code 1" and status.restarts >= 7
 
 
+async def test_the_status_reported_on_entering_retrying_or_failed_says_when_the_next_try_is(rig: Rig) -> None:
+    # What the event feed's `restream.status` carries: the status reported at the transition itself.
+    rig.go_live()
+    rig.processes.script = lambda p: p.exit(1)
+    rig.supervisor.reconcile([rig.spec(1)])
+    await rig.wait_state(1, S.RETRYING)
+    retrying = next(status for rid, status in rig.statuses if rid == 1 and status.state is S.RETRYING)
+    assert retrying.next_retry_seconds is not None and 0 < retrying.next_retry_seconds <= 1.0
+    rig.processes.script = FakeProcess.refuse
+    await rig.advance(retrying.next_retry_seconds + 0.001)
+    await rig.wait_state(1, S.FAILED)
+    failed = next(status for rid, status in rig.statuses if rid == 1 and status.state is S.FAILED)
+    assert failed.next_retry_seconds == pytest.approx(30.0)
+    assert [s for s in rig.states(1) if s in (S.RETRYING, S.FAILED)] == [S.RETRYING, S.FAILED]
+
+
 async def test_connects_when_destination_appears(rig: Rig) -> None:
     rig.go_live()
     rig.processes.script = lambda p: p.fail_to_connect() if len(rig.processes.made) <= 2 else None
