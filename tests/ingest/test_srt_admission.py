@@ -156,7 +156,14 @@ async def test_a_passphrase_libsrt_refused_after_admission_is_counted_and_logged
     caplog.set_level(logging.INFO, logger="relay")
     engine = FakeEngine(streams(), tmp_path)
     refused: list[tuple[Transport, RefusalReason]] = []
-    async with serving(engine, on_refused=lambda t, r: refused.append((t, r)), handshake_timeout_seconds=0.5) as server:
+    three = asyncio.Event()
+
+    def on_refused(transport: Transport, reason: RefusalReason) -> None:
+        refused.append((transport, reason))
+        if len(refused) == 3:
+            three.set()
+
+    async with serving(engine, on_refused=on_refused, handshake_timeout_seconds=0.5) as server:
         assert server.port is not None
         wrong = await attempt(lib, server.port, "2#tok2", "wrongpassword99")
         missing = await attempt(lib, server.port, "2#tok2")
@@ -170,9 +177,7 @@ async def test_a_passphrase_libsrt_refused_after_admission_is_counted_and_logged
                 SRT_REJ_UNSECURE,
                 SRT_REJ_UNSECURE,
             ]
-            async with asyncio.timeout(10):
-                while len(refused) < 3:
-                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(three.wait(), 10)
         finally:
             publisher.close()
         await asyncio.sleep(0.5)
