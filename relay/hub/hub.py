@@ -109,6 +109,9 @@ class Hub:
         """The framing of the current source; None while idle."""
         self._gop = GopCache(settings.gop_cache_max_bytes)
         self._subscribers: dict[int, Subscriber] = {}
+        self._to_write: list[Subscriber] = []
+        """Subscribers holding chunks for their write-through, written together on the loop's next turn."""
+        self._write_armed = False
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
 
@@ -194,7 +197,9 @@ class Hub:
         """A new reader: it gets the container header, the codec configuration and the GOP at once."""
         sid = self._next_subscriber_id
         self._next_subscriber_id += 1
-        sub = Subscriber(sid, self._settings.subscriber, self._clock, self._forget_subscriber, self._may_deliver)
+        sub = Subscriber(
+            sid, self._settings.subscriber, self._clock, self._forget_subscriber, self._may_deliver, self._arm_write
+        )
         self._subscribers[sid] = sub
         if self._state is not HubState.IDLE:
             sub.offer_initial(self._header_chunks() + self._gop.chunks())
@@ -449,6 +454,21 @@ class Hub:
             self._gop.add(chunk, has_video=self._framing.has_video)
         for sub in list(self._subscribers.values()):
             sub.offer(chunk)
+
+    def _arm_write(self, sub: Subscriber) -> None:
+        """`sub` holds chunks for its write-through: written on the loop's next turn, with every other
+        subscriber's, by one callback of the hub's (a timer per subscriber and per publisher read was, at
+        16 destinations, 16 asyncio timers pushed on and popped off the loop's heap for every read)."""
+        self._to_write.append(sub)
+        if not self._write_armed:
+            self._write_armed = True
+            self._clock.call_later(0.0, self._write_subscribers)
+
+    def _write_subscribers(self) -> None:
+        self._write_armed = False
+        subs, self._to_write = self._to_write, []
+        for sub in subs:
+            sub.write_pending()
 
     def _header_chunks(self) -> list[Chunk]:
         assert self._framing is not None, "a header without a source"

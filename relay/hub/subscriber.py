@@ -72,8 +72,12 @@ class Subscriber:
         clock: Clock,
         on_close: Callable[[Subscriber], None],
         may_deliver: Callable[[], bool] | None = None,
+        arm_write: Callable[[Subscriber], None] | None = None,
     ) -> None:
         self.subscriber_id = subscriber_id
+        self._arm_write = arm_write
+        """Asked to call `write_pending` on the loop's next turn (the hub's one timer for all its subscribers);
+        None: a timer of our own."""
         self._may_deliver = may_deliver
         """Asked right before bytes leave for the reader; False: the node may not send this stream any more
         (a lease it can no longer prove), and the subscriber ends as if its hub closed with a discard."""
@@ -158,7 +162,7 @@ class Subscriber:
         """
         self._write_through = writer
         if writer is None and self._pending:
-            self._write_pending()
+            self.write_pending()
 
     def close(self) -> None:
         """Stop receiving (idempotent); the hub forgets this subscriber."""
@@ -194,7 +198,10 @@ class Subscriber:
             self._pending.append(chunk)
             if not self._write_armed:
                 self._write_armed = True
-                self._clock.call_later(0.0, self._write_pending)
+                if self._arm_write is not None:
+                    self._arm_write(self)
+                else:
+                    self._clock.call_later(0.0, self.write_pending)
             return
         self._push(chunk)
 
@@ -214,7 +221,7 @@ class Subscriber:
         if discard:
             self._discard()
         elif self._pending:
-            self._write_pending()  # before the reader can see the end
+            self.write_pending()  # before the reader can see the end
         self._wake()
         self._on_close(self)
 
@@ -225,7 +232,8 @@ class Subscriber:
         self._queued_bytes += len(chunk.data)
         self._wake()
 
-    def _write_pending(self) -> None:
+    def write_pending(self) -> None:
+        """Write what `offer` held for the write-through (nothing if already written)."""
         self._write_armed = False
         pending, self._pending = self._pending, []
         if not pending or self._fenced():

@@ -145,3 +145,24 @@ async def test_a_tail_still_to_deliver_when_the_lease_lapsed_is_thrown_away() ->
     lease.valid = False
     assert await sub.read() == b""
     assert (sub.end_cause, sub.discarded) == (EndCause.HUB_CLOSED, True)
+
+
+def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
+    # At 16 destinations a timer per subscriber and per publisher read was 16 asyncio timers pushed on and
+    # popped off the loop's heap for every read; the hub arms one for all of them.
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    pipes = []
+    for _ in range(16):
+        sub = hub.subscribe()
+        drain(sub)
+        pipe = Pipe()
+        sub.write_through(pipe)
+        pipes.append(pipe)
+    feed(sink, [audio(10), video(33)])
+    assert clock.pending() == [0.0]
+    clock.advance(0)
+    for pipe in pipes:
+        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[10, 33]]
