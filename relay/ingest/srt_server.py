@@ -111,7 +111,8 @@ class SrtServer:
         self._gate = gate
         self._admission = admission
         self._on_refused = on_refused
-        """Told of the refusals decided here rather than by the admission (handshake rate): for metrics."""
+        """Told of the refusals decided here rather than by the admission (the handshake rate, and a
+        passphrase libsrt refused after the admission said yes): for metrics."""
         self.settings = settings or SrtSettings()
         self.clock = clock
         self._library_names = library_names
@@ -273,12 +274,13 @@ class SrtServer:
     # --- the loop -------------------------------------------------------------------------------
 
     def _handshake_failed(self, context: object, peer: Peer) -> None:
-        """The streamid and token were good, libsrt refused the handshake after: a passphrase that does not
-        match the stream's (wrong, missing, or sent to a stream without one; libsrt does not say which)."""
+        """The streamid and token were good, and the handshake never connected: libsrt refused it after the
+        callback, almost always over a passphrase that does not match the stream's (wrong, missing, or sent
+        to a stream without one; libsrt tells us nothing), rarely because the caller gave up meanwhile."""
         stream_id, _admit = cast(tuple[str, SrtAdmit], context)
         log.info(
             "SRT handshake from %s for stream %s refused by libsrt after admission "
-            "(a wrong or missing passphrase, or one the stream does not have)",
+            "(most likely the passphrase: wrong, missing, or one the stream does not have)",
             format_peer(peer),
             stream_label(stream_id),
         )
