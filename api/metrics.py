@@ -29,6 +29,7 @@ from relay.cluster.ownership import PostgresOwnership
 from relay.doors import DoorCounts, DoorRefusal
 from relay.ingest.gate import StreamInput
 from relay.limits import LIMIT_NAMES
+from relay.pull.runner import PullState
 from relay.store.base import Store
 from relay.store.models import RestreamRecord, StreamRecord
 from relay.supervisor.states import PushState
@@ -112,9 +113,23 @@ class RelayCollector(Collector):
             "1 for the node running the live stream (several nodes: the holder of its lease)",
             labels=[*stream_labels, "node_id"],
         )
+        pull_state = GaugeMetricFamily(
+            "relay_stream_pull_state",
+            "A pulled stream (`pull: true`) run here: 1 for its pull's current state, 0 for the others",
+            labels=[*stream_labels, "state"],
+        )
+        pull_attempts = CounterMetricFamily(
+            "relay_stream_pull_attempts",
+            "Attempts to read the pulled source since the pull started (the first one included)",
+            labels=stream_labels,
+        )
         for stream in defs.streams:
             labels = [str(stream.id), stream.name, str(stream.client_id)]
             snapshot = engine.stream_snapshot(stream.id)
+            if snapshot.pull is not None:
+                for pulling in PullState:
+                    pull_state.add_metric([*labels, pulling.value], 1.0 if snapshot.pull.state is pulling else 0.0)
+                pull_attempts.add_metric(labels, snapshot.pull.attempts)
             view = stream_view(engine, stream.id)  # another node's stream: live as its owner published it
             live.add_metric(labels, 1.0 if view["live"] else 0.0)
             if view["node_id"] is not None:
@@ -128,6 +143,7 @@ class RelayCollector(Collector):
             backup_live.add_metric(labels, 1.0 if snapshot.backup_live else 0.0)
             switches.add_metric(labels, snapshot.input_switches)
         yield from (live, active, ingest_bytes, ingest_rate, ingest_uptime, feeding, backup_live, switches, owner)
+        yield from (pull_state, pull_attempts)
 
         restream_labels = ["restream_id", "stream_id", "name", "client_id"]
         state = GaugeMetricFamily(

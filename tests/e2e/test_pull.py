@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.e2e.conftest import Rig
 from tests.e2e.helpers import SRT_TAIL_FRAMES, Media, srt_tail_ok
 from tests.support import MediaCache, Publisher, Receiver, free_port, md5s, wait_for, wait_listening
+from tests.support.scrape import Scraper
 from tests.support.sources import http_server_argv, rtmp_source_argv, srt_source_argv, write_hls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -119,6 +121,19 @@ async def test_pull_from_an_rtmp_server(rig: Rig, media: Media) -> None:
     pull = shown["status"]["pull"]
     assert pull["state"] == "running" and pull["source_index"] == 1
     assert "source-key-5ecret" not in str(pull), "the source's key must be masked in the status"
+    # And on /metrics: the pull's state and its attempts, the source never named.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        scraper = Scraper(http, rig.api.relay.base_url)
+        samples = await scraper.scrape()
+    labels = {"stream_id": str(stream["id"]), "name": "pull-rtmp", "client_id": str(stream["client_id"])}
+    states = {
+        dict(key)["state"]: value
+        for (name, key), value in samples.items()
+        if name == "relay_stream_pull_state" and dict(key).items() >= labels.items()
+    }
+    assert states == {"connecting": 0.0, "running": 1.0, "retrying": 0.0, "stopped": 0.0}
+    assert samples[("relay_stream_pull_attempts_total", frozenset(labels.items()))] == 1.0
+    assert "source-key-5ecret" not in scraper.texts[-1]
     await _end_and_compare(rig, stream["id"], ids, (rtmp, srt), media.ref_flv, media.ref_flv_to_ts)
 
 
