@@ -74,6 +74,8 @@ def test_a_frame_is_stamped_when_its_datagrams_arrive(src_ts: Path) -> None:
     assert ends == [CallerEnd(error=None, connected=True)]
     delays_ms = sorted((a.t - written[a.ts_ms]) * 1000 for a in receiver.track.arrivals if a.ts_ms in written)
     assert len(delays_ms) >= len(frames) - 2, (len(delays_ms), len(frames))  # the last PES has no successor
-    # From the pipe write to the datagram's arrival: the caller's read, libsrt's send, loopback; no 10 ms ACK.
+    # From the pipe write to the datagram's arrival: the caller's read, libsrt's send, loopback; no 10 ms ACK
+    # (stamped at srt-live-transmit's output, the median was 16 ms). The tail stays under the ACK period: a
+    # loaded CI run (the soak beside it) once put the 90th percentile at 6.1 ms, with the median under 3.
     assert statistics.median(delays_ms) < 3, delays_ms
-    assert delays_ms[int(len(delays_ms) * 0.9)] < 6, delays_ms
+    assert delays_ms[int(len(delays_ms) * 0.9)] < 10, delays_ms
