@@ -71,13 +71,12 @@ class Subscriber:
         limits: SubscriberLimits,
         clock: Clock,
         on_close: Callable[[Subscriber], None],
-        may_deliver: Callable[[], bool] | None = None,
-        arm_write: Callable[[Subscriber], None] | None = None,
+        may_deliver: Callable[[], bool] | None,
+        arm_write: Callable[[Subscriber], None],
     ) -> None:
         self.subscriber_id = subscriber_id
         self._arm_write = arm_write
-        """Asked to call `write_pending` on the loop's next turn (the hub's one timer for all its subscribers);
-        None: a timer of our own."""
+        """Asked to call `write_pending` on the loop's next turn (the hub's one timer for all its subscribers)."""
         self._may_deliver = may_deliver
         """Asked right before bytes leave for the reader; False: the node may not send this stream any more
         (a lease it can no longer prove), and the subscriber ends as if its hub closed with a discard."""
@@ -198,10 +197,7 @@ class Subscriber:
             self._pending.append(chunk)
             if not self._write_armed:
                 self._write_armed = True
-                if self._arm_write is not None:
-                    self._arm_write(self)
-                else:
-                    self._clock.call_later(0.0, self.write_pending)
+                self._arm_write(self)
             return
         self._push(chunk)
 

@@ -261,13 +261,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._end is not None:
-            return
-        self._last_receive = self._loop.time()
-        try:
-            self._session.receive_data(self._read_buffer[:nbytes])
-        except Exception as exc:
-            self._fail(exc)
+        if not self._received(nbytes):
             return
         # Before the TLS upgrade has handed over, and while the gate decides, bytes wait in the session.
         if self._serving and not self.at_gate:
@@ -297,13 +291,22 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 return
             if not nbytes:
                 return  # the peer closed: the socket stays readable and the transport's read sees the end
-            self._last_receive = self._loop.time()
-            try:
-                session.receive_data(self._read_buffer[:nbytes])
-            except Exception as exc:
-                self._fail(exc)
+            if not self._received(nbytes):
                 return
             self._advance()
+
+    def _received(self, nbytes: int) -> bool:
+        """Feed `nbytes` of the read buffer to the session; False when the connection is ending (or now
+        failed)."""
+        if self._end is not None:
+            return False
+        self._last_receive = self._loop.time()
+        try:
+            self._session.receive_data(self._read_buffer[:nbytes])
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        return True
 
     def eof_received(self) -> bool:
         self._peer_closed()

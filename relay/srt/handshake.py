@@ -73,7 +73,7 @@ class Admitted:
     accept: Accept
     streamid: str
     created: float
-    peer: Peer = None
+    peer: Peer
 
 
 class Handshakes:
