@@ -4,6 +4,11 @@ ffmpeg's libsrt socket is non-blocking, so libsrt never transmits the packets qu
 `srt_close` (`-linger` or not): whatever the push's ffmpeg still holds when its stdin ends is lost.
 Without `-max_interleave_delta 1` an SRT-ingested stream lost its last 7 video frames of 120 (the video
 waited for a later audio PES); with it only the last PES, which the MPEG-TS demuxer completes at EOF.
+
+An ffmpeg SRT *publisher* loses its own tail the same way: on a loaded machine the relay received up to
+four 1316-byte messages fewer (the last video PES cut short) and the RTMP destination 119 frames. So the
+SRT publisher here is ffmpeg writing MPEG-TS into the relay's own caller, which delivers its tail: what
+the test judges is the relay's end (its drain of libsrt's buffer, the pushes' EOF), not ffmpeg's close.
 """
 
 from __future__ import annotations
@@ -16,7 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Clip, MediaCache, RelayProcess, ffmpeg_publish_argv, framemd5, free_port, listener_argv
+from relay.destinations import parse_destination
+from relay.srt.caller import CallerConfig
+from tests.support import (
+    FFMPEG,
+    Clip,
+    MediaCache,
+    RelayProcess,
+    ffmpeg_publish_argv,
+    framemd5,
+    free_port,
+    listener_argv,
+)
+from tests.support.srt_caller import PipedCaller
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +73,23 @@ def _reap(proc: subprocess.Popen[bytes], within: float) -> int:
         return proc.wait(timeout=5)
 
 
+def _publish_through_a_tail_keeping_caller(ts: Path, push_url_srt: str) -> None:
+    """ffmpeg sends `ts` in real time into the relay's SRT caller, which publishes it to `push_url_srt` and,
+    at the end of the pipe, waits until the relay has acknowledged every message before it closes."""
+    caller = PipedCaller(CallerConfig.from_destination(parse_destination(push_url_srt)))
+    caller.start()
+    try:
+        argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(ts)]
+        argv += ["-c", "copy", "-f", "mpegts", "pipe:1"]
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=caller.write_fd) as ffmpeg:
+            caller.close_pipe()  # ffmpeg holds the write end now: its exit is the end of the stream
+            assert ffmpeg.wait(timeout=30) == 0
+        assert caller.ended.wait(timeout=15), "the caller did not end after its pipe did"
+        assert caller.ends[0].connected and caller.ends[0].error is None, caller.ends[0]
+    finally:
+        caller.stop()
+
+
 @pytest.mark.parametrize("ingest", ["rtmp", "srt"])
 def test_srt_destination_gets_the_tail_on_a_clean_end(
     relay: RelayProcess, clips: dict[str, Path], tmp_path: Path, ingest: str
@@ -78,9 +112,13 @@ def test_srt_destination_gets_the_tail_on_a_clean_end(
             assert relay.api(
                 "POST", "/streaming/restreams", {"restream": {"uri": uri, "stream_id": stream["id"], "active": True}}
             ).status in (200, 201)
-        url = stream["push_url"] if ingest == "rtmp" else stream["push_url_srt"]
-        publisher = subprocess.Popen(ffmpeg_publish_argv(clips[ingest], url), stdin=subprocess.DEVNULL)
-        assert publisher.wait(timeout=30) == 0
+        if ingest == "rtmp":
+            publisher = subprocess.Popen(
+                ffmpeg_publish_argv(clips["rtmp"], stream["push_url"]), stdin=subprocess.DEVNULL
+            )
+            assert publisher.wait(timeout=30) == 0
+        else:
+            _publish_through_a_tail_keeping_caller(clips["srt"], stream["push_url_srt"])
         # The SRT receiver notices the end at its peer idle timeout (~5 s after the push's close).
         for receiver in receivers:
             _reap(receiver, 15)
