@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from relay.engine.registry import LiveRegistry, LiveSession
 from relay.ingest.gate import EndReason, IngestSink, StreamInfo
@@ -35,6 +36,9 @@ class SessionSink:
             return
         self._registry.count(self._session.stream_id, len(packet.payload), self._session.input)
         self._hub_sink.write(packet)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self._hub_sink.batch()
 
     def update_info(self, info: StreamInfo) -> None:
         updated = self._registry.update_info(self._session, info)

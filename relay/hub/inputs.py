@@ -7,6 +7,7 @@ publisher sends, and keeps what a switch to it would need.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from relay.hub.framing import Framing
 from relay.ingest.gate import EndReason, SourceType, StreamInfo, StreamInput, Transport
@@ -34,7 +35,9 @@ class InputSession:
         on_packet: Callable[[InputSession, MediaPacket], None],
         on_info: Callable[[InputSession, StreamInfo], None],
         on_closed: Callable[[InputSession, EndReason], None],
+        batch: AbstractContextManager[None],
     ) -> None:
+        self._batch = batch
         self._on_packet = on_packet
         self._on_info = on_info
         self._on_closed = on_closed
@@ -74,6 +77,9 @@ class InputSession:
     def write(self, packet: MediaPacket) -> None:
         if not self.closed:
             self._on_packet(self, packet)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self._batch
 
     def update_info(self, info: StreamInfo) -> None:
         if not self.closed:

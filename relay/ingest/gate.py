@@ -9,6 +9,7 @@ through its `PublisherHandle` (a crashed encoder must not lock its own key out).
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -130,6 +131,11 @@ class IngestSink(Protocol):
     """Takes one publishing session's media. All methods are called from the event loop, never block."""
 
     def write(self, packet: MediaPacket) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """`with sink.batch():` around the writes of one read: what they fan out is written to the
+        destinations when the batch ends (one write each), not on the loop's next turn."""
+        ...
 
     def update_info(self, info: StreamInfo) -> None: ...
 

@@ -265,9 +265,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
             return
         # Before the TLS upgrade has handed over, and while the gate decides, bytes wait in the session.
         if self._serving and not self.at_gate:
-            self._advance()
-            if self.published and self._fd >= 0:
-                self._read_on()
+            sink = self._sink
+            if sink is None:
+                self._advance()
+                return
+            with sink.batch():  # what this read's messages fan out is written at its end, once per push
+                self._advance()
+                if self.published and self._fd >= 0:
+                    self._read_on()
 
     def _read_on(self) -> None:
         """Read again at once while the session is inside a message (plain TCP, once published).

@@ -361,8 +361,9 @@ class SrtServer:
         else:
             reason = EndReason.KICKED
         if session.sink is not None:
-            for packet in session.reader.flush(max(0, round((self.clock() - session.started) * 1000))):
-                session.sink.write(packet)
+            with session.sink.batch():
+                for packet in session.reader.flush(max(0, round((self.clock() - session.started) * 1000))):
+                    session.sink.write(packet)
         self._end(sock, reason)
 
     def _end(self, sock: int, reason: EndReason) -> None:

@@ -115,9 +115,10 @@ class SrtSession:
         assert sink is not None
         now_ms = max(0, round((received - self.started) * 1000))
         reader = self.reader
-        for message in messages:
-            for packet in reader.feed(message, now_ms):
-                sink.write(packet)
+        with sink.batch():
+            for message in messages:
+                for packet in reader.feed(message, now_ms):
+                    sink.write(packet)
         info = reader.take_info()
         if info is not None:
             sink.update_info(_to_stream_info(info))

@@ -291,6 +291,14 @@ class PullRunner:
         publisher = PulledPublisher(self, source)
 
         def on_data(data: bytes) -> None:
+            sink = self._sink
+            if sink is None:  # the first media opens the session
+                feed(data)
+                return
+            with sink.batch():  # what this read fans out is written at its end, once per push
+                feed(data)
+
+        def feed(data: bytes) -> None:
             nonlocal delivered
             for tag in reader.feed(data):
                 self._last_media_at = self._clock()

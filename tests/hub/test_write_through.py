@@ -166,3 +166,31 @@ def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
     clock.advance(0)
     for pipe in pipes:
         assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[10, 33]]
+
+
+def test_a_publisher_read_is_written_to_each_subscriber_when_it_ends_with_no_timer() -> None:
+    # The timer made every publisher read cost a second loop turn; the ingest's batch writes at its end.
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    pipes = []
+    for _ in range(3):
+        sub = hub.subscribe()
+        drain(sub)
+        pipe = Pipe()
+        sub.write_through(pipe)
+        pipes.append(pipe)
+    with sink.batch():
+        with sink.batch():  # reentrant: the outermost end writes
+            feed(sink, [audio(10)])
+        feed(sink, [video(33)])
+        assert clock.pending() == [] and all(not pipe.writes for pipe in pipes)
+    assert clock.pending() == []
+    for pipe in pipes:
+        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[10, 33]]
+    feed(sink, [audio(40)])  # outside a batch (a packet the gate's task hands over): the next turn
+    assert clock.pending() == [0.0]
+    clock.advance(0)
+    assert [len(pipe.writes) for pipe in pipes] == [2, 2, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ class FileSink:
         assert not self.close_reasons, "write after close"
         self.packets += 1
         self._file.write(encode_tag(packet.kind, packet.timestamp_ms, packet.payload))
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def update_info(self, info: StreamInfo) -> None:
         self.infos.append(info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class RecordingSink:
         self.keyframes += packet.keyframe
         self.configs += packet.config
         self.kinds.add(packet.kind)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def update_info(self, info: StreamInfo) -> None:
         self.infos.append(info)
@@ -150,6 +154,9 @@ class _ForgetOnClose:
 
     def write(self, packet: MediaPacket) -> None:
         self.sink.write(packet)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.sink.batch()
 
     def update_info(self, info: StreamInfo) -> None:
         self.sink.update_info(info)
