@@ -244,26 +244,22 @@ class SrtListener:
         woken.register(self._wake, select.POLLIN)
         try:
             while not self._stop.is_set():
-                if self._conns:
-                    timeout_ms = self._drain_timeout_ms() if self._draining else -1
-                    # Admitted handshakes that failed after the callback are forgotten (and reported) when
-                    # they go stale, whether connections are served or not (the idle branch below).
-                    now = time.monotonic()
-                    if now >= self._handshakes_due:
-                        handshakes_wait = self._handshakes.waiting_seconds()
-                        self._handshakes_due = math.inf if handshakes_wait is None else now + handshakes_wait
-                    if self._handshakes_due != math.inf:
-                        until_ms = math.ceil((self._handshakes_due - now) * 1000) + 1
-                        timeout_ms = until_ms if timeout_ms < 0 else min(timeout_ms, until_ms)
-                else:
+                # Admitted handshakes that failed after the callback are forgotten (and reported) when they
+                # go stale, whether connections are served or not: the wait ends by then at the latest.
+                now = time.monotonic()
+                if now >= self._handshakes_due:
                     handshakes_wait = self._handshakes.waiting_seconds()
-                    if handshakes_wait is None:
-                        # Nothing connected, no handshake admitted: only our eventfd can bring work (the
-                        # listen callback writes it too). libsrt's epoll wait re-checks 100 times a second.
-                        woken.poll()
-                        self._on_wake()
-                        continue
-                    timeout_ms = math.ceil(handshakes_wait * 1000) + 1  # then forget it, and sleep
+                    self._handshakes_due = math.inf if handshakes_wait is None else now + handshakes_wait
+                if not self._conns and self._handshakes_due == math.inf:
+                    # Nothing connected, no handshake admitted: only our eventfd can bring work (the listen
+                    # callback writes it too). libsrt's epoll wait re-checks 100 times a second.
+                    woken.poll()
+                    self._on_wake()
+                    continue
+                timeout_ms = self._drain_timeout_ms() if self._draining else -1
+                if self._handshakes_due != math.inf:
+                    until_ms = math.ceil((self._handshakes_due - now) * 1000) + 1
+                    timeout_ms = until_ms if timeout_ms < 0 else min(timeout_ms, until_ms)
                 try:
                     got = self._lib.epoll_wait_with_system(self._eid, ready, timeout_ms)
                 except SrtError as exc:
