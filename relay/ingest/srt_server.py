@@ -88,6 +88,9 @@ class SrtSettings:
     max_pending_bytes: int = 8 * 1024 * 1024
     """Per connection: received bytes not yet taken by the event loop (or waiting for the gate)."""
     stop_timeout_seconds: float = 5.0
+    park_after_seconds: float | None = 10.0
+    """Idle this long (no publisher, no handshake), libsrt's listener and its polling threads are closed
+    until the next datagram; the port stays bound (`SrtListener`, parked). None: never."""
 
 
 class SrtServer:
@@ -131,6 +134,11 @@ class SrtServer:
         return self._listener is not None and not self._closed
 
     @property
+    def parked(self) -> bool:
+        """True while the listener is idle with libsrt's listener closed (the port is still bound)."""
+        return self._listener is not None and self._listener.parked
+
+    @property
     def port(self) -> int | None:
         """The UDP port listened on (the real one if settings asked for 0)."""
         addr = self._listener.address if self._listener else None
@@ -169,6 +177,7 @@ class SrtServer:
             peer_idle_timeout_ms=round(s.idle_timeout_seconds * 1000),
             payload_size_bytes=s.payload_size_bytes,
             join_timeout_seconds=s.stop_timeout_seconds,
+            park_after_seconds=s.park_after_seconds,
         )
         throttle = TokenBuckets(
             s.handshakes_per_second_per_address,

@@ -392,6 +392,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "srt_getversion": (ctypes.c_uint32, []),
     "srt_create_socket": (ctypes.c_int32, []),
     "srt_bind": (_int, [ctypes.c_int32, ctypes.c_void_p, _int]),
+    "srt_bind_acquire": (_int, [ctypes.c_int32, _int]),
     "srt_listen": (_int, [ctypes.c_int32, _int]),
     "srt_accept": (ctypes.c_int32, [ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(_int)]),
     "srt_connect": (_int, [ctypes.c_int32, ctypes.c_void_p, _int]),
@@ -642,6 +643,11 @@ class LibSrt:
         addr = sockaddr_bytes(host, port)
         buf = ctypes.create_string_buffer(addr, len(addr))
         self._check("srt_bind", self._lib.srt_bind(sock, buf, len(addr)))
+
+    def bind_acquire(self, sock: int, udp_fd: int) -> None:
+        """Bind to a UDP socket of ours, already bound (`srt_bind_acquire`): libsrt owns `udp_fd` from then
+        on and closes it when the socket's multiplexer goes (give it a duplicate to keep the port)."""
+        self._check("srt_bind_acquire", self._lib.srt_bind_acquire(sock, udp_fd))
 
     def sockname(self, sock: int) -> tuple[str, int] | None:
         """The local address of a bound socket."""

@@ -13,6 +13,14 @@ Threads and why:
   library, so with no connection and no admitted handshake the worker waits on the eventfd alone
   (`poll`), and the listen callback writes it when it admits a handshake. (An idle relay's worker
   woke 20 times a second before, plus libsrt's 100: ~0.24 CPU s/min.)
+- libsrt's own threads (a receiver and a sender per UDP port) poll even with nothing to do: its receiver
+  reads the socket every ~10 ms, most of an idle relay's CPU. So after `park_after_seconds` with no
+  connection and no admitted handshake the worker closes libsrt's listening socket, and libsrt's threads
+  go with its multiplexer (*parked*). The UDP sockets are ours (`srt_bind_acquire`), in one SO_REUSEPORT
+  group: parking binds a socket of ours to the port first, then connects libsrt's to the listener's own
+  address, which leaves it nothing to receive while libsrt takes its time (~5 s) to let it go. Parked, the
+  worker waits on the eventfd and our socket; the first datagram (a caller's handshake) gives that very
+  socket to a new libsrt listener, which reads the datagram itself. A caller sees one listener all along.
 
 The listener never calls back into asyncio; `relay.ingest.srt_server` adapts the handler calls to the
 event loop. What the two threads share (admitted handshakes, the connection count) is in `Handshakes`,
@@ -28,6 +36,7 @@ import math
 import os
 import queue
 import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +52,7 @@ from relay.srt.libsrt import (
     LibSrt,
     LinkStats,
     SockOpt,
+    SrtErrno,
     SrtError,
     TransType,
     format_peer,
@@ -67,6 +77,9 @@ class ListenerConfig:
     max_messages_per_wakeup: int = 256
     """Messages read from one connection before the worker serves the others (fairness)."""
     join_timeout_seconds: float = 5.0
+    park_after_seconds: float | None = 10.0
+    """With no connection and no admitted handshake for this long, libsrt's listener (and its polling
+    threads) is closed until the next datagram; None: never."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +164,13 @@ class SrtListener:
         """Worker thread only: when, while connections are served, to ask `Handshakes` again for the admitted
         handshakes gone stale (inf: none is waiting; 0: ask at once)."""
         self._bound: Peer = None
+        self._srt_udp = -1
+        """The UDP socket libsrt's listener owns (closed by libsrt), while it listens; -1 while parked."""
+        self._udp: socket.socket | None = None
+        """Our UDP socket on the port while parked (the next listener gets it); None while libsrt listens."""
+        self._can_park = True
+        self._idle_since = 0.0
+        """Worker thread only: when the listener last had a connection or an admitted handshake."""
 
     @property
     def connections(self) -> int:
@@ -166,25 +186,18 @@ class SrtListener:
         """The bound (host, port); the port is the real one when 0 was asked for."""
         return self._bound
 
+    @property
+    def parked(self) -> bool:
+        """True while libsrt's listener is closed for idleness (the port stays ours)."""
+        return self._udp is not None and self._sock is None
+
     def start(self) -> None:
         """Bind, listen and start the worker; raises `SrtError` (e.g. port in use) and cleans up."""
-        lib, cfg = self._lib, self._config
-        sock = lib.create_socket()
+        lib = self._lib
+        udp = _bind_udp(self._config.host, self._config.port)
+        self._bound = udp.getsockname()[:2]
+        sock = self._open_listening(udp)  # libsrt owns `udp` from here (closes it even on failure)
         try:
-            lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)
-            lib.set_int(sock, SockOpt.RCVSYN, 0)
-            lib.set_int(sock, SockOpt.SNDSYN, 0)
-            lib.set_int(sock, SockOpt.LATENCY, cfg.latency_ms)
-            lib.set_int(sock, SockOpt.CONNTIMEO, cfg.connect_timeout_ms)
-            lib.set_int(sock, SockOpt.PEERIDLETIMEO, cfg.peer_idle_timeout_ms)
-            lib.set_int(sock, SockOpt.PAYLOADSIZE, cfg.payload_size_bytes)
-            # Refuse any passphrase mismatch in the handshake, including an encrypted caller
-            # reaching a stream without passphrase (libsrt's default, stated here on purpose).
-            lib.set_int(sock, SockOpt.ENFORCEDENCRYPTION, 1)
-            lib.bind(sock, cfg.host, cfg.port)
-            self._bound = lib.sockname(sock)
-            lib.set_listen_callback(sock, self._handshakes.callback)
-            lib.listen(sock, max(1, cfg.max_connections))
             eid = lib.epoll_create()
         except BaseException:
             lib.close(sock)
@@ -199,10 +212,39 @@ class SrtListener:
             lib.close(sock)
             raise
         self._sock, self._eid = sock, eid
+        self._idle_since = time.monotonic()
         with self._wake_lock:
             self._wake = wake
         self._thread = threading.Thread(target=self._run, name=f"srt-listener:{self._bound}", daemon=True)
         self._thread.start()
+
+    def _open_listening(self, udp: socket.socket) -> int:
+        """A libsrt listening socket on `udp`, which libsrt owns from then on; `SrtError` if libsrt refuses."""
+        lib, cfg = self._lib, self._config
+        sock = lib.create_socket()
+        try:
+            lib.set_int(sock, SockOpt.TRANSTYPE, TransType.LIVE)
+            lib.set_int(sock, SockOpt.RCVSYN, 0)
+            lib.set_int(sock, SockOpt.SNDSYN, 0)
+            lib.set_int(sock, SockOpt.LATENCY, cfg.latency_ms)
+            lib.set_int(sock, SockOpt.CONNTIMEO, cfg.connect_timeout_ms)
+            lib.set_int(sock, SockOpt.PEERIDLETIMEO, cfg.peer_idle_timeout_ms)
+            lib.set_int(sock, SockOpt.PAYLOADSIZE, cfg.payload_size_bytes)
+            # Refuse any passphrase mismatch in the handshake, including an encrypted caller
+            # reaching a stream without passphrase (libsrt's default, stated here on purpose).
+            lib.set_int(sock, SockOpt.ENFORCEDENCRYPTION, 1)
+            try:
+                lib.bind_acquire(sock, udp.fileno())
+            except BaseException:
+                udp.close()  # libsrt owns it only once bound
+                raise
+            self._srt_udp = udp.detach()
+            lib.set_listen_callback(sock, self._handshakes.callback)
+            lib.listen(sock, max(1, cfg.max_connections))
+        except BaseException:
+            lib.close(sock)
+            raise
+        return sock
 
     def stop(self) -> None:
         """Stop the worker, close every connection and the listener (bounded by join_timeout)."""
@@ -252,10 +294,11 @@ class SrtListener:
                     self._handshakes_due = math.inf if handshakes_wait is None else now + handshakes_wait
                 if not self._conns and self._handshakes_due == math.inf:
                     # Nothing connected, no handshake admitted: only our eventfd can bring work (the listen
-                    # callback writes it too). libsrt's epoll wait re-checks 100 times a second.
-                    woken.poll()
-                    self._on_wake()
+                    # callback writes it too), or, parked, a datagram. libsrt's epoll wait re-checks 100
+                    # times a second.
+                    self._wait_idle(woken)
                     continue
+                self._idle_since = now
                 timeout_ms = self._drain_timeout_ms() if self._draining else -1
                 if self._handshakes_due != math.inf:
                     until_ms = math.ceil((self._handshakes_due - now) * 1000) + 1
@@ -281,6 +324,74 @@ class SrtListener:
             log.exception("SRT listener worker crashed")
         finally:
             self._close_everything()
+
+    def _wait_idle(self, woken: select.poll) -> None:
+        """Nothing to serve: sleep until the eventfd (or, parked, a datagram) brings work; park once idle
+        for `park_after_seconds`."""
+        after = self._config.park_after_seconds
+        if self._sock is not None:
+            if after is None or not self._can_park:
+                woken.poll()
+                self._on_wake()
+                return
+            wait = after - (time.monotonic() - self._idle_since)
+            if wait > 0:
+                if woken.poll(math.ceil(wait * 1000)):
+                    self._on_wake()
+                return
+            self._park()
+            return
+        assert self._udp is not None and self._wake is not None
+        parked = select.poll()
+        parked.register(self._wake, select.POLLIN)
+        parked.register(self._udp.fileno(), select.POLLIN)
+        for fd, _ in parked.poll():
+            if fd == self._wake:
+                self._on_wake()
+            elif self._sock is None:
+                self._unpark()
+
+    def _park(self) -> None:
+        """Close libsrt's listening socket, its threads going with it; a socket of ours keeps the port."""
+        assert self._sock is not None and self._eid is not None and self._bound is not None
+        try:
+            ours = _bind_udp(*self._bound, join=True)
+            try:
+                # libsrt's socket, until libsrt closes it (~5 s), must take nothing more: connected to the
+                # listener's own address, it receives from nobody, and the port's datagrams come to ours.
+                with socket.socket(fileno=os.dup(self._srt_udp)) as theirs:
+                    theirs.connect(_own_address(self._bound))
+            except BaseException:
+                ours.close()
+                raise
+        except OSError as exc:
+            log.warning("SRT listener on %s stays up while idle: %s", format_peer(self._bound), exc)
+            self._can_park = False
+            return
+        self._lib.epoll_remove(self._eid, self._sock)
+        self._lib.close(self._sock)
+        self._sock, self._srt_udp, self._udp = None, -1, ours
+        log.debug("SRT listener on %s parked (idle)", format_peer(self._bound))
+
+    def _unpark(self) -> None:
+        """A datagram came while parked: our socket goes to a new libsrt listener, which reads it."""
+        assert self._eid is not None and self._udp is not None and self._bound is not None
+        udp, self._udp = self._udp, None
+        try:
+            sock = self._open_listening(udp)
+        except SrtError as exc:
+            log.error("SRT listener on %s could not listen again: %s", format_peer(self._bound), exc)
+            self._udp = _bind_udp(*self._bound, join=True)  # libsrt closed the old one
+            self._stop.wait(1.0)  # no spin: the next datagram tries again
+            return
+        try:
+            self._lib.epoll_add(self._eid, sock, EpollFlag.IN | EpollFlag.ERR)
+        except SrtError:
+            self._lib.close(sock)
+            raise
+        self._sock = sock
+        self._idle_since = time.monotonic()
+        log.debug("SRT listener on %s listening again", format_peer(self._bound))
 
     def _drain_timeout_ms(self) -> int:
         """While connections drain: their next read, or the nearest drain deadline if sooner."""
@@ -411,6 +522,7 @@ class SrtListener:
             self._lib.epoll_remove(self._eid, sock)
         self._lib.close(sock)
         self._handshakes.release()
+        self._idle_since = time.monotonic()
         silence = conn.silence_seconds if conn.silence_seconds is not None else time.monotonic() - conn.last_data
         try:
             self._handler.on_closed(sock, cause, silence)
@@ -426,7 +538,40 @@ class SrtListener:
         if self._eid is not None:
             self._lib.epoll_release(self._eid)
             self._eid = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
         with self._wake_lock:
             wake, self._wake = self._wake, None
             if wake is not None:
                 os.close(wake)
+
+
+def _bind_udp(host: str, port: int, *, join: bool = False) -> socket.socket:
+    """A UDP socket on (`host`, `port`) in the port's SO_REUSEPORT group, for libsrt or for the worker.
+
+    The first (`join` false) binds alone, so a port in use fails as libsrt's bind would (`SrtError`); only
+    then does it open the group, for the listener's own later sockets (`join`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        udp.setblocking(False)
+        if join:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        udp.bind((host, port))
+        if not join:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError as exc:
+        udp.close()
+        if join:
+            raise
+        raise SrtError(
+            "bind", SrtErrno.ECONNSETUP, f"cannot bind UDP {host} port {port}: {exc.strerror}", exc.errno or 0
+        ) from exc
+    return udp
+
+
+def _own_address(bound: tuple[str, int]) -> tuple[str, int]:
+    """Where a parked listener's old socket is connected: its own address (a wildcard as loopback)."""
+    host, port = bound
+    return ("127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host), port

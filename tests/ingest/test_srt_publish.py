@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from tests.support import (
     free_port,
     remux,
     run_process,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -269,3 +273,45 @@ async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_pat
         # and it still wakes for the next publisher
         async with Publisher(ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1"))):
             await engine.wait_sink(1, index=1)
+
+
+def _libsrt_receiver_threads() -> int:
+    """libsrt's receiver threads in this process: one per UDP port it serves (`SRT:RcvQ:w1`)."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
+            count += f.read().startswith("SRT:RcvQ")
+    return count
+
+
+async def _until(check: Callable[[], bool], within: float, what: str) -> None:
+    async def probe() -> bool:
+        return check()
+
+    await wait_for(probe, within, what, every=0.05)
+
+
+async def test_an_idle_listener_lets_libsrt_go_and_the_next_publisher_brings_it_back(
+    src_ts: Path, tmp_path: Path
+) -> None:
+    """libsrt's receiver thread polls its socket ~100 times a second even with nobody there: idle for
+    `park_after_seconds`, the listener closes libsrt's side and keeps the port; a publisher's first
+    handshake opens it again on the same port, and is served as if nothing had happened."""
+    engine = engine_for(tmp_path)
+    async with SrtServer(engine, engine, settings(park_after_seconds=0.5)) as server:
+        assert server.port is not None and not server.parked
+        serving = _libsrt_receiver_threads()
+        await _until(lambda: server.parked, 3, "parked")
+        await _until(lambda: _libsrt_receiver_threads() < serving, 5, "libsrt's receiver gone")  # its GC lets it go
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", server.port))  # the port is still ours
+        for index in range(2):
+            url = srt_url(server.port, "1%23tok1")
+            done = await run_process(ffmpeg_publish_argv(src_ts, url), limit_seconds=30)
+            assert done.returncode == 0, done.output
+            sink = await engine.wait_sink(1, index=index)
+            async with asyncio.timeout(10):
+                await sink.closed.wait()
+            assert sink.close_reasons == [EndReason.UNPUBLISH]
+            assert len(framemd5(sink.path)) >= 70  # of 75, less ffmpeg's unsent tail
+            await _until(lambda: server.parked, 3, "parked again")
