@@ -381,7 +381,12 @@ class SrtListener:
             sock = self._open_listening(udp)
         except SrtError as exc:
             log.error("SRT listener on %s could not listen again: %s", format_peer(self._bound), exc)
-            self._udp = _bind_udp(*self._bound, join=True)  # libsrt closed the old one
+            try:
+                self._udp = _bind_udp(*self._bound, join=True)  # the old one went with libsrt's socket
+            except OSError as bind_exc:
+                log.error("SRT ingest on %s stops: the port is lost (%s)", format_peer(self._bound), bind_exc)
+                self._stop.set()
+                return
             self._stop.wait(1.0)  # no spin: the next datagram tries again
             return
         try:
