@@ -147,6 +147,18 @@ async def test_a_tail_still_to_deliver_when_the_lease_lapsed_is_thrown_away() ->
     assert (sub.end_cause, sub.discarded) == (EndCause.HUB_CLOSED, True)
 
 
+def write_through_pipes(hub: Hub, count: int) -> list[Pipe]:
+    """`count` new subscribers of `hub`, caught up and writing through to a pipe each."""
+    pipes = []
+    for _ in range(count):
+        sub = hub.subscribe()
+        drain(sub)
+        pipe = Pipe()
+        sub.write_through(pipe)
+        pipes.append(pipe)
+    return pipes
+
+
 def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
     # At 16 destinations a timer per subscriber and per publisher read was 16 asyncio timers pushed on and
     # popped off the loop's heap for every read; the hub arms one for all of them.
@@ -154,13 +166,7 @@ def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
     hub = Hub(7, HubSettings(), clock, Recorder())
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
-    pipes = []
-    for _ in range(16):
-        sub = hub.subscribe()
-        drain(sub)
-        pipe = Pipe()
-        sub.write_through(pipe)
-        pipes.append(pipe)
+    pipes = write_through_pipes(hub, 16)
     feed(sink, [audio(10), video(33)])
     assert clock.pending() == [0.0]
     clock.advance(0)
@@ -175,13 +181,7 @@ def test_a_publisher_read_is_written_to_each_subscriber_when_it_ends_with_no_tim
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
     clock.advance(0)
-    pipes = []
-    for _ in range(3):
-        sub = hub.subscribe()
-        drain(sub)
-        pipe = Pipe()
-        sub.write_through(pipe)
-        pipes.append(pipe)
+    pipes = write_through_pipes(hub, 3)
     with sink.batch():
         with sink.batch():  # reentrant: the outermost end writes
             feed(sink, [audio(10)])
