@@ -560,7 +560,8 @@ def _bind_udp(host: str, port: int, *, join: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     udp = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        udp.setblocking(False)
+        # Blocking, as libsrt's own: its receiver thread waits in recvmsg on the socket's 10 ms receive
+        # timeout; on a non-blocking socket it spun, a whole core.
         if join:
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         udp.bind((host, port))

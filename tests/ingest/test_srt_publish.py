@@ -258,6 +258,7 @@ async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_pat
     async with SrtServer(engine, engine, settings(handshake_timeout_seconds=0.5)) as server:
         assert server.port is not None
         assert await asyncio.to_thread(_worker_wakeups, 1.0) < 5
+        assert await asyncio.to_thread(_libsrt_receiver_cpu, 1.0) < 0.1  # its 10 ms poll, not a spin
         async with Publisher(ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1"))):
             sink = await engine.wait_sink(1)
             assert await asyncio.to_thread(_worker_wakeups, 0.5) > 20  # serving a publisher
@@ -273,6 +274,25 @@ async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_pat
         # and it still wakes for the next publisher
         async with Publisher(ffmpeg_publish_argv(src_ts, srt_url(server.port, "1%23tok1"))):
             await engine.wait_sink(1, index=1)
+
+
+def _libsrt_receiver_cpu(seconds: float) -> float:
+    """CPU seconds per second of libsrt's receiver threads in this process over `seconds`."""
+
+    def ticks() -> int:
+        total = 0
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/self/task/{task}/comm") as f:
+                    if not f.read().startswith("SRT:RcvQ"):
+                        continue
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    total += sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
+        return total
+
+    before = ticks()
+    time.sleep(seconds)
+    return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
 
 
 def _libsrt_receiver_threads() -> int:
