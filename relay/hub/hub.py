@@ -139,7 +139,7 @@ class Hub:
         """Subscribers holding chunks for their write-through, written together at the end of the publisher's
         read (`WriteBatch`) or, for media offered outside one, on the loop's next turn."""
         self._write_armed = False
-        self._batch = WriteBatch(self._write_batched)
+        self._batch = WriteBatch(self._write_subscribers)
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
 
@@ -495,13 +495,9 @@ class Hub:
             if not self._batch.open:
                 self._clock.call_later(0.0, self._write_subscribers)
 
-    def _write_batched(self) -> None:
-        if self._write_armed:
-            self._write_subscribers()
-
     def _write_subscribers(self) -> None:
         if not self._write_armed:
-            return  # a batch wrote them already (the timer was armed before it opened)
+            return  # nothing armed, or written already (a batch ended before the timer fired)
         self._write_armed = False
         subs, self._to_write = self._to_write, []
         for sub in subs:

@@ -76,7 +76,8 @@ class Subscriber:
     ) -> None:
         self.subscriber_id = subscriber_id
         self._arm_write = arm_write
-        """Asked to call `write_pending` on the loop's next turn (the hub's one timer for all its subscribers)."""
+        """Asked to call `write_pending` soon: the hub writes all its subscribers' together, when the publisher's
+        read ends or on the loop's next turn."""
         self._may_deliver = may_deliver
         """Asked right before bytes leave for the reader; False: the node may not send this stream any more
         (a lease it can no longer prove), and the subscriber ends as if its hub closed with a discard."""

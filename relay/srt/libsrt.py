@@ -646,7 +646,7 @@ class LibSrt:
 
     def bind_acquire(self, sock: int, udp_fd: int) -> None:
         """Bind to a UDP socket of ours, already bound (`srt_bind_acquire`): libsrt owns `udp_fd` from then
-        on and closes it when the socket's multiplexer goes (give it a duplicate to keep the port)."""
+        on and closes it when the socket's multiplexer goes."""
         self._check("srt_bind_acquire", self._lib.srt_bind_acquire(sock, udp_fd))
 
     def sockname(self, sock: int) -> tuple[str, int] | None:

@@ -348,7 +348,7 @@ class SrtListener:
         for fd, _ in parked.poll():
             if fd == self._wake:
                 self._on_wake()
-            elif self._sock is None:
+            else:
                 self._unpark()
 
     def _park(self) -> None:
@@ -382,7 +382,7 @@ class SrtListener:
         except SrtError as exc:
             log.error("SRT listener on %s could not listen again: %s", format_peer(self._bound), exc)
             try:
-                self._udp = _bind_udp(*self._bound, join=True)  # the old one went with libsrt's socket
+                self._udp = _bind_udp(*self._bound, join=True)  # the old one is closed (by us or by libsrt)
             except OSError as bind_exc:
                 log.error("SRT ingest on %s stops: the port is lost (%s)", format_peer(self._bound), bind_exc)
                 self._stop.set()
@@ -556,12 +556,12 @@ def _bind_udp(host: str, port: int, *, join: bool = False) -> socket.socket:
     """A UDP socket on (`host`, `port`) in the port's SO_REUSEPORT group, for libsrt or for the worker.
 
     The first (`join` false) binds alone, so a port in use fails as libsrt's bind would (`SrtError`); only
-    then does it open the group, for the listener's own later sockets (`join`)."""
+    then does it open the group, for the listener's own later sockets (`join`). Blocking, as libsrt's own
+    are: its receiver thread waits in recvmsg on the socket's 10 ms receive timeout, and on a non-blocking
+    socket it spun, a whole core."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     udp = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        # Blocking, as libsrt's own: its receiver thread waits in recvmsg on the socket's 10 ms receive
-        # timeout; on a non-blocking socket it spun, a whole core.
         if join:
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         udp.bind((host, port))

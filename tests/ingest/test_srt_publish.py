@@ -276,32 +276,29 @@ async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_pat
             await engine.wait_sink(1, index=1)
 
 
+def _libsrt_receiver_tasks() -> list[str]:
+    """libsrt's receiver threads in this process (`SRT:RcvQ:w1`): one per UDP port it serves."""
+    tasks = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
+            if f.read().startswith("SRT:RcvQ"):
+                tasks.append(task)
+    return tasks
+
+
 def _libsrt_receiver_cpu(seconds: float) -> float:
     """CPU seconds per second of libsrt's receiver threads in this process over `seconds`."""
 
     def ticks() -> int:
         total = 0
-        for task in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError):
-                with open(f"/proc/self/task/{task}/comm") as f:
-                    if not f.read().startswith("SRT:RcvQ"):
-                        continue
-                with open(f"/proc/self/task/{task}/stat") as f:
-                    total += sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
+        for task in _libsrt_receiver_tasks():
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/stat") as f:
+                total += sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
         return total
 
     before = ticks()
     time.sleep(seconds)
     return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
-
-
-def _libsrt_receiver_threads() -> int:
-    """libsrt's receiver threads in this process: one per UDP port it serves (`SRT:RcvQ:w1`)."""
-    count = 0
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
-            count += f.read().startswith("SRT:RcvQ")
-    return count
 
 
 async def _until(check: Callable[[], bool], within: float, what: str) -> None:
@@ -320,9 +317,9 @@ async def test_an_idle_listener_lets_libsrt_go_and_the_next_publisher_brings_it_
     engine = engine_for(tmp_path)
     async with SrtServer(engine, engine, settings(park_after_seconds=0.5)) as server:
         assert server.port is not None and not server.parked
-        serving = _libsrt_receiver_threads()
+        serving = len(_libsrt_receiver_tasks())
         await _until(lambda: server.parked, 3, "parked")
-        await _until(lambda: _libsrt_receiver_threads() < serving, 5, "libsrt's receiver gone")  # its GC lets it go
+        await _until(lambda: len(_libsrt_receiver_tasks()) < serving, 5, "libsrt's receiver gone")  # its GC lets it go
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other, pytest.raises(OSError):
             other.bind(("127.0.0.1", server.port))  # the port is still ours
         for index in range(2):
