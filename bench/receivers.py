@@ -456,6 +456,7 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
         self._queue(now, data)
 
     def _lines(self, now: float, data: bytes) -> None:
+        self._receiver.log = (self._receiver.log + data)[-self._receiver.LOG_BYTES :]
         text = self._stderr_tail + data
         # Keep the tail that could begin a line split across reads; it is too short to hold a whole one, so
         # no line is counted twice.
@@ -516,6 +517,11 @@ class SrtReceiver:
         self.parser = self._new_parser()
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
+        self.log = b""
+        """With `track_connections`, the end of the current listener process's `-v` log (its binding, each
+        caller it accepted or lost), for a failure's message."""
+
+    LOG_BYTES = 4096
 
     def _new_parser(self) -> TsParser:
         def on_pes(t: float, ts_ms: int, payload: bytes) -> None:
@@ -535,6 +541,7 @@ class SrtReceiver:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.parser = self._new_parser()
+        self.log = b""
         listener_port = free_port(socket.SOCK_DGRAM)
         self._tap = await _ArrivalTap.open(self.port, listener_port)
         listen = f"srt://127.0.0.1:{listener_port}?mode=listener&latency={self.latency_ms}&tsbpdmode=false"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,20 @@ from tests.support.processes import run_process
 from tests.support.publishers import ffmpeg_publish_argv
 
 
-async def _send(source: Path, url: str) -> None:
-    """One SRT caller sending the sample in real time, then hanging up."""
+async def _send(source: Path, receiver: SrtReceiver) -> None:
+    """One SRT caller sending the sample in real time, then hanging up.
+
+    Its handshake may take 10 s, not libsrt's 3: a fresh-clone run beside the soak once had a caller fail
+    to connect ("Input/output error", libsrt's own connect failure) to a listener already bound, and 30
+    runs beside the soak or six busy loops did not show it again. Should it come back, the message has
+    how long the caller took and what the listener logged."""
+    started = time.monotonic()
+    url = f"{receiver.url()}&connect_timeout=10000"
     code, output = await run_process(ffmpeg_publish_argv(source, url, pes_lengths=True), limit_seconds=30)
-    assert code == 0, output
+    took = time.monotonic() - started
+    assert code == 0, (
+        f"caller exited {code} after {took:.2f} s: {output}\nlistener: {receiver.log.decode(errors='replace')}"
+    )
 
 
 @pytest.mark.integration
@@ -36,13 +47,13 @@ def test_each_caller_and_each_restarted_listener_is_a_new_connection(src_ts: Pat
     async def main() -> None:
         await receiver.start()
         for _ in range(2):  # two callers, one after the other, to the same listener
-            await _send(src_ts, receiver.url())
+            await _send(src_ts, receiver)
             await asyncio.sleep(0.3)
             frames.append(watch.video_frames)
         for _ in range(2):  # the destination crashes and comes back, twice
             await receiver.kill()
             await receiver.start()
-            await _send(src_ts, receiver.url())
+            await _send(src_ts, receiver)
             await asyncio.sleep(0.3)
             frames.append(watch.video_frames)
         await receiver.kill()
