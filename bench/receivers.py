@@ -517,6 +517,9 @@ class SrtReceiver:
         self.parser = self._new_parser()
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
+        self._respawning: asyncio.Task[None] | None = None
+        self.respawns = 0
+        """Times srt-live-transmit ended by itself and was started again (`_exited`)."""
         self.log = b""
         """With `track_connections`, the end of the current listener process's `-v` log (its binding, each
         caller it accepted or lost), for a failure's message."""
@@ -539,11 +542,15 @@ class SrtReceiver:
         return f"srt://127.0.0.1:{self.port}?mode=caller&latency={self.latency_ms * 1000}"
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         self.parser = self._new_parser()
         self.log = b""
         listener_port = free_port(socket.SOCK_DGRAM)
         self._tap = await _ArrivalTap.open(self.port, listener_port)
+        await self._spawn(listener_port)
+        self.track.listening_since = time.monotonic()
+
+    async def _spawn(self, listener_port: int) -> None:
+        loop = asyncio.get_running_loop()
         listen = f"srt://127.0.0.1:{listener_port}?mode=listener&latency={self.latency_ms}&tsbpdmode=false"
         transport, protocol = await loop.subprocess_exec(
             lambda: _PipeProtocol(self),
@@ -557,12 +564,33 @@ class SrtReceiver:
             start_new_session=True,
         )
         self._transport, self._protocol = transport, protocol
+        protocol.exited.add_done_callback(lambda _: self._exited(protocol, listener_port))
         # Wait for srt-live-transmit's socket, so the first caller finds it: on a loaded machine its start
         # has taken more than the 0.1 s once slept here (the caller got "Input/output error").
         await wait_listening(listener_port, udp=True)
-        self.track.listening_since = time.monotonic()
+
+    def _exited(self, protocol: _PipeProtocol, listener_port: int) -> None:
+        """srt-live-transmit ended without our kill: start it again behind the same tap.
+
+        It exits (status 255, "ERROR: recvmsg: Connection was broken") when a caller's end reaches its
+        read of the socket before its poll has reported the connection broken: the poll's handling goes
+        back to listening, the read's exception ends the program. Seen in fresh-clone runs beside the soak:
+        the next caller found nothing listening and failed to connect ("Input/output error")."""
+        if self._protocol is not protocol:
+            return  # killed by us, or already replaced
+        transport = self._transport
+        self._transport = self._protocol = None
+        if transport is not None:
+            transport.close()
+        self.respawns += 1
+        self._respawning = asyncio.get_running_loop().create_task(self._spawn(listener_port))
 
     async def kill(self) -> None:
+        respawning, self._respawning = self._respawning, None
+        if respawning is not None and not respawning.done():
+            respawning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await respawning
         transport, protocol = self._transport, self._protocol
         self._transport = self._protocol = None
         if self._tap is not None:  # callers hear nothing more, as from a crashed server
