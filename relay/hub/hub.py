@@ -139,7 +139,16 @@ class Hub:
         """Subscribers holding chunks for their write-through, written together at the end of the publisher's
         read (`WriteBatch`) or, for media offered outside one, on the loop's next turn."""
         self._write_armed = False
-        self._batch = WriteBatch(self._write_subscribers)
+        self._batch = WriteBatch(self._end_batch)
+        self._hold_write = False
+        """The batch's last packet is an FLV video frame that came right after an audio packet: its write
+        may wait for the next packet (`_end_batch`)."""
+        self._holding = False
+        """A batch's end held its writes back: the next batch that brings a packet writes them, whatever it
+        ends with."""
+        self._brought = 0
+        """Packets accepted since the last batch ended."""
+        self._last_media_kind: MediaKind | None = None
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
 
@@ -479,8 +488,17 @@ class Hub:
         """A packet of the current source: framed (configuration kept), cached, fanned out."""
         assert self._framing is not None, "media without a source"
         chunk = self._framing.frame(packet)
+        self._brought += 1
         if not packet.config:
             self._gop.add(chunk, has_video=self._framing.has_video)
+            self._hold_write = (
+                packet.kind is MediaKind.VIDEO
+                and self._last_media_kind is MediaKind.AUDIO
+                and self._container is ContainerFormat.FLV
+            )
+            self._last_media_kind = packet.kind
+        else:
+            self._hold_write = False
         for sub in list(self._subscribers.values()):
             sub.offer(chunk)
 
@@ -495,10 +513,35 @@ class Hub:
             if not self._batch.open:
                 self._clock.call_later(0.0, self._write_subscribers)
 
+    def _end_batch(self) -> None:
+        """A publisher's read ended: write what it gave the subscribers, unless its last packet is a video
+        frame that followed an audio packet (`_hold_write`). That frame then waits for the next read that
+        brings a packet, audio or video, and goes in its write. A push's ffmpeg (FLV in, FLV or MPEG-TS
+        out) sends a packet only once it has the next one (its muxer's interleaving, with
+        `-max_interleave_delta 1` too), so the frame leaves the push when it would have, and the audio
+        packet before it leaves with the frame instead of when the frame arrived: one pipe write a
+        destination saved for each frame held, in the relay and in each push (at 30 fps with AAC audio,
+        a publisher that sends each message in a read of its own: ~60 -> ~30 writes a second).
+
+        Never two held in a row: a frame that follows a frame is written (the first leaves the push when
+        the second arrives), and the read after a held one is written whatever it ends with (an encoder
+        whose every read is an audio packet and a frame has every other read written). Media offered
+        outside a batch is never held: its write is the loop's next turn."""
+        brought, self._brought = self._brought, 0
+        if self._holding:
+            if not brought:
+                return  # a read with no whole packet (part of a message): the frame's next packet is to come
+        elif self._hold_write and brought:
+            self._holding = True
+            return  # still armed: the next batch that brings a packet writes it
+        self._write_subscribers()
+
     def _write_subscribers(self) -> None:
         if not self._write_armed:
             return  # nothing armed, or written already (a batch ended before the timer fired)
         self._write_armed = False
+        self._holding = False
+        self._brought = 0
         subs, self._to_write = self._to_write, []
         for sub in subs:
             sub.write_pending()

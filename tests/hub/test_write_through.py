@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from relay.hub import EndCause, Hub, HubSettings, Subscriber
-from relay.ingest.gate import IngestSink, SourceType
+from relay.ingest.gate import EndReason, IngestSink, SourceType
 from relay.media.flv import flv_header
-from relay.media.packets import ContainerFormat
+from relay.media.packets import ContainerFormat, MediaPacket
 from tests.fakes.clock import FakeClock
 from tests.hub.helpers import Recorder, audio, config_packets, drain, feed, tags, video
 
@@ -184,13 +184,105 @@ def test_a_publisher_read_is_written_to_each_subscriber_when_it_ends_with_no_tim
     pipes = write_through_pipes(hub, 3)
     with sink.batch():
         with sink.batch():  # reentrant: the outermost end writes
-            feed(sink, [audio(10)])
-        feed(sink, [video(33)])
+            feed(sink, [video(33)])
+        feed(sink, [audio(10)])
         assert clock.pending() == [] and all(not pipe.writes for pipe in pipes)
     assert clock.pending() == []
     for pipe in pipes:
-        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[10, 33]]
+        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[33, 10]]
     feed(sink, [audio(40)])  # outside a batch (a packet the gate's task hands over): the next turn
     assert clock.pending() == [0.0]
     clock.advance(0)
     assert [len(pipe.writes) for pipe in pipes] == [2, 2, 2]
+
+
+def _reads(sink: IngestSink, packets: list[MediaPacket]) -> None:
+    """Each packet in a publisher's read (a batch) of its own, as an RTMP publisher's messages come."""
+    for packet in packets:
+        with sink.batch():
+            feed(sink, [packet])
+
+
+def _written(pipe: Pipe) -> list[list[int]]:
+    return [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes]
+
+
+def test_a_video_frame_after_an_audio_packet_waits_for_the_next_packet_in_the_same_write() -> None:
+    # A push's ffmpeg sends a packet only once it has the next one; writing the frame with that next packet
+    # leaves the frame's departure as it was and saves a pipe write a frame, in the relay and in the push.
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    pipes = write_through_pipes(hub, 2)
+    _reads(sink, [audio(23), video(33)])
+    assert [_written(pipe) for pipe in pipes] == [[[23]], [[23]]]  # the frame waits
+    _reads(sink, [audio(46), audio(69), video(66), audio(92)])
+    assert [_written(pipe) for pipe in pipes] == [[[23], [33, 46], [69], [66, 92]]] * 2
+    assert clock.pending() == []  # no timer for a held frame
+
+
+def test_two_video_frames_in_a_row_are_not_held_together() -> None:
+    # 60 fps beside 43 audio packets a second: the first frame leaves the push when the second arrives, so
+    # holding the second would hold back the first.
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    (pipe,) = write_through_pipes(hub, 1)
+    _reads(sink, [audio(5), video(16), video(33), audio(28), video(50)])
+    assert _written(pipe) == [[5], [16, 33], [28]]
+    _reads(sink, [video(66)])
+    assert _written(pipe) == [[5], [16, 33], [28], [50, 66]]
+
+
+def test_a_held_frame_is_written_before_the_end_of_the_stream() -> None:
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    sub = hub.subscribe()
+    drain(sub)
+    pipe = Pipe()
+    sub.write_through(pipe)
+    _reads(sink, [audio(23), video(33)])
+    assert _written(pipe) == [[23]]
+    sink.close(EndReason.UNPUBLISH)
+    assert _written(pipe) == [[23], [33]]
+    assert sub.end_cause is EndCause.UNPUBLISHED
+
+
+def test_a_video_only_stream_is_never_held() -> None:
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    (pipe,) = write_through_pipes(hub, 1)
+    _reads(sink, [video(33), video(66)])  # video only: every read written at its end
+    assert _written(pipe) == [[33], [66]]
+
+
+def test_a_held_frame_goes_with_the_next_read_that_brings_a_packet_whatever_that_read_ends_with() -> None:
+    # An encoder that sends an audio packet and a frame in each read ended every read with a frame that
+    # followed audio: held at every read's end, nothing was written for seconds (tests/e2e caught it).
+    clock = FakeClock()
+    hub = Hub(7, HubSettings(), clock, Recorder())
+    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
+    feed(sink, [*config_packets(), video(0, key=True)])
+    clock.advance(0)
+    (pipe,) = write_through_pipes(hub, 1)
+    for at in (0, 33, 66, 100):
+        with sink.batch():
+            feed(sink, [audio(at + 10), video(at + 33)])
+    assert _written(pipe) == [[10, 33, 43, 66], [76, 99, 110, 133]]
+    with sink.batch():
+        pass  # a read inside a message: no packet, the held frame waits on
+    assert len(pipe.writes) == 2
+    with sink.batch():
+        feed(sink, [audio(143)])
+    assert _written(pipe)[2:] == [[143]]
+    assert clock.pending() == []
