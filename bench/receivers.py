@@ -521,8 +521,8 @@ class SrtReceiver:
         self.respawns = 0
         """Times srt-live-transmit ended by itself and was started again (`_exited`)."""
         self.log = b""
-        """With `track_connections`, the end of the current listener process's `-v` log (its binding, each
-        caller it accepted or lost), for a failure's message."""
+        """With `track_connections`, the last 4 KiB of srt-live-transmit's `-v` log since `start` (a restarted
+        one's too: its binding, each caller it accepted or lost, its last error), for a failure's message."""
 
     LOG_BYTES = 4096
 

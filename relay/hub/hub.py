@@ -147,7 +147,7 @@ class Hub:
         """A batch's end held its writes back: the next batch that brings a packet writes them, whatever it
         ends with."""
         self._brought = 0
-        """Packets accepted since the last batch ended."""
+        """Packets accepted since the last batch's end or write."""
         self._last_media_kind: MediaKind | None = None
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
@@ -537,11 +537,11 @@ class Hub:
         self._write_subscribers()
 
     def _write_subscribers(self) -> None:
+        self._holding = False
+        self._brought = 0
         if not self._write_armed:
             return  # nothing armed, or written already (a batch ended before the timer fired)
         self._write_armed = False
-        self._holding = False
-        self._brought = 0
         subs, self._to_write = self._to_write, []
         for sub in subs:
             sub.write_pending()
