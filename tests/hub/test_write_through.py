@@ -31,13 +31,24 @@ class Pipe:
         return True
 
 
-def writing_through(may_deliver: Callable[[], bool] | None = None) -> tuple[FakeClock, IngestSink, Subscriber, Pipe]:
-    """A live hub's subscriber past its late-joiner burst (always queued, never written through), writing
-    through to a pipe."""
+def _written(pipe: Pipe) -> list[list[int]]:
+    """The timestamps of the FLV tags in each write the pipe took."""
+    return [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes]
+
+
+def live_hub(may_deliver: Callable[[], bool] | None = None) -> tuple[FakeClock, Hub, IngestSink]:
+    """A live FLV hub with an RTMP publisher: its configuration and a first keyframe fed, no subscriber yet."""
     clock = FakeClock()
     hub = Hub(7, HubSettings(), clock, Recorder(), may_deliver=may_deliver)
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
+    return clock, hub, sink
+
+
+def writing_through(may_deliver: Callable[[], bool] | None = None) -> tuple[FakeClock, IngestSink, Subscriber, Pipe]:
+    """A live hub's subscriber past its late-joiner burst (always queued, never written through), writing
+    through to a pipe."""
+    clock, hub, sink = live_hub(may_deliver)
     sub = hub.subscribe()
     assert drain(sub).startswith(flv_header())
     pipe = Pipe()
@@ -162,24 +173,18 @@ def write_through_pipes(hub: Hub, count: int) -> list[Pipe]:
 def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
     # At 16 destinations a timer per subscriber and per publisher read was 16 asyncio timers pushed on and
     # popped off the loop's heap for every read; the hub arms one for all of them.
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     pipes = write_through_pipes(hub, 16)
     feed(sink, [audio(10), video(33)])
     assert clock.pending() == [0.0]
     clock.advance(0)
     for pipe in pipes:
-        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[10, 33]]
+        assert _written(pipe) == [[10, 33]]
 
 
 def test_a_publisher_read_is_written_to_each_subscriber_when_it_ends_with_no_timer() -> None:
     # The timer made every publisher read cost a second loop turn; the ingest's batch writes at its end.
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     clock.advance(0)
     pipes = write_through_pipes(hub, 3)
     with sink.batch():
@@ -189,7 +194,7 @@ def test_a_publisher_read_is_written_to_each_subscriber_when_it_ends_with_no_tim
         assert clock.pending() == [] and all(not pipe.writes for pipe in pipes)
     assert clock.pending() == []
     for pipe in pipes:
-        assert [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes] == [[33, 10]]
+        assert _written(pipe) == [[33, 10]]
     feed(sink, [audio(40)])  # outside a batch (a packet the gate's task hands over): the next turn
     assert clock.pending() == [0.0]
     clock.advance(0)
@@ -203,17 +208,10 @@ def _reads(sink: IngestSink, packets: list[MediaPacket]) -> None:
             feed(sink, [packet])
 
 
-def _written(pipe: Pipe) -> list[list[int]]:
-    return [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes]
-
-
 def test_a_video_frame_after_an_audio_packet_waits_for_the_next_packet_in_the_same_write() -> None:
     # A push's ffmpeg sends a packet only once it has the next one; writing the frame with that next packet
     # leaves the frame's departure as it was and saves a pipe write a frame, in the relay and in the push.
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     clock.advance(0)
     pipes = write_through_pipes(hub, 2)
     _reads(sink, [audio(23), video(33)])
@@ -226,10 +224,7 @@ def test_a_video_frame_after_an_audio_packet_waits_for_the_next_packet_in_the_sa
 def test_two_video_frames_in_a_row_are_not_held_together() -> None:
     # 60 fps beside 43 audio packets a second: the first frame leaves the push when the second arrives, so
     # holding the second would hold back the first.
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     clock.advance(0)
     (pipe,) = write_through_pipes(hub, 1)
     _reads(sink, [audio(5), video(16), video(33), audio(28), video(50)])
@@ -239,15 +234,7 @@ def test_two_video_frames_in_a_row_are_not_held_together() -> None:
 
 
 def test_a_held_frame_is_written_before_the_end_of_the_stream() -> None:
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
-    clock.advance(0)
-    sub = hub.subscribe()
-    drain(sub)
-    pipe = Pipe()
-    sub.write_through(pipe)
+    _, sink, sub, pipe = writing_through()
     _reads(sink, [audio(23), video(33)])
     assert _written(pipe) == [[23]]
     sink.close(EndReason.UNPUBLISH)
@@ -256,10 +243,7 @@ def test_a_held_frame_is_written_before_the_end_of_the_stream() -> None:
 
 
 def test_a_video_only_stream_is_never_held() -> None:
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     clock.advance(0)
     (pipe,) = write_through_pipes(hub, 1)
     _reads(sink, [video(33), video(66)])  # video only: every read written at its end
@@ -269,10 +253,7 @@ def test_a_video_only_stream_is_never_held() -> None:
 def test_a_held_frame_goes_with_the_next_read_that_brings_a_packet_whatever_that_read_ends_with() -> None:
     # An encoder that sends an audio packet and a frame in each read ended every read with a frame that
     # followed audio: held at every read's end, nothing was written for seconds (tests/e2e caught it).
-    clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder())
-    sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
-    feed(sink, [*config_packets(), video(0, key=True)])
+    clock, hub, sink = live_hub()
     clock.advance(0)
     (pipe,) = write_through_pipes(hub, 1)
     for at in (0, 33, 66, 100):

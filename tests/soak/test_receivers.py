@@ -35,12 +35,18 @@ async def _send(source: Path, receiver: SrtReceiver) -> None:
     )
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(90)
-def test_each_caller_and_each_restarted_listener_is_a_new_connection(src_ts: Path) -> None:
+def _counting_receiver() -> tuple[SrtReceiver, Watch]:
+    """A soak SRT destination that counts each caller's connection, and the watch over what it received."""
     receiver = SrtReceiver("d", free_port(socket.SOCK_DGRAM), latency_ms=20, track_connections=True)
     watch = Watch(receiver.track)
     receiver.track.arrivals = watch
+    return receiver, watch
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_each_caller_and_each_restarted_listener_is_a_new_connection(src_ts: Path) -> None:
+    receiver, watch = _counting_receiver()
     frames: list[int] = []
 
     async def main() -> None:
@@ -85,9 +91,7 @@ def test_a_line_split_across_reads_is_counted_once() -> None:
 def test_a_listener_that_ends_by_itself_is_started_again_for_the_next_caller(src_ts: Path) -> None:
     # srt-live-transmit exits when a caller's end reaches its read before its poll (fresh-clone runs: the
     # next caller found nothing listening). Killed here from outside, as if it had.
-    receiver = SrtReceiver("d", free_port(socket.SOCK_DGRAM), latency_ms=20, track_connections=True)
-    watch = Watch(receiver.track)
-    receiver.track.arrivals = watch
+    receiver, watch = _counting_receiver()
 
     async def main() -> None:
         await receiver.start()
