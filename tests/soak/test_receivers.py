@@ -7,6 +7,7 @@ write per `<<`), and a line split across two reads of the pipe was never counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -92,18 +93,26 @@ def test_a_listener_that_ends_by_itself_is_started_again_for_the_next_caller(src
     # srt-live-transmit exits when a caller's end reaches its read before its poll (fresh-clone runs: the
     # next caller found nothing listening). Killed here from outside, as if it had.
     receiver, watch = _counting_receiver()
+    before = 0
 
     async def main() -> None:
+        nonlocal before
         await receiver.start()
         await _send(src_ts, receiver)
+        # The caller's end may have ended srt-live-transmit by itself already (the crash this is about):
+        # kill the one running now, once its replacement has started.
+        if receiver._respawning is not None:
+            await receiver._respawning
+        before = receiver.respawns
         assert receiver._transport is not None
-        os.kill(receiver._transport.get_pid(), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have just ended by itself: counted once
+            os.kill(receiver._transport.get_pid(), signal.SIGKILL)
         await asyncio.sleep(0.3)
         await _send(src_ts, receiver)
         await asyncio.sleep(0.3)
         await receiver.kill()
 
     asyncio.run(main())
-    assert receiver.respawns == 1
+    assert receiver.respawns >= before + 1  # the second caller's end may end it by itself too
     assert watch.connections_seen == 2, receiver.track.publishes
     assert watch.video_frames >= 140
