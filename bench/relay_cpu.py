@@ -1,9 +1,12 @@
 """The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
 
     .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile] [--event-loop uvloop]
+        [--dest srt]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
-destinations the bench's RTMP receivers; the relay process's utime and stime (not its children's) over
+destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not
+its children's), split between its main thread (the event loop) and its others (the SRT callers', the
+SRT listener's), over
 `--seconds` after `--warmup` (4 s), then its pushes' (the rest of its tree: `--push-ffmpeg` against another
 build) and their PSS, per push, in 1/100 s ticks (0.04 s/min over 15 s). For a before/after figure, run it
 from two checkouts in turn (each runs its own relay), several times: the machine's other load moves the
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -23,12 +27,23 @@ from pathlib import Path
 
 from bench.media import encode_clip
 from bench.procstat import tree_point
-from bench.receivers import RtmpReceiver
+from bench.receivers import RtmpReceiver, SrtReceiver
 from bench.relay_bench import RESULTS
 from bench.systems import RelaySystem
 from tests.support import FFMPEG, free_port
 
 CLK_TCK = 100
+
+
+def thread_ticks(pid: int) -> dict[int, int]:
+    """utime + stime of each of the process's threads (a thread that ended between two readings is missing
+    from the second: its ticks are in the process's figures, not in either thread share)."""
+    ticks: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+    return ticks
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
@@ -47,12 +62,16 @@ async def measure(
     profile: bool,
     push_ffmpeg: str | None = None,
     event_loop: str = "asyncio",
+    dest: str = "rtmp",
 ) -> dict[str, float]:
     env = {"RELAY_EVENT_LOOP": event_loop}
     if push_ffmpeg:
         env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
     system = RelaySystem(workdir / f"n{n}", env=env)
-    dests = [RtmpReceiver(f"d{i}", free_port()) for i in range(n)]
+    dests: list[RtmpReceiver | SrtReceiver] = [
+        RtmpReceiver(f"d{i}", free_port()) if dest == "rtmp" else SrtReceiver(f"d{i}", free_port(socket.SOCK_DGRAM))
+        for i in range(n)
+    ]
     publisher: asyncio.subprocess.Process | None = None
     try:
         for d in dests:
@@ -75,15 +94,25 @@ async def measure(
                 stderr=asyncio.subprocess.DEVNULL,
             )
         t0, (u0, s0), tree0 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
+        threads0 = thread_ticks(system.root_pid)
         await asyncio.sleep(seconds)
         t1, (u1, s1), tree1 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
+        threads1 = thread_ticks(system.root_pid)
         if spy is not None:
             await spy.wait()
         per_min = 60.0 / CLK_TCK / (t1 - t0)
         # The whole tree's ticks (reaped children included) less the relay's own: its pushes.
         children = (tree1[0] - tree0[0]) - (u1 - u0 + s1 - s0) if tree0 and tree1 else 0
         pss_mb = tree1[4] / 1e6 if tree1 else 0.0
-        return {"user": (u1 - u0) * per_min, "sys": (s1 - s0) * per_min, "children": children * per_min, "pss": pss_mb}
+        others = sum(ticks - threads0.get(tid, 0) for tid, ticks in threads1.items() if tid != system.root_pid)
+        return {
+            "user": (u1 - u0) * per_min,
+            "sys": (s1 - s0) * per_min,
+            "children": children * per_min,
+            "pss": pss_mb,
+            "main_thread": (threads1.get(system.root_pid, 0) - threads0.get(system.root_pid, 0)) * per_min,
+            "other_threads": others * per_min,
+        }
     finally:
         if publisher is not None and publisher.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -109,9 +138,16 @@ async def amain(args: argparse.Namespace) -> None:
     out: Path = args.out
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        cpu = await measure(n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg, args.event_loop)
+        cpu = await measure(
+            n, clip, args.seconds, args.warmup, out, args.profile, args.push_ffmpeg, args.event_loop, args.dest
+        )
         total = cpu["user"] + cpu["sys"]
-        print(f"N={n}: relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f})", flush=True)
+        split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
+        print(
+            f"N={n} ({args.dest}): relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f};"
+            f" {split})",
+            flush=True,
+        )
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
@@ -130,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
     p.add_argument("--push-ffmpeg", default=None, help="the pushes' ffmpeg (RELAY_PUSH_FFMPEG)")
     p.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"), help="RELAY_EVENT_LOOP")
+    p.add_argument("--dest", default="rtmp", choices=("rtmp", "srt"), help="the destinations' protocol")
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
