@@ -151,6 +151,9 @@ class Hub:
         self._last_media_kind: MediaKind | None = None
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
+        self._merged_write_timer: TimerHandle | None = None
+        """With `merged_write_seconds`: due when the first chunk armed since the last write has waited that
+        long; it writes every subscriber's (`_arm_write`)."""
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -434,7 +437,8 @@ class Hub:
     def _end_live(self, reason: LiveEndReason, cause: EndCause, *, discard: bool = False) -> None:
         self._cancel_grace_timer()
         self._transition(HubState.IDLE)
-        self._end_subscribers(cause, discard=discard)
+        self._end_subscribers(cause, discard=discard)  # each writes what it holds first (unless `discard`)
+        self._write_subscribers()  # nothing left to write: it only disarms (and cancels a merged write's timer)
         self._framing = None
         self._feeding = None
         self._input = None
@@ -510,8 +514,15 @@ class Hub:
         self._to_write.append(sub)
         if not self._write_armed:
             self._write_armed = True
-            if not self._batch.open:
+            merged = self._settings.merged_write_seconds
+            if merged > 0:
+                self._merged_write_timer = self._clock.call_later(merged, self._merged_write_due)
+            elif not self._batch.open:
                 self._clock.call_later(0.0, self._write_subscribers)
+
+    def _merged_write_due(self) -> None:
+        self._merged_write_timer = None
+        self._write_subscribers()
 
     def _end_batch(self) -> None:
         """A publisher's read ended: write what it gave the subscribers, unless its last packet is a video
@@ -528,6 +539,8 @@ class Hub:
         whose every read is an audio packet and a frame has every other read written). Media offered
         outside a batch is never held: its write is the loop's next turn."""
         brought, self._brought = self._brought, 0
+        if self._settings.merged_write_seconds > 0:
+            return  # merged writes: the timer `_arm_write` set writes this read's chunks with those around them
         if self._holding:
             if not brought:
                 return  # a read with no whole packet (part of a message): the frame's next packet is to come
@@ -539,6 +552,9 @@ class Hub:
     def _write_subscribers(self) -> None:
         self._holding = False
         self._brought = 0
+        if self._merged_write_timer is not None:  # written before it was due (a hub ending)
+            self._merged_write_timer.cancel()
+            self._merged_write_timer = None
         if not self._write_armed:
             return  # nothing armed, or written already (a batch ended before the timer fired)
         self._write_armed = False

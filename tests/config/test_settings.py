@@ -189,6 +189,16 @@ def test_push_truth_settings_come_from_the_environment_and_are_in_the_readme() -
     assert all(f"| `{name}` |" in readme for name in env)
 
 
+def test_merged_writes_are_off_unless_asked_for_bounded_and_in_the_readme() -> None:
+    assert Settings().push_merged_write_ms == 0
+    assert from_environment({"RELAY_PUSH_MERGED_WRITE_MS": "66"}).push_merged_write_ms == 66
+    for bad in ("-1", "1001"):
+        with pytest.raises(ConfigError, match="RELAY_PUSH_MERGED_WRITE_MS: expected 0 to 1000"):
+            from_environment({"RELAY_PUSH_MERGED_WRITE_MS": bad})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| `RELAY_PUSH_MERGED_WRITE_MS` |" in readme
+
+
 def test_srt_destinations_go_through_the_relays_caller_unless_told() -> None:
     assert (Settings().srt_push, Settings().srt_push_peer_idle_timeout_ms) == ("relay", 1000)
     s = from_environment({"RELAY_SRT_PUSH": "ffmpeg", "RELAY_SRT_PUSH_PEER_IDLE_TIMEOUT_MS": "2500"})

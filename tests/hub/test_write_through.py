@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from relay.hub import EndCause, Hub, HubSettings, Subscriber
 from relay.ingest.gate import EndReason, IngestSink, SourceType
 from relay.media.flv import flv_header
@@ -36,10 +38,12 @@ def _written(pipe: Pipe) -> list[list[int]]:
     return [[p.timestamp_ms for p in tags(flv_header() + w)] for w in pipe.writes]
 
 
-def live_hub(may_deliver: Callable[[], bool] | None = None) -> tuple[FakeClock, Hub, IngestSink]:
+def live_hub(
+    may_deliver: Callable[[], bool] | None = None, settings: HubSettings | None = None
+) -> tuple[FakeClock, Hub, IngestSink]:
     """A live FLV hub with an RTMP publisher: its configuration and a first keyframe fed, no subscriber yet."""
     clock = FakeClock()
-    hub = Hub(7, HubSettings(), clock, Recorder(), may_deliver=may_deliver)
+    hub = Hub(7, settings or HubSettings(), clock, Recorder(), may_deliver=may_deliver)
     sink = hub.open_session(ContainerFormat.FLV, SourceType.RTMP)
     feed(sink, [*config_packets(), video(0, key=True)])
     return clock, hub, sink
@@ -160,14 +164,19 @@ async def test_a_tail_still_to_deliver_when_the_lease_lapsed_is_thrown_away() ->
 
 def write_through_pipes(hub: Hub, count: int) -> list[Pipe]:
     """`count` new subscribers of `hub`, caught up and writing through to a pipe each."""
-    pipes = []
+    return [pipe for _, pipe in writing_subscribers(hub, count)]
+
+
+def writing_subscribers(hub: Hub, count: int) -> list[tuple[Subscriber, Pipe]]:
+    """`write_through_pipes` with each pipe's subscriber."""
+    pairs = []
     for _ in range(count):
         sub = hub.subscribe()
         drain(sub)
         pipe = Pipe()
         sub.write_through(pipe)
-        pipes.append(pipe)
-    return pipes
+        pairs.append((sub, pipe))
+    return pairs
 
 
 def test_every_subscriber_of_a_hub_is_written_by_one_callback_a_turn() -> None:
@@ -267,3 +276,53 @@ def test_a_held_frame_goes_with_the_next_read_that_brings_a_packet_whatever_that
         feed(sink, [audio(143)])
     assert _written(pipe)[2:] == [[143]]
     assert clock.pending() == []
+
+
+def merged_writes(seconds: float, subscribers: int) -> tuple[FakeClock, IngestSink, list[tuple[Subscriber, Pipe]]]:
+    """A live hub with `merged_write_seconds` and that many caught-up subscribers writing through."""
+    clock, hub, sink = live_hub(settings=HubSettings(merged_write_seconds=seconds))
+    clock.advance(0)
+    return clock, sink, writing_subscribers(hub, subscribers)
+
+
+def test_merged_writes_take_everything_of_the_interval_in_one_write_a_pipe() -> None:
+    # RELAY_PUSH_MERGED_WRITE_MS: one pipe write a destination for what came in the interval, instead of one
+    # a frame; the first chunk waits the interval at most, from its arrival.
+    clock, sink, subscribers = merged_writes(0.1, 3)
+    pipes = [pipe for _, pipe in subscribers]
+    _reads(sink, [audio(23), video(33)])
+    clock.advance(0.04)
+    _reads(sink, [audio(46), video(66), audio(69)])  # frames, held frames' rules and read ends change nothing
+    clock.advance(0.05)
+    assert all(not pipe.writes for pipe in pipes) and clock.pending() == [pytest.approx(0.01)]
+    clock.advance(0.011)
+    assert [_written(pipe) for pipe in pipes] == [[[23, 33, 46, 66, 69]]] * 3
+    assert clock.pending() == []  # nothing armed until the next chunk
+    clock.advance(0.5)
+    _reads(sink, [video(100)])
+    assert clock.pending() == [pytest.approx(0.1)]
+    clock.advance(0.1)
+    assert [_written(pipe)[1:] for pipe in pipes] == [[[100]]] * 3
+
+
+def test_a_merged_write_is_not_kept_from_a_subscriber_that_ends_or_a_hub_that_closes() -> None:
+    clock, sink, ((sub, first), (_, second)) = merged_writes(0.25, 2)
+    _reads(sink, [audio(23), video(33)])
+    sub.end(EndCause.UNSUBSCRIBED)  # it writes what it holds before the reader sees the end
+    assert _written(first) == [[23, 33]] and second.writes == []
+    sink.close(EndReason.UNPUBLISH)
+    assert _written(second) == [[23, 33]]
+    assert clock.pending() == []  # the hub's timer went with the live stream
+
+
+def test_merged_writes_keep_a_pipe_that_holds_back_in_order_through_the_queue() -> None:
+    clock, sink, ((sub, pipe),) = merged_writes(0.1, 1)
+    _reads(sink, [audio(10)])
+    clock.advance(0.1)
+    pipe.accepting = False
+    _reads(sink, [video(33), audio(40)])
+    clock.advance(0.1)  # refused: queued for the reader
+    _reads(sink, [video(66)])  # behind them in the queue, never merged ahead of them
+    clock.advance(0.1)
+    assert _written(pipe) == [[10]] and clock.pending() == []
+    assert [p.timestamp_ms for p in tags(flv_header() + drain(sub))] == [33, 40, 66]
