@@ -166,6 +166,7 @@ class Server:
             preauth_max_message_bytes=settings.rtmp_preauth_max_message_bytes,
             preauth_max_partial_bytes=settings.rtmp_preauth_max_partial_bytes,
             idle_timeout_seconds=settings.rtmp_idle_timeout_seconds,
+            merge_interval_seconds=settings.merge_interval_ms / 1000,
         )
 
     async def _start_srt(

@@ -63,8 +63,8 @@ BASELINE = Variant("baseline")
 TCP_NODELAY = Variant("-tcp_nodelay 1", output_flags=("-tcp_nodelay", "1"))
 FLUSH_PACKETS = Variant("-flush_packets 1", output_flags=("-flush_packets", "1"))
 DEBIAN_FFMPEG = Variant("Debian /usr/bin/ffmpeg (5.1, shared libs)", ffmpeg="/usr/bin/ffmpeg")
-MERGED_WRITE = Variant("RELAY_PUSH_MERGED_WRITE_MS=66", env=(("RELAY_PUSH_MERGED_WRITE_MS", "66"),))
-"""Two frames at 30 fps in one write a push: fewer pipe writes and fewer reads in each push, for up to 66 ms."""
+MERGED_IO = Variant("RELAY_MERGE_INTERVAL_MS=66", env=(("RELAY_MERGE_INTERVAL_MS", "66"),))
+"""An RTMP publisher read and each push written at most every 66 ms (two frames at 30 fps), for that much delay."""
 SRT_PUSH_FFMPEG = Variant("RELAY_SRT_PUSH=ffmpeg", env=(("RELAY_SRT_PUSH", "ffmpeg"),))
 """SRT destinations through ffmpeg's own SRT output instead of the relay's caller (--srt-push-compare)."""
 
@@ -82,10 +82,8 @@ LEAN_PUSHES_51 = Variant("lean ffmpeg 5.1.8 pushes", env=(("RELAY_PUSH_FFMPEG", 
 """`make lean-ffmpeg LEAN_FFMPEG_VERSION=5.1.8`'s build: demuxing and muxing in one thread, where 7.1 hands
 each packet between threads; run beside 7.1.3's, each scenario in turn, once both are built."""
 LEAN_BUILDS = tuple(v for path, v in ((LEAN_FFMPEG, LEAN_PUSHES), (LEAN_FFMPEG_51, LEAN_PUSHES_51)) if path.exists())
-MERGED_LEAN = Variant(
-    "RELAY_PUSH_MERGED_WRITE_MS=66 and lean ffmpeg 7.1.3 pushes", env=(*MERGED_WRITE.env, *LEAN_PUSHES.env)
-)
-"""Both at once: fewer writes upstream of each push, and each push's RTMP messages in one send each."""
+MERGED_LEAN = Variant("RELAY_MERGE_INTERVAL_MS=66 and lean ffmpeg 7.1.3 pushes", env=(*MERGED_IO.env, *LEAN_PUSHES.env))
+"""Both at once: fewer reads and writes upstream of each push, and each push's RTMP messages in one send each."""
 UVLOOP = Variant("RELAY_EVENT_LOOP=uvloop", env=(("RELAY_EVENT_LOOP", "uvloop"),))
 """The node's event loops on uvloop (libuv) instead of asyncio's own."""
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
@@ -97,9 +95,9 @@ FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 16, DEBIAN_FFMPEG),
     ("rtmp", 1, UVLOOP),
     ("rtmp", 16, UVLOOP),
-    ("rtmp", 1, MERGED_WRITE),
-    ("rtmp", 16, MERGED_WRITE),
-    ("srt", 4, MERGED_WRITE),
+    ("rtmp", 1, MERGED_IO),
+    ("rtmp", 16, MERGED_IO),
+    ("srt", 4, MERGED_IO),
     ("srt", 4, FLUSH_PACKETS),
     *((proto, n, v) for proto, n in (("rtmp", 16), ("srt", 4)) for v in LEAN_BUILDS),
     *((("rtmp", 16, MERGED_LEAN),) if LEAN_FFMPEG.exists() else ()),

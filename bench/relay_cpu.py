@@ -1,7 +1,7 @@
 """The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
 
     .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile] [--event-loop uvloop]
-        [--dest srt] [--merged-write-ms 66]
+        [--dest srt] [--merge-interval-ms 66]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not
@@ -63,9 +63,9 @@ async def measure(
     push_ffmpeg: str | None = None,
     event_loop: str = "asyncio",
     dest: str = "rtmp",
-    merged_write_ms: int = 0,
+    merge_interval_ms: int = 0,
 ) -> dict[str, float]:
-    env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_PUSH_MERGED_WRITE_MS": str(merged_write_ms)}
+    env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
     if push_ffmpeg:
         env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
     system = RelaySystem(workdir / f"n{n}", env=env)
@@ -149,7 +149,7 @@ async def amain(args: argparse.Namespace) -> None:
             args.push_ffmpeg,
             args.event_loop,
             args.dest,
-            args.merged_write_ms,
+            args.merge_interval_ms,
         )
         total = cpu["user"] + cpu["sys"]
         split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="py-spy the relay through the window")
     p.add_argument("--push-ffmpeg", default=None, help="the pushes' ffmpeg (RELAY_PUSH_FFMPEG)")
     p.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"), help="RELAY_EVENT_LOOP")
-    p.add_argument("--merged-write-ms", type=int, default=0, help="RELAY_PUSH_MERGED_WRITE_MS")
+    p.add_argument("--merge-interval-ms", type=int, default=0, help="RELAY_MERGE_INTERVAL_MS")
     p.add_argument("--dest", default="rtmp", choices=("rtmp", "srt"), help="the destinations' protocol")
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)

@@ -139,9 +139,10 @@ class Settings:
     """`skip` (drop its queue, carry on from the next keyframe) or `restart` (start it again at once)."""
     push_send_buffer_bytes: int = 256 * 1024
     """The kernel send buffer asked for each RTMP(S) push (Linux doubles it); 0: Linux autotuning."""
-    push_merged_write_ms: int = 0
-    """0: media goes to the pushes as it arrives (a frame at a time). 1-1000: at most this often, what came in
-    between in one write a push (SRS's `mw_latency`): less CPU per destination for up to that much delay."""
+    merge_interval_ms: int = 0
+    """0: media is read from an RTMP(S) publisher and written to the pushes as it comes (a frame at a time). 1-1000:
+    both at most this often, what came in between in one read and one write a push (SRS's `mw_latency`):
+    less CPU per stream and per destination for up to that much delay."""
 
     @property
     def rtmps_enabled(self) -> bool:
@@ -226,7 +227,7 @@ ENVIRONMENT: dict[str, str] = {
     "RELAY_PUSH_MAX_BEHIND_SECONDS": "push_max_behind_seconds",
     "RELAY_PUSH_BEHIND_POLICY": "push_behind_policy",
     "RELAY_PUSH_SEND_BUFFER_BYTES": "push_send_buffer_bytes",
-    "RELAY_PUSH_MERGED_WRITE_MS": "push_merged_write_ms",
+    "RELAY_MERGE_INTERVAL_MS": "merge_interval_ms",
     "RELAY_NODE_ID": "node_id",
     "RELAY_LEASE_SECONDS": "lease_seconds",
     "RELAY_LEASE_RENEW_SECONDS": "lease_renew_seconds",
@@ -324,8 +325,8 @@ def from_environment(env: Mapping[str, str] | None = None, base: Settings | None
             raise ConfigError(f"{name}: must be positive")
     if changes.get("push_behind_policy", settings.push_behind_policy) not in ("skip", "restart"):
         raise ConfigError("RELAY_PUSH_BEHIND_POLICY: expected skip or restart")
-    if not 0 <= changes.get("push_merged_write_ms", 0) <= 1000:
-        raise ConfigError("RELAY_PUSH_MERGED_WRITE_MS: expected 0 to 1000")
+    if not 0 <= changes.get("merge_interval_ms", 0) <= 1000:
+        raise ConfigError("RELAY_MERGE_INTERVAL_MS: expected 0 to 1000")
     if changes.get("push_send_buffer_bytes", 0) < 0:
         raise ConfigError("RELAY_PUSH_SEND_BUFFER_BYTES: must not be negative")
     lease_fields = ("lease_seconds", "lease_renew_seconds", "lease_margin_seconds")

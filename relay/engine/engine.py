@@ -134,7 +134,7 @@ class Engine:
         self._hub_settings = HubSettings(
             grace_period_seconds=settings.publisher_grace_seconds,
             input_silence_seconds=settings.input_switch_silence_seconds,
-            merged_write_seconds=settings.push_merged_write_ms / 1000,
+            merge_interval_seconds=settings.merge_interval_ms / 1000,
         )
         ffmpeg_path = settings.ffmpeg_path or imageio_ffmpeg.get_ffmpeg_exe()
         push_ffmpeg_path = settings.push_ffmpeg_path or ffmpeg_path

@@ -24,11 +24,12 @@ class HubSettings:
     """FLV: the timestamp step inserted between the last packet before a drop and the first after."""
     input_silence_seconds: float = 1.0
     """An input that sent no media this long while another publishes is switched away from."""
-    merged_write_seconds: float = 0.0
+    merge_interval_seconds: float = 0.0
     """0: what a publisher's read brings is written to the subscribers' pipes at the read's end (a frame
-    may wait for the next packet: `Hub._end_batch`). > 0: written at most this often, everything that came
-    in between in one write a pipe (the first chunk waits this long at most): fewer pipe writes, and
-    fewer reads in each push's ffmpeg, for that much more delay (`RELAY_PUSH_MERGED_WRITE_MS`)."""
+    may wait for the next packet: `Hub._end_batch`). > 0: the subscribers are written at most this often,
+    everything that came in between in one write a pipe (`Hub._merge_write`; an RTMP(S) publisher is read
+    that often too): fewer pipe writes, and fewer reads in each push's ffmpeg, for up to that much more
+    delay (`RELAY_MERGE_INTERVAL_MS`)."""
     subscriber: SubscriberLimits = field(default_factory=SubscriberLimits)
 
 

@@ -29,6 +29,7 @@ A second publisher on the same input takes over: the old session is treated as d
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from relay.hub.clock import Clock, TimerHandle
@@ -54,6 +55,9 @@ from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 from relay.transitions import check_transition
 
 log = logging.getLogger("relay.hub")
+
+_MERGE_EARLY_SECONDS = 0.002
+"""A merged write this close to its due time goes at once, not on a timer of its own."""
 
 
 TRANSITIONS: dict[HubState, frozenset[HubState]] = {
@@ -151,9 +155,10 @@ class Hub:
         self._last_media_kind: MediaKind | None = None
         self._next_subscriber_id = 1
         self._grace_timer: TimerHandle | None = None
-        self._merged_write_timer: TimerHandle | None = None
-        """With `merged_write_seconds`: due when the first chunk armed since the last write has waited that
-        long; it writes every subscriber's (`_arm_write`)."""
+        self._merge_timer: TimerHandle | None = None
+        """With `merge_interval_seconds`: a write armed sooner than that after the last one waits for it."""
+        self._written_at = -math.inf
+        """When the subscribers were last written (`_write_subscribers`)."""
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -438,7 +443,7 @@ class Hub:
         self._cancel_grace_timer()
         self._transition(HubState.IDLE)
         self._end_subscribers(cause, discard=discard)  # each writes what it holds first (unless `discard`)
-        self._write_subscribers()  # nothing left to write: it only disarms (and cancels a merged write's timer)
+        self._write_subscribers()  # nothing left to write: it only disarms (and cancels a merge's timer)
         self._framing = None
         self._feeding = None
         self._input = None
@@ -514,14 +519,26 @@ class Hub:
         self._to_write.append(sub)
         if not self._write_armed:
             self._write_armed = True
-            merged = self._settings.merged_write_seconds
-            if merged > 0:
-                self._merged_write_timer = self._clock.call_later(merged, self._merged_write_due)
-            elif not self._batch.open:
-                self._clock.call_later(0.0, self._write_subscribers)
+            if not self._batch.open:  # the loop's next turn, once every subscriber has the chunk
+                merging = self._settings.merge_interval_seconds > 0
+                self._clock.call_later(0.0, self._merge_write if merging else self._write_subscribers)
 
-    def _merged_write_due(self) -> None:
-        self._merged_write_timer = None
+    def _merge_write(self) -> None:
+        """With `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`): write now if the last write is that old,
+        or else when it will be. An RTMP(S) publisher is read that often too (`RtmpConnection`), so each of
+        its reads normally brings that much media and is written at its end; other sources (SRT, pulls),
+        read as their data comes, are written that often by the timer."""
+        if self._merge_timer is not None or not self._write_armed:
+            return
+        due = self._written_at + self._settings.merge_interval_seconds
+        wait = due - self._clock.now()
+        if wait <= _MERGE_EARLY_SECONDS:
+            self._write_subscribers()
+        else:
+            self._merge_timer = self._clock.call_later(wait, self._merge_due)
+
+    def _merge_due(self) -> None:
+        self._merge_timer = None
         self._write_subscribers()
 
     def _end_batch(self) -> None:
@@ -539,8 +556,10 @@ class Hub:
         whose every read is an audio packet and a frame has every other read written). Media offered
         outside a batch is never held: its write is the loop's next turn."""
         brought, self._brought = self._brought, 0
-        if self._settings.merged_write_seconds > 0:
-            return  # merged writes: the timer `_arm_write` set writes this read's chunks with those around them
+        if self._settings.merge_interval_seconds > 0:
+            if self._write_armed:
+                self._merge_write()
+            return
         if self._holding:
             if not brought:
                 return  # a read with no whole packet (part of a message): the frame's next packet is to come
@@ -552,12 +571,13 @@ class Hub:
     def _write_subscribers(self) -> None:
         self._holding = False
         self._brought = 0
-        if self._merged_write_timer is not None:  # written before it was due (a hub ending)
-            self._merged_write_timer.cancel()
-            self._merged_write_timer = None
+        if self._merge_timer is not None:  # written before it was due (a hub ending)
+            self._merge_timer.cancel()
+            self._merge_timer = None
         if not self._write_armed:
             return  # nothing armed, or written already (a batch ended before the timer fired)
         self._write_armed = False
+        self._written_at = self._clock.now()
         subs, self._to_write = self._to_write, []
         for sub in subs:
             sub.write_pending()

@@ -89,6 +89,7 @@ class _Pause(Enum):
 
     GATE = "the gate is deciding a publish"
     WRITES = "the transport's write buffer is over its high-water mark"
+    MERGE = "merged reads: the next read waits for the interval (`RtmpServerSettings.merge_interval_seconds`)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         a kick: takeover, stream deleted, shutdown): counted by the server for /metrics."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._merge_timer: asyncio.TimerHandle | None = None
+        self._read_full = False
+        """The last read filled the read buffer: more may be waiting in the socket."""
         self._idle_expired = False
 
     # -- PublisherHandle -----------------------------------------------------------------------------
@@ -273,6 +277,35 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._advance()
                 if self.published and self._fd >= 0:
                     self._read_on()
+            if self._settings.merge_interval_seconds > 0 and self.published:
+                self._merge_reads()
+
+    def _merge_reads(self) -> None:
+        """Read next after `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`), unless the last read filled
+        the buffer: what waits in the socket is read at once, so a publisher faster than a buffer an
+        interval (a keyframe, a burst, a high bitrate) is never held back, only one that leaves the socket
+        empty. A 1080p30 publisher was read ~65 times a second, each read one loop turn; at 66 ms, ~15."""
+        if self._read_full or self._merge_timer is not None or self._end is not None:
+            return
+        self._pause(_Pause.MERGE)
+        self._merge_timer = self._loop.call_later(self._settings.merge_interval_seconds, self._merge_due)
+
+    def _merge_due(self) -> None:
+        """The interval is over: read at once (plain TCP), as `_read_on` does, instead of waiting for the loop's
+        next turn to report the socket readable (a second wake-up of the loop for every read)."""
+        self._merge_timer = None
+        self._resume(_Pause.MERGE)
+        if self._paused or self._end is not None or self._fd < 0:
+            return
+        try:
+            nbytes = os.readv(self._fd, (self._read_buffer,))
+        except (BlockingIOError, InterruptedError):
+            return  # nothing came meanwhile: the transport's reader takes the next bytes
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if nbytes:
+            self.buffer_updated(nbytes)  # an end (0) is left to the transport's read, as in `_read_on`
 
     def _read_on(self) -> None:
         """Read again at once while the session is inside a message (plain TCP, once published).
@@ -306,6 +339,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._end is not None:
             return False
         self._last_receive = self._loop.time()
+        self._read_full = nbytes >= len(self._read_buffer)
         try:
             self._session.receive_data(self._read_buffer[:nbytes])
         except Exception as exc:
@@ -371,6 +405,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._disarm_deadline()
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
+            if self._merge_timer is not None:
+                self._merge_timer.cancel()
             self._close_sink(end)
             if self._io is not None:
                 self._io.abort()

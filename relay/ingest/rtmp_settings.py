@@ -47,6 +47,10 @@ class RtmpServerSettings:
     """Bytes held in partially received messages before a publish is accepted; then `max_partial_bytes`."""
     read_chunk_bytes: int = 64 * 1024
     """Most bytes read from a socket before processing them."""
+    merge_interval_seconds: float = 0.0
+    """> 0 (`RELAY_MERGE_INTERVAL_MS`): once a publish is accepted, a read that left the socket drained is
+    followed by this long without reading: the next read brings what came meanwhile, in one loop turn and
+    one write a push (the hub's writes are merged the same way)."""
     amf_limits: AmfLimits = field(default_factory=AmfLimits)
     """Bounds on AMF0 decoding (nesting, element count, string size)."""
 

@@ -190,13 +190,13 @@ def test_push_truth_settings_come_from_the_environment_and_are_in_the_readme() -
 
 
 def test_merged_writes_are_off_unless_asked_for_bounded_and_in_the_readme() -> None:
-    assert Settings().push_merged_write_ms == 0
-    assert from_environment({"RELAY_PUSH_MERGED_WRITE_MS": "66"}).push_merged_write_ms == 66
+    assert Settings().merge_interval_ms == 0
+    assert from_environment({"RELAY_MERGE_INTERVAL_MS": "66"}).merge_interval_ms == 66
     for bad in ("-1", "1001"):
-        with pytest.raises(ConfigError, match="RELAY_PUSH_MERGED_WRITE_MS: expected 0 to 1000"):
-            from_environment({"RELAY_PUSH_MERGED_WRITE_MS": bad})
+        with pytest.raises(ConfigError, match="RELAY_MERGE_INTERVAL_MS: expected 0 to 1000"):
+            from_environment({"RELAY_MERGE_INTERVAL_MS": bad})
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "| `RELAY_PUSH_MERGED_WRITE_MS` |" in readme
+    assert "| `RELAY_MERGE_INTERVAL_MS` |" in readme
 
 
 def test_srt_destinations_go_through_the_relays_caller_unless_told() -> None:

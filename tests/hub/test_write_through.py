@@ -279,46 +279,59 @@ def test_a_held_frame_goes_with_the_next_read_that_brings_a_packet_whatever_that
 
 
 def merged_writes(seconds: float, subscribers: int) -> tuple[FakeClock, IngestSink, list[tuple[Subscriber, Pipe]]]:
-    """A live hub with `merged_write_seconds` and that many caught-up subscribers writing through."""
-    clock, hub, sink = live_hub(settings=HubSettings(merged_write_seconds=seconds))
+    """A live hub with `merge_interval_seconds` and that many caught-up subscribers writing through."""
+    clock, hub, sink = live_hub(settings=HubSettings(merge_interval_seconds=seconds))
     clock.advance(0)
     return clock, sink, writing_subscribers(hub, subscribers)
 
 
-def test_merged_writes_take_everything_of_the_interval_in_one_write_a_pipe() -> None:
-    # RELAY_PUSH_MERGED_WRITE_MS: one pipe write a destination for what came in the interval, instead of one
-    # a frame; the first chunk waits the interval at most, from its arrival.
+def test_merged_writes_go_at_most_once_an_interval_with_everything_in_between() -> None:
+    # RELAY_MERGE_INTERVAL_MS: one pipe write a destination for what came in the interval, instead of one a
+    # frame. An RTMP(S) publisher is read that often too, so its reads come an interval apart and each is
+    # written at its end; reads that come sooner (other sources) wait for the interval's end.
     clock, sink, subscribers = merged_writes(0.1, 3)
     pipes = [pipe for _, pipe in subscribers]
-    _reads(sink, [audio(23), video(33)])
+    _reads(sink, [audio(23)])
+    assert [_written(pipe) for pipe in pipes] == [[[23]]] * 3  # nothing written for an interval: at once
     clock.advance(0.04)
-    _reads(sink, [audio(46), video(66), audio(69)])  # frames, held frames' rules and read ends change nothing
-    clock.advance(0.05)
-    assert all(not pipe.writes for pipe in pipes) and clock.pending() == [pytest.approx(0.01)]
-    clock.advance(0.011)
-    assert [_written(pipe) for pipe in pipes] == [[[23, 33, 46, 66, 69]]] * 3
-    assert clock.pending() == []  # nothing armed until the next chunk
-    clock.advance(0.5)
-    _reads(sink, [video(100)])
-    assert clock.pending() == [pytest.approx(0.1)]
+    _reads(sink, [video(33), audio(46)])
+    clock.advance(0.03)
+    _reads(sink, [video(66)])  # held frames' rules change nothing
+    assert [len(pipe.writes) for pipe in pipes] == [1, 1, 1] and clock.pending() == [pytest.approx(0.03)]
+    clock.advance(0.031)
+    assert [_written(pipe) for pipe in pipes] == [[[23], [33, 46, 66]]] * 3
+    assert clock.pending() == []
     clock.advance(0.1)
-    assert [_written(pipe)[1:] for pipe in pipes] == [[[100]]] * 3
+    with sink.batch():  # a read an interval after the last write: written at its end
+        feed(sink, [audio(100), video(133)])
+    assert [_written(pipe)[2:] for pipe in pipes] == [[[100, 133]]] * 3 and clock.pending() == []
+
+
+def test_merged_writes_of_media_outside_a_read_reach_every_subscriber_together() -> None:
+    clock, sink, subscribers = merged_writes(0.1, 3)
+    feed(sink, [audio(10)])  # outside a batch: the loop's next turn, for all of them
+    clock.advance(0)
+    feed(sink, [video(33)])
+    clock.advance(0)
+    assert [_written(pipe) for _, pipe in subscribers] == [[[10]]] * 3
+    clock.advance(0.1)
+    assert [_written(pipe) for _, pipe in subscribers] == [[[10], [33]]] * 3
 
 
 def test_a_merged_write_is_not_kept_from_a_subscriber_that_ends_or_a_hub_that_closes() -> None:
     clock, sink, ((sub, first), (_, second)) = merged_writes(0.25, 2)
-    _reads(sink, [audio(23), video(33)])
+    _reads(sink, [audio(10)])
+    _reads(sink, [audio(23), video(33)])  # within the interval: waiting
     sub.end(EndCause.UNSUBSCRIBED)  # it writes what it holds before the reader sees the end
-    assert _written(first) == [[23, 33]] and second.writes == []
+    assert _written(first) == [[10], [23, 33]] and _written(second) == [[10]]
     sink.close(EndReason.UNPUBLISH)
-    assert _written(second) == [[23, 33]]
+    assert _written(second) == [[10], [23, 33]]
     assert clock.pending() == []  # the hub's timer went with the live stream
 
 
 def test_merged_writes_keep_a_pipe_that_holds_back_in_order_through_the_queue() -> None:
     clock, sink, ((sub, pipe),) = merged_writes(0.1, 1)
     _reads(sink, [audio(10)])
-    clock.advance(0.1)
     pipe.accepting = False
     _reads(sink, [video(33), audio(40)])
     clock.advance(0.1)  # refused: queued for the reader

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class FileSink:
     infos: list[StreamInfo] = field(default_factory=list)
     close_reasons: list[EndReason] = field(default_factory=list)
     packets: int = 0
+    write_times: list[float] = field(default_factory=list)
+    """When each packet reached the sink (`time.monotonic()`)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -42,6 +45,7 @@ class FileSink:
     def write(self, packet: MediaPacket) -> None:
         assert not self.close_reasons, "write after close"
         self.packets += 1
+        self.write_times.append(time.monotonic())
         self._file.write(encode_tag(packet.kind, packet.timestamp_ms, packet.payload))
 
     def batch(self) -> AbstractContextManager[None]:

@@ -5,6 +5,7 @@ segment ends never changes what the sink gets."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import struct
 import time
@@ -230,3 +231,60 @@ async def test_a_publisher_reset_inside_a_message_ends_its_session_only(tmp_path
     assert _recorded(gate, 0) == frames[:4]  # the half message is not delivered
     assert _recorded(gate, 1) == frames
     assert gate.sinks[STREAM_ID][1].close_reasons == [EndReason.UNPUBLISH]
+
+
+async def _publish_then(server: RtmpServer, gate: RecordingGate) -> asyncio.StreamWriter:
+    """A publisher past its accepted publish (its replies read), with Nagle off: each write is a segment."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    await _send(writer, handshake() + b"".join(publish_script(KEY)))
+    await asyncio.wait_for(gate.opened.wait(), 5)
+    replies = ServerReplies()
+    async with asyncio.timeout(5):
+        while "NetStream.Publish.Start" not in replies.status_codes():
+            replies.feed(await reader.read(65536))
+    return writer
+
+
+def _bursts(times: list[float], gap_seconds: float) -> int:
+    """How many groups `times` fall into when a group ends at a pause longer than `gap_seconds`."""
+    return 1 + sum(b - a > gap_seconds for a, b in itertools.pairwise(times)) if times else 0
+
+
+async def test_merged_reads_take_a_paced_publisher_a_few_times_a_second_in_order(tmp_path: Path) -> None:
+    # RELAY_MERGE_INTERVAL_MS: a publisher that leaves the socket empty after each message is read once an
+    # interval, what it sent meanwhile in one read (one loop turn, one write a push), not once a message.
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = _frames()
+    async with RtmpServer(gate, _settings(merge_interval_seconds=0.2)) as server:
+        writer = await _publish_then(server, gate)
+        started = time.monotonic()
+        for index, (kind, ts, body) in enumerate(frames):
+            await _send(writer, media(kind, ts, body, csid=6 if kind is MediaKind.VIDEO else 4))
+            await asyncio.sleep(max(0.0, started + 0.03 * (index + 1) - time.monotonic()))  # 14 over 0.42 s
+        await _send(writer, UNPUBLISH)
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 5)
+        writer.close()
+    assert _recorded(gate) == frames
+    # A read an interval: ~3 over the 0.42 s, where a read a message made 14 (each message 30 ms apart).
+    assert _bursts(sink.write_times, 0.015) <= 4, sink.write_times
+
+
+async def test_merged_reads_never_hold_back_a_publisher_faster_than_a_buffer_an_interval(tmp_path: Path) -> None:
+    # A keyframe, a burst or a high bitrate fills the read buffer: the rest is read at once, not an interval
+    # later (here reads of 4 KiB: one an interval, even with the reads on inside a message, would take
+    # minutes for these 2 MB).
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = [(MediaKind.VIDEO, 0, VIDEO_CONFIG)]
+    frames += [(MediaKind.VIDEO, 33 * i, VIDEO_KEY + bytes([i % 256]) * 1000) for i in range(1, 2001)]
+    async with RtmpServer(gate, _settings(merge_interval_seconds=0.25, read_chunk_bytes=4096)) as server:
+        writer = await _publish_then(server, gate)
+        started = time.monotonic()
+        await _send(writer, _media_bytes(frames) + UNPUBLISH)  # 2 MB at once
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 20)
+        took = time.monotonic() - started
+        writer.close()
+    assert _recorded(gate) == frames
+    assert took < 5.0, f"2 MB took {took:.2f} s: read an interval at a time, not at once"
