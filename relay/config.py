@@ -140,9 +140,10 @@ class Settings:
     push_send_buffer_bytes: int = 256 * 1024
     """The kernel send buffer asked for each RTMP(S) push (Linux doubles it); 0: Linux autotuning."""
     merge_interval_ms: int = 0
-    """0: media is read from an RTMP(S) publisher and written to the pushes as it comes (a frame at a time). 1-1000:
-    both at most this often, what came in between in one read and one write a push (SRS's `mw_latency`):
-    less CPU per stream and per destination for up to that much delay."""
+    """0: media is read from an RTMP publisher and written to the pushes as it comes (a frame at a time).
+    1-1000: both at most this often, what came in between in one read and one write a push (SRS's
+    `mw_latency`; RTMPS and SRT publishers and pulls: the writes only): less CPU per stream and per
+    destination for up to that much delay."""
 
     @property
     def rtmps_enabled(self) -> bool:

@@ -27,7 +27,7 @@ class HubSettings:
     merge_interval_seconds: float = 0.0
     """0: what a publisher's read brings is written to the subscribers' pipes at the read's end (a frame
     may wait for the next packet: `Hub._end_batch`). > 0: the subscribers are written at most this often,
-    everything that came in between in one write a pipe (`Hub._merge_write`; an RTMP(S) publisher is read
+    everything that came in between in one write a pipe (`Hub._merge_write`; an RTMP publisher is read
     that often too): fewer pipe writes, and fewer reads in each push's ffmpeg, for up to that much more
     delay (`RELAY_MERGE_INTERVAL_MS`)."""
     subscriber: SubscriberLimits = field(default_factory=SubscriberLimits)

@@ -525,9 +525,9 @@ class Hub:
 
     def _merge_write(self) -> None:
         """With `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`): write now if the last write is that old,
-        or else when it will be. An RTMP(S) publisher is read that often too (`RtmpConnection`), so each of
-        its reads normally brings that much media and is written at its end; other sources (SRT, pulls),
-        read as their data comes, are written that often by the timer."""
+        or else when it will be. An RTMP publisher is read that often too (`RtmpConnection._merge_reads`), so
+        each of its reads normally brings that much media and is written at its end; other sources (RTMPS,
+        SRT, pulls), read as their data comes, are written that often by the timer."""
         if self._merge_timer is not None or not self._write_armed:
             return
         due = self._written_at + self._settings.merge_interval_seconds

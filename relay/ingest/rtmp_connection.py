@@ -284,8 +284,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
         """Read next after `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`), unless the last read filled
         the buffer: what waits in the socket is read at once, so a publisher faster than a buffer an
         interval (a keyframe, a burst, a high bitrate) is never held back, only one that leaves the socket
-        empty. A 1080p30 publisher was read ~65 times a second, each read one loop turn; at 66 ms, ~15."""
-        if self._read_full or self._merge_timer is not None or self._end is not None:
+        empty. A 1080p30 publisher was read ~65 times a second, each read one loop turn; at 66 ms, ~15.
+
+        Plain TCP only: under TLS a paused transport still takes the socket's bytes into its TLS layer, where
+        an end handled before they are delivered has lost a publisher's last messages (`get_buffer`); an
+        RTMPS publisher is read as its data comes, and only the hub's writes are merged."""
+        if self._read_full or self._merge_timer is not None or self._end is not None or self._fd < 0:
             return
         self._pause(_Pause.MERGE)
         self._merge_timer = self._loop.call_later(self._settings.merge_interval_seconds, self._merge_due)
@@ -295,7 +299,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         next turn to report the socket readable (a second wake-up of the loop for every read)."""
         self._merge_timer = None
         self._resume(_Pause.MERGE)
-        if self._paused or self._end is not None or self._fd < 0:
+        if self._paused or self._end is not None:
             return
         try:
             nbytes = os.readv(self._fd, (self._read_buffer,))

@@ -48,7 +48,7 @@ class RtmpServerSettings:
     read_chunk_bytes: int = 64 * 1024
     """Most bytes read from a socket before processing them."""
     merge_interval_seconds: float = 0.0
-    """> 0 (`RELAY_MERGE_INTERVAL_MS`): once a publish is accepted, a read that left the socket drained is
+    """> 0 (`RELAY_MERGE_INTERVAL_MS`): once a publish is accepted (plain TCP), a read that left the socket drained is
     followed by this long without reading: the next read brings what came meanwhile, in one loop turn and
     one write a push (the hub's writes are merged the same way)."""
     amf_limits: AmfLimits = field(default_factory=AmfLimits)

@@ -36,8 +36,8 @@ async def test_on_uvloop_every_destination_gets_every_video_packet(rig: Rig, med
 @pytest.mark.relay_env(RELAY_MERGE_INTERVAL_MS="250")
 @pytest.mark.parametrize("ingest", ["rtmp", "rtmps", "srt"])
 async def test_merged_io_brings_every_destination_every_video_packet(rig: Rig, media: Media, ingest: str) -> None:
-    """The same with an RTMP(S) publisher read and each push written at most every 250 ms (a quarter of a
-    second of media in each read and write, the stream's end with what was still waiting)."""
+    """The same with each push written at most every 250 ms and an RTMP publisher read as seldom (a quarter
+    of a second of media in each read and write, the stream's end with what was still waiting)."""
     await every_destination_gets_every_video_packet(rig, media, ingest)
 
 
