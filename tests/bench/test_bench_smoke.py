@@ -66,5 +66,16 @@ def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.Cap
     clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
     relay_cpu_main(["--n", "0,1", "--seconds", "1", "--warmup", "1", "--clip", str(clip), "--out", str(tmp_path)])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("N=")]
-    assert [line.split(":")[0] for line in lines] == ["N=0", "N=1"]
-    assert all("CPU s/min" in line for line in lines)
+    assert [line.split(":")[0] for line in lines] == ["N=0 (rtmp)", "N=1 (rtmp)"]
+    assert all("CPU s/min" in line and "main thread" in line for line in lines)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_relay_cpu_with_srt_destinations_and_merged_io(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
+    argv = ["--n", "1", "--dest", "srt", "--merge-interval-ms", "66", "--seconds", "1", "--warmup", "1"]
+    relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "N=1 (srt): relay process" in out and "other threads" in out
+    assert "per push" in out  # its push ran beside it
