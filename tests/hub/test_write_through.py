@@ -287,7 +287,7 @@ def merged_writes(seconds: float, subscribers: int) -> tuple[FakeClock, IngestSi
 
 def test_merged_writes_go_at_most_once_an_interval_with_everything_in_between() -> None:
     # RELAY_MERGE_INTERVAL_MS: one pipe write a destination for what came in the interval, instead of one a
-    # frame. An RTMP(S) publisher is read that often too, so its reads come an interval apart and each is
+    # frame. An RTMP publisher is read that often too, so its reads come an interval apart and each is
     # written at its end; reads that come sooner (other sources) wait for the interval's end.
     clock, sink, subscribers = merged_writes(0.1, 3)
     pipes = [pipe for _, pipe in subscribers]
