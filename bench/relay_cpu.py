@@ -41,15 +41,18 @@ def thread_ticks(pid: int) -> dict[int, int]:
     ticks: dict[int, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+            ticks[int(task.name)] = sum(_stat_ticks(task / "stat"))
     return ticks
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
     """(utime, stime) of the process itself, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    return _stat_ticks(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_ticks(stat: Path) -> tuple[int, int]:
+    """(utime, stime) from a process's or a thread's /proc `stat` file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
 
 

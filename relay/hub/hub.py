@@ -557,8 +557,7 @@ class Hub:
         outside a batch is never held: its write is the loop's next turn."""
         brought, self._brought = self._brought, 0
         if self._settings.merge_interval_seconds > 0:
-            if self._write_armed:
-                self._merge_write()
+            self._merge_write()
             return
         if self._holding:
             if not brought:

@@ -301,15 +301,21 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._resume(_Pause.MERGE)
         if self._paused or self._end is not None:
             return
+        if nbytes := self._read_direct():
+            self.buffer_updated(nbytes)
+
+    def _read_direct(self) -> int:
+        """Read the plain TCP socket into the read buffer now, bypassing the transport's reader: the bytes read,
+        or 0 when there is nothing to process. Nothing there (EAGAIN) hands back to the loop's reader; the
+        peer's close is left to the transport's read, which sees it as ever (the socket stays readable); a
+        reset ends the connection as the transport's own read would."""
         try:
-            nbytes = os.readv(self._fd, (self._read_buffer,))
+            return os.readv(self._fd, (self._read_buffer,))
         except (BlockingIOError, InterruptedError):
-            return  # nothing came meanwhile: the transport's reader takes the next bytes
+            return 0
         except OSError as exc:
             self._fail(exc)
-            return
-        if nbytes:
-            self.buffer_updated(nbytes)  # an end (0) is left to the transport's read, as in `_read_on`
+            return 0
 
     def _read_on(self) -> None:
         """Read again at once while the session is inside a message (plain TCP, once published).
@@ -324,16 +330,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         for _ in range(READ_ON_TIMES):
             if self._end is not None or self._paused or not session.inside_message:
                 return
-            try:
-                nbytes = os.readv(self._fd, (self._read_buffer,))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # a reset: the transport's own read would end the connection the same way
-                self._fail(exc)
-                return
-            if not nbytes:
-                return  # the peer closed: the socket stays readable and the transport's read sees the end
-            if not self._received(nbytes):
+            nbytes = self._read_direct()
+            if not nbytes or not self._received(nbytes):
                 return
             self._advance()
 

@@ -70,6 +70,15 @@ async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
     await writer.drain()
 
 
+async def _publish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Handshake, connect and publish `KEY`; returns once the server said NetStream.Publish.Start."""
+    await _send(writer, handshake() + b"".join(publish_script(KEY)))
+    replies = ServerReplies()
+    async with asyncio.timeout(5):
+        while "NetStream.Publish.Start" not in replies.status_codes():
+            replies.feed(await reader.read(65536))
+
+
 async def test_media_behind_the_publish_is_delivered_in_order_after_the_gate_accepts(tmp_path: Path) -> None:
     gate = SlowGate(tmp_path, delay_seconds=0.3)
     frames = _frames()
@@ -126,11 +135,7 @@ async def test_a_client_that_does_not_read_our_replies_is_bounded_then_served_ag
         client.setblocking(False)
         await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", server.port))
         reader, writer = await asyncio.open_connection(sock=client)
-        replies = ServerReplies()
-        await _send(writer, handshake() + b"".join(publish_script(KEY)))
-        async with asyncio.timeout(5):
-            while "NetStream.Publish.Start" not in replies.status_codes():
-                replies.feed(await reader.read(65536))
+        await _publish(reader, writer)
         # Each unknown call with a transaction id is answered with an _error about 4x its size.
         flood = command("noSuchCall", 7.0, None) * 2000
         sent = 0
@@ -237,12 +242,8 @@ async def _publish_then(server: RtmpServer, gate: RecordingGate) -> asyncio.Stre
     """A publisher past its accepted publish (its replies read), with Nagle off: each write is a segment."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    await _send(writer, handshake() + b"".join(publish_script(KEY)))
+    await _publish(reader, writer)
     await asyncio.wait_for(gate.opened.wait(), 5)
-    replies = ServerReplies()
-    async with asyncio.timeout(5):
-        while "NetStream.Publish.Start" not in replies.status_codes():
-            replies.feed(await reader.read(65536))
     return writer
 
 
