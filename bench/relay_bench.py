@@ -138,6 +138,9 @@ class Options:
     profile: bool = False
     """py-spy the relay process (root of the tree) through the steady window: collapsed stacks in the run's
     directory (`profile.txt`, one `stack count` a line) and the top functions in the result's context."""
+    publisher_tcp_nodelay: bool = False
+    """The RTMP publisher with TCP_NODELAY, as OBS publishes (librtmp sets it); ffmpeg's RTMP output, the
+    bench's publisher, leaves Nagle's algorithm on unless told (`-tcp_nodelay`)."""
 
 
 @dataclass
@@ -358,7 +361,8 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
             latency = f"&latency={opts.srt_latency_ms * 1000}"
             tee = f"[f=mpegts:onfail=ignore]{system.srt_ingest_url}{latency}|[f=mpegts:onfail=ignore]{direct.url()}"
         else:
-            tee = f"[f=flv:onfail=ignore]{system.ingest_url}|[f=flv:onfail=ignore]{direct.url('live')}"
+            slave = "[f=flv:onfail=ignore:tcp_nodelay=1]" if opts.publisher_tcp_nodelay else "[f=flv:onfail=ignore]"
+            tee = f"{slave}{system.ingest_url}|{slave}{direct.url('live')}"
         marks["publish"] = time.monotonic()
         publisher = await asyncio.create_subprocess_exec(
             FFMPEG,
@@ -636,8 +640,9 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "",
         f"{meta['started']}: {meta['machine']}; clip {meta['clip']} ({meta['clip_video_kbps']} kbit/s video), "
         f"steady window {meta['options']['window_s']} s, receiver down {meta['options']['down_s']} s for recovery.",
-        "Publisher: ffmpeg -re -stream_loop -1 -c copy -f tee to the system and to a direct receiver. "
-        "nginx-rtmp: `push` per destination, default push_reconnect (3 s); it has no SRT push and no live add.",
+        "Publisher: ffmpeg -re -stream_loop -1 -c copy -f tee to the system and to a direct receiver"
+        + (" (RTMP with TCP_NODELAY, as OBS publishes). " if meta["options"]["publisher_tcp_nodelay"] else ". ")
+        + "nginx-rtmp: `push` per destination, default push_reconnect (3 s); it has no SRT push and no live add.",
         "",
         table(main),
         "",
@@ -708,6 +713,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="py-spy the relay process through the window (its sampling costs CPU: not for CPU figures)",
     )
+    p.add_argument(
+        "--publisher-tcp-nodelay",
+        action="store_true",
+        help="the RTMP publisher (both tee outputs) with TCP_NODELAY, as OBS publishes; ffmpeg's default is Nagle on",
+    )
     p.add_argument("--clip-seconds", type=int, default=20)
     p.add_argument("--clip-size", default="1920x1080")
     p.add_argument("--clip-kbps", type=int, default=4500)
@@ -730,6 +740,7 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         clip_kbps=args.clip_kbps,
         srt_latency_ms=args.srt_latency_ms,
         profile=args.profile,
+        publisher_tcp_nodelay=args.publisher_tcp_nodelay,
     )
     out: Path = args.out
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)

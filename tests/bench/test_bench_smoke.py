@@ -43,6 +43,7 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
         "--clip-kbps",
         "300",
         "--profile",
+        "--publisher-tcp-nodelay",
         "--out",
         str(out),
     ]
@@ -50,6 +51,7 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     bench_main(argv)
     report = (out / "bench.md").read_text()
     assert "| relay rtmp N=1 |" in report
+    assert "(RTMP with TCP_NODELAY, as OBS publishes)" in report
     result = json.loads((out / "bench.json").read_text())["results"][0]
     assert result["ok"], result["error"]
     assert result["delay_ms"]["count"] > 0 and result["delay_ms"]["median"] is not None
