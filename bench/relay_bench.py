@@ -701,7 +701,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx-rtmp comparison")
     p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
     p.add_argument("--only-variants", action="store_true", help="run only the flag variants (and their baselines)")
-    p.add_argument("--variant", default="", help="run only the flag variants whose label contains this")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="run only the flag variants whose label contains this (repeat it for several)",
+    )
     p.add_argument(
         "--srt-push-compare",
         action="store_true",
@@ -757,7 +762,7 @@ async def amain(args: argparse.Namespace) -> list[Result]:
     if args.srt_push_compare:
         srt_ns = counts(args.srt_n)
         scenarios += [Scenario("relay", "srt", n, SRT_PUSH_FFMPEG, ingest=i) for i in ingests for n in srt_ns]
-    runs = [(proto, n, v) for proto, n, v in FLAG_RUNS if args.variant in v.label]
+    runs = [(proto, n, v) for proto, n, v in FLAG_RUNS if any(x in v.label for x in args.variant or [""])]
     if args.only_variants:
         scenarios = list(dict.fromkeys(Scenario("relay", proto, n) for proto, n, _ in runs))
     elif not nginx_skip and "rtmp" in ingests:
