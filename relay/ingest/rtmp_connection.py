@@ -296,13 +296,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _merge_due(self) -> None:
         """The interval is over: read at once (plain TCP), as `_read_on` does, instead of waiting for the loop's
-        next turn to report the socket readable (a second wake-up of the loop for every read)."""
+        next turn to report the socket readable (a second wake-up of the loop for every read).
+
+        The transport's reader stays off through that read: a read that brings media pauses again for the
+        next interval (`_merge_reads`), and only when none does (nothing there, the peer's close, a full
+        buffer, another pause) is the transport resumed. Resuming first made every interval add the socket
+        to the loop's selector and take it out again (two `epoll_ctl` calls and their Python a read)."""
         self._merge_timer = None
-        self._resume(_Pause.MERGE)
-        if self._paused or self._end is not None:
-            return
-        if nbytes := self._read_direct():
+        self._paused.discard(_Pause.MERGE)  # what pauses meanwhile finds the transport paused already
+        if not self._paused and self._end is None and (nbytes := self._read_direct()):
             self.buffer_updated(nbytes)
+        if _Pause.MERGE not in self._paused:
+            self._resume(_Pause.MERGE)  # no new interval armed: the loop's reader takes over
 
     def _read_direct(self) -> int:
         """Read the plain TCP socket into the read buffer now, bypassing the transport's reader: the bytes read,
