@@ -31,6 +31,7 @@ from typing import Any
 from relay.hub.subscriber import EndCause, Subscriber
 from relay.push.masking import mask_secrets
 from relay.push.progress import ErrorKind, Progress, ProgressParser, classify_error
+from relay.spawn import Child, spawn
 from relay.srt.caller import SendStats
 
 log = logging.getLogger("relay.push")
@@ -98,7 +99,7 @@ class OwnedChild:
     def __init__(self, argv: Sequence[str], log_prefix: str) -> None:
         self._argv = list(argv)
         self._log_prefix = log_prefix
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._killed = False
 
@@ -106,18 +107,10 @@ class OwnedChild:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    async def _start_child(self, stdin: int, pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
+    async def _start_child(self, stdin: int, pass_fds: Sequence[int] = ()) -> Child:
         """Spawn ffmpeg (stdout and stderr piped, `pass_fds` inherited under their own numbers); raises
         OSError if it cannot be started."""
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=child_environment(os.environ),
-            pass_fds=tuple(pass_fds),
-        )
+        self._proc = await spawn(self._argv, stdin=stdin, env=child_environment(os.environ), pass_fds=pass_fds)
         with contextlib.suppress(OSError):  # already gone: wait() reports how
             resource.prlimit(self._proc.pid, resource.RLIMIT_CORE, (0, 0))
         widen_pipe(self._proc)  # a stdin pipe, when there is one
@@ -338,9 +331,9 @@ STDIN_PIPE_BYTES = 256 * 1024
 does not fit in the pipe at once costs a partial write, a wake-up when the pipe drains and a second write."""
 
 
-def widen_pipe(proc: asyncio.subprocess.Process | None) -> None:
-    """Give the push's stdin `STDIN_PIPE_BYTES` of room (best effort): a pipe's size under asyncio, a socket
-    pair's send buffer under uvloop."""
+def widen_pipe(proc: Child | None) -> None:
+    """Give the push's stdin `STDIN_PIPE_BYTES` of room (best effort): a pipe's size, or a socket pair's send
+    buffer where libuv started the child (uvloop on a kernel without pidfds, `relay.spawn`)."""
     if proc is None or proc.stdin is None:
         return
     pipe = proc.stdin.transport.get_extra_info("pipe")
@@ -348,7 +341,7 @@ def widen_pipe(proc: asyncio.subprocess.Process | None) -> None:
         with contextlib.suppress(OSError, AttributeError):  # not Linux, or over pipe-max-size: keep the default
             fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, STDIN_PIPE_BYTES)
         return
-    # uvloop (libuv) gives a child a socket pair instead of a pipe: what a write may leave in it is the
+    # libuv gives a child a socket pair instead of a pipe: what a write may leave in it is the
     # sending socket's buffer (which Linux doubles, for its bookkeeping), so that gets the same room.
     sock = proc.stdin.transport.get_extra_info("socket")
     if sock is not None:
