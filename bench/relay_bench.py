@@ -86,6 +86,11 @@ MERGED_LEAN = Variant("RELAY_MERGE_INTERVAL_MS=66 and lean ffmpeg 7.1.3 pushes",
 """Both at once: fewer reads and writes upstream of each push, and each push's RTMP messages in one send each."""
 UVLOOP = Variant("RELAY_EVENT_LOOP=uvloop", env=(("RELAY_EVENT_LOOP", "uvloop"),))
 """The node's event loops on uvloop (libuv) instead of asyncio's own."""
+ALL_THREE = Variant(
+    "all three: RELAY_MERGE_INTERVAL_MS=66, lean ffmpeg 7.1.3 pushes, RELAY_EVENT_LOOP=uvloop",
+    env=(*MERGED_LEAN.env, *UVLOOP.env),
+)
+"""Every setting that lowers the cost at once (fewer reads and writes, lean pushes, libuv's loop)."""
 SMALL_PROBE = Variant("-probesize 32k -analyzeduration 0", input_flags=("-probesize", "32768", "-analyzeduration", "0"))
 FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("rtmp", 4, TCP_NODELAY),
@@ -101,6 +106,7 @@ FLAG_RUNS: tuple[tuple[str, int, Variant], ...] = (
     ("srt", 4, FLUSH_PACKETS),
     *((proto, n, v) for proto, n in (("rtmp", 16), ("srt", 4)) for v in LEAN_BUILDS),
     *((("rtmp", 16, MERGED_LEAN),) if LEAN_FFMPEG.exists() else ()),
+    *((("rtmp", 1, ALL_THREE), ("rtmp", 16, ALL_THREE)) if LEAN_FFMPEG.exists() else ()),
     *((("rtmp", 4, v) for v in LEAN_BUILDS) if len(LEAN_BUILDS) > 1 else ()),
 )
 """(protocol, N, variant) runs beside the baseline scenario of the same protocol and N."""
