@@ -2,10 +2,11 @@
 
 asyncio's own loop spawns with `subprocess.Popen`, which forks with vfork(): the parent waits only until
 the child has exec'd, ~1 ms for an ffmpeg. uvloop spawns through libuv's uv_spawn, which forks with fork():
-the kernel copies the parent's page tables first, and the loop stands still meanwhile, ~7-8 ms for a
-relay process of ~100 MB (16 spawns in a row: 12-20 ms of the loop on asyncio, 114-132 ms on uvloop, on
-the development VM). When a stream goes live with 16 destinations, that is time the hub does not feed the
-pushes already started: the slower start of many pushes `RELAY_EVENT_LOOP=uvloop` showed.
+the kernel copies the parent's page tables first, and the loop stands still meanwhile: `python -m
+bench.spawn --libuv` (16 children in a row from a process holding 100 MB, the development VM) measured
+6.1-6.5 ms a start, ~100 ms for the 16, against 0.6-0.8 ms a start on asyncio's loop. When a stream goes
+live with 16 destinations, that is time the hub does not feed the pushes already started: the slower
+start of many pushes `RELAY_EVENT_LOOP=uvloop` showed.
 
 `spawn` keeps asyncio's loop on `asyncio.create_subprocess_exec` and starts a child on any other loop
 with `subprocess.Popen` too, then hands its pipes to the loop (`connect_read_pipe`, `connect_write_pipe`)
@@ -131,6 +132,9 @@ class PopenChild:
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._exit: asyncio.Future[int] = loop.create_future()
+        self._transports: list[asyncio.BaseTransport] = []
+        self._handed: list[IO[bytes]] = []
+        """Pipes a transport of the loop took (and closes)."""
         self._pidfd = os.pidfd_open(popen.pid)
         loop.add_reader(self._pidfd, self._reap)
 
@@ -139,6 +143,8 @@ class PopenChild:
         loop = self._loop
         if self._popen.stdin is not None:
             transport, protocol = await loop.connect_write_pipe(lambda: _StdinProtocol(loop), self._popen.stdin)
+            self._transports.append(transport)
+            self._handed.append(self._popen.stdin)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         self.stdout = await self._reader(self._popen.stdout)
         self.stderr = await self._reader(self._popen.stderr)
@@ -147,7 +153,9 @@ class PopenChild:
         if pipe is None:
             return None
         reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=self._loop)
-        await self._loop.connect_read_pipe(lambda: _PipeReaderProtocol(reader, loop=self._loop), pipe)
+        transport, _ = await self._loop.connect_read_pipe(lambda: _PipeReaderProtocol(reader, loop=self._loop), pipe)
+        self._transports.append(transport)
+        self._handed.append(pipe)
         return reader
 
     async def wait(self) -> int:
@@ -168,10 +176,13 @@ class PopenChild:
 
     def abandon(self) -> None:
         """The pipes could not be handed to the loop: kill the child and close what is open (it is reaped
-        when it has exited, as ever)."""
+        when it has exited, as ever). A pipe a transport took is closed by its transport, the others here:
+        never a descriptor twice."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+        for transport in self._transports:
+            transport.close()
         for pipe in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
-            if pipe is not None:
+            if pipe is not None and pipe not in self._handed:
                 with contextlib.suppress(OSError):
                     pipe.close()
