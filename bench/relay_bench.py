@@ -144,6 +144,10 @@ class Options:
     profile: bool = False
     """py-spy the relay process (root of the tree) through the steady window: collapsed stacks in the run's
     directory (`profile.txt`, one `stack count` a line) and the top functions in the result's context."""
+    srt_parked_within_s: float = 30.0
+    """A relay scenario with an RTMP publisher starts it once the relay's SRT listener has parked (libsrt's
+    polling threads gone, `RelaySystem.wait_srt_parked`), waiting up to this long (0: not at all): the
+    relay measured is then the one that has run a while."""
     publisher_tcp_nodelay: bool = False
     """The RTMP publisher with TCP_NODELAY, as OBS publishes (librtmp sets it); ffmpeg's RTMP output, the
     bench's publisher, leaves Nagle's algorithm on unless told (`-tcp_nodelay`)."""
@@ -348,6 +352,9 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         for d in dests:
             await d.start()
         await system.start([d.url() for d in dests])
+        if isinstance(system, RelaySystem) and sc.ingest == "rtmp" and opts.srt_parked_within_s > 0:
+            parked_after = await system.wait_srt_parked(opts.srt_parked_within_s)
+            result.context["srt_parked_after_s"] = round(parked_after, 1) if parked_after is not None else None
         started = tree_names(system.root_pid)
         sampler = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -666,6 +673,11 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "srt-in: the publisher sends MPEG-TS over SRT to the relay and to a direct SRT receiver (TSBPD off); the "
         "relay's SRT ingest delivers after its TSBPD latency (120 ms by default), counted in its added delay.",
     ]
+    if meta["options"].get("srt_parked_within_s"):
+        parts[-1] += (
+            " With an RTMP publisher, the relay's scenarios start it once the relay's idle SRT listener has parked "
+            "(libsrt's polling threads gone, ~15 s after the relay's start, as on a relay that has run a while)."
+        )
     nginx_skip = meta.get("nginx_skipped")
     if nginx_skip:
         parts += ["", f"nginx-rtmp not run: {nginx_skip}"]
@@ -704,6 +716,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="after the last destination's first frame")
     p.add_argument("--down", type=float, default=2.0, help="how long the killed receiver stays down")
     p.add_argument("--srt-latency-ms", type=int, default=20, help="SRT latency of both ends (receiver TSBPD is off)")
+    p.add_argument(
+        "--srt-parked-within",
+        type=float,
+        default=30.0,
+        help="with an RTMP publisher, start it once the relay's SRT listener has parked (libsrt's polling threads "
+        "gone, ~15 s after the relay's start), waiting up to this long; 0: at once",
+    )
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx-rtmp comparison")
     p.add_argument("--no-variants", action="store_true", help="skip the ffmpeg flag variants")
     p.add_argument("--only-variants", action="store_true", help="run only the flag variants (and their baselines)")
@@ -752,6 +771,7 @@ async def amain(args: argparse.Namespace) -> list[Result]:
         srt_latency_ms=args.srt_latency_ms,
         profile=args.profile,
         publisher_tcp_nodelay=args.publisher_tcp_nodelay,
+        srt_parked_within_s=args.srt_parked_within,
     )
     out: Path = args.out
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)

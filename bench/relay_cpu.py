@@ -4,13 +4,14 @@
         [--dest srt] [--merge-interval-ms 66]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
-destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not
-its children's), split between its main thread (the event loop) and its others (the SRT callers', the
-SRT listener's), over
-`--seconds` after `--warmup` (4 s), then its pushes' (the rest of its tree: `--push-ffmpeg` against another
-build) and their PSS, per push, in 1/100 s ticks (0.04 s/min over 15 s). For a before/after figure, run it
-from two checkouts in turn (each runs its own relay), several times: the machine's other load moves the
-figures by ~0.2 s/min.
+destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not its
+children's), split between its main thread (the event loop) and its others (the SRT callers', the SRT
+listener's), over `--seconds` after `--warmup` (4 s), the publisher started once the relay's idle SRT
+listener has parked (`--srt-parked-within`: libsrt's polling threads, ~0.3 CPU s/min of a relay's first ~15
+s, are gone, as on a relay that has run a while), then its pushes' (the rest of its tree: `--push-ffmpeg`
+against another build) and their PSS, per push, in 1/100 s ticks (0.04 s/min over 15 s). For a before/after
+figure, run it from two checkouts in turn (each runs its own relay), several times: the machine's other load
+moves the figures by ~0.2 s/min.
 `--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import socket
 import sys
 import time
@@ -67,6 +69,7 @@ async def measure(
     event_loop: str = "asyncio",
     dest: str = "rtmp",
     merge_interval_ms: int = 0,
+    srt_parked_within: float = 30.0,
 ) -> dict[str, float]:
     env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
     if push_ffmpeg:
@@ -81,6 +84,7 @@ async def measure(
         for d in dests:
             await d.start()
         await system.start([d.url() for d in dests])
+        parked_after = await system.wait_srt_parked(srt_parked_within) if srt_parked_within > 0 else None
         publisher = await asyncio.create_subprocess_exec(
             *(FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1"),
             *("-i", str(clip), "-c", "copy", "-f", "flv", system.ingest_url),
@@ -116,6 +120,7 @@ async def measure(
             "pss": pss_mb,
             "main_thread": (threads1.get(system.root_pid, 0) - threads0.get(system.root_pid, 0)) * per_min,
             "other_threads": others * per_min,
+            "srt_parked_after": math.nan if parked_after is None else parked_after,
         }
     finally:
         if publisher is not None and publisher.returncode is None:
@@ -153,9 +158,13 @@ async def amain(args: argparse.Namespace) -> None:
             args.event_loop,
             args.dest,
             args.merge_interval_ms,
+            args.srt_parked_within,
         )
         total = cpu["user"] + cpu["sys"]
         split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
+        parked = cpu["srt_parked_after"]
+        if args.srt_parked_within > 0:
+            split += "; SRT listener not parked" if math.isnan(parked) else f"; SRT listener parked in {parked:.1f} s"
         print(
             f"N={n} ({args.dest}): relay process {total:.2f} CPU s/min (user {cpu['user']:.2f}, sys {cpu['sys']:.2f};"
             f" {split})",
@@ -181,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"), help="RELAY_EVENT_LOOP")
     p.add_argument("--merge-interval-ms", type=int, default=0, help="RELAY_MERGE_INTERVAL_MS")
     p.add_argument("--dest", default="rtmp", choices=("rtmp", "srt"), help="the destinations' protocol")
+    p.add_argument(
+        "--srt-parked-within",
+        type=float,
+        default=30.0,
+        help="start the publisher once the relay's SRT listener has parked (libsrt's polling threads gone, ~15 s "
+        "after the relay's start), waiting up to this long; 0: at once",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

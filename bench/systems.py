@@ -49,6 +49,20 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
+LIBSRT_QUEUE_THREADS = ("SRT:RcvQ", "SRT:SndQ")
+"""Name prefixes of libsrt's receiver and sender threads (one each per UDP port libsrt serves)."""
+
+
+def libsrt_queue_threads(pid: int) -> int:
+    """How many of libsrt's receiver and sender threads process `pid` runs."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/comm") as f:
+                count += f.read().startswith(LIBSRT_QUEUE_THREADS)
+    return count
+
+
 class RelaySystem:
     """The relay under test; `ffmpeg` overrides the pushes' binary (a flag-variant wrapper)."""
 
@@ -86,6 +100,20 @@ class RelaySystem:
         for uri in destinations:
             if not await self.add_destination(uri):
                 raise RuntimeError(f"restream not created for {uri}")
+
+    async def wait_srt_parked(self, within: float) -> float | None:
+        """Seconds until the relay's SRT ingest listener has parked, None if not within `within`.
+
+        Until it parks (10 s with no caller), libsrt's receiver and sender threads poll the SRT port ~100
+        times a second, ~0.3 CPU s/min of the relay process, and libsrt lets them go ~5 s after the park.
+        A relay that has run a while pays none of it while no SRT publisher is there; a measurement window
+        that starts in a relay's first 15 s, as every scenario's did, counted it in the relay's own CPU."""
+        started = time.monotonic()
+        while libsrt_queue_threads(self.root_pid):
+            if time.monotonic() - started >= within:
+                return None
+            await asyncio.sleep(0.2)
+        return time.monotonic() - started
 
     async def add_destination(self, uri: str) -> bool:
         body = {"restream": {"name": uri.rsplit("/", 1)[-1][:40], "stream_id": self._stream["id"], "uri": uri}}

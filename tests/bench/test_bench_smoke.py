@@ -58,6 +58,9 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     assert result["identical_share"] == 1.0 and result["loss_share"] == 0.0
     assert result["cpu_s_per_min"] is not None and result["pss_mb"] > 0
     assert result["live_add_s"] is not None and result["recovery_s"] is not None
+    # the publisher started once the relay's idle SRT listener had parked (10 s without a caller, then libsrt
+    # lets its threads go): the relay measured is one that has run a while
+    assert result["context"]["srt_parked_after_s"] is not None and result["context"]["srt_parked_after_s"] > 5
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)):  # --profile: the relay was sampled
         assert result["context"]["profile_top"], "py-spy found nothing to sample"
 
@@ -66,7 +69,8 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
-    relay_cpu_main(["--n", "0,1", "--seconds", "1", "--warmup", "1", "--clip", str(clip), "--out", str(tmp_path)])
+    argv = ["--n", "0,1", "--seconds", "1", "--warmup", "1", "--srt-parked-within", "0"]
+    relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("N=")]
     assert [line.split(":")[0] for line in lines] == ["N=0 (rtmp)", "N=1 (rtmp)"]
     assert all("CPU s/min" in line and "main thread" in line for line in lines)
@@ -77,6 +81,7 @@ def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.Cap
 def test_relay_cpu_with_srt_destinations_and_merged_io(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
     argv = ["--n", "1", "--dest", "srt", "--merge-interval-ms", "66", "--seconds", "1", "--warmup", "1"]
+    argv += ["--srt-parked-within", "0"]
     relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "N=1 (srt): relay process" in out and "other threads" in out
