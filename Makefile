@@ -39,7 +39,7 @@ run: setup
 	RELAY_PUSH_FFMPEG="$${RELAY_PUSH_FFMPEG:-$(if $(wildcard $(LEAN_FFMPEG)),$(abspath $(LEAN_FFMPEG)))}" \
 		$(PY) -m api serve --announce --show-secrets --self-signed-tls
 
-# An ffmpeg with only what a push needs: half the memory per destination (scripts/lean-ffmpeg.sh, ~4 min).
+# An ffmpeg with only what a push needs: half the memory per destination (scripts/lean-ffmpeg.sh, 2-4 min).
 lean-ffmpeg: $(RUN_STAMP)
 	@bash scripts/system-deps.sh lean
 	FULL_FFMPEG="$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" \

@@ -14,7 +14,7 @@
 # tree per destination: 13 % at N=16, nothing at N=4) and has no enhanced FLV: no HEVC, AV1 or VP9 to an
 # RTMP destination (README, Benchmarks). Same configure flags; scripts/ffmpeg-patches/5.1.8 adds one.
 # Build dependencies: build-essential pkg-config nasm libssl-dev libsrt-openssl-dev (scripts/system-deps.sh lean).
-# ~3-4 minutes on 2 cores; run again, it only checks. With FULL_FFMPEG=<a full ffmpeg> it also writes
+# 2-4 minutes on 2 cores (2:18 idle); run again, it only checks. With FULL_FFMPEG=<a full ffmpeg> it also writes
 # bin/ffmpeg-pushes-only, which runs pushes (`-i pipe:0`) on the lean build and anything else on FULL_FFMPEG:
 # the test suite's one ffmpeg (IMAGEIO_FFMPEG_EXE) in `make test-lean-ffmpeg`.
 set -euo pipefail
