@@ -281,8 +281,10 @@ class Engine:
         )
         hub_sink = hub.open_session(container, source_type, transport, stream_input)
         self._emit_live(stream_id)
+        # One node (no lease to prove): no call per packet for a check that always says yes.
+        may_write = None if isinstance(self.ownership, LocalOwnership) else self._may_write
         return SessionSink(
-            session, hub_sink, self.registry, self._info_changed, self._session_ended, may_write=self._may_write
+            session, hub_sink, self.registry, self._info_changed, self._session_ended, may_write=may_write
         )
 
     def _may_write(self, stream_id: int) -> bool:

@@ -20,7 +20,7 @@ class SessionSink:
         registry: LiveRegistry,
         on_info: Callable[[LiveSession, StreamInfo], None],
         on_end: Callable[[LiveSession, EndReason], None],
-        may_write: Callable[[int], bool] = lambda stream_id: True,
+        may_write: Callable[[int], bool] | None = None,
     ) -> None:
         self._session = session
         self._hub_sink = hub_sink
@@ -28,11 +28,12 @@ class SessionSink:
         self._on_info = on_info
         self._on_end = on_end
         self._may_write = may_write
-        """Asked before each packet (the stream's lease still provable); False: the packet is dropped."""
+        """Asked before each packet (the stream's lease still provable); False: the packet is dropped. None:
+        nothing to ask (one node, no lease)."""
         self._closed = False
 
     def write(self, packet: MediaPacket) -> None:
-        if self._closed or not self._may_write(self._session.stream_id):
+        if self._closed or (self._may_write is not None and not self._may_write(self._session.stream_id)):
             return
         self._registry.count(self._session.stream_id, len(packet.payload), self._session.input)
         self._hub_sink.write(packet)

@@ -34,8 +34,8 @@ class LoopClock:
     the hub reads the clock for every packet and every subscriber.
     """
 
-    def now(self) -> float:
-        return time.monotonic()
+    now = staticmethod(time.monotonic)
+    """`time.monotonic` itself, not a method calling it: one Python call fewer per packet and subscriber."""
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return asyncio.get_running_loop().call_later(max(0.0, delay), callback)

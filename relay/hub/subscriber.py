@@ -179,14 +179,16 @@ class Subscriber:
         """Queue a live chunk without blocking; on overflow flush and skip ahead to the next sync point."""
         if self._end_cause is not None:
             return
-        self.offered_bytes += len(chunk.data)
+        size = len(chunk.data)
+        self.offered_bytes += size
         self.last_offer_at = self._clock.now()
         if self._skipping and not chunk.config:
             if not chunk.sync:
                 self.dropped_chunks += 1
                 return
             self._skipping = False
-        if self._would_overflow(chunk):
+        # What is held for the write-through is not queued: with nothing queued only the chunk's size counts.
+        if self._queued_bytes + size > self._limits.max_bytes or (self._queue and self._too_far_behind(chunk)):
             self._overflow()
             if self._end_cause is not None:
                 return
@@ -269,14 +271,10 @@ class Subscriber:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _would_overflow(self, chunk: Chunk) -> bool:
-        if self._queued_bytes + len(chunk.data) > self._limits.max_bytes:
-            return True
+    def _too_far_behind(self, chunk: Chunk) -> bool:
+        """`chunk` is further ahead of the oldest media queued than the queue may hold (`max_seconds`)."""
         first = self._first_media_timestamp()
-        if first is not None and not chunk.config:
-            if chunk.timestamp_ms - first > self._limits.max_seconds * 1000.0:
-                return True
-        return False
+        return first is not None and not chunk.config and chunk.timestamp_ms - first > self._limits.max_seconds * 1000.0
 
     def _first_media_timestamp(self) -> int | None:
         # Configuration chunks carry old timestamps (often 0): only media measures the backlog.
