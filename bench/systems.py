@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from tests.support import RelayProcess, free_port
+from tests.support import RelayProcess, free_port, threads_named
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -47,20 +47,6 @@ class System(Protocol):
         ...
 
     async def stop(self) -> None: ...
-
-
-LIBSRT_QUEUE_THREADS = ("SRT:RcvQ", "SRT:SndQ")
-"""Name prefixes of libsrt's receiver and sender threads (one each per UDP port libsrt serves)."""
-
-
-def libsrt_queue_threads(pid: int) -> int:
-    """How many of libsrt's receiver and sender threads process `pid` runs."""
-    count = 0
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/comm") as f:
-                count += f.read().startswith(LIBSRT_QUEUE_THREADS)
-    return count
 
 
 class RelaySystem:
@@ -109,7 +95,7 @@ class RelaySystem:
         A relay that has run a while pays none of it while no SRT publisher is there; a measurement window
         that starts in a relay's first 15 s, as every scenario's did, counted it in the relay's own CPU."""
         started = time.monotonic()
-        while libsrt_queue_threads(self.root_pid):
+        while threads_named(self.root_pid, "SRT:RcvQ", "SRT:SndQ"):  # libsrt's receiver and sender
             if time.monotonic() - started >= within:
                 return None
             await asyncio.sleep(0.2)

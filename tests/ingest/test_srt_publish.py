@@ -29,6 +29,7 @@ from tests.support import (
     free_port,
     remux,
     run_process,
+    threads_named,
     wait_for,
 )
 
@@ -278,12 +279,7 @@ async def test_the_worker_sleeps_while_nobody_is_connected(src_ts: Path, tmp_pat
 
 def _libsrt_receiver_tasks() -> list[str]:
     """libsrt's receiver threads in this process (`SRT:RcvQ:w1`): one per UDP port it serves."""
-    tasks = []
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
-            if f.read().startswith("SRT:RcvQ"):
-                tasks.append(task)
-    return tasks
+    return threads_named("self", "SRT:RcvQ")
 
 
 def _libsrt_receiver_cpu(seconds: float) -> float:

@@ -6,7 +6,7 @@ publishers and receivers as real processes, the relay as a subprocess, polling, 
     media           Clip, MediaCache (the session's is the `media_cache` fixture), framemd5, video_frames
     publishers      Publisher, ReconnectingPublisher, ffmpeg_publish_argv, looped_publish_argv, pattern_publish_argv
     receivers       Receiver, listener_argv
-    processes       run_process, Finished, background, reap, children_of, pid_alive
+    processes       run_process, Finished, background, reap, children_of, threads_named, pid_alive
     relay_process   RelayProcess, http, ADMIN_KEY, ROOT
     polling         wait_for (async), wait_until (blocking)
     guard           refuse_subprocesses: what keeps unmarked tests free of processes
@@ -35,7 +35,7 @@ from tests.support.media import (
 )
 from tests.support.net import free_port, self_signed_context, tcp_proxy, wait_listening
 from tests.support.polling import wait_for, wait_until
-from tests.support.processes import Finished, background, children_of, pid_alive, reap, run_process
+from tests.support.processes import Finished, background, children_of, pid_alive, reap, run_process, threads_named
 from tests.support.publishers import (
     Publisher,
     ffmpeg_publish_argv,
@@ -82,6 +82,7 @@ __all__ = [
     "self_signed_context",
     "stream_kinds",
     "tcp_proxy",
+    "threads_named",
     "video_frames",
     "wait_for",
     "wait_listening",

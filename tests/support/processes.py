@@ -107,6 +107,17 @@ def children_of(pid: int) -> dict[int, str]:
     return kids
 
 
+def threads_named(pid: int | str, *prefixes: str) -> list[str]:
+    """The ids of process `pid`'s threads (`"self"`: this process's) whose name starts with one of `prefixes`."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/comm") as f:
+                if f.read().startswith(prefixes):
+                    found.append(task)
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
