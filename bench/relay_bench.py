@@ -29,7 +29,7 @@ from typing import Any
 from bench.media import Reference, build_reference, encode_clip
 from bench.procstat import load_samples, machine_busy_share, tree_pids
 from bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
-from bench.systems import NginxSystem, RelaySystem, System, nginx_available
+from bench.systems import SRT_PARKED_WITHIN_S, NginxSystem, RelaySystem, System, nginx_available
 from tests.support import FFMPEG, ROOT, free_port
 
 RESULTS = ROOT / "bench-results"
@@ -144,7 +144,7 @@ class Options:
     profile: bool = False
     """py-spy the relay process (root of the tree) through the steady window: collapsed stacks in the run's
     directory (`profile.txt`, one `stack count` a line) and the top functions in the result's context."""
-    srt_parked_within_s: float = 30.0
+    srt_parked_within_s: float = SRT_PARKED_WITHIN_S
     """A relay scenario with an RTMP publisher starts it once the relay's SRT listener has parked (libsrt's
     polling threads gone, `RelaySystem.wait_srt_parked`), waiting up to this long (0: not at all): the
     relay measured is then the one that has run a while."""
@@ -719,7 +719,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--srt-parked-within",
         type=float,
-        default=30.0,
+        default=SRT_PARKED_WITHIN_S,
         help="with an RTMP publisher, start it once the relay's SRT listener has parked (libsrt's polling threads "
         "gone, ~15 s after the relay's start), waiting up to this long; 0: at once",
     )

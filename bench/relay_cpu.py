@@ -31,7 +31,7 @@ from bench.media import encode_clip
 from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver, SrtReceiver
 from bench.relay_bench import RESULTS
-from bench.systems import RelaySystem
+from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
 from tests.support import FFMPEG, free_port
 
 CLK_TCK = 100
@@ -69,7 +69,7 @@ async def measure(
     event_loop: str = "asyncio",
     dest: str = "rtmp",
     merge_interval_ms: int = 0,
-    srt_parked_within: float = 30.0,
+    srt_parked_within: float = SRT_PARKED_WITHIN_S,
 ) -> dict[str, float]:
     env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
     if push_ffmpeg:
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--srt-parked-within",
         type=float,
-        default=30.0,
+        default=SRT_PARKED_WITHIN_S,
         help="start the publisher once the relay's SRT listener has parked (libsrt's polling threads gone, ~15 s "
         "after the relay's start), waiting up to this long; 0: at once",
     )

@@ -49,6 +49,10 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
+SRT_PARKED_WITHIN_S = 30.0
+"""How long the benches wait, by default, for a relay's idle SRT listener to park (`wait_srt_parked`)."""
+
+
 class RelaySystem:
     """The relay under test; `ffmpeg` overrides the pushes' binary (a flag-variant wrapper)."""
 
