@@ -1,7 +1,7 @@
 """The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
 
     .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile] [--event-loop uvloop]
-        [--dest srt] [--merge-interval-ms 66]
+        [--dest srt] [--merge-interval-ms 66] [--wake-costs]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not its
@@ -13,6 +13,9 @@ against another build) and their PSS, per push, in 1/100 s ticks (0.04 s/min ove
 figure, run it from two checkouts in turn (each runs its own relay), several times: the machine's other load
 moves the figures by ~0.2 s/min.
 `--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
+`--wake-costs`: what each read of the publisher (a "wake": the read and all it sets off, up to the pushes'
+pipe writes) costs the relay's main thread in CPU time, and how many messages it brought, through the
+window (bench/wake_probe: ~1 µs a wake and ~0.3 µs a message of its own, counted in the figures above).
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
+import os
+import signal
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +42,8 @@ from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
 from tests.support import FFMPEG, free_port
 
 CLK_TCK = 100
+WAKE_PROBE = Path(__file__).with_name("wake_probe")
+"""The directory whose `sitecustomize` times the relay's wakes (`--wake-costs`)."""
 
 
 def thread_ticks(pid: int) -> dict[int, int]:
@@ -70,10 +79,16 @@ async def measure(
     dest: str = "rtmp",
     merge_interval_ms: int = 0,
     srt_parked_within: float = SRT_PARKED_WITHIN_S,
+    wake_costs: bool = False,
 ) -> dict[str, float]:
     env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
     if push_ffmpeg:
         env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
+    wakes_file = workdir / f"wakes-n{n}.json"
+    if wake_costs:
+        wakes_file.unlink(missing_ok=True)
+        env["RELAY_BENCH_WAKES"] = str(wakes_file)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WAKE_PROBE), os.environ.get("PYTHONPATH", "")) if p)
     system = RelaySystem(workdir / f"n{n}", env=env)
     dests: list[RtmpReceiver | SrtReceiver] = [
         RtmpReceiver(f"d{i}", free_port()) if dest == "rtmp" else SrtReceiver(f"d{i}", free_port(socket.SOCK_DGRAM))
@@ -103,9 +118,15 @@ async def measure(
             )
         t0, (u0, s0), tree0 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
         threads0 = thread_ticks(system.root_pid)
+        if wake_costs:
+            os.kill(system.root_pid, signal.SIGUSR1)
         await asyncio.sleep(seconds)
         t1, (u1, s1), tree1 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
         threads1 = thread_ticks(system.root_pid)
+        wakes: dict[str, float] = {}
+        if wake_costs:
+            os.kill(system.root_pid, signal.SIGUSR2)
+            wakes = await asyncio.to_thread(wake_figures, wakes_file)
         if spy is not None:
             await spy.wait()
         per_min = 60.0 / CLK_TCK / (t1 - t0)
@@ -121,6 +142,7 @@ async def measure(
             "main_thread": (threads1.get(system.root_pid, 0) - threads0.get(system.root_pid, 0)) * per_min,
             "other_threads": others * per_min,
             "srt_parked_after": math.nan if parked_after is None else parked_after,
+            **wakes,
         }
     finally:
         if publisher is not None and publisher.returncode is None:
@@ -132,6 +154,35 @@ async def measure(
             await d.close()
 
 
+def wake_figures(path: Path) -> dict[str, float]:
+    """The wake probe's figures (bench/wake_probe), once it has written `path` (asked by SIGUSR2): wakes a
+    second, messages a wake, CPU µs a wake (median, mean) and CPU s/min in wakes; per messages-a-wake count
+    `by_<k>`: median µs, and how many (`count_<k>`)."""
+    for _ in range(100):
+        if path.exists():
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(f"the wake probe wrote nothing to {path}")
+    data = json.loads(path.read_text())
+    window, wakes = float(data["window_s"]), [(ns / 1000, messages) for ns, messages in data["wakes"]]
+    if not wakes:
+        return {"wakes_per_s": 0.0}
+    micros = [us for us, _ in wakes]
+    out = {
+        "wakes_per_s": len(wakes) / window,
+        "messages_per_wake": sum(m for _, m in wakes) / len(wakes),
+        "wake_us_median": statistics.median(micros),
+        "wake_us_mean": statistics.fmean(micros),
+        "wakes_cpu": sum(micros) / 1e6 * 60.0 / window,
+    }
+    for count in sorted({m for _, m in wakes}):
+        same = [us for us, m in wakes if m == count]
+        out[f"by_{count}"] = statistics.median(same)
+        out[f"count_{count}"] = len(same)
+    return out
+
+
 def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
     own: dict[str, int] = {}
     for line in path.read_text().splitlines():
@@ -141,6 +192,21 @@ def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
             own[leaf] = own.get(leaf, 0) + int(samples)
     total = sum(own.values()) or 1
     return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]]
+
+
+def wake_line(cpu: dict[str, float]) -> str:
+    """The wake probe's figures in a line: per wake, and by how many messages it brought."""
+    if not cpu.get("wakes_per_s"):
+        return "wakes: none (no RTMP publisher read in the window)"
+    counts = sorted(int(key[6:]) for key in cpu if key.startswith("count_"))
+    common = sorted(counts, key=lambda k: -cpu[f"count_{k}"])[:6]
+    by = ", ".join(f"{k}: {cpu[f'by_{k}']:.0f} µs ({cpu[f'count_{k}']:.0f})" for k in sorted(common))
+    share = cpu["wakes_cpu"] / cpu["main_thread"] if cpu["main_thread"] else math.nan
+    return (
+        f"wakes: {cpu['wakes_per_s']:.1f}/s, {cpu['messages_per_wake']:.1f} messages each; CPU a wake median"
+        f" {cpu['wake_us_median']:.0f} µs, mean {cpu['wake_us_mean']:.0f}; {cpu['wakes_cpu']:.2f} CPU s/min"
+        f" ({share:.0%} of the main thread); by messages a wake (median, wakes): {by}"
+    )
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -159,6 +225,7 @@ async def amain(args: argparse.Namespace) -> None:
             args.dest,
             args.merge_interval_ms,
             args.srt_parked_within,
+            args.wake_costs,
         )
         total = cpu["user"] + cpu["sys"]
         split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
@@ -173,6 +240,8 @@ async def amain(args: argparse.Namespace) -> None:
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
+        if args.wake_costs:
+            print(f"    {wake_line(cpu)}", flush=True)
         profile = out / f"profile-n{n}.txt"
         if args.profile and profile.exists():
             for share, name in top_functions(profile):
@@ -196,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=SRT_PARKED_WITHIN_S,
         help="start the publisher once the relay's SRT listener has parked (libsrt's polling threads gone, ~15 s "
         "after the relay's start), waiting up to this long; 0: at once",
+    )
+    p.add_argument(
+        "--wake-costs",
+        action="store_true",
+        help="time each read of the publisher in the relay (bench/wake_probe): CPU a wake, messages a wake",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)

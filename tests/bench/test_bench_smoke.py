@@ -78,11 +78,15 @@ def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
-def test_relay_cpu_with_srt_destinations_and_merged_io(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_relay_cpu_srt_destinations_merged_wake_costs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
-    argv = ["--n", "1", "--dest", "srt", "--merge-interval-ms", "66", "--seconds", "1", "--warmup", "1"]
-    argv += ["--srt-parked-within", "0"]
+    argv = ["--n", "1", "--dest", "srt", "--merge-interval-ms", "66", "--seconds", "2", "--warmup", "1"]
+    argv += ["--srt-parked-within", "0", "--wake-costs"]
     relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "N=1 (srt): relay process" in out and "other threads" in out
     assert "per push" in out  # its push ran beside it
+    # the wake probe timed the publisher's merged reads: ~15 a second, each bringing messages
+    wakes = json.loads((tmp_path / "wakes-n1.json").read_text())["wakes"]
+    assert len(wakes) >= 10 and sum(messages for _, messages in wakes) >= len(wakes)
+    assert "wakes: " in out and "messages each; CPU a wake median" in out

@@ -1,0 +1,76 @@
+"""The wake-cost probe of `python -m bench.relay_cpu --wake-costs`, loaded into the relay process through
+PYTHONPATH (Python imports `sitecustomize` at start-up): what each read of an RTMP publisher costs the
+relay's main thread, and how many messages it brought.
+
+A "wake" is one read of the publisher and all it sets off, up to the pushes' pipe writes: a merge's read
+(`RtmpConnection._merge_due`, `RELAY_MERGE_INTERVAL_MS`) or a read the loop reports
+(`RtmpConnection.buffer_updated`), whichever is outermost. Each is timed in the main thread's CPU time
+(`time.thread_time_ns`), and the messages are counted where they leave the connection
+(`SessionSink.write`). Timing starts on SIGUSR1 (the methods are wrapped then, not before) and the wakes
+are written to `RELAY_BENCH_WAKES` (JSON) on SIGUSR2. The wrappers cost ~1 µs a wake and ~0.3 µs a message.
+Nothing happens without `RELAY_BENCH_WAKES`, or in any process but `python -m api`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_OUT = os.environ.get("RELAY_BENCH_WAKES")
+
+if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
+    import json
+    import signal
+    import time
+    from collections.abc import Callable
+    from typing import Any
+
+    _clock = time.thread_time_ns
+    _wakes: list[tuple[int, int]] = []
+    """(CPU ns, messages) of each wake."""
+    _state: dict[str, Any] = {"on": False, "inside": False, "messages": 0, "started": 0.0, "installed": False}
+
+    def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def wake(self: object, *args: object) -> Any:
+            if not _state["on"] or _state["inside"]:
+                return method(self, *args)
+            _state["inside"] = True
+            messages = _state["messages"]
+            started = _clock()
+            try:
+                return method(self, *args)
+            finally:
+                _wakes.append((_clock() - started, _state["messages"] - messages))
+                _state["inside"] = False
+
+        return wake
+
+    def _counted(method: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: object, packet: object) -> Any:
+            _state["messages"] += 1
+            return method(self, packet)
+
+        return write
+
+    def _start(signum: int, frame: object) -> None:
+        if not _state["installed"]:
+            from relay.engine.sink import SessionSink
+            from relay.ingest.rtmp_connection import RtmpConnection
+
+            RtmpConnection._merge_due = _timed(RtmpConnection._merge_due)  # type: ignore[method-assign]
+            RtmpConnection.buffer_updated = _timed(RtmpConnection.buffer_updated)  # type: ignore[method-assign]
+            SessionSink.write = _counted(SessionSink.write)  # type: ignore[method-assign]
+            _state["installed"] = True
+        _wakes.clear()
+        _state["started"] = time.monotonic()
+        _state["on"] = True
+
+    def _dump(signum: int, frame: object) -> None:
+        _state["on"] = False
+        window = time.monotonic() - float(_state["started"])
+        with open(str(_OUT) + ".tmp", "w") as out:
+            json.dump({"window_s": window, "wakes": _wakes}, out)
+        os.replace(str(_OUT) + ".tmp", str(_OUT))
+
+    signal.signal(signal.SIGUSR1, _start)
+    signal.signal(signal.SIGUSR2, _dump)
