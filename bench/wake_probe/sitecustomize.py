@@ -6,7 +6,8 @@ A "wake" is one read of the publisher and all it sets off, up to the pushes' pip
 (`RtmpConnection._merge_due`, `RELAY_MERGE_INTERVAL_MS`) or a read the loop reports
 (`RtmpConnection.buffer_updated`), whichever is outermost. Each is timed in the main thread's CPU time
 (`time.thread_time_ns`), and the messages are counted where they leave the connection
-(`SessionSink.write`). Timing starts on SIGUSR1 (the methods are wrapped then, not before) and the wakes
+(`SessionSink.write`). The methods are wrapped at the process's start (uvloop's transports keep the
+protocol's bound `buffer_updated` from the connection's start), timing starts on SIGUSR1 and the wakes
 are written to `RELAY_BENCH_WAKES` (JSON) on SIGUSR2. The wrappers cost ~1 µs a wake and ~0.3 µs a message.
 Nothing happens without `RELAY_BENCH_WAKES`, or in any process but `python -m api`.
 """
@@ -28,7 +29,7 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
     _clock = time.thread_time_ns
     _wakes: list[tuple[int, int]] = []
     """(CPU ns, messages) of each wake."""
-    _state: dict[str, Any] = {"on": False, "inside": False, "messages": 0, "started": 0.0, "installed": False}
+    _state: dict[str, Any] = {"on": False, "inside": False, "messages": 0, "started": 0.0}
 
     def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
         def wake(self: object, *args: object) -> Any:
@@ -52,15 +53,15 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
 
         return write
 
-    def _start(signum: int, frame: object) -> None:
-        if not _state["installed"]:
-            from relay.engine.sink import SessionSink
-            from relay.ingest.rtmp_connection import RtmpConnection
+    def _install() -> None:
+        from relay.engine.sink import SessionSink
+        from relay.ingest.rtmp_connection import RtmpConnection
 
-            RtmpConnection._merge_due = _timed(RtmpConnection._merge_due)  # type: ignore[method-assign]
-            RtmpConnection.buffer_updated = _timed(RtmpConnection.buffer_updated)  # type: ignore[method-assign]
-            SessionSink.write = _counted(SessionSink.write)  # type: ignore[method-assign]
-            _state["installed"] = True
+        RtmpConnection._merge_due = _timed(RtmpConnection._merge_due)  # type: ignore[method-assign]
+        RtmpConnection.buffer_updated = _timed(RtmpConnection.buffer_updated)  # type: ignore[method-assign]
+        SessionSink.write = _counted(SessionSink.write)  # type: ignore[method-assign]
+
+    def _start(signum: int, frame: object) -> None:
         _wakes.clear()
         _state["started"] = time.monotonic()
         _state["on"] = True
@@ -72,5 +73,6 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
             json.dump({"window_s": window, "wakes": _wakes}, out)
         os.replace(str(_OUT) + ".tmp", str(_OUT))
 
+    _install()
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _dump)
