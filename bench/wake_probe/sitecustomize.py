@@ -1,5 +1,6 @@
 """The wake-cost probe of `python -m bench.relay_cpu --wake-costs`, loaded into the relay process through
-PYTHONPATH (Python imports `sitecustomize` at start-up): what each read of an RTMP publisher costs the
+PYTHONPATH (Python imports the first `sitecustomize` on its path at start-up, so this one shadows any other
+for that process): what each read of an RTMP publisher costs the
 relay's main thread, and how many messages it brought.
 
 A "wake" is one read of the publisher and all it sets off, up to the pushes' pipe writes: a merge's read
