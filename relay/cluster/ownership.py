@@ -94,6 +94,8 @@ class PostgresOwnership:
     """The `Ownership` of one node of a cluster. `start()` connects and starts renewing; `close()`
     stops, gives every lease up and closes its connections."""
 
+    leased = True
+
     def __init__(
         self,
         dsn: str,

@@ -266,6 +266,8 @@ class Engine:
             input=stream_input,
         )
         self.registry.open(session)
+        # Without leases (one node) nothing is asked per packet or per write: the answers never change.
+        leased = self.ownership.leased
         hub = self._hubs.get(stream_id)
         if hub is None:
             hub = Hub(
@@ -273,7 +275,7 @@ class Engine:
                 self._hub_settings,
                 LoopClock(),
                 self._on_hub_event,
-                may_deliver=functools.partial(self._may_deliver, stream_id),
+                may_deliver=functools.partial(self._may_deliver, stream_id) if leased else None,
             )
             self._hubs[stream_id] = hub
         log.info(
@@ -281,8 +283,7 @@ class Engine:
         )
         hub_sink = hub.open_session(container, source_type, transport, stream_input)
         self._emit_live(stream_id)
-        # One node (no lease to prove): no call per packet for a check that always says yes.
-        may_write = None if isinstance(self.ownership, LocalOwnership) else self._may_write
+        may_write = self._may_write if leased else None
         return SessionSink(
             session, hub_sink, self.registry, self._info_changed, self._session_ended, may_write=may_write
         )

@@ -36,6 +36,11 @@ class Ownership(Protocol):
     @property
     def node_id(self) -> str: ...
 
+    @property
+    def leased(self) -> bool:
+        """Streams are held by leases that can lapse or be lost: `media` and `lapsed` are asked per packet and
+        per write. False (one node, no database): their answers never change, and the engine asks neither."""
+
     def on_lost(self, callback: LostCallback) -> None:
         """Set the one callback told of each lost stream (the engine's)."""
 
@@ -68,6 +73,8 @@ class Ownership(Protocol):
 
 class LocalOwnership:
     """One node, no database: every claim is granted and nothing is ever lost."""
+
+    leased = False
 
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id

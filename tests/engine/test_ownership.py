@@ -29,6 +29,8 @@ PACKET = MediaPacket(MediaKind.VIDEO, 0, b"\x17\x01" + b"x" * 98, keyframe=True)
 class HandOwnership:
     """Grants or refuses as the test says; `valid` false stands for a passed local deadline."""
 
+    leased = True
+
     def __init__(self) -> None:
         self.refuse: RefusalReason | None = None
         self.valid = True
