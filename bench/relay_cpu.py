@@ -39,7 +39,7 @@ from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver, SrtReceiver
 from bench.relay_bench import RESULTS
 from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
-from tests.support import FFMPEG, free_port
+from tests.support import FFMPEG, free_port, wait_for
 
 CLK_TCK = 100
 WAKE_PROBE = Path(__file__).with_name("wake_probe")
@@ -126,6 +126,7 @@ async def measure(
         wakes: dict[str, float] = {}
         if wake_costs:
             os.kill(system.root_pid, signal.SIGUSR2)
+            await wait_for(lambda: asyncio.to_thread(wakes_file.exists), 5.0, f"the wake probe's {wakes_file}", 0.05)
             wakes = await asyncio.to_thread(wake_figures, wakes_file)
         if spy is not None:
             await spy.wait()
@@ -155,15 +156,9 @@ async def measure(
 
 
 def wake_figures(path: Path) -> dict[str, float]:
-    """The wake probe's figures (bench/wake_probe), once it has written `path` (asked by SIGUSR2): wakes a
+    """The wake probe's figures (bench/wake_probe) from what it wrote to `path` (asked by SIGUSR2): wakes a
     second, messages a wake, CPU µs a wake (median, mean) and CPU s/min in wakes; per messages-a-wake count
     `by_<k>`: median µs, and how many (`count_<k>`)."""
-    for _ in range(100):
-        if path.exists():
-            break
-        time.sleep(0.05)
-    else:
-        raise RuntimeError(f"the wake probe wrote nothing to {path}")
     data = json.loads(path.read_text())
     window, wakes = float(data["window_s"]), [(ns / 1000, messages) for ns, messages in data["wakes"]]
     if not wakes:
@@ -198,7 +193,7 @@ def wake_line(cpu: dict[str, float]) -> str:
     """The wake probe's figures in a line: per wake, and by how many messages it brought."""
     if not cpu.get("wakes_per_s"):
         return "wakes: none (no RTMP publisher read in the window)"
-    counts = sorted(int(key[6:]) for key in cpu if key.startswith("count_"))
+    counts = [int(key[6:]) for key in cpu if key.startswith("count_")]
     common = sorted(counts, key=lambda k: -cpu[f"count_{k}"])[:6]
     by = ", ".join(f"{k}: {cpu[f'by_{k}']:.0f} µs ({cpu[f'count_{k}']:.0f})" for k in sorted(common))
     share = cpu["wakes_cpu"] / cpu["main_thread"] if cpu["main_thread"] else math.nan
