@@ -38,6 +38,8 @@ from tests.rtmp.sessions import (
 )
 from tests.rtmp.wire import ServerReplies, command, control, digest_c1, publish_script
 
+OUT_CHUNK_SIZE = SessionConfig().out_chunk_size
+
 
 def published(name: str = "12?tok") -> tuple[ServerSession, ServerReplies]:
     session = ServerSession()
@@ -62,6 +64,8 @@ def test_full_publish_conversation() -> None:
     ]
     types = [m.type_id for m in replies.messages]
     assert types[:3] == [MessageType.WINDOW_ACK_SIZE, MessageType.SET_PEER_BANDWIDTH, MessageType.SET_CHUNK_SIZE]
+    # ffmpeg publishes in the chunk size announced here: large, so that a frame is one chunk, not several.
+    assert replies.messages[2].payload == u32(OUT_CHUNK_SIZE) and OUT_CHUNK_SIZE == 60000
     names = [c[0] for c in replies.commands]
     assert names == ["_result", "_result", "onFCPublish", "_result", "onStatus"]
     assert replies.commands[0][3]["code"] == "NetConnection.Connect.Success"
@@ -144,7 +148,7 @@ def test_acknowledgements_follow_the_clients_window() -> None:
     feed(session, control(MessageType.WINDOW_ACK_SIZE, u32(1000)))
     start = session.bytes_received
     replies = ServerReplies(handshake_done=True)
-    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(4096))  # as the session's chunk size
+    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(OUT_CHUNK_SIZE))  # the session's
     sequence = []
     for _ in range(6):
         feed(session, media(MediaKind.AUDIO, 0, b"\xaf\x01" + bytes(498), csid=4))
@@ -162,7 +166,7 @@ def test_no_acknowledgements_without_a_window() -> None:
     session, _ = published()
     feed(session, media(MediaKind.AUDIO, 0, b"\xaf\x01" + bytes(9000), csid=4))
     replies = ServerReplies(handshake_done=True)
-    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(4096) + session.data_to_send())
+    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(OUT_CHUNK_SIZE) + session.data_to_send())
     assert not [m for m in replies.messages if m.type_id == MessageType.ACKNOWLEDGEMENT]
 
 
@@ -170,7 +174,7 @@ def test_ping_request_gets_a_ping_response() -> None:
     session, _ = published()
     feed(session, control(MessageType.USER_CONTROL, b"\x00\x06" + u32(123456)))
     replies = ServerReplies(handshake_done=True)
-    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(4096) + session.data_to_send())
+    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(OUT_CHUNK_SIZE) + session.data_to_send())
     pongs = [m.payload for m in replies.messages if m.type_id == MessageType.USER_CONTROL]
     assert pongs == [b"\x00\x07" + u32(123456)]
 
@@ -257,7 +261,7 @@ def test_unknown_command_with_transaction_gets_an_error() -> None:
     session, _ = published()
     feed(session, command("getStreamLength", 9.0, None, "x"))
     replies = ServerReplies(handshake_done=True)
-    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(4096) + session.data_to_send())
+    replies.feed(b"\x02\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00" + u32(OUT_CHUNK_SIZE) + session.data_to_send())
     assert replies.commands[-1][:2] == ["_error", 9.0]
 
 
