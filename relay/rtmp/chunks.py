@@ -2,8 +2,9 @@
 
 The reader works on a shared `ReceiveBuffer` and never consumes a partial chunk header, so that a
 header split over reads changes no state.  Chunk bodies are taken as they arrive, so the buffer never
-has to hold a whole chunk however large the peer's chunk size.  Everything the peer can make us hold
-is bounded by `ChunkLimits`.
+has to hold a whole chunk however large the peer's chunk size; a run of a message's continuation chunks
+already whole in the buffer is taken in one go (`ChunkReader._take_continuations`).  Everything the peer
+can make us hold is bounded by `ChunkLimits`.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class _ChunkStream:
         self.type_id = 0
         self.stream_id = 0
         self.extended = False
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | bytearray] = []
         self.received = -1  # -1: no message in progress
 
 
@@ -233,6 +234,8 @@ class ChunkReader:
                 self._body = None
                 if stream.received == stream.length:
                     return self._complete(self._body_csid, stream)
+                if self._take_continuations(buffer, stream) and stream.received == stream.length:
+                    return self._complete(self._body_csid, stream)
                 continue
             if not self._read_header(buffer):
                 return None
@@ -240,8 +243,51 @@ class ChunkReader:
             if stream.length == 0:
                 return self._complete(self._body_csid, stream)
 
+    def _take_continuations(self, buffer: ReceiveBuffer, stream: _ChunkStream) -> bool:
+        """Take, in one go, every whole chunk of the message in progress that the buffer holds, when each is a
+        continuation of the usual form: a basic header of one byte (type 3, this chunk stream, no extended
+        timestamp) and then its body. True when some were taken (the buffer then starts at the next chunk).
+
+        A publisher that keeps 128-byte chunks (GStreamer's rtmp2sink, any that never sends Set Chunk Size)
+        sends a 4.5 Mbit/s stream in ~4,400 chunks a second, each a trip through the header and body path
+        above. Here a run of them costs a few C-level slice operations: the headers sit every
+        `chunk_size + 1` bytes, so one strided slice reads them all and one strided deletion drops them from
+        the copied bodies. The first byte that breaks the pattern is a header byte at one of those places, so
+        a run whose bytes there all match is one. Anything else (another chunk stream's chunk between two of
+        this message's, a header of another type, an extended timestamp, a chunk stream id past 63, a chunk
+        not yet whole) is left to the general path, chunk by chunk.
+
+        Measured at 128-byte chunks: `python -m bench.chunk_reader`, a 37 KB read of the 1080p30 clip 369-374
+        -> 39-41 µs (warm); in the relay (`bench.relay_cpu --n 0 --wake-costs`, ffmpeg made to publish at 128
+        by announcing it), 1,139-1,226 -> 544-563 µs a read, the relay process 1.16-1.28 -> 0.60 CPU s/min."""
+        csid = self._body_csid
+        if stream.extended or csid > 63:
+            return False
+        size = self.chunk_size
+        step = size + 1
+        rest = stream.length - stream.received
+        data = buffer.view()
+        have = len(data)
+        whole, last = divmod(rest, size)
+        count = min(whole, have // step)
+        span = count * step
+        if count == whole and last and have >= span + 1 + last:
+            count += 1  # the message's last chunk, shorter than the others
+            span += 1 + last
+        if count < 2:
+            return False  # nothing to gain over the general path
+        if data[0:span:step] != bytes((0xC0 | csid,)) * count:
+            return False
+        body = data[:span]
+        del body[::step]
+        buffer.skip(span)
+        stream.parts.append(body)
+        stream.received += span - count
+        return True
+
     def _complete(self, csid: int, stream: _ChunkStream) -> RawMessage:
-        payload = stream.parts[0] if len(stream.parts) == 1 else b"".join(stream.parts)
+        parts = stream.parts
+        payload = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
         message = RawMessage(csid, stream.type_id, stream.stream_id, stream.timestamp, payload)
         self._end_message(stream)
         return message

@@ -3,6 +3,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.rtmp.buffer import ReceiveBuffer
 from relay.rtmp.chunks import (
@@ -95,6 +97,80 @@ def test_continuation_chunks_and_interleaving() -> None:
         + body_a[128:]
     )
     check_all_ways(data, [RawMessage(7, 8, 1, 5, body_b), RawMessage(6, 9, 1, 0, body_a)])
+
+
+def _chunked(body: bytes, csid: int, cuts: list[tuple[int, bytes]], chunk_size: int = 128) -> bytes:
+    """`body` as one video message on `csid` in chunks of `chunk_size`, with `cuts` (chunk index, bytes)
+    put in front of the given continuation chunks."""
+    header = encode_chunk_header(0, csid, timestamp=0, length=len(body), type_id=9, stream_id=1)
+    out = header + body[:chunk_size]
+    extra = dict(cuts)
+    for index, start in enumerate(range(chunk_size, len(body), chunk_size), start=1):
+        out += extra.get(index, b"") + encode_basic_header(3, csid) + body[start : start + chunk_size]
+    return out
+
+
+def test_a_run_of_continuations_gives_the_same_message_whole_or_cut() -> None:
+    # 40 chunks of 128 bytes and a short last one, as ffmpeg or GStreamer publish at 128: read whole (the run
+    # taken at once), byte by byte (chunk by chunk) and cut everywhere in between.
+    body = bytes(i % 251 for i in range(40 * 128 + 77))
+    data = _chunked(body, 6, [])
+    expected = [RawMessage(6, 9, 1, 0, body)]
+    check_all_ways(data, expected)
+    for step in (2, 127, 128, 129, 130, 300, 1000, 4096):
+        assert read_all(data, step=step) == expected
+    assert type(read_all(data)[0].payload) is bytes
+
+
+def test_another_chunk_stream_inside_a_run_of_continuations() -> None:
+    # Another stream's whole message, and a ping's, between two continuations of the message in progress.
+    body = bytes(i % 253 for i in range(10 * 128))
+    audio = encode_chunk_header(0, 4, timestamp=3, length=5, type_id=8, stream_id=1) + b"AAAAA"
+    control = encode_chunk_header(0, 2, length=6, type_id=4) + b"\x00\x06\x00\x00\x00\x01"
+    data = _chunked(body, 6, [(3, audio), (7, control)])
+    ping = RawMessage(2, 4, 0, 0, b"\x00\x06\x00\x00\x00\x01")
+    check_all_ways(data, [RawMessage(4, 8, 1, 3, b"AAAAA"), ping, RawMessage(6, 9, 1, 0, body)])
+
+
+def test_a_run_stops_at_a_chunk_stream_past_63_or_an_extended_timestamp() -> None:
+    # Continuations with a two-byte basic header (csid 64+), and with the extended timestamp repeated: the
+    # chunk-by-chunk path reads them, the result is the same.
+    body = bytes(range(256)) * 8
+    assert read_all(_chunked(body, 70, [])) == [RawMessage(70, 9, 1, 0, body)]
+    writer = ChunkWriter(128)
+    data = writer.write(6, 9, 1, 0x1000000, body)
+    assert read_all(data) == [RawMessage(6, 9, 1, 0x1000000, body)]
+    assert read_all(data, step=1000) == [RawMessage(6, 9, 1, 0x1000000, body)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([1, 2, 3, 128, 129, 4096]),
+    st.lists(
+        st.tuples(st.sampled_from([3, 4, 6, 63, 64, 400]), st.integers(0, 9000), st.sampled_from([0, 40, 0x1000000])),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+)
+def test_any_messages_in_any_reads(chunk_size: int, messages: list[tuple[int, int, int]], reads: list[int]) -> None:
+    writer = ChunkWriter(chunk_size)
+    expected = [
+        RawMessage(csid, 9, 1, ts, bytes((i * 7 + csid) % 256 for i in range(size))) for csid, size, ts in messages
+    ]
+    data = b"".join(writer.write(m.chunk_stream_id, 9, 1, m.timestamp, m.payload) for m in expected)
+    reader = ChunkReader()
+    reader.chunk_size = chunk_size
+    buffer = ReceiveBuffer(1 << 24)
+    got: list[RawMessage] = []
+    pos = 0
+    for size in reads * (len(data) // sum(reads) + 1):
+        buffer.append(data[pos : pos + size])
+        pos += size
+        while (message := reader.next_message(buffer)) is not None:
+            got.append(message)
+    assert got == expected
+    assert not buffer and not reader.in_message
 
 
 @pytest.mark.parametrize("csid", [2, 63, 64, 319, 320, 65599])
