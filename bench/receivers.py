@@ -82,10 +82,17 @@ class Track:
         return next((a.t for a in self.arrivals if a.t >= since and not a.config), None)
 
 
+DESTINATION_CHUNK_SIZE = 4096
+"""The chunk size the RTMP receivers announce, which a push's (and the publisher's tee's) ffmpeg then sends in:
+nginx-rtmp's default, as the bench's figures always had, not the relay's ingest's 60000
+(`SessionConfig.out_chunk_size`): a destination's chunk size is the destination's, and the bench keeps it
+fixed so that a change of the ingest's does not change what the pushes and the direct receiver do."""
+
+
 class _RtmpConnection(asyncio.Protocol):
     def __init__(self, receiver: RtmpReceiver) -> None:
         self._receiver = receiver
-        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20))
+        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20, out_chunk_size=DESTINATION_CHUNK_SIZE))
         self._transport: asyncio.Transport | None = None
         self._pending: list[tuple[float, bytes]] = []
 
