@@ -46,10 +46,15 @@ class SinkConnection:
         return self.media_times[-1] if self.media_times else None
 
 
+DESTINATION_CHUNK_SIZE = 4096
+"""The chunk size this destination announces, which a push's ffmpeg then sends in: nginx-rtmp's default, several
+chunks a frame, as most destinations ask (the relay's own ingest announces 60000: `SessionConfig.out_chunk_size`)."""
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, sink: RtmpSink) -> None:
         self._sink = sink
-        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20))
+        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20, out_chunk_size=DESTINATION_CHUNK_SIZE))
         self._transport: asyncio.Transport | None = None
         self.record: SinkConnection | None = None
 
