@@ -189,6 +189,11 @@ def _attribute(data: bytes, wanted: int) -> bytes | None:
     return None
 
 
+def _owners(pids: Collection[int]) -> dict[int, int]:
+    """inode -> pid of every socket the processes `pids` hold."""
+    return {inode: pid for pid in pids for inode in socket_inodes(pid)}
+
+
 def socket_inodes(pid: int) -> set[int]:
     """The inodes of the sockets process `pid` holds (empty if it is gone or not ours to read)."""
     inodes: set[int] = set()
@@ -248,9 +253,11 @@ def _answers(sock: socket.socket, inodes: Collection[int]) -> Iterator[DiagEntry
 class SockDiagProbe:
     """The production `TransportProbe` of the supervisor: each push's TCP socket by its ffmpeg's pid.
 
-    Each socket is found by one dump and then asked for by its identity (module docstring). `sample`
-    runs in a worker thread: with 4000 TCP sockets on the host a dump takes about 10 ms (measured, none of
-    them wanted), which the event loop of the media path should not wait for."""
+    Each socket is found by one dump and then asked for by its identity (module docstring). A `sample` that
+    dumps runs in a worker thread: with 4000 TCP sockets on the host a dump takes about 10 ms (measured, none
+    of them wanted), which the event loop of the media path should not wait for. One that only asks for
+    sockets already found (every tick of a push that runs on) runs on the loop: a lookup is answered from
+    the kernel's hash table at once, and the thread's round trip cost more than the work it carried."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -263,15 +270,29 @@ class SockDiagProbe:
         """Times it dumped (one dump per address family each time): for tests and diagnostics."""
 
     async def sample(self, pids: Collection[int]) -> dict[int, TcpSample]:
-        return await asyncio.to_thread(self.sample_now, pids)
+        owners = _owners(pids)
+        if self._must_dump(owners):
+            return await asyncio.to_thread(self._sample_owners, owners)
+        return self._sample_owners(owners)
 
     def sample_now(self, pids: Collection[int]) -> dict[int, TcpSample]:
         """pid -> its TCP connection (of several, the one that carried the most); a pid without one (SRT,
         still connecting, gone) is absent."""
-        owners: dict[int, int] = {}
-        for pid in pids:
-            for inode in socket_inodes(pid):
-                owners[inode] = pid
+        return self._sample_owners(_owners(pids))
+
+    def _must_dump(self, held: Collection[int]) -> bool:
+        """A socket in `held` is to be looked for by a dump (not found yet, or due to be looked for again)."""
+        with self._lock:
+            now = self._clock()
+            return any(self._is_new(inode, now) for inode in held)
+
+    def _is_new(self, inode: int, now: float) -> bool:
+        if inode in self._known:
+            return False
+        unfound_at = self._unfound.get(inode)
+        return unfound_at is None or now - unfound_at >= RETRY_UNFOUND_SECONDS
+
+    def _sample_owners(self, owners: dict[int, int]) -> dict[int, TcpSample]:
         with self._lock:
             entries = self._entries(owners) if owners else []
         found: dict[int, TcpSample] = {}
@@ -287,12 +308,7 @@ class SockDiagProbe:
             for inode in [inode for inode in table if inode not in held]:
                 del table[inode]  # no push holds it any more
         now = self._clock()
-        new = [
-            inode
-            for inode in held
-            if inode not in self._known
-            and (inode not in self._unfound or now - self._unfound[inode] >= RETRY_UNFOUND_SECONDS)
-        ]
+        new = [inode for inode in held if self._is_new(inode, now)]
         entries: list[DiagEntry] = []
         with diag_socket() as sock:
             if new:

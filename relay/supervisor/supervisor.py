@@ -64,7 +64,7 @@ class Supervisor:
         self._probe = transport_probe
         self._sample_timer: TimerHandle | None = None
         self._sampling: asyncio.Task[None] | None = None
-        """The tick under way (the probe reads the kernel off the loop, in a worker thread)."""
+        """The tick under way (a probe's dump reads the kernel off the loop, in a worker thread)."""
         if transport_probe is not None:
             self._arm_sampling()
 

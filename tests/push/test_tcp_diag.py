@@ -4,11 +4,13 @@ acknowledgements that stop while the unacknowledged bytes grow. No mocks: real s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import pytest
 
@@ -16,6 +18,7 @@ from relay.push.tcp_diag import (
     NLMSG_DONE,
     NLMSG_ERROR,
     RETRY_UNFOUND_SECONDS,
+    DiagEntry,
     DiagError,
     SockDiagProbe,
     TcpSample,
@@ -165,11 +168,28 @@ def test_the_request_is_a_tcp_dump_with_tcp_info() -> None:
     assert (family, protocol, ext) == (socket.AF_INET, socket.IPPROTO_TCP, 0x2)
 
 
-async def test_the_probe_reads_off_the_event_loop(connection: tuple[socket.socket, socket.socket]) -> None:
+async def test_a_dump_runs_off_the_event_loop_and_a_lookup_on_it(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """A dump may take milliseconds of kernel time (a worker thread's); a lookup of a socket already found is
+    answered at once, cheaper than a thread's round trip (on the loop)."""
     sender, receiver = connection
+    threads: list[threading.Thread] = []
+
+    class Recording(SockDiagProbe):
+        def _entries(self, held: Collection[int]) -> list[DiagEntry]:
+            threads.append(threading.current_thread())
+            return super()._entries(held)
+
+    probe = Recording(Clock())
     drain(receiver, send_some(sender, 10_000))
-    found = await SockDiagProbe().sample([os.getpid()])
-    assert found[os.getpid()].inode == inode(sender)
+    first = (await probe.sample([os.getpid()]))[os.getpid()]
+    drain(receiver, send_some(sender, 10_000))
+    await asyncio.sleep(0.02)
+    second = (await probe.sample([os.getpid()]))[os.getpid()]
+    assert first.inode == second.inode == inode(sender) and second.bytes_acked > first.bytes_acked
+    assert probe.dumps == 1
+    assert threads[0] is not threading.main_thread() and threads[1] is threading.main_thread()
 
 
 def acked(sock: socket.socket) -> int:
