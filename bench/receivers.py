@@ -30,8 +30,9 @@ from relay.rtmp.events import (
     MediaReceived,
     PublishRequested,
 )
-from relay.rtmp.session import ServerSession, SessionConfig
+from relay.rtmp.session import ServerSession
 from tests.support.net import free_port, wait_listening
+from tests.support.rtmp_sink import DESTINATION_SESSION
 
 SRT_LIVE_TRANSMIT = "srt-live-transmit"
 
@@ -82,17 +83,10 @@ class Track:
         return next((a.t for a in self.arrivals if a.t >= since and not a.config), None)
 
 
-DESTINATION_CHUNK_SIZE = 4096
-"""The chunk size the RTMP receivers announce, which a push's (and the publisher's tee's) ffmpeg then sends in:
-nginx-rtmp's default, as the bench's figures always had, not the relay's ingest's 60000
-(`SessionConfig.out_chunk_size`): a destination's chunk size is the destination's, and the bench keeps it
-fixed so that a change of the ingest's does not change what the pushes and the direct receiver do."""
-
-
 class _RtmpConnection(asyncio.Protocol):
     def __init__(self, receiver: RtmpReceiver) -> None:
         self._receiver = receiver
-        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20, out_chunk_size=DESTINATION_CHUNK_SIZE))
+        self._session = ServerSession(DESTINATION_SESSION)
         self._transport: asyncio.Transport | None = None
         self._pending: list[tuple[float, bytes]] = []
 

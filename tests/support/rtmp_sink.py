@@ -46,15 +46,18 @@ class SinkConnection:
         return self.media_times[-1] if self.media_times else None
 
 
-DESTINATION_CHUNK_SIZE = 4096
-"""The chunk size this destination announces, which a push's ffmpeg then sends in: nginx-rtmp's default, several
-chunks a frame, as most destinations ask (the relay's own ingest announces 60000: `SessionConfig.out_chunk_size`)."""
+DESTINATION_SESSION = SessionConfig(max_buffered_bytes=16 << 20, out_chunk_size=4096)
+"""The session of a destination made of our `ServerSession` (this sink, and bench/receivers.py's receivers). It
+announces 4096, nginx-rtmp's default, which a push's ffmpeg (and a publisher's) then sends in: several chunks a
+frame, as most destinations ask, not the relay's own ingest's 60000 (`SessionConfig.out_chunk_size`). A
+destination's chunk size is the destination's: the benches keep it fixed so that a change of the ingest's does
+not change what the pushes and the direct receiver do."""
 
 
 class _Protocol(asyncio.Protocol):
     def __init__(self, sink: RtmpSink) -> None:
         self._sink = sink
-        self._session = ServerSession(SessionConfig(max_buffered_bytes=16 << 20, out_chunk_size=DESTINATION_CHUNK_SIZE))
+        self._session = ServerSession(DESTINATION_SESSION)
         self._transport: asyncio.Transport | None = None
         self.record: SinkConnection | None = None
 
