@@ -1,7 +1,7 @@
 """The relay process's own CPU, split by what it does: no destination (ingest alone), then N destinations.
 
     .venv/bin/python -m bench.relay_cpu [--n 0,1,16] [--seconds 12] [--clip PATH] [--profile] [--event-loop uvloop]
-        [--dest srt] [--merge-interval-ms 66] [--wake-costs]
+        [--dest srt] [--merge-interval-ms 66] [--wake-costs] [--wake-stages]
 
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not its
@@ -15,7 +15,11 @@ moves the figures by ~0.2 s/min.
 `--profile`: py-spy (GIL-holding samples) of the relay through the window, the top functions on stdout.
 `--wake-costs`: what each read of the publisher (a "wake": the read and all it sets off, up to the pushes'
 pipe writes) costs the relay's main thread in CPU time, and how many messages it brought, through the
-window (bench/wake_probe: ~1 µs a wake and ~0.3 µs a message of its own, counted in the figures above).
+window (bench/wake_probe: ~1 µs a wake and ~0.3 µs a message of its own, counted in the figures above),
+and what the main thread spent outside them (the loop's other callbacks: the pushes' probe and progress,
+timers). `--wake-stages` (with `--wake-costs`): each wake's CPU by stage (the socket read, the session's
+parse, the hub's fan-out, the writes to the pushes, the next interval's re-arm, the rest), ~10-20 µs a wake
+more of the probe's own.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ async def measure(
     merge_interval_ms: int = 0,
     srt_parked_within: float = SRT_PARKED_WITHIN_S,
     wake_costs: bool = False,
+    wake_stages: bool = False,
 ) -> dict[str, float]:
     env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
     if push_ffmpeg:
@@ -88,6 +93,8 @@ async def measure(
     if wake_costs:
         wakes_file.unlink(missing_ok=True)
         env["RELAY_BENCH_WAKES"] = str(wakes_file)
+        if wake_stages:
+            env["RELAY_BENCH_WAKE_STAGES"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WAKE_PROBE), os.environ.get("PYTHONPATH", "")) if p)
     system = RelaySystem(workdir / f"n{n}", env=env)
     dests: list[RtmpReceiver | SrtReceiver] = [
@@ -158,11 +165,13 @@ async def measure(
 def wake_figures(path: Path) -> dict[str, float]:
     """The wake probe's figures (bench/wake_probe) from what it wrote to `path` (asked by SIGUSR2): wakes a
     second, messages a wake, CPU µs a wake (median, mean) and CPU s/min in wakes; per messages-a-wake count
-    `by_<k>`: median µs, and how many (`count_<k>`)."""
+    `by_<k>`: median µs, and how many (`count_<k>`); with stages, per stage (and "rest", what no stage
+    timed) `stage_<name>`: median µs a wake, and `stage_cpu_<name>`: CPU s/min."""
     data = json.loads(path.read_text())
-    window, wakes = float(data["window_s"]), [(ns / 1000, messages) for ns, messages in data["wakes"]]
+    window, wakes = float(data["window_s"]), [(wake[0] / 1000, wake[1]) for wake in data["wakes"]]
     if not wakes:
         return {"wakes_per_s": 0.0}
+    stages = [{name: ns / 1000 for name, ns in wake[2].items()} for wake in data["wakes"] if len(wake) > 2]
     micros = [us for us, _ in wakes]
     out = {
         "wakes_per_s": len(wakes) / window,
@@ -175,6 +184,13 @@ def wake_figures(path: Path) -> dict[str, float]:
         same = [us for us, m in wakes if m == count]
         out[f"by_{count}"] = statistics.median(same)
         out[f"count_{count}"] = len(same)
+    if stages:
+        for by_stage, (us, _) in zip(stages, wakes, strict=True):
+            by_stage["rest"] = us - sum(by_stage.values())
+        for name in [*STAGE_ORDER, *sorted({n for s in stages for n in s} - set(STAGE_ORDER))]:
+            spent = [by_stage.get(name, 0.0) for by_stage in stages]
+            out[f"stage_{name}"] = statistics.median(spent)
+            out[f"stage_cpu_{name}"] = sum(spent) / 1e6 * 60.0 / window
     return out
 
 
@@ -189,6 +205,18 @@ def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
     return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]]
 
 
+STAGE_ORDER = ("read", "parse", "fan-out", "writes", "re-arm", "rest")
+"""The wake probe's stages in the order a read goes through them (bench/wake_probe `STAGES`)."""
+
+
+def stage_line(cpu: dict[str, float]) -> str:
+    """The wake probe's stages in a line: median µs a wake and CPU s/min of each."""
+    names = [key[6:] for key in cpu if key.startswith("stage_") and not key.startswith("stage_cpu_")]
+    return "stages a wake (median µs, CPU s/min): " + ", ".join(
+        f"{name} {cpu[f'stage_{name}']:.0f} ({cpu[f'stage_cpu_{name}']:.2f})" for name in names
+    )
+
+
 def wake_line(cpu: dict[str, float]) -> str:
     """The wake probe's figures in a line: per wake, and by how many messages it brought."""
     if not cpu.get("wakes_per_s"):
@@ -197,10 +225,12 @@ def wake_line(cpu: dict[str, float]) -> str:
     common = sorted(counts, key=lambda k: -cpu[f"count_{k}"])[:6]
     by = ", ".join(f"{k}: {cpu[f'by_{k}']:.0f} µs ({cpu[f'count_{k}']:.0f})" for k in sorted(common))
     share = cpu["wakes_cpu"] / cpu["main_thread"] if cpu["main_thread"] else math.nan
+    outside = max(0.0, cpu["main_thread"] - cpu["wakes_cpu"])
     return (
         f"wakes: {cpu['wakes_per_s']:.1f}/s, {cpu['messages_per_wake']:.1f} messages each; CPU a wake median"
         f" {cpu['wake_us_median']:.0f} µs, mean {cpu['wake_us_mean']:.0f}; {cpu['wakes_cpu']:.2f} CPU s/min"
-        f" ({share:.0%} of the main thread); by messages a wake (median, wakes): {by}"
+        f" ({share:.0%} of the main thread, {outside:.2f} outside the wakes); by messages a wake (median,"
+        f" wakes): {by}"
     )
 
 
@@ -220,7 +250,8 @@ async def amain(args: argparse.Namespace) -> None:
             args.dest,
             args.merge_interval_ms,
             args.srt_parked_within,
-            args.wake_costs,
+            args.wake_costs or args.wake_stages,
+            args.wake_stages,
         )
         total = cpu["user"] + cpu["sys"]
         split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
@@ -235,8 +266,10 @@ async def amain(args: argparse.Namespace) -> None:
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
-        if args.wake_costs:
+        if args.wake_costs or args.wake_stages:
             print(f"    {wake_line(cpu)}", flush=True)
+        if args.wake_stages and "stage_rest" in cpu:
+            print(f"    {stage_line(cpu)}", flush=True)
         profile = out / f"profile-n{n}.txt"
         if args.profile and profile.exists():
             for share, name in top_functions(profile):
@@ -265,6 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wake-costs",
         action="store_true",
         help="time each read of the publisher in the relay (bench/wake_probe): CPU a wake, messages a wake",
+    )
+    p.add_argument(
+        "--wake-stages",
+        action="store_true",
+        help="with the wake costs, each wake's CPU by stage (read, parse, fan-out, writes, re-arm, rest)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)

@@ -7,6 +7,7 @@ It asserts that the harness measures, not that the relay meets the benchmark's t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -81,12 +82,20 @@ def test_relay_cpu_measures_the_relay_process(tmp_path: Path, capsys: pytest.Cap
 def test_relay_cpu_srt_destinations_merged_wake_costs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = encode_clip(tmp_path / "clips", 2, "320x180", 300)
     argv = ["--n", "1", "--dest", "srt", "--merge-interval-ms", "66", "--seconds", "2", "--warmup", "1"]
-    argv += ["--srt-parked-within", "0", "--wake-costs"]
+    argv += ["--srt-parked-within", "0", "--wake-stages"]
     relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "N=1 (srt): relay process" in out and "other threads" in out
     assert "per push" in out  # its push ran beside it
     # the wake probe timed the publisher's merged reads: ~15 a second, each bringing messages
     wakes = json.loads((tmp_path / "wakes-n1.json").read_text())["wakes"]
-    assert len(wakes) >= 10 and sum(messages for _, messages in wakes) >= len(wakes)
-    assert "wakes: " in out and "messages each; CPU a wake median" in out
+    assert len(wakes) >= 10 and sum(messages for _, messages, _ in wakes) >= len(wakes)
+    assert "wakes: " in out and "messages each; CPU a wake median" in out and "outside the wakes" in out
+    # and where each one's CPU went: every read parses and writes; a merged one also reads the socket itself
+    # and re-arms (one after a read that filled the buffer is the transport's, which read before the wake)
+    assert all({"parse", "writes"} <= set(stages) for _, _, stages in wakes)
+    merged = [stages for _, _, stages in wakes if {"read", "fan-out", "re-arm"} <= set(stages)]
+    assert len(merged) >= len(wakes) // 2
+    assert all(sum(stages.values()) <= ns for ns, _, stages in wakes)
+    line = next(line for line in out.splitlines() if "stages a wake" in line)
+    assert re.search(r"read \d+ \([\d.]+\), parse \d+ \([\d.]+\), fan-out .* rest -?\d+ \([\d.-]+\)$", line), line
