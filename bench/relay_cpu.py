@@ -17,7 +17,7 @@ moves the figures by ~0.2 s/min.
 pipe writes) costs the relay's main thread in CPU time, and how many messages it brought, through the
 window (bench/wake_probe: ~1 µs a wake and ~0.3 µs a message of its own, counted in the figures above),
 and what the main thread spent outside them (the loop's other callbacks: the pushes' probe and progress,
-timers). `--wake-stages` (with `--wake-costs`): each wake's CPU by stage (the socket read, the session's
+timers). `--wake-stages` (implies `--wake-costs`): each wake's CPU by stage (the socket read, the session's
 parse, the hub's fan-out, the writes to the pushes, the next interval's re-arm, the rest), ~10-20 µs a wake
 more of the probe's own.
 """
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--wake-stages",
         action="store_true",
-        help="with the wake costs, each wake's CPU by stage (read, parse, fan-out, writes, re-arm, rest)",
+        help="the wake costs, and each wake's CPU by stage (read, parse, fan-out, writes, re-arm, rest)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)

@@ -18,6 +18,7 @@ from bench.media import encode_clip
 from bench.relay_bench import main as bench_main
 from bench.relay_bench import parse_args
 from bench.relay_cpu import main as relay_cpu_main
+from bench.relay_cpu import stage_line, wake_figures
 
 
 @pytest.mark.integration
@@ -64,6 +65,22 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     assert result["context"]["srt_parked_after_s"] is not None and result["context"]["srt_parked_after_s"] > 5
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)):  # --profile: the relay was sampled
         assert result["context"]["profile_top"], "py-spy found nothing to sample"
+
+
+def test_wake_figures_read_the_probe_with_and_without_stages(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"window_s": 2.0, "wakes": [[500_000, 5], [700_000, 5], [300_000, 1]]}))
+    figures = wake_figures(plain)
+    assert figures["wakes_per_s"] == 1.5 and figures["by_5"] == 600.0 and figures["count_1"] == 1
+    assert not any(key.startswith("stage_") for key in figures)
+    staged = tmp_path / "staged.json"
+    wakes = [[500_000, 5, {"read": 80_000, "parse": 200_000}], [700_000, 5, {"parse": 300_000, "writes": 50_000}]]
+    staged.write_text(json.dumps({"window_s": 60.0, "wakes": wakes}))
+    figures = wake_figures(staged)
+    # a stage a wake did not reach counts 0 there; the rest is what no stage timed
+    assert figures["stage_read"] == 40.0 and figures["stage_parse"] == 250.0 and figures["stage_writes"] == 25.0
+    assert figures["stage_rest"] == (220.0 + 350.0) / 2 and figures["stage_cpu_rest"] == pytest.approx(570e-6)
+    assert stage_line(figures).startswith("stages a wake (median µs, CPU s/min): read 40 (0.00), parse 250 (0.00)")
 
 
 @pytest.mark.integration
