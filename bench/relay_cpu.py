@@ -43,6 +43,7 @@ from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver, SrtReceiver
 from bench.relay_bench import RESULTS
 from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
+from bench.wake_probe.sitecustomize import STAGES
 from tests.support import FFMPEG, free_port, wait_for
 
 CLK_TCK = 100
@@ -187,7 +188,7 @@ def wake_figures(path: Path) -> dict[str, float]:
     if stages:
         for by_stage, (us, _) in zip(stages, wakes, strict=True):
             by_stage["rest"] = us - sum(by_stage.values())
-        for name in [*STAGE_ORDER, *sorted({n for s in stages for n in s} - set(STAGE_ORDER))]:
+        for name in STAGE_ORDER:
             spent = [by_stage.get(name, 0.0) for by_stage in stages]
             out[f"stage_{name}"] = statistics.median(spent)
             out[f"stage_cpu_{name}"] = sum(spent) / 1e6 * 60.0 / window
@@ -205,13 +206,13 @@ def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
     return [(n / total, name) for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]]
 
 
-STAGE_ORDER = ("read", "parse", "fan-out", "writes", "re-arm", "rest")
-"""The wake probe's stages in the order a read goes through them (bench/wake_probe `STAGES`)."""
+STAGE_ORDER = (*STAGES, "rest")
+"""The wake probe's stages, in the order a read goes through them, and what none of them timed."""
 
 
 def stage_line(cpu: dict[str, float]) -> str:
     """The wake probe's stages in a line: median µs a wake and CPU s/min of each."""
-    names = [key[6:] for key in cpu if key.startswith("stage_") and not key.startswith("stage_cpu_")]
+    names = [name for name in STAGE_ORDER if f"stage_{name}" in cpu]
     return "stages a wake (median µs, CPU s/min): " + ", ".join(
         f"{name} {cpu[f'stage_{name}']:.0f} ({cpu[f'stage_cpu_{name}']:.2f})" for name in names
     )

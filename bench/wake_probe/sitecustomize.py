@@ -23,6 +23,19 @@ from __future__ import annotations
 import os
 import sys
 
+STAGES: dict[str, tuple[str, ...]] = {
+    "read": ("relay.ingest.rtmp_connection:RtmpConnection._read_direct",),
+    "parse": ("relay.rtmp.session:ServerSession.receive_data", "relay.rtmp.session:ServerSession.next_event"),
+    "fan-out": ("relay.engine.sink:SessionSink.write",),
+    "writes": ("relay.hub.hub:Hub._end_batch",),
+    "re-arm": ("relay.ingest.rtmp_connection:RtmpConnection._merge_reads",),
+}
+"""What each stage times: the socket read of a merged read or a read-on (the transport's own reads come
+before the wake), the session's chunk reader and events, the hub's side of each message (meters,
+framing, GOP cache, the subscribers' offers), the read's writes to the pushes, the next interval's pause
+and timer. What is left of a wake is the connection's own code and the loop's callback."""
+
+
 _OUT = os.environ.get("RELAY_BENCH_WAKES")
 
 if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
@@ -39,18 +52,6 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
     _staged = os.environ.get("RELAY_BENCH_WAKE_STAGES") == "1"
     _stages: dict[str, int] = {}
     """CPU ns by stage in the wake under way."""
-
-    STAGES: dict[str, tuple[str, ...]] = {
-        "read": ("relay.ingest.rtmp_connection:RtmpConnection._read_direct",),
-        "parse": ("relay.rtmp.session:ServerSession.receive_data", "relay.rtmp.session:ServerSession.next_event"),
-        "fan-out": ("relay.engine.sink:SessionSink.write",),
-        "writes": ("relay.hub.hub:Hub._end_batch",),
-        "re-arm": ("relay.ingest.rtmp_connection:RtmpConnection._merge_reads",),
-    }
-    """What each stage times: the socket read of a merged read or a read-on (the transport's own reads come
-    before the wake), the session's chunk reader and events, the hub's side of each message (meters,
-    framing, GOP cache, the subscribers' offers), the read's writes to the pushes, the next interval's pause
-    and timer. What is left of a wake is the connection's own code and the loop's callback."""
 
     def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
         def wake(self: object, *args: object) -> Any:
