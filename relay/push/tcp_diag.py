@@ -16,8 +16,8 @@ or reconnection); one that no dump finds (not TCP, or not connected yet) is look
 `RETRY_UNFOUND_SECONDS`. Which sockets a push holds is read from `/proc/<pid>/fd` (a directory listing and a
 `readlink` per descriptor, ~70 µs a push: at 16 pushes, twice a second, 0.13 CPU s/min of the relay) only
 while none of them is a connection found, and otherwise every `RESCAN_SECONDS`: a push's ffmpeg keeps its
-one connection for its life, and one that closes is noticed by its lookup, the tick after which reads the
-descriptors again. pyroute2 can make the same requests, but decodes every socket of the host into
+one connection for its life, and one that closes is noticed by its lookup, the tick after which reads that
+process's descriptors again. pyroute2 can make the same requests, but decodes every socket of the host into
 dictionaries; this reader skips the others after reading 72 bytes of their header. Unprivileged: the
 kernel answers any user for TCP.
 
@@ -268,6 +268,8 @@ class SockDiagProbe:
         """inode -> when a dump last did not find it."""
         self._scans: dict[int, tuple[float, frozenset[int]]] = {}
         """pid -> (when, the socket inodes it held then), of the pids the last tick asked for."""
+        self._closed: set[int] = set()
+        """Inodes whose connection a lookup found closed since the last `_owners`: their process is read again."""
         self._lock = threading.Lock()
         self.scans = 0
         """Times it read a process's descriptors: for tests and diagnostics."""
@@ -287,16 +289,22 @@ class SockDiagProbe:
 
     def _owners(self, pids: Collection[int]) -> dict[int, int]:
         """inode -> pid of the sockets the processes `pids` hold: read again for a pid none of whose sockets is
-        a known connection (new, still connecting, not TCP, or its connection closed), or every
+        a known connection (new, still connecting, not TCP), one of whose connections closed, or every
         `RESCAN_SECONDS`; else as last read."""
         now = self._clock()
         with self._lock:
             known = set(self._known)
+            closed, self._closed = self._closed, set()
         scans: dict[int, tuple[float, frozenset[int]]] = {}
         owners: dict[int, int] = {}
         for pid in pids:
             scan = self._scans.get(pid)
-            if scan is None or now - scan[0] >= RESCAN_SECONDS or scan[1].isdisjoint(known):
+            if (
+                scan is None
+                or now - scan[0] >= RESCAN_SECONDS
+                or scan[1].isdisjoint(known)
+                or not scan[1].isdisjoint(closed)
+            ):
                 self.scans += 1
                 scan = (now, frozenset(socket_inodes(pid)))
             scans[pid] = scan
@@ -350,7 +358,11 @@ class SockDiagProbe:
                     continue
                 current = lookup(sock, family, sockid, inode)
                 if current is None:
-                    del self._known[inode]  # closed: a dump looks for the inode again if a push still holds it
+                    # Closed: its process's descriptors are read again at the next tick (a process that holds
+                    # another connection still known would otherwise keep it listed, and have it dumped for),
+                    # and a dump looks for it again if the process still holds it.
+                    del self._known[inode]
+                    self._closed.add(inode)
                 else:
                     entries.append(current)
         return entries

@@ -308,3 +308,34 @@ def test_an_ipv6_socket_is_asked_for_alone_too() -> None:
                 time.sleep(0.05)
                 assert probe.sample_now([os.getpid()])[os.getpid()].bytes_acked == acked(sender)
     assert probe.dumps == 1
+
+
+def test_a_process_whose_connection_closes_beside_another_is_read_again_without_a_dump() -> None:
+    """A process with two connections found, one of which closes: the tick after its lookup found it closed
+    reads the process's descriptors again, so the closed socket is not taken for a new one (a dump in the
+    worker thread) while the other connection keeps the process's last read cached."""
+    clock = Clock()
+    probe = SockDiagProbe(clock)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        first = socket.create_connection(server.getsockname())
+        first_peer, _ = server.accept()
+        second = socket.create_connection(server.getsockname())
+        second_peer, _ = server.accept()
+        with first, first_peer, second, second_peer:  # closing one already closed does nothing
+            for sender, receiver in ((first, first_peer), (second, second_peer)):
+                sender.sendall(b"x" * 5000)
+                drain(receiver, 5000)
+            time.sleep(0.02)
+            assert os.getpid() in probe.sample_now([os.getpid()])
+            scans, dumps = probe.scans, probe.dumps
+            first.close()
+            first_peer.close()
+            clock.now += 0.5
+            found = probe.sample_now([os.getpid()])[os.getpid()]  # the lookup finds the first one closed
+            assert found.inode == inode(second)
+            assert probe.scans == scans
+            clock.now += 0.5
+            found = probe.sample_now([os.getpid()])[os.getpid()]
+            assert found.inode == inode(second) and found.bytes_acked == acked(second)
+            assert probe.scans == scans + 1, "read again after the close"
+            assert probe.dumps == dumps, "the closed socket was not looked for by a dump"
