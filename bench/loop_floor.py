@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.loop_floor [--rate 65] [--seconds 12] [--mode asyncio --mode uvloop --mode blocking]
 
-A 1080p30 publisher read as its data comes wakes the relay's loop ~65 times a second (README, Benchmark). A
+A 1080p30 publisher read as its data comes wakes the relay's loop ~65 times a second (docs/benchmarks.md). A
 child process writes 9,000 bytes (a frame's worth) to a socket pair `--rate` times a second; this process
 reads them, doing nothing else, and its reading thread's CPU time is printed, per minute and per wake-up:
 `asyncio` (a `BufferedProtocol` on asyncio's loop, as the RTMP ingest reads), `uvloop` (the same on

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.warmth [--rounds 300] [--gap-ms 15]
 
-The relay's own CPU is mostly its wake-ups (README, Benchmark): a 1080p30 publisher read as its data comes
+The relay's own CPU is mostly its wake-ups (docs/benchmarks.md): a 1080p30 publisher read as its data comes
 wakes the event loop ~65 times a second. This times the sans-I/O session (`relay.rtmp.session`, the chunk
 reader and its events) on a publish of 1080p30-sized messages (an 18 KB video frame in 4 KiB chunks and
 two 370-byte audio packets a round), in CPU time (`time.thread_time`) per message: rounds back to back

@@ -54,8 +54,8 @@ class Settings:
     log_format: str = "text"
     event_loop: str = "asyncio"
     """The node's event loops: "asyncio" (Python's own) or "uvloop" (libuv's, `pip install uvloop`): about a
-    tenth less CPU in the relay process alone, within the runs' spread in the whole tree at 16 destinations,
-    and a slower start of many pushes at once (README, Benchmark)."""
+    tenth less CPU in the relay process alone, within the runs' spread in the whole tree at 16 destinations;
+    its wake-ups cost about half of asyncio's, which counts with `merge_interval_ms` (docs/benchmarks.md)."""
     srt_enabled: bool = True
     srt_latency_ms: int = 120
     srt_max_connections: int = 64

@@ -12,7 +12,7 @@
 # $LEAN_FFMPEG_DIR/<version>/bin/ffmpeg, whose path it prints. 5.1.8 (bookworm's) reads and muxes in one
 # thread where 7.1 hands each packet between threads, but measured only 11-21 % less CPU per push (the whole
 # tree per destination: 13 % at N=16, nothing at N=4) and has no enhanced FLV: no HEVC, AV1 or VP9 to an
-# RTMP destination (README, Benchmarks). Same configure flags; scripts/ffmpeg-patches/5.1.8 adds one.
+# RTMP destination (docs/benchmarks.md). Same configure flags; scripts/ffmpeg-patches/5.1.8 adds one.
 # Build dependencies: build-essential pkg-config nasm libssl-dev libsrt-openssl-dev (scripts/system-deps.sh lean).
 # 2-4 minutes on 2 cores (2:18 idle); run again, it only checks. With FULL_FFMPEG=<a full ffmpeg> it also writes
 # bin/ffmpeg-pushes-only, which runs pushes (`-i pipe:0`) on the lean build and anything else on FULL_FFMPEG:
