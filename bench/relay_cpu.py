@@ -38,6 +38,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import relay
 from bench.media import encode_clip
 from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver, SrtReceiver
@@ -47,6 +48,8 @@ from bench.wake_probe.sitecustomize import STAGES
 from tests.support import FFMPEG, free_port, wait_for
 
 CLK_TCK = 100
+RELAY_PACKAGE = Path(relay.__file__).resolve().parent
+"""The relay package this bench runs (its checkout's), which the wake probe must have timed too."""
 WAKE_PROBE = Path(__file__).with_name("wake_probe")
 """The directory whose `sitecustomize` times the relay's wakes (`--wake-costs`)."""
 
@@ -167,8 +170,12 @@ def wake_figures(path: Path) -> dict[str, float]:
     """The wake probe's figures (bench/wake_probe) from what it wrote to `path` (asked by SIGUSR2): wakes a
     second, messages a wake, CPU µs a wake (median, mean) and CPU s/min in wakes; per messages-a-wake count
     `by_<k>`: median µs, and how many (`count_<k>`); with stages, per stage (and "rest", what no stage
-    timed) `stage_<name>`: median µs a wake, and `stage_cpu_<name>`: CPU s/min."""
+    timed) `stage_<name>`: median µs a wake, and `stage_cpu_<name>`: CPU s/min. Raises RuntimeError when the
+    probe says it timed another checkout's relay than this one's."""
     data = json.loads(path.read_text())
+    timed = data.get("relay")
+    if timed is not None and Path(timed) != RELAY_PACKAGE:
+        raise RuntimeError(f"the wake probe timed the relay of {timed}, not this checkout's {RELAY_PACKAGE}")
     window, wakes = float(data["window_s"]), [(wake[0] / 1000, wake[1]) for wake in data["wakes"]]
     if not wakes:
         return {"wakes_per_s": 0.0}

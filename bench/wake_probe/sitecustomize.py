@@ -43,7 +43,13 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
     import signal
     import time
     from collections.abc import Callable
+    from pathlib import Path
     from typing import Any
+
+    # This runs while Python starts, before `-m` puts the working directory on the path: the relay imported
+    # below (and kept for `-m api`) would be wherever the venv's install points, another checkout's code when
+    # the bench runs from a second one. The probe's own checkout goes first.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
     _clock = time.thread_time_ns
     _wakes: list[tuple[int, int] | tuple[int, int, dict[str, int]]] = []
@@ -117,8 +123,10 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
     def _dump(signum: int, frame: object) -> None:
         _state["on"] = False
         window = time.monotonic() - float(_state["started"])
+        import relay
+
         with open(str(_OUT) + ".tmp", "w") as out:
-            json.dump({"window_s": window, "wakes": _wakes}, out)
+            json.dump({"window_s": window, "wakes": _wakes, "relay": str(Path(relay.__file__).resolve().parent)}, out)
         os.replace(str(_OUT) + ".tmp", str(_OUT))
 
     _install()

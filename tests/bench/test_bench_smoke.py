@@ -17,8 +17,8 @@ import pytest
 from bench.media import encode_clip
 from bench.relay_bench import main as bench_main
 from bench.relay_bench import parse_args
+from bench.relay_cpu import RELAY_PACKAGE, stage_line, wake_figures
 from bench.relay_cpu import main as relay_cpu_main
-from bench.relay_cpu import stage_line, wake_figures
 
 
 @pytest.mark.integration
@@ -81,6 +81,11 @@ def test_wake_figures_read_the_probe_with_and_without_stages(tmp_path: Path) -> 
     assert figures["stage_read"] == 40.0 and figures["stage_parse"] == 250.0 and figures["stage_writes"] == 25.0
     assert figures["stage_rest"] == (220.0 + 350.0) / 2 and figures["stage_cpu_rest"] == pytest.approx(570e-6)
     assert stage_line(figures).startswith("stages a wake (median µs, CPU s/min): read 40 (0.00), parse 250 (0.00)")
+    # figures of another checkout's relay (the venv's install, when the bench runs from a second one) are refused
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"window_s": 2.0, "wakes": [[500_000, 5]], "relay": "/elsewhere/relay"}))
+    with pytest.raises(RuntimeError, match="/elsewhere/relay"):
+        wake_figures(elsewhere)
 
 
 @pytest.mark.integration
@@ -105,7 +110,9 @@ def test_relay_cpu_srt_destinations_merged_wake_costs(tmp_path: Path, capsys: py
     assert "N=1 (srt): relay process" in out and "other threads" in out
     assert "per push" in out  # its push ran beside it
     # the wake probe timed the publisher's merged reads: ~15 a second, each bringing messages
-    wakes = json.loads((tmp_path / "wakes-n1.json").read_text())["wakes"]
+    probed = json.loads((tmp_path / "wakes-n1.json").read_text())
+    assert probed["relay"] == str(RELAY_PACKAGE)  # the relay timed is this checkout's
+    wakes = probed["wakes"]
     assert len(wakes) >= 10 and sum(messages for _, messages, _ in wakes) >= len(wakes)
     assert "wakes: " in out and "messages each; CPU a wake median" in out and "outside the wakes" in out
     # and where each one's CPU went: every read parses and writes; a merged one also reads the socket itself
