@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.media import encode_clip
 from bench.relay_bench import RESULTS
 from relay.media.flv import iter_tags
-from relay.media.packets import MediaKind
+from relay.media.packets import MediaKind, MediaPacket
 from relay.rtmp.buffer import ReceiveBuffer
 from relay.rtmp.chunks import ChunkReader, ChunkWriter
 
@@ -32,14 +32,17 @@ CHUNK_SIZES = (128, 4096, 60000)
 _CSIDS = {MediaKind.AUDIO: 4, MediaKind.VIDEO: 6, MediaKind.DATA: 5}
 
 
-def publisher_bytes(clip: Path, chunk_size: int) -> bytes:
-    """The clip's tags as one publisher's RTMP messages (stream 1), in chunks of `chunk_size`."""
+def publisher_messages(clip: Path, chunk_size: int) -> Iterator[tuple[MediaPacket, bytes]]:
+    """Each of the clip's tags, and it as one publisher's RTMP message (stream 1), in chunks of `chunk_size`."""
     writer = ChunkWriter(chunk_size)
     kinds = {MediaKind.AUDIO: 8, MediaKind.VIDEO: 9, MediaKind.DATA: 18}
-    return b"".join(
-        writer.write(_CSIDS[tag.kind], kinds[tag.kind], 1, tag.timestamp_ms, tag.payload)
-        for tag in iter_tags(clip.read_bytes())
-    )
+    for tag in iter_tags(clip.read_bytes()):
+        yield tag, writer.write(_CSIDS[tag.kind], kinds[tag.kind], 1, tag.timestamp_ms, tag.payload)
+
+
+def publisher_bytes(clip: Path, chunk_size: int) -> bytes:
+    """The clip's tags as one publisher's RTMP messages (stream 1), in chunks of `chunk_size`."""
+    return b"".join(message for _, message in publisher_messages(clip, chunk_size))
 
 
 def read_costs(data: bytes, chunk_size: int, read_bytes: int, rounds: int) -> tuple[list[float], int]:

@@ -30,37 +30,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.loops import loop_factory
+from bench.chunk_reader import publisher_messages
 from bench.media import encode_clip
 from bench.relay_bench import RESULTS
-from relay.media.flv import iter_tags
-from relay.media.packets import MediaKind
-from relay.rtmp.chunks import ChunkWriter
+from relay.media.flv import encode_tag
 
 CHUNK_SIZE = 60_000
-_TYPES = {MediaKind.AUDIO: 8, MediaKind.VIDEO: 9, MediaKind.DATA: 18}
-_CSIDS = {MediaKind.AUDIO: 4, MediaKind.VIDEO: 6, MediaKind.DATA: 5}
 
 
 def clip_messages(clip: Path) -> list[tuple[int, bytes, bytes]]:
-    """(timestamp ms, the message as a publisher writes it, its FLV tag) of each of the clip's tags."""
-    writer = ChunkWriter(CHUNK_SIZE)
-    messages = []
-    for tag in iter_tags(clip.read_bytes()):
-        type_id, payload, ts = _TYPES[tag.kind], tag.payload, tag.timestamp_ms
-        flv = flv_tag(type_id, ts, payload)
-        messages.append((ts, writer.write(_CSIDS[tag.kind], type_id, 1, ts, payload), flv))
-    return messages
-
-
-def flv_tag(type_id: int, timestamp: int, payload: bytes) -> bytes:
-    """One FLV tag and its PreviousTagSize."""
-    head = (
-        bytes((type_id,))
-        + len(payload).to_bytes(3, "big")
-        + (timestamp & 0xFFFFFF).to_bytes(3, "big")
-        + bytes((timestamp >> 24 & 0xFF, 0, 0, 0))
-    )
-    return head + payload + (11 + len(payload)).to_bytes(4, "big")
+    """(timestamp ms, the message as a publisher writes it, its FLV tag as the relay frames it) of each of the
+    clip's tags."""
+    return [
+        (tag.timestamp_ms, message, encode_tag(tag.kind, tag.timestamp_ms, tag.payload))
+        for tag, message in publisher_messages(clip, CHUNK_SIZE)
+    ]
 
 
 def _publish(sock: socket.socket, messages: list[tuple[int, bytes, bytes]], interval: float, seconds: float) -> None:
