@@ -258,7 +258,7 @@ async def amain(args: argparse.Namespace) -> None:
             args.dest,
             args.merge_interval_ms,
             args.srt_parked_within,
-            args.wake_costs or args.wake_stages,
+            args.wake_costs,
             args.wake_stages,
         )
         total = cpu["user"] + cpu["sys"]
@@ -274,7 +274,7 @@ async def amain(args: argparse.Namespace) -> None:
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
-        if args.wake_costs or args.wake_stages:
+        if args.wake_costs:
             print(f"    {wake_line(cpu)}", flush=True)
         if args.wake_stages and "stage_rest" in cpu:
             print(f"    {stage_line(cpu)}", flush=True)
@@ -314,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=RESULTS / "relay_cpu")
     args = p.parse_args(argv)
+    args.wake_costs = args.wake_costs or args.wake_stages  # the stages are of the wakes
     args.out.mkdir(parents=True, exist_ok=True)
     asyncio.run(amain(args))
     return 0
