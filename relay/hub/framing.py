@@ -40,8 +40,9 @@ class Framing(Protocol):
         """Enough configuration was kept to judge a returning publisher by its first media packet."""
         ...
 
-    def frame(self, packet: MediaPacket) -> Chunk:
-        """The chunk subscribers get for a packet of the live source; configuration is kept for the header."""
+    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
+        """The bytes subscribers get for a packet of the live source and its timestamp in them; configuration
+        is kept for the header. The hub joins a run of packets' bytes into one chunk (relay.hub.hub)."""
         ...
 
     def keep_configuration(self, packet: MediaPacket) -> None:
@@ -79,12 +80,6 @@ def framing_for(container: ContainerFormat, *, resume_gap_ms: int) -> Framing:
     return FlvFraming(resume_gap_ms=resume_gap_ms)
 
 
-def _media_chunk(data: bytes, timestamp_ms: int, packet: MediaPacket, has_video: bool) -> Chunk:
-    # A joiner starts on a keyframe; a stream without video can start on any audio packet.
-    sync = packet.keyframe or (not has_video and packet.kind is MediaKind.AUDIO)
-    return Chunk(data, timestamp_ms, sync=sync, config=packet.config)
-
-
 class FlvFraming:
     """FLV for RTMP ingest: each packet becomes a tag; owns the sequence headers, onMetaData and the
     timestamp rebasing (output = input + offset, never going back per media kind).
@@ -111,17 +106,20 @@ class FlvFraming:
     def ready_to_compare(self) -> bool:
         return True  # an encoder may send media without sequence headers: judge by what came
 
-    def frame(self, packet: MediaPacket) -> Chunk:
-        if packet.kind is MediaKind.VIDEO:
+    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
+        kind = packet.kind
+        if kind is MediaKind.VIDEO:
             self._has_video = True
-        ts = max(0, packet.timestamp_ms + self._ts_offset)
-        if not packet.config:
-            ts = max(ts, self._last_out_ts.get(packet.kind, 0))
-            self._last_out_ts[packet.kind] = ts
-        data = encode_tag(packet.kind, ts, packet.payload)
+        ts = packet.timestamp_ms + self._ts_offset
         if packet.config:
+            ts = max(0, ts)
+            data = encode_tag(kind, ts, packet.payload)
             self._keep(packet, Chunk(data, ts, sync=False, config=True))
-        return _media_chunk(data, ts, packet, self._has_video)
+            return data, ts
+        last = self._last_out_ts
+        ts = max(ts, last.get(kind, 0))  # >= 0 as well: no kept timestamp is below 0
+        last[kind] = ts
+        return encode_tag(kind, ts, packet.payload), ts
 
     def keep_configuration(self, packet: MediaPacket) -> None:
         ts = packet.timestamp_ms
@@ -211,12 +209,12 @@ class MpegTsFraming:
     def ready_to_compare(self) -> bool:
         return bool(self._tables)  # TS media before a PAT/PMT cannot be judged or decoded
 
-    def frame(self, packet: MediaPacket) -> Chunk:
+    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
         if packet.keyframe:
             self._has_video = True
         if packet.config:
             self.keep_configuration(packet)
-        return _media_chunk(packet.payload, packet.timestamp_ms, packet, self._has_video)
+        return packet.payload, packet.timestamp_ms
 
     def keep_configuration(self, packet: MediaPacket) -> None:
         data = packet.payload

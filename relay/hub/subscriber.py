@@ -49,12 +49,16 @@ class SubscriberLimits:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One packet already encoded in the stream's container (an FLV tag, or TS packets)."""
+    """Media already encoded in the stream's container (FLV tags, or TS packets): a configuration packet
+    alone, or a run of media packets that one publisher read brought, cut before each keyframe
+    (relay.hub.hub `Hub._end_run`)."""
 
     data: bytes
     timestamp_ms: int
+    """The timestamp of its first packet (a run's spans at most the time between two reads)."""
     sync: bool
-    """A point a decoder can start from: a video keyframe, or any audio packet of an audio-only stream."""
+    """It starts at a point a decoder can start from: a video keyframe, or any audio packet of an audio-only
+    stream."""
     config: bool
     """Codec configuration or container header: never dropped by an overflow flush."""
 

@@ -66,28 +66,25 @@ def test_flv_audio_only_header_is_literal() -> None:
 
 def test_flv_frame_makes_a_tag_and_keeps_the_latest_sequence_header() -> None:
     framing = flv()
-    chunk = framing.frame(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True))
-    assert chunk.data == AUDIO_CONFIG_TAG and chunk.config
+    assert framing.frame(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True)) == (AUDIO_CONFIG_TAG, 0)
     newer = b"\xaf\x00\x11\x90"
     framing.frame(MediaPacket(MediaKind.AUDIO, 40, newer, config=True))
     assert [p.payload for p in tags(header_bytes(framing))] == [newer]
 
 
-def test_flv_sync_points_follow_video_once_seen() -> None:
+def test_flv_has_video_once_a_video_packet_was_framed() -> None:
     framing = flv()
-    assert framing.frame(audio(0)).sync  # no video yet: audio is where a joiner starts
-    assert not framing.has_video
-    assert framing.frame(video(10, key=True)).sync
+    framing.frame(audio(0))
+    assert not framing.has_video  # no video yet: the hub lets a joiner start on audio
+    framing.frame(video(10, key=True))
     assert framing.has_video
-    assert not framing.frame(video(43)).sync
-    assert not framing.frame(audio(50)).sync
 
 
 def test_flv_timestamps_never_go_back_per_kind() -> None:
     framing = flv()
-    assert framing.frame(video(100, key=True)).timestamp_ms == 100
-    assert framing.frame(video(90)).timestamp_ms == 100
-    assert framing.frame(audio(20)).timestamp_ms == 20  # audio has its own clock
+    assert framing.frame(video(100, key=True))[1] == 100
+    assert framing.frame(video(90))[1] == 100
+    assert framing.frame(audio(20))[1] == 20  # audio has its own clock
 
 
 def test_flv_same_configuration_compares_sequence_headers_not_metadata() -> None:
@@ -119,7 +116,7 @@ def test_flv_resume_rebases_after_the_last_timestamp_sent() -> None:
     newcomer.keep_configuration(new_metadata)
     offset = current.resume(newcomer, video(0, key=True))
     assert offset == 5033 + 33 - 0
-    assert [current.frame(p).timestamp_ms for p in (video(0, key=True), audio(10), video(33))] == [5066, 5076, 5099]
+    assert [current.frame(p)[1] for p in (video(0, key=True), audio(10), video(33))] == [5066, 5076, 5099]
     # The newcomer's onMetaData replaces ours in the header; the sequence headers stay ours.
     assert [p.payload for p in tags(header_bytes(current))] == [new_metadata.payload, VIDEO_CONFIG, AUDIO_CONFIG]
 
@@ -127,7 +124,7 @@ def test_flv_resume_rebases_after_the_last_timestamp_sent() -> None:
 def test_flv_resume_before_any_media_keeps_timestamps() -> None:
     current = flv(*config_packets())
     assert current.resume(FlvFraming(resume_gap_ms=33), video(700, key=True)) == 0
-    assert current.frame(video(700, key=True)).timestamp_ms == 700
+    assert current.frame(video(700, key=True))[1] == 700
 
 
 # -- MPEG-TS ---------------------------------------------------------------------------------------
@@ -150,10 +147,8 @@ def test_ts_header_is_the_latest_pat_and_pmt_in_first_seen_order() -> None:
 def test_ts_frame_passes_bytes_and_time_unchanged() -> None:
     framing = MpegTsFraming()
     key = MediaPacket(MediaKind.VIDEO, 1234, ts_packet(0x100, 7, b"k", rai=True), keyframe=True)
-    chunk = framing.frame(key)
-    assert (chunk.data, chunk.timestamp_ms, chunk.sync) == (key.payload, 1234, True)
+    assert framing.frame(key) == (key.payload, 1234)
     assert framing.has_video
-    assert not framing.frame(MediaPacket(MediaKind.VIDEO, 1240, ts_packet(0x100, 8, b"p", pusi=False))).sync
 
 
 def test_ts_same_configuration_ignores_continuity_counters_only() -> None:
@@ -175,5 +170,5 @@ def test_ts_resume_keeps_bytes_and_timestamps() -> None:
     newcomer.keep_configuration(tables(pat_cc=5, pmt_cc=9))
     first = MediaPacket(MediaKind.VIDEO, 3, ts_packet(0x100, 3, b"k2", rai=True), keyframe=True)
     assert current.resume(newcomer, first) == 0
-    assert current.frame(first).data == first.payload
+    assert current.frame(first) == (first.payload, 3)
     assert header_bytes(current) == ts_pat(0) + ts_pmt(0)  # the header stays the source's
