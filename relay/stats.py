@@ -20,9 +20,9 @@ class RateMeter:
         self.packets = 0
         self.started_at = clock()
 
-    def add(self, size: int) -> None:
+    def add(self, size: int, packets: int = 1) -> None:
         self.total_bytes += size
-        self.packets += 1
+        self.packets += packets
         second = int(self._clock())
         if self._buckets and self._buckets[-1][0] == second:
             self._buckets[-1][1] += size

@@ -7,10 +7,10 @@ A "wake" is one read of the publisher and all it sets off, up to the pushes' pip
 (`RtmpConnection._merge_due`, `RELAY_MERGE_INTERVAL_MS`) or a read the loop reports
 (`RtmpConnection.buffer_updated`), whichever is outermost. Each is timed in the main thread's CPU time
 (`time.thread_time_ns`), and the messages are counted where they leave the connection
-(`SessionSink.write`). The methods are wrapped at the process's start (uvloop's transports keep the
-protocol's bound `buffer_updated` from the connection's start), timing starts on SIGUSR1 and the wakes
-are written to `RELAY_BENCH_WAKES` (JSON) on SIGUSR2. The wrappers cost ~1 µs a wake and ~0.3 µs a message.
-Nothing happens without `RELAY_BENCH_WAKES`, or in any process but `python -m api`.
+(`SessionSink.write`, `SessionSink.write_many`). The methods are wrapped at the process's start (uvloop's
+transports keep the protocol's bound `buffer_updated` from the connection's start), timing starts on SIGUSR1
+and the wakes are written to `RELAY_BENCH_WAKES` (JSON) on SIGUSR2. The wrappers cost ~1 µs a wake and ~0.3 µs
+a message. Nothing happens without `RELAY_BENCH_WAKES`, or in any process but `python -m api`.
 
 With `RELAY_BENCH_WAKE_STAGES=1` each wake also says where its CPU went, by the stages of `STAGES` (each
 the sum of its methods' calls inside the wake; none calls another's). Those wrappers read the thread's
@@ -26,7 +26,7 @@ import sys
 STAGES: dict[str, tuple[str, ...]] = {
     "read": ("relay.ingest.rtmp_connection:RtmpConnection._read_direct",),
     "parse": ("relay.rtmp.session:ServerSession.receive_data", "relay.rtmp.session:ServerSession.next_event"),
-    "fan-out": ("relay.engine.sink:SessionSink.write",),
+    "fan-out": ("relay.engine.sink:SessionSink.write", "relay.engine.sink:SessionSink.write_many"),
     "writes": ("relay.hub.hub:Hub._end_batch",),
     "re-arm": ("relay.ingest.rtmp_connection:RtmpConnection._merge_reads",),
 }
@@ -91,10 +91,10 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
 
         return staged
 
-    def _counted(method: Callable[..., Any]) -> Callable[..., Any]:
-        def write(self: object, packet: object) -> Any:
-            _state["messages"] += 1
-            return method(self, packet)
+    def _counted(method: Callable[..., Any], many: bool) -> Callable[..., Any]:
+        def write(self: object, packets: Any) -> Any:
+            _state["messages"] += len(packets) if many else 1
+            return method(self, packets)
 
         return write
 
@@ -113,7 +113,8 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
                     owner_name, attr = qualname.split(".")
                     owner = getattr(importlib.import_module(module), owner_name)
                     setattr(owner, attr, _stage(name, getattr(owner, attr)))
-        SessionSink.write = _counted(SessionSink.write)  # type: ignore[method-assign]
+        SessionSink.write = _counted(SessionSink.write, many=False)  # type: ignore[method-assign]
+        SessionSink.write_many = _counted(SessionSink.write_many, many=True)  # type: ignore[method-assign]
 
     def _start(signum: int, frame: object) -> None:
         _wakes.clear()

@@ -104,11 +104,12 @@ class LiveRegistry:
         self._live[session.key] = updated
         return updated
 
-    def count(self, stream_id: int, size: int, stream_input: StreamInput = StreamInput.MAIN) -> None:
+    def count(self, stream_id: int, size: int, stream_input: StreamInput = StreamInput.MAIN, packets: int = 1) -> None:
+        """`packets` media packets of `size` bytes in all arrived on `stream_input`."""
         self._totals[stream_id] += size
         meter = self._rates.get((stream_id, stream_input))
         if meter is not None:
-            meter.add(size)
+            meter.add(size, packets)
 
     def count_switch(self, stream_id: int) -> None:
         self._switches[stream_id] += 1

@@ -38,6 +38,13 @@ class SessionSink:
         self._registry.count(self._session.stream_id, len(packet.payload), self._session.input)
         self._hub_sink.write(packet)
 
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        if self._closed or (self._may_write is not None and not self._may_write(self._session.stream_id)):
+            return
+        size = sum([len(packet.payload) for packet in packets])
+        self._registry.count(self._session.stream_id, size, self._session.input, len(packets))
+        self._hub_sink.write_many(packets)
+
     def batch(self) -> AbstractContextManager[None]:
         return self._hub_sink.batch()
 

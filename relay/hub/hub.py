@@ -233,6 +233,7 @@ class Hub:
             stream_input,
             self._clock.now(),
             on_packet=self._on_packet,
+            on_packets=self._on_packets,
             on_info=self._on_info,
             on_closed=self._on_session_closed,
             batch=self._batch,
@@ -299,6 +300,23 @@ class Hub:
             reason = self._switch_reason(session, now, fresh_sync=sync)
             if reason is not None:
                 self._take_over(session, reason)
+
+    def _on_packets(self, session: InputSession, packets: list[MediaPacket]) -> None:
+        """`_on_packet` of each: the feeding input's in one loop (a read's media), a standby's one by one (any
+        of them may make it the feeding one)."""
+        if session is not self._feeding:
+            for packet in packets:
+                self._on_packet(session, packet)
+            return
+        if self._sessions.get(session.input) is not session:
+            return
+        accept = self._accept
+        media = False
+        for packet in packets:
+            media = media or not packet.config
+            accept(packet)
+        if media:
+            session.last_media_at = self._last_fed_at = self._clock.now()
 
     def _on_info(self, session: InputSession, info: StreamInfo) -> None:
         if session is self._feeding or (self._feeding is None and self._sessions.get(session.input) is session):

@@ -33,12 +33,14 @@ class InputSession:
         opened_at: float,
         *,
         on_packet: Callable[[InputSession, MediaPacket], None],
+        on_packets: Callable[[InputSession, list[MediaPacket]], None],
         on_info: Callable[[InputSession, StreamInfo], None],
         on_closed: Callable[[InputSession, EndReason], None],
         batch: AbstractContextManager[None],
     ) -> None:
         self._batch = batch
         self._on_packet = on_packet
+        self._on_packets = on_packets
         self._on_info = on_info
         self._on_closed = on_closed
         self.container = container
@@ -77,6 +79,10 @@ class InputSession:
     def write(self, packet: MediaPacket) -> None:
         if not self.closed:
             self._on_packet(self, packet)
+
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        if not self.closed:
+            self._on_packets(self, packets)
 
     def batch(self) -> AbstractContextManager[None]:
         return self._batch

@@ -132,6 +132,10 @@ class IngestSink(Protocol):
 
     def write(self, packet: MediaPacket) -> None: ...
 
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        """`write` of each, in order (a read's media in one call); the list is not kept."""
+        ...
+
     def batch(self) -> AbstractContextManager[None]:
         """`with sink.batch():` around the writes of one read: what they fan out is written to the
         destinations when the batch ends (one write each), not on the loop's next turn."""

@@ -47,7 +47,7 @@ from relay.ingest.gate import (
 from relay.ingest.peers import peer_key
 from relay.ingest.rtmp_info import InfoTracker
 from relay.ingest.rtmp_settings import RtmpServerSettings
-from relay.media.packets import ContainerFormat
+from relay.media.packets import ContainerFormat, MediaPacket
 from relay.rtmp.errors import ProtocolError
 from relay.rtmp.events import (
     NEED_DATA,
@@ -578,19 +578,19 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._finish(close_reason, False, graceful=True)
 
     def _process_events(self) -> str | None:
-        """Events until the session needs data; stops at a publish (for the gate) or a close (its reason)."""
+        """Events until the session needs data; stops at a publish (for the gate) or a close (its reason). The
+        media messages between two other events go to the sink in one `write_many` (`ServerSession.take_media`)."""
         session = self._session
+        packets: list[MediaPacket] = []
         while True:
-            event = session.next_event()
+            event = session.take_media(packets)
+            if packets:
+                self._write_media(packets)
+                packets = []
             if event is NEED_DATA:
                 return None
             if isinstance(event, MediaReceived):
-                if self._sink is not None:
-                    packet = event.packet
-                    self._sink.write(packet)
-                    if packet.config:
-                        self._info.from_packet(packet)
-                        self._push_info()
+                self._write_media([event.packet])
             elif isinstance(event, MetadataReceived):
                 if self._sink is not None:
                     self._sink.write(event.packet)
@@ -626,6 +626,16 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._close_sink(EndReason.UNPUBLISH)
             elif isinstance(event, CloseRequested):
                 return event.reason
+
+    def _write_media(self, packets: list[MediaPacket]) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        sink.write_many(packets)
+        for packet in packets:
+            if packet.config:  # a sequence header: what the stream's info says may change
+                self._info.from_packet(packet)
+                self._push_info()
 
     def _push_info(self) -> None:
         info = self._info.merged()

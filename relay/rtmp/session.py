@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.media.flv import classify
-from relay.media.packets import MediaKind
+from relay.media.packets import MediaKind, MediaPacket
 from relay.rtmp import amf0
 from relay.rtmp.buffer import ReceiveBuffer
 from relay.rtmp.chunks import ChunkLimits, ChunkReader, ChunkWriter, MessageType, RawMessage
@@ -174,17 +174,24 @@ class ServerSession:
 
     def next_event(self) -> Event | Need:
         """The next event, or NEED_DATA. Raises ProtocolError if the client broke the protocol."""
+        return self.take_media(None)
+
+    def take_media(self, packets: list[MediaPacket] | None) -> Event | Need:
+        """`next_event`, but the audio and video messages of the stream being published are appended to
+        `packets` (the packet each `MediaReceived` would carry, in order) instead of coming one event each:
+        what a read brought, in one call. Returns the first other event, or NEED_DATA; the packets appended
+        came before it. An aggregate message's media still comes as `MediaReceived` events."""
         if self.state in (SessionState.CONNECT_PENDING, SessionState.PUBLISH_PENDING):
             raise LocalProtocolError(f"answer the pending request first ({self.state.value})")
         if self.state is SessionState.ERROR:
             raise LocalProtocolError("session already failed")
         try:
-            return self._next_event()
+            return self._next_event(packets)
         except ProtocolError:
             self.state = SessionState.ERROR
             raise
 
-    def _next_event(self) -> Event | Need:
+    def _next_event(self, packets: list[MediaPacket] | None) -> Event | Need:
         if self._events:
             return self._events.popleft()
         if self.state is SessionState.CLOSED:
@@ -197,10 +204,15 @@ class ServerSession:
                 return NEED_DATA
             self._move(Move.HANDSHAKE_DONE)
             return HandshakeDone(self._handshake.digest_form)
+        reader, buffer = self._reader, self._buffer
         while True:
-            message = self._reader.next_message(self._buffer)
+            message = reader.next_message(buffer)
             if message is None:
                 return NEED_DATA
+            if packets is not None and (kind := _MEDIA_KINDS.get(message.type_id)) is not None:
+                if self.state is SessionState.PUBLISHING and message.stream_id == self.publish_stream_id:
+                    packets.append(classify(kind, message.timestamp, message.payload))
+                continue  # media outside a publish is dropped (`_handle`)
             self._handle(message)
             if self._events:
                 return self._events.popleft()

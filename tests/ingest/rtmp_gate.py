@@ -48,6 +48,10 @@ class FileSink:
         self.write_times.append(time.monotonic())
         self._file.write(encode_tag(packet.kind, packet.timestamp_ms, packet.payload))
 
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        for packet in packets:
+            self.write(packet)
+
     def batch(self) -> AbstractContextManager[None]:
         return nullcontext()
 

@@ -48,6 +48,10 @@ class RecordingSink:
         self.packets += 1
         self.keyframes += packet.keyframe
         self.configs += packet.config
+
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        for packet in packets:
+            self.write(packet)
         self.kinds.add(packet.kind)
 
     def batch(self) -> AbstractContextManager[None]:
@@ -154,6 +158,9 @@ class _ForgetOnClose:
 
     def write(self, packet: MediaPacket) -> None:
         self.sink.write(packet)
+
+    def write_many(self, packets: list[MediaPacket]) -> None:
+        self.sink.write_many(packets)
 
     def batch(self) -> AbstractContextManager[None]:
         return self.sink.batch()

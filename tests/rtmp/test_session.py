@@ -366,3 +366,64 @@ def test_a_refused_publish_keeps_the_preauth_limits() -> None:
     session = ServerSession(PREAUTH)
     feed(session, handshake() + b"".join(publish_script("12?bad")), accept=False)
     assert session.chunk_limits == PREAUTH.preauth_chunk_limits
+
+
+def _take_all(session: ServerSession) -> list[object]:
+    """What `take_media` gives until NEED_DATA: each call's packets (a list, when any), then its event;
+    connect and publish are accepted, as `drain` does."""
+    out: list[object] = []
+    while True:
+        packets: list[MediaPacket] = []
+        event = session.take_media(packets)
+        if packets:
+            out.append(packets)
+        if event is NEED_DATA:
+            return out
+        out.append(event)
+        if isinstance(event, ConnectRequested):
+            session.accept_connect()
+        elif isinstance(event, PublishRequested):
+            session.accept_publish()
+
+
+def test_take_media_gives_the_media_between_two_events_in_one_list() -> None:
+    session, _ = published()
+    cue = amf0.encode("onCuePoint", {"n": 1.0})
+    data = (
+        set_data_frame(0)
+        + media(MediaKind.VIDEO, 0, VIDEO_CONFIG)
+        + media(MediaKind.AUDIO, 0, AUDIO_CONFIG, 4)
+        + media(MediaKind.VIDEO, 40, VIDEO_KEY)
+        + ChunkWriter().write(4, MessageType.DATA_AMF0, 1, 60, cue)
+        + media(MediaKind.AUDIO, 63, b"\xaf\x01aa", 4)
+        + ChunkWriter().write(7, MessageType.VIDEO, 2, 70, VIDEO_KEY)  # not the published stream: dropped
+    )
+    session.receive_data(data)
+    got = _take_all(session)
+    assert isinstance(got[0], MetadataReceived)
+    assert got[1:] == [
+        [
+            classify(MediaKind.VIDEO, 0, VIDEO_CONFIG),
+            classify(MediaKind.AUDIO, 0, AUDIO_CONFIG),
+            MediaPacket(MediaKind.VIDEO, 40, VIDEO_KEY, keyframe=True),
+        ],
+        MediaReceived(MediaPacket(MediaKind.DATA, 60, cue)),  # data messages stay events
+        [classify(MediaKind.AUDIO, 63, b"\xaf\x01aa")],
+    ]
+
+
+def test_take_media_and_next_event_give_the_same_media_in_the_same_order() -> None:
+    frames = [
+        media(MediaKind.VIDEO, ts, VIDEO_KEY) if ts % 40 == 0 else media(MediaKind.AUDIO, ts, b"\xaf\x01" * 90, 4)
+        for ts in range(0, 2000, 20)
+    ]
+    data = b"".join([handshake(), *publish_script("12?tok"), set_data_frame(), *frames])
+    events = feed(ServerSession(random_source=lambda n: bytes(n)), data, step=997)
+    taken = ServerSession(random_source=lambda n: bytes(n))
+    flattened: list[object] = []
+    for start in range(0, len(data), 997):
+        taken.receive_data(data[start : start + 997])
+        for item in _take_all(taken):
+            flattened += [MediaReceived(packet) for packet in item] if isinstance(item, list) else [item]
+    assert flattened == events
+    assert sum(isinstance(e, MediaReceived) for e in events) == 100
