@@ -40,8 +40,15 @@ class ReceiveBuffer:
 
     def consume(self, size: int) -> bytes:
         """Remove and return exactly `size` bytes (the caller checked they are there)."""
-        out = bytes(self._data[:size])
+        out = bytes(memoryview(self._data)[:size])  # one copy (a bytearray's slice is a copy of its own)
         del self._data[:size]
+        return out
+
+    def consume_at(self, start: int, end: int) -> bytes:
+        """Remove the first `end` bytes (the caller checked they are there) and return those from `start` on:
+        a unit's body without its header, in one copy."""
+        out = bytes(memoryview(self._data)[start:end])
+        del self._data[:end]
         return out
 
     def skip(self, size: int) -> None:

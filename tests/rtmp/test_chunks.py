@@ -266,6 +266,16 @@ def test_limits() -> None:
         read_all(partial, reader=ChunkReader(ChunkLimits(max_partial_bytes=2500)))
 
 
+def test_a_whole_message_on_a_known_chunk_stream_is_held_to_the_limits() -> None:
+    # One chunk, whole in the buffer, on a chunk stream already open: the one-step path, which must refuse
+    # what the chunk path refuses.
+    first = ChunkWriter(4096).write(6, 9, 1, 0, b"a")
+    big = encode_chunk_header(1, 6, timestamp=40, length=2000, type_id=9) + bytes(2000)
+    with pytest.raises(ProtocolError, match="over the limit"):
+        read_all(first + big, reader=ChunkReader(ChunkLimits(max_message_bytes=1000)), chunk_size=4096)
+    assert read_all(first + big, chunk_size=4096)[1] == RawMessage(6, 9, 1, 40, bytes(2000))
+
+
 def test_non_type0_on_a_new_chunk_stream_is_refused() -> None:
     with pytest.raises(ProtocolError):
         read_all(b"\xc9")
