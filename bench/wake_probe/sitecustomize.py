@@ -25,7 +25,7 @@ import sys
 
 STAGES: dict[str, tuple[str, ...]] = {
     "read": ("relay.ingest.rtmp_connection:RtmpConnection._read_direct",),
-    "parse": ("relay.rtmp.session:ServerSession.receive_data", "relay.rtmp.session:ServerSession.next_event"),
+    "parse": ("relay.rtmp.session:ServerSession.receive_data", "relay.rtmp.session:ServerSession.take_media"),
     "fan-out": ("relay.engine.sink:SessionSink.write", "relay.engine.sink:SessionSink.write_many"),
     "writes": ("relay.hub.hub:Hub._end_batch",),
     "re-arm": ("relay.ingest.rtmp_connection:RtmpConnection._merge_reads",),
