@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from relay.hub.subscriber import Chunk
-from relay.media.flv import encode_tag, flv_header
+from relay.media.flv import encode_tag, flv_header, tag_frame
 from relay.media.mpegts import TS_PACKET_SIZE, packet_pid, without_continuity
 from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 
@@ -40,9 +40,10 @@ class Framing(Protocol):
         """Enough configuration was kept to judge a returning publisher by its first media packet."""
         ...
 
-    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
-        """The bytes subscribers get for a packet of the live source and its timestamp in them; configuration
-        is kept for the header. The hub joins a run of packets' bytes into one chunk (relay.hub.hub)."""
+    def frame(self, packet: MediaPacket, into: list[bytes]) -> int:
+        """Append the bytes subscribers get for a packet of the live source to `into`, in parts (an FLV tag's
+        header, body and trailer: the hub joins a run of packets' parts once, relay.hub.hub), and return its
+        timestamp in them; configuration is kept for the header."""
         ...
 
     def keep_configuration(self, packet: MediaPacket) -> None:
@@ -106,20 +107,24 @@ class FlvFraming:
     def ready_to_compare(self) -> bool:
         return True  # an encoder may send media without sequence headers: judge by what came
 
-    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
+    def frame(self, packet: MediaPacket, into: list[bytes]) -> int:
         kind = packet.kind
+        payload = packet.payload
         if kind is MediaKind.VIDEO:
             self._has_video = True
         ts = packet.timestamp_ms + self._ts_offset
         if packet.config:
             ts = max(0, ts)
-            data = encode_tag(kind, ts, packet.payload)
+            data = encode_tag(kind, ts, payload)
             self._keep(packet, Chunk(data, ts, sync=False, config=True))
-            return data, ts
+            into.append(data)
+            return ts
         last = self._last_out_ts
         ts = max(ts, last.get(kind, 0))  # >= 0 as well: no kept timestamp is below 0
         last[kind] = ts
-        return encode_tag(kind, ts, packet.payload), ts
+        header, trailer = tag_frame(kind, ts, len(payload))
+        into += (header, payload, trailer)
+        return ts
 
     def keep_configuration(self, packet: MediaPacket) -> None:
         ts = packet.timestamp_ms
@@ -209,12 +214,13 @@ class MpegTsFraming:
     def ready_to_compare(self) -> bool:
         return bool(self._tables)  # TS media before a PAT/PMT cannot be judged or decoded
 
-    def frame(self, packet: MediaPacket) -> tuple[bytes, int]:
+    def frame(self, packet: MediaPacket, into: list[bytes]) -> int:
         if packet.keyframe:
             self._has_video = True
         if packet.config:
             self.keep_configuration(packet)
-        return packet.payload, packet.timestamp_ms
+        into.append(packet.payload)
+        return packet.timestamp_ms
 
     def keep_configuration(self, packet: MediaPacket) -> None:
         data = packet.payload

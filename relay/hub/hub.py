@@ -157,8 +157,8 @@ class Hub:
         self._brought = 0
         """Packets accepted since the last batch's end or write."""
         self._run: list[bytes] = []
-        """The framed media of the run being built (`_end_run`): since the read's first packet, its last keyframe
-        or configuration packet."""
+        """The framed media of the run being built, in parts (`_end_run`): since the read's first packet, its last
+        keyframe or configuration packet."""
         self._run_ts = 0
         """The timestamp of the run's first packet."""
         self._run_sync = False
@@ -529,20 +529,23 @@ class Hub:
         the run its read brought (`_end_run`)."""
         framing = self._framing
         assert framing is not None, "media without a source"
-        data, ts = framing.frame(packet)
         self._brought += 1
         if packet.config:
             self._hold_write = False
             self._end_run()  # configuration goes alone: an overflow's flush keeps it, and the GOP never holds it
-            self._offer(Chunk(data, ts, sync=False, config=True))
+            parts: list[bytes] = []
+            ts = framing.frame(packet, parts)
+            self._offer(Chunk(b"".join(parts), ts, sync=False, config=True))
             return
         kind = packet.kind
         if packet.keyframe or not self._run:
             self._end_run()
+            ts = framing.frame(packet, self._run)
             # A joiner starts on a keyframe; a stream without video can start on any audio packet.
             self._run_sync = packet.keyframe or (kind is MediaKind.AUDIO and not framing.has_video)
             self._run_ts = ts
-        self._run.append(data)
+        else:
+            framing.frame(packet, self._run)
         self._hold_write = (
             kind is MediaKind.VIDEO
             and self._last_media_kind is MediaKind.AUDIO
@@ -563,6 +566,7 @@ class Hub:
         if not run:
             return
         self._run = []
+        # One copy of the run's media: its tags' headers, bodies and trailers joined at once.
         chunk = Chunk(run[0] if len(run) == 1 else b"".join(run), self._run_ts, sync=self._run_sync, config=False)
         assert self._framing is not None, "media without a source"
         self._gop.add(chunk, has_video=self._framing.has_video)

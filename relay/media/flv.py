@@ -33,13 +33,18 @@ def flv_header(*, has_audio: bool = True, has_video: bool = True) -> bytes:
 
 def encode_tag(kind: MediaKind, timestamp_ms: int, payload: bytes) -> bytes:
     """One FLV tag with its trailing PreviousTagSize; timestamps wrap at 32 bits like RTMP's."""
-    ts = timestamp_ms & 0xFFFFFFFF
-    size = len(payload)
+    header, trailer = tag_frame(kind, timestamp_ms, len(payload))
+    # One join copies the payload once (header + payload + trailer copied it twice).
+    return b"".join((header, payload, trailer))
+
+
+def tag_frame(kind: MediaKind, timestamp_ms: int, size: int) -> tuple[bytes, bytes]:
+    """What goes around an FLV tag's body of `size` bytes: its header and its trailing PreviousTagSize, for a
+    caller that joins many tags at once (relay.hub.framing)."""
     if size > 0xFFFFFF:
         raise ValueError("FLV tag payload larger than 16 MiB")
-    # Called per packet: one join copies the payload once (header + payload + trailer copied it twice).
-    header = _TAG_HEADER.pack((kind << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24))
-    return b"".join((header, payload, _U32.pack(TAG_HEADER_SIZE + size)))
+    ts = timestamp_ms & 0xFFFFFFFF
+    return _TAG_HEADER.pack((kind << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24)), _U32.pack(TAG_HEADER_SIZE + size)
 
 
 def is_video_keyframe(payload: bytes) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.hub.framing import FlvFraming, MpegTsFraming, framing_for
+from relay.hub.framing import FlvFraming, Framing, MpegTsFraming, framing_for
 from relay.media.flv import flv_header
 from relay.media.packets import ContainerFormat, MediaKind, MediaPacket
 from tests.hub.helpers import (
@@ -22,6 +22,13 @@ from tests.hub.helpers import (
 AUDIO_CONFIG_TAG = b"\x08\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00" + AUDIO_CONFIG + b"\x00\x00\x00\x0f"
 
 
+def framed(framing: Framing, packet: MediaPacket) -> tuple[bytes, int]:
+    """What `frame` gives a packet: its bytes (the parts it appended, joined) and its timestamp out."""
+    parts: list[bytes] = []
+    ts = framing.frame(packet, parts)
+    return b"".join(parts), ts
+
+
 def test_framing_for_picks_the_class_of_the_container() -> None:
     assert isinstance(framing_for(ContainerFormat.FLV, resume_gap_ms=33), FlvFraming)
     assert isinstance(framing_for(ContainerFormat.MPEGTS, resume_gap_ms=33), MpegTsFraming)
@@ -33,7 +40,7 @@ def test_framing_for_picks_the_class_of_the_container() -> None:
 def flv(*packets: MediaPacket, resume_gap_ms: int = 33) -> FlvFraming:
     framing = FlvFraming(resume_gap_ms=resume_gap_ms)
     for packet in packets:
-        framing.frame(packet)
+        framed(framing, packet)
     return framing
 
 
@@ -66,25 +73,25 @@ def test_flv_audio_only_header_is_literal() -> None:
 
 def test_flv_frame_makes_a_tag_and_keeps_the_latest_sequence_header() -> None:
     framing = flv()
-    assert framing.frame(MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True)) == (AUDIO_CONFIG_TAG, 0)
+    assert framed(framing, MediaPacket(MediaKind.AUDIO, 0, AUDIO_CONFIG, config=True)) == (AUDIO_CONFIG_TAG, 0)
     newer = b"\xaf\x00\x11\x90"
-    framing.frame(MediaPacket(MediaKind.AUDIO, 40, newer, config=True))
+    framed(framing, MediaPacket(MediaKind.AUDIO, 40, newer, config=True))
     assert [p.payload for p in tags(header_bytes(framing))] == [newer]
 
 
 def test_flv_has_video_once_a_video_packet_was_framed() -> None:
     framing = flv()
-    framing.frame(audio(0))
+    framed(framing, audio(0))
     assert not framing.has_video  # no video yet: the hub lets a joiner start on audio
-    framing.frame(video(10, key=True))
+    framed(framing, video(10, key=True))
     assert framing.has_video
 
 
 def test_flv_timestamps_never_go_back_per_kind() -> None:
     framing = flv()
-    assert framing.frame(video(100, key=True))[1] == 100
-    assert framing.frame(video(90))[1] == 100
-    assert framing.frame(audio(20))[1] == 20  # audio has its own clock
+    assert framed(framing, video(100, key=True))[1] == 100
+    assert framed(framing, video(90))[1] == 100
+    assert framed(framing, audio(20))[1] == 20  # audio has its own clock
 
 
 def test_flv_same_configuration_compares_sequence_headers_not_metadata() -> None:
@@ -116,7 +123,7 @@ def test_flv_resume_rebases_after_the_last_timestamp_sent() -> None:
     newcomer.keep_configuration(new_metadata)
     offset = current.resume(newcomer, video(0, key=True))
     assert offset == 5033 + 33 - 0
-    assert [current.frame(p)[1] for p in (video(0, key=True), audio(10), video(33))] == [5066, 5076, 5099]
+    assert [framed(current, p)[1] for p in (video(0, key=True), audio(10), video(33))] == [5066, 5076, 5099]
     # The newcomer's onMetaData replaces ours in the header; the sequence headers stay ours.
     assert [p.payload for p in tags(header_bytes(current))] == [new_metadata.payload, VIDEO_CONFIG, AUDIO_CONFIG]
 
@@ -124,7 +131,7 @@ def test_flv_resume_rebases_after_the_last_timestamp_sent() -> None:
 def test_flv_resume_before_any_media_keeps_timestamps() -> None:
     current = flv(*config_packets())
     assert current.resume(FlvFraming(resume_gap_ms=33), video(700, key=True)) == 0
-    assert current.frame(video(700, key=True))[1] == 700
+    assert framed(current, video(700, key=True))[1] == 700
 
 
 # -- MPEG-TS ---------------------------------------------------------------------------------------
@@ -137,8 +144,8 @@ def tables(pat_cc: int = 0, pmt_cc: int = 0, stream_type: int = 0x1B) -> MediaPa
 def test_ts_header_is_the_latest_pat_and_pmt_in_first_seen_order() -> None:
     framing = MpegTsFraming()
     assert framing.header_chunks() == [] and not framing.ready_to_compare
-    framing.frame(tables())
-    framing.frame(MediaPacket(MediaKind.DATA, 40, ts_pat(1), config=True))
+    framed(framing, tables())
+    framed(framing, MediaPacket(MediaKind.DATA, 40, ts_pat(1), config=True))
     assert header_bytes(framing) == ts_pat(1) + ts_pmt(0)
     assert framing.ready_to_compare
     assert all(c.config and not c.sync for c in framing.header_chunks())
@@ -147,13 +154,13 @@ def test_ts_header_is_the_latest_pat_and_pmt_in_first_seen_order() -> None:
 def test_ts_frame_passes_bytes_and_time_unchanged() -> None:
     framing = MpegTsFraming()
     key = MediaPacket(MediaKind.VIDEO, 1234, ts_packet(0x100, 7, b"k", rai=True), keyframe=True)
-    assert framing.frame(key) == (key.payload, 1234)
+    assert framed(framing, key) == (key.payload, 1234)
     assert framing.has_video
 
 
 def test_ts_same_configuration_ignores_continuity_counters_only() -> None:
     current = MpegTsFraming()
-    current.frame(tables())
+    framed(current, tables())
     restarted = MpegTsFraming()
     restarted.keep_configuration(tables(pat_cc=5, pmt_cc=9))
     assert current.same_configuration(restarted)
@@ -165,10 +172,10 @@ def test_ts_same_configuration_ignores_continuity_counters_only() -> None:
 
 def test_ts_resume_keeps_bytes_and_timestamps() -> None:
     current = MpegTsFraming()
-    current.frame(tables())
+    framed(current, tables())
     newcomer = MpegTsFraming()
     newcomer.keep_configuration(tables(pat_cc=5, pmt_cc=9))
     first = MediaPacket(MediaKind.VIDEO, 3, ts_packet(0x100, 3, b"k2", rai=True), keyframe=True)
     assert current.resume(newcomer, first) == 0
-    assert current.frame(first) == (first.payload, 3)
+    assert framed(current, first) == (first.payload, 3)
     assert header_bytes(current) == ts_pat(0) + ts_pmt(0)  # the header stays the source's
