@@ -58,12 +58,21 @@ class RelaySystem:
 
     name = "relay"
 
-    def __init__(self, workdir: Path, *, ffmpeg: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        ffmpeg: str | None = None,
+        env: dict[str, str] | None = None,
+        checkout: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         env = {"RELAY_LOG_LEVEL": "INFO", **(env or {})}
         if ffmpeg:
             env["RELAY_FFMPEG"] = ffmpeg
         self.process = RelayProcess(workdir / "data", env_extra=env)
+        if checkout is not None:  # another checkout's relay (bench.relay_ab)
+            self.process.checkout = checkout
         self._stream: dict[str, object] = {}
 
     @property

@@ -71,6 +71,8 @@ class RelayProcess:
     srt_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    checkout: Path = ROOT
+    """Whose relay runs (`python -m api` from there): this one, or another for a side-by-side comparison."""
 
     @property
     def base_url(self) -> str:
@@ -104,7 +106,7 @@ class RelayProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api", *self.args],
-            cwd=ROOT,
+            cwd=self.checkout,
             env=self.env(),
             stdout=log,
             stderr=log,
