@@ -55,7 +55,7 @@ class Chunk:
 
     data: bytes
     timestamp_ms: int
-    """The timestamp of its first packet (a run's spans at most the time between two reads)."""
+    """The timestamp of its first packet (a run spans at most the media of one publisher read)."""
     sync: bool
     """It starts at a point a decoder can start from: a video keyframe, or any audio packet of an audio-only
     stream."""

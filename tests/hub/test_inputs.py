@@ -280,3 +280,23 @@ def test_an_rtmp_main_after_an_srt_backup_takes_over_with_a_restart() -> None:
     assert sub.end_cause is EndCause.SOURCE_CHANGED
     assert hub.input is MAIN and hub.container is ContainerFormat.FLV
     assert rec.events[-1] == InputSwitched(7, MAIN, SwitchReason.PREFERRED, 0, restarted=True)
+
+
+def test_a_returning_main_s_read_in_one_call_takes_over_at_its_keyframe_and_feeds_the_rest() -> None:
+    # An RTMP ingest hands a read's media over in one write_many: a standby's packets go one by one through
+    # the switch rules, so a keyframe in the middle of the list switches there, and what follows it feeds.
+    hub, clock, rec, main, backup = both_live()
+    sub = hub.subscribe()
+    drain(sub)
+    main.close(EndReason.DROP)
+    clock.advance(0.1)
+    with backup.batch():
+        backup.write_many([marked(200, b"B", key=True), marked(233, b"B")])
+    returning = open_flv(hub, MAIN)
+    with returning.batch():
+        returning.write_many([*config_packets(), marked(0, b"M"), marked(33, b"M", key=True), marked(66, b"M")])
+    assert hub.input is MAIN and sub.end_cause is None
+    got = senders(drain(sub))
+    assert [mark for _, mark in got] == [b"B", b"B", b"M", b"M"]
+    assert all(b > a for (a, _), (b, _) in itertools.pairwise(got)), got
+    assert rec.events[-1] == InputSwitched(7, MAIN, SwitchReason.PREFERRED, got[2][0] - 33)
