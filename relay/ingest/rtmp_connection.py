@@ -583,7 +583,11 @@ class RtmpConnection(asyncio.BufferedProtocol):
         session = self._session
         packets: list[MediaPacket] = []
         while True:
-            event = session.take_media(packets)
+            try:
+                event = session.take_media(packets)
+            except ProtocolError:
+                self._write_media(packets)  # what came before the fault still goes, as it did a message at a time
+                raise
             if packets:
                 self._write_media(packets)
                 packets = []

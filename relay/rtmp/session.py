@@ -180,7 +180,8 @@ class ServerSession:
         """`next_event`, but the audio and video messages of the stream being published are appended to
         `packets` (the packet each `MediaReceived` would carry, in order) instead of coming one event each:
         what a read brought, in one call. Returns the first other event, or NEED_DATA; the packets appended
-        came before it. An aggregate message's media still comes as `MediaReceived` events."""
+        came before it (and stay in `packets` when a protocol error is raised). An aggregate message's media
+        still comes as `MediaReceived` events."""
         if self.state in (SessionState.CONNECT_PENDING, SessionState.PUBLISH_PENDING):
             raise LocalProtocolError(f"answer the pending request first ({self.state.value})")
         if self.state is SessionState.ERROR:

@@ -289,3 +289,19 @@ async def test_merged_reads_never_hold_back_a_publisher_faster_than_a_buffer_an_
         writer.close()
     assert _recorded(gate) == frames
     assert took < 5.0, f"2 MB took {took:.2f} s: read an interval at a time, not at once"
+
+
+async def test_the_media_before_a_protocol_fault_in_the_same_read_is_delivered(tmp_path: Path) -> None:
+    # A read's media reaches the sink in one call (ServerSession.take_media): a fault further on in the same
+    # read ends the connection, and what came before it still goes, as it did message by message.
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN})
+    frames = _frames()
+    async with RtmpServer(gate, _settings()) as server:
+        writer = await _publish_then(server, gate)
+        bad = bytes.fromhex("49 000000 000001 09") + b"x"  # a type 1 header on a chunk stream never opened
+        await _send(writer, _media_bytes(frames) + bad)
+        sink = gate.sinks[STREAM_ID][0]
+        await asyncio.wait_for(sink.closed.wait(), 5)
+        writer.close()
+    assert _recorded(gate) == frames
+    assert sink.close_reasons == [EndReason.DROP]
