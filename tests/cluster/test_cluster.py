@@ -180,6 +180,13 @@ async def test_kill_9_of_the_owner_moves_the_stream_and_every_destination_gets_m
                 return body["live"] is True and body["node_id"] == after.node_id
 
             await wait_for(shown, 3.0, "the observer's API showing the new owner", every=0.05)
+            # The event feed is another channel than the API: its event may come a moment after the API shows it.
+            observed = feeds[observer.node_id]
+            await until(
+                lambda: after.node_id in observed.owners(stream["id"]),
+                3.0,
+                f"{observer.node_id}'s event feed telling the new owner",
+            )
             seen = feeds[observer.node_id].live(stream["id"])
             owners = feeds[observer.node_id].owners(stream["id"])
             assert before.node_id in owners, (observer.node_id, seen)
