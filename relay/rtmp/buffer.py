@@ -44,13 +44,6 @@ class ReceiveBuffer:
         del self._data[:size]
         return out
 
-    def consume_at(self, start: int, end: int) -> bytes:
-        """Remove the first `end` bytes (the caller checked they are there) and return those from `start` on:
-        a unit's body without its header, in one copy."""
-        out = bytes(memoryview(self._data)[start:end])
-        del self._data[:end]
-        return out
-
     def skip(self, size: int) -> None:
         """Remove `size` bytes already read through `view` (no copy made)."""
         del self._data[:size]

@@ -237,8 +237,6 @@ class ChunkReader:
                 if self._take_continuations(buffer, stream) and stream.received == stream.length:
                     return self._complete(self._body_csid, stream)
                 continue
-            if (message := self._whole_message(buffer)) is not None:
-                return message
             if not self._read_header(buffer):
                 return None
             stream = self._streams[self._body_csid]
@@ -286,57 +284,6 @@ class ChunkReader:
         stream.parts.append(body)
         stream.received += span - count
         return True
-
-    def _whole_message(self, buffer: ReceiveBuffer) -> RawMessage | None:
-        """The next message in one step when it is the usual one of a publisher: a header of type 0, 1 or 2 on a
-        chunk stream id below 64 already known and with no message in progress, no extended timestamp, and
-        a body of one chunk, all in the buffer. None for anything else, which `_read_header` and the body
-        path take as ever, with the same result (byte by byte, no message is ever whole at its header).
-
-        A publisher that sends in the chunk size the relay announces (60,000: ffmpeg, OBS) sends each frame
-        as such a message; taking it here skips the general path's piecewise body and its bookkeeping (one
-        copy of the body, no parts): `python -m bench.read_path` 43-44 -> 41 µs a read without subscribers."""
-        data = buffer.view()
-        have = len(data)
-        if have < 4:
-            return None
-        first = data[0]
-        fmt = first >> 6
-        csid = first & 0x3F
-        if fmt == 3 or csid < 2:
-            return None
-        stream = self._streams.get(csid)
-        if stream is None or stream.received >= 0:
-            return None
-        field = (data[1] << 16) | (data[2] << 8) | data[3]
-        if field == MAX_TIMESTAMP_FIELD:
-            return None
-        if fmt == 2:
-            start, length = 4, stream.length
-        elif have < 8:
-            return None
-        else:
-            start, length = (12 if fmt == 0 else 8), (data[4] << 16) | (data[5] << 8) | data[6]
-        end = start + length
-        limits = self.limits
-        if (
-            have < end
-            or length > self.chunk_size
-            or length > limits.max_message_bytes
-            or self._pending_declared + length > limits.max_partial_bytes
-        ):
-            return None  # more to come, more than a chunk, or over a limit: the general path (which refuses it)
-        # The whole message is here: from now on state may change, as `_read_header` changes it.
-        if fmt <= 1:
-            stream.length = length
-            stream.type_id = data[7]
-            if fmt == 0:
-                stream.stream_id = _U32_LE.unpack_from(data, 8)[0]
-        stream.timestamp = _unwrap(stream.timestamp, field) if fmt == 0 else stream.timestamp + field
-        stream.delta = field
-        stream.extended = False
-        self._last_timestamp = stream.timestamp
-        return RawMessage(csid, stream.type_id, stream.stream_id, stream.timestamp, buffer.consume_at(start, end))
 
     def _complete(self, csid: int, stream: _ChunkStream) -> RawMessage:
         parts = stream.parts

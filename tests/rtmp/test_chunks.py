@@ -267,8 +267,7 @@ def test_limits() -> None:
 
 
 def test_a_whole_message_on_a_known_chunk_stream_is_held_to_the_limits() -> None:
-    # One chunk, whole in the buffer, on a chunk stream already open: the one-step path, which must refuse
-    # what the chunk path refuses.
+    # One chunk, whole in the buffer, on a chunk stream already open: refused as any message over the limit.
     first = ChunkWriter(4096).write(6, 9, 1, 0, b"a")
     big = encode_chunk_header(1, 6, timestamp=40, length=2000, type_id=9) + bytes(2000)
     with pytest.raises(ProtocolError, match="over the limit"):
