@@ -131,6 +131,8 @@ class Engine:
         self.registry = LiveRegistry(clock)
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
         self._hubs: dict[int, Hub] = {}
+        self._loop_clock = LoopClock()
+        """The hubs' and the supervisor's: the supervisor's housekeeping rides the hubs' reads (relay.hub.clock)."""
         self._hub_settings = HubSettings(
             grace_period_seconds=settings.publisher_grace_seconds,
             input_silence_seconds=settings.input_switch_silence_seconds,
@@ -146,7 +148,7 @@ class Engine:
             supervisor_settings(settings),
             self._hubs.get,
             push_ffmpeg_path,
-            LoopClock(),
+            self._loop_clock,
             self._on_push_status,
             process_factory=process_factory,
             policy=self.destination_policy,
@@ -273,7 +275,7 @@ class Engine:
             hub = Hub(
                 stream_id,
                 self._hub_settings,
-                LoopClock(),
+                self._loop_clock,
                 self._on_hub_event,
                 may_deliver=functools.partial(self._may_deliver, stream_id) if leased else None,
             )

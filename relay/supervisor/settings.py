@@ -45,14 +45,16 @@ class SupervisorSettings:
     """How long the destination's host name may take to resolve before a push starts (with a destination
     policy); well below `stall_timeout_seconds`, which only a running process can satisfy."""
     transport_sample_interval_seconds: float = 0.5
-    """How often the kernel's view of every RTMP(S) push connection is read (one sock_diag dump for all)."""
+    """How often the kernel's view of every RTMP(S) push connection is read (one sock_diag lookup per push), at
+    the first read of a publisher after each interval (at most one interval later without one)."""
     acked_window_seconds: float = 5.0
     """The window of `acked_bitrate_kbps`: what the destination acknowledged over the last seconds."""
     ack_stall_seconds: float = 4.0
     """RTMP(S): the destination acknowledged nothing for this long while bytes of ours wait for it and
     input flows: dead, kill and restart (with backoff), whatever ffmpeg's own timeouts. Sampled twice a
     second, it is noticed within `ack_stall_seconds` + 0.5 s (the last advancing sample may postdate the
-    last ack by one interval)."""
+    last ack by one interval), and one merge interval (`RELAY_MERGE_INTERVAL_MS`): the ticks ride the
+    publisher's reads (relay.hub.clock)."""
     max_behind_seconds: float = 5.0
     """A push further behind live than this (our queue plus what its socket holds unacknowledged) is
     handled by `behind_policy`."""

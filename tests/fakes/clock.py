@@ -34,10 +34,14 @@ class FakeClock:
     def now(self) -> float:
         return self._now
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
+    def call_later(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> FakeTimer:
+        """A timer with slack fires when due, as the relay's clock runs it when a publisher's read comes then."""
         timer = FakeTimer(self._now + max(0.0, delay), callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
+
+    def woke(self) -> None:
+        """Nothing waits for a wake: every timer fires when due."""
 
     def pending(self) -> list[float]:
         """Delays from now of the timers still armed."""
