@@ -50,15 +50,23 @@ class Child(Protocol):
     async def wait(self) -> int: ...
 
 
-async def spawn(argv: Sequence[str], *, stdin: int, env: Mapping[str, str], pass_fds: Sequence[int] = ()) -> Child:
-    """Start `argv` in a session of its own, stdout and stderr piped, stdin as asked (`asyncio.subprocess.PIPE`
-    or `DEVNULL`), `pass_fds` inherited under their own numbers. Raises OSError if it cannot be started."""
+async def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int,
+    env: Mapping[str, str],
+    pass_fds: Sequence[int] = (),
+    stdout: int = asyncio.subprocess.PIPE,
+) -> Child:
+    """Start `argv` in a session of its own, stderr piped, stdin as asked (`asyncio.subprocess.PIPE` or
+    `DEVNULL`), stdout piped or to a descriptor of the caller's (`Child.stdout` is then None), `pass_fds`
+    inherited under their own numbers. Raises OSError if it cannot be started."""
     loop = asyncio.get_running_loop()
     if isinstance(loop, asyncio.BaseEventLoop) or not pidfds_work():
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             env=dict(env),
@@ -68,7 +76,7 @@ async def spawn(argv: Sequence[str], *, stdin: int, env: Mapping[str, str], pass
     popen = subprocess.Popen(  # noqa: ASYNC220
         list(argv),
         stdin=stdin,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         start_new_session=True,
         env=dict(env),

@@ -132,7 +132,8 @@ class Engine:
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
         self._hubs: dict[int, Hub] = {}
         self._loop_clock = LoopClock()
-        """The hubs' and the supervisor's: the supervisor's housekeeping rides the hubs' reads (relay.hub.clock)."""
+        """The hubs' and the supervisor's (the slack timers that ride the hubs' reads are the loop's, whichever
+        clock armed them: relay.hub.clock)."""
         self._hub_settings = HubSettings(
             grace_period_seconds=settings.publisher_grace_seconds,
             input_silence_seconds=settings.input_switch_silence_seconds,

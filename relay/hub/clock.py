@@ -8,8 +8,9 @@ process itself: it runs at the first wake the media path makes anyway once it is
 each publisher read's write), and only without such a wake on a timer of its own, `slack` seconds late.
 In place, a wake is dear and its work cheap: the relay process's main thread spends ~300-400 µs a wake-up
 of which the work, warm, is a tenth (the caches are cold after 66 ms of the machine's other processes).
-A push's sampling tick, two wakes a second of their own, cost ~0.05 CPU s/min of a relay process that
-spends ~0.5 at one destination (relay/supervisor/supervisor.py).
+The supervisor's sampling tick, two wakes a second of its own, cost ~0.05 CPU s/min of a relay process
+that spends ~0.5 at one destination (relay/supervisor/supervisor.py), and each push's progress pipe, a wake
+a second, ~0.01 a push (relay/push/process.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -67,58 +69,38 @@ class _Rider:
             callback()
 
 
-class LoopClock:
-    """The production clock: the running event loop's monotonic time and `call_later`.
+class _Riders:
+    """The slack timers of one event loop, a heap by due time, and whether a run of them is armed."""
 
-    The loop is looked up on each call so that the object can be built before the loop runs. `now` is
-    `time.monotonic`, which is what asyncio's own loops' `time()` returns, without looking the loop up:
-    the hub reads the clock for every packet and every subscriber. One clock serves a whole engine (its hubs,
-    whose reads call `woke`, and its supervisor, whose ticks have slack).
-    """
-
-    now = staticmethod(time.monotonic)
-    """`time.monotonic` itself, not a method calling it: one Python call fewer per packet and subscriber."""
+    __slots__ = ("armed", "heap", "next_due", "order")
 
     def __init__(self) -> None:
-        self._riders: list[tuple[float, int, _Rider]] = []
-        """The slack timers, a heap by due time. One that is cancelled or ran on its own timer stays until it
-        comes up at a wake or reaches the top as another is armed (without wakes, the heap keeps no more
-        than the timers armed since the last one ran)."""
-        self._next_due = float("inf")
-        self._order = itertools.count()
-        self._run_armed = False
+        self.heap: list[tuple[float, int, _Rider]] = []
+        """One that is cancelled or ran on its own timer stays until it comes up at a wake or reaches the top
+        as another is armed (without wakes, the heap keeps no more than the timers armed since the last one
+        ran)."""
+        self.next_due = float("inf")
+        self.order = itertools.count()
+        self.armed = False
 
-    def call_later(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> TimerHandle:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, delay)
-        if slack <= 0:
-            return loop.call_later(delay, callback)
-        riders = self._riders
-        while riders and riders[0][2].callback is None:
-            heapq.heappop(riders)  # run by its own timer (no wake came) or cancelled: done with
+    def add(self, loop: asyncio.AbstractEventLoop, delay: float, slack: float, callback: Callable[[], None]) -> _Rider:
+        heap = self.heap
+        while heap and heap[0][2].callback is None:
+            heapq.heappop(heap)  # run by its own timer (no wake came) or cancelled: done with
         rider = _Rider(time.monotonic() + delay, callback)
         rider.timer = loop.call_later(delay + slack, rider.run)
-        heapq.heappush(riders, (rider.due, next(self._order), rider))
-        self._next_due = riders[0][0]
+        heapq.heappush(heap, (rider.due, next(self.order), rider))
+        self.next_due = heap[0][0]
         return rider
 
-    def woke(self) -> None:
-        # Once a publisher's read: one comparison until a slack timer is due.
-        if self._next_due > time.monotonic() or self._run_armed:
-            return
-        # Not run from inside the media path's call (its callbacks may call back into a hub that is
-        # writing): on the loop's next turn, which follows at once, within the same wake-up.
-        self._run_armed = True
-        asyncio.get_running_loop().call_soon(self._run_due)
-
-    def _run_due(self) -> None:
-        self._run_armed = False
-        riders = self._riders
+    def run_due(self) -> None:
+        self.armed = False
+        heap = self.heap
         now = time.monotonic()
         due: list[_Rider] = []
-        while riders and riders[0][0] <= now:
-            due.append(heapq.heappop(riders)[2])
-        self._next_due = riders[0][0] if riders else float("inf")
+        while heap and heap[0][0] <= now:
+            due.append(heapq.heappop(heap)[2])
+        self.next_due = heap[0][0] if heap else float("inf")
         loop = asyncio.get_running_loop()
         for rider in due:
             callback, rider.callback = rider.callback, None
@@ -131,3 +113,52 @@ class LoopClock:
                 callback()
             except Exception as exc:  # as the loop reports a timer callback's error; the others still run
                 loop.call_exception_handler({"message": "error in a slack timer's callback", "exception": exc})
+
+
+_LOOP_RIDERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Riders] = weakref.WeakKeyDictionary()
+"""The slack timers are the loop's, not a clock's: every `LoopClock` on a loop shares them, so a push's
+progress poll (relay.push.process) rides a hub's read as the supervisor's tick does."""
+
+
+class LoopClock:
+    """The production clock: the running event loop's monotonic time and `call_later`.
+
+    The loop is looked up on each call so that the object can be built before the loop runs. `now` is
+    `time.monotonic`, which is what asyncio's own loops' `time()` returns, without looking the loop up:
+    the hub reads the clock for every packet and every subscriber. Timers with slack are the loop's
+    (`_LOOP_RIDERS`), whichever clock armed them and whichever calls `woke`.
+    """
+
+    now = staticmethod(time.monotonic)
+    """`time.monotonic` itself, not a method calling it: one Python call fewer per packet and subscriber."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._riders = _Riders()
+        """The loop's (`_riders`), kept for as long as this clock runs on that loop."""
+
+    def _riders_of(self, loop: asyncio.AbstractEventLoop) -> _Riders:
+        if loop is not self._loop:
+            riders = _LOOP_RIDERS.get(loop)
+            if riders is None:
+                riders = _LOOP_RIDERS[loop] = _Riders()
+            self._loop, self._riders = loop, riders
+        return self._riders
+
+    def call_later(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> TimerHandle:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, delay)
+        if slack <= 0:
+            return loop.call_later(delay, callback)
+        return self._riders_of(loop).add(loop, delay, slack, callback)
+
+    def woke(self) -> None:
+        # Once a publisher's read: one comparison until a slack timer is due.
+        loop = asyncio.get_running_loop()
+        riders = self._riders if loop is self._loop else self._riders_of(loop)
+        if riders.next_due > time.monotonic() or riders.armed:
+            return
+        # Not run from inside the media path's call (its callbacks may call back into a hub that is
+        # writing): on the loop's next turn, which follows at once, within the same wake-up.
+        riders.armed = True
+        loop.call_soon(riders.run_due)

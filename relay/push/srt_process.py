@@ -70,7 +70,7 @@ class SrtPushProcess(FfmpegProcess):
         os.set_inheritable(write_fd, True)
         self._argv = [f"pipe:{write_fd}" if arg == SRT_PIPE else arg for arg in self._argv]
         try:
-            await self._start_child(asyncio.subprocess.PIPE, pass_fds=(write_fd,))
+            await self._start_push(pass_fds=(write_fd,))
         except BaseException:
             os.close(read_fd)
             raise

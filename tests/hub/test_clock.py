@@ -108,4 +108,14 @@ async def test_a_tick_rearmed_without_wakes_keeps_nothing_behind(ticks: int) -> 
 
     clock.call_later(0.0, tick, slack=0.001)
     await wait_until(lambda: count[0] == ticks)
-    assert len(clock._riders) <= 1  # the heap of slack timers
+    assert len(clock._riders.heap) <= 1  # the heap of slack timers
+
+
+async def test_the_slack_timers_are_the_loops_a_wake_of_any_clock_runs_them() -> None:
+    """A push's progress poll arms its timer on a clock of its own; the hub's read wakes through another."""
+    ran: list[str] = []
+    LoopClock().call_later(0.0, lambda: ran.append("the push's"), slack=5.0)
+    await asyncio.sleep(0.005)
+    LoopClock().woke()
+    await asyncio.sleep(0)
+    assert ran == ["the push's"]

@@ -5,6 +5,7 @@ what ffmpeg would not. What it reports here (PushExit) is what the supervisor cl
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -183,3 +184,46 @@ def test_a_keyframe_fits_into_a_push_s_stdin_at_once_on_either_loop(loop_name: s
         assert loop.run_until_complete(left_queued()) == 0
     finally:
         loop.close()
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_progress_is_read_without_the_loop_watching_its_pipe_and_to_its_end_by_wait(
+    subscriber: Subscriber,
+) -> None:
+    """The progress pipe is read on a timer (relay.push.process.PROGRESS_POLL_SECONDS), not when ffmpeg
+    writes: what the fake writes every 50 ms arrives in batches, every block in order, the last one (ffmpeg's
+    `progress=end` at its exit) by the time `wait` returns, and nothing of the pipe is left open."""
+    before = open_fds()
+    got: list[Progress] = []
+    ffmpeg = process(fake("run"), subscriber, got.append)
+    await ffmpeg.start()
+    await asyncio.sleep(1.2)
+    polled = len(got)
+    assert polled > 3  # blocks arrived, without a reader on the loop
+    result = await ffmpeg.stop(2.0)
+    assert result.returncode == 0
+    assert got[-1].ended and len(got) > polled  # the last block, read once ffmpeg had exited
+    assert [p.out_time_us for p in got] == sorted(p.out_time_us for p in got)
+    assert open_fds() <= before
+
+
+async def test_a_progress_consumer_that_fails_does_not_stop_the_reading(subscriber: Subscriber) -> None:
+    """An error in what takes the progress is the loop's to report; the pipe is still read (a full one would
+    block ffmpeg)."""
+    got: list[Progress] = []
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+
+    def on_progress(update: Progress) -> None:
+        got.append(update)
+        if len(got) == 1:
+            raise RuntimeError("the consumer's own fault")
+
+    ffmpeg = process(fake("run"), subscriber, on_progress)
+    await ffmpeg.start()
+    await asyncio.sleep(1.5)
+    await ffmpeg.stop(2.0)
+    assert errors and len(got) > 3 and got[-1].ended
