@@ -231,6 +231,7 @@ class FfmpegProcess(OwnedChild):
         self._progress_lines = CappedLines()
         self._progress_parser = ProgressParser()
         self._progress_timer: TimerHandle | None = None
+        self._clock = LoopClock()
         self._stopped = False
         self._refused = False
         self._last_error: str | None = None
@@ -275,7 +276,7 @@ class FfmpegProcess(OwnedChild):
             self._read_progress()
         finally:  # a consumer that fails must not leave the pipe unread: ffmpeg would block once it is full
             if self._progress_fd >= 0:
-                self._progress_timer = LoopClock().call_later(
+                self._progress_timer = self._clock.call_later(
                     PROGRESS_POLL_SECONDS, self._poll_progress, slack=PROGRESS_POLL_SECONDS
                 )
 
