@@ -45,8 +45,8 @@ class SessionSink:
         self._registry.count(self._session.stream_id, size, self._session.input, len(packets))
         self._hub_sink.write_many(packets)
 
-    def batch(self) -> AbstractContextManager[None]:
-        return self._hub_sink.batch()
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
+        return self._hub_sink.batch(merged)
 
     def update_info(self, info: StreamInfo) -> None:
         updated = self._registry.update_info(self._session, info)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from relay.hub.framing import Framing
 from relay.ingest.gate import EndReason, SourceType, StreamInfo, StreamInput, Transport
 from relay.media.packets import ContainerFormat, MediaPacket
+
+if TYPE_CHECKING:
+    from relay.hub.hub import WriteBatch
 
 
 class InputSession:
@@ -36,7 +40,7 @@ class InputSession:
         on_packets: Callable[[InputSession, list[MediaPacket]], None],
         on_info: Callable[[InputSession, StreamInfo], None],
         on_closed: Callable[[InputSession, EndReason], None],
-        batch: AbstractContextManager[None],
+        batch: WriteBatch,
     ) -> None:
         self._batch = batch
         self._on_packet = on_packet
@@ -84,8 +88,8 @@ class InputSession:
         if not self.closed:
             self._on_packets(self, packets)
 
-    def batch(self) -> AbstractContextManager[None]:
-        return self._batch
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
+        return self._batch.merged() if merged else self._batch
 
     def update_info(self, info: StreamInfo) -> None:
         if not self.closed:

@@ -136,9 +136,11 @@ class IngestSink(Protocol):
         """`write` of each, in order (a read's media in one call); the list is not kept."""
         ...
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
         """`with sink.batch():` around the writes of one read: what they fan out is written to the
-        destinations when the batch ends (one write each), not on the loop's next turn."""
+        destinations when the batch ends (one write each), not on the loop's next turn. `merged`: the reader
+        itself waits `merge_interval_seconds` between its reads (a plain RTMP connection), so the batch's
+        end writes at once instead of holding the write for the hub's own interval."""
         ...
 
     def update_info(self, info: StreamInfo) -> None: ...

@@ -273,7 +273,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
             if sink is None:
                 self._advance()
                 return
-            with sink.batch():  # what this read's messages fan out is written at its end, once per push
+            # What this read's messages fan out is written at its end, once per push; a read of a connection
+            # that merges its reads (plain TCP, published) is already an interval's media (`_merge_reads`).
+            merged = self._fd >= 0 and self.published and self._settings.merge_interval_seconds > 0
+            with sink.batch(merged):
                 self._advance()
                 if self.published and self._fd >= 0:
                     self._read_on()

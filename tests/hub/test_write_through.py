@@ -307,6 +307,29 @@ def test_merged_writes_go_at_most_once_an_interval_with_everything_in_between() 
     assert [_written(pipe)[2:] for pipe in pipes] == [[[100, 133]]] * 3 and clock.pending() == []
 
 
+def test_a_read_merged_by_its_reader_is_written_at_its_end_with_what_waited_for_the_interval() -> None:
+    # A plain RTMP connection waits the interval between its reads itself (RtmpConnection._merge_reads) and
+    # says so (`batch(merged=True)`): a read of it that comes sooner than the hub's interval (the rest of a
+    # full buffer) is written at once, and with it what another read left waiting; nothing stays armed.
+    clock, sink, subscribers = merged_writes(0.1, 2)
+    pipes = [pipe for _, pipe in subscribers]
+    _reads(sink, [audio(23)])
+    clock.advance(0.01)
+    _reads(sink, [video(33)])  # not merged by its reader: waits for the hub's interval
+    assert clock.pending() == [pytest.approx(0.09)]
+    clock.advance(0.01)
+    with sink.batch(merged=True):
+        feed(sink, [audio(46), video(66)])
+    assert [_written(pipe) for pipe in pipes] == [[[23], [33, 46, 66]]] * 2
+    assert clock.pending() == []
+    with sink.batch(merged=True):
+        feed(sink, [audio(70)])  # right after a write: at once too
+    assert [_written(pipe)[2:] for pipe in pipes] == [[[70]]] * 2
+    with sink.batch():
+        feed(sink, [video(99)])  # the flag ended with its batch: this one waits again
+    assert clock.pending() == [pytest.approx(0.1)]
+
+
 def test_merged_writes_of_media_outside_a_read_reach_every_subscriber_together() -> None:
     clock, sink, subscribers = merged_writes(0.1, 3)
     feed(sink, [audio(10)])  # outside a batch: the loop's next turn, for all of them

@@ -37,6 +37,8 @@ class FileSink:
     write_times: list[float] = field(default_factory=list)
     """When each packet reached the sink (`time.monotonic()`)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    merged_batches: int = 0
+    """Reads the connection handed over as merged (`IngestSink.batch(merged=True)`)."""
 
     def __post_init__(self) -> None:
         self._file = self.path.open("wb")
@@ -52,7 +54,8 @@ class FileSink:
         for packet in packets:
             self.write(packet)
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
+        self.merged_batches += merged
         return nullcontext()
 
     def update_info(self, info: StreamInfo) -> None:

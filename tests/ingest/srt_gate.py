@@ -54,7 +54,7 @@ class RecordingSink:
             self.write(packet)
         self.kinds.add(packet.kind)
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
         return nullcontext()
 
     def update_info(self, info: StreamInfo) -> None:
@@ -162,8 +162,8 @@ class _ForgetOnClose:
     def write_many(self, packets: list[MediaPacket]) -> None:
         self.sink.write_many(packets)
 
-    def batch(self) -> AbstractContextManager[None]:
-        return self.sink.batch()
+    def batch(self, merged: bool = False) -> AbstractContextManager[None]:
+        return self.sink.batch(merged)
 
     def update_info(self, info: StreamInfo) -> None:
         self.sink.update_info(info)
