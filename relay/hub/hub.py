@@ -634,8 +634,8 @@ class Hub:
         if self._settings.merge_interval_seconds > 0:
             if self._batch.merged_read:
                 # Its reader merged it: written now. Held for the hub's interval too, a read that came early (a
-                # full buffer's next read, a keyframe's rest) armed a timer whose write then lagged the
-                # reads: 125 of 539 reads in 36 s at N=1, held 2-65 ms each, most of them a wake-up of its own.
+                # full buffer's next read, a keyframe's rest) armed a timer whose write the reads after it could
+                # then trail: in one run 125 of 539 reads in 36 s at N=1, held 2-65 ms each (none in another).
                 self._write_subscribers()
             else:
                 self._merge_write()
