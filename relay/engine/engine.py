@@ -131,9 +131,6 @@ class Engine:
         self.registry = LiveRegistry(clock)
         self.admission = Admission(store, self.registry.publisher_of, settings.takeover_idle_seconds)
         self._hubs: dict[int, Hub] = {}
-        self._loop_clock = LoopClock()
-        """The hubs' and the supervisor's (the slack timers that ride the hubs' reads are the loop's, whichever
-        clock armed them: relay.hub.clock)."""
         self._hub_settings = HubSettings(
             grace_period_seconds=settings.publisher_grace_seconds,
             input_silence_seconds=settings.input_switch_silence_seconds,
@@ -149,7 +146,7 @@ class Engine:
             supervisor_settings(settings),
             self._hubs.get,
             push_ffmpeg_path,
-            self._loop_clock,
+            LoopClock(),
             self._on_push_status,
             process_factory=process_factory,
             policy=self.destination_policy,
@@ -276,7 +273,7 @@ class Engine:
             hub = Hub(
                 stream_id,
                 self._hub_settings,
-                self._loop_clock,
+                LoopClock(),
                 self._on_hub_event,
                 may_deliver=functools.partial(self._may_deliver, stream_id) if leased else None,
             )

@@ -135,7 +135,8 @@ class LoopClock:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._riders = _Riders()
-        """The loop's (`_riders`), kept for as long as this clock runs on that loop."""
+        """`_LOOP_RIDERS`'s entry for `_loop`, kept for as long as this clock runs on it (until the first call,
+        an empty stand-in)."""
 
     def _riders_of(self, loop: asyncio.AbstractEventLoop) -> _Riders:
         if loop is not self._loop:
@@ -155,7 +156,7 @@ class LoopClock:
     def woke(self) -> None:
         # Once a publisher's read: one comparison until a slack timer is due.
         loop = asyncio.get_running_loop()
-        riders = self._riders if loop is self._loop else self._riders_of(loop)
+        riders = self._riders_of(loop)
         if riders.next_due > time.monotonic() or riders.armed:
             return
         # Not run from inside the media path's call (its callbacks may call back into a hub that is

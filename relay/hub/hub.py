@@ -629,7 +629,7 @@ class Hub:
         whose every read is an audio packet and a frame has every other read written). Media offered
         outside a batch is never held: its write is the loop's next turn."""
         self._end_run()
-        self._clock.woke()  # the housekeeping due rides this wake-up (relay.hub.clock), after the writes
+        self._clock.woke()  # every source's read ends a batch: the housekeeping due rides it (relay.hub.clock)
         brought, self._brought = self._brought, 0
         if self._settings.merge_interval_seconds > 0:
             if self._batch.merged_read:
@@ -649,7 +649,6 @@ class Hub:
         self._write_subscribers()
 
     def _write_subscribers(self) -> None:
-        self._clock.woke()  # as at a batch's end: any source's write is a wake-up to ride
         self._holding = False
         self._brought = 0
         if self._merge_timer is not None:  # written before it was due (a hub ending)

@@ -274,14 +274,19 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._advance()
                 return
             # What this read's messages fan out is written at its end, once per push; a read of a connection
-            # that merges its reads (plain TCP, published) is already an interval's media (`_merge_reads`).
-            merged = self._fd >= 0 and self.published and self._settings.merge_interval_seconds > 0
-            with sink.batch(merged):
+            # that merges its reads is already an interval's media.
+            with sink.batch(self._merges_reads):
                 self._advance()
                 if self.published and self._fd >= 0:
                     self._read_on()
-            if self._settings.merge_interval_seconds > 0 and self.published:
+            if self._merges_reads:
                 self._merge_reads()
+
+    @property
+    def _merges_reads(self) -> bool:
+        """Published on plain TCP with `merge_interval_seconds`: read at most once an interval (`_merge_reads`),
+        each read handed to the sink as merged."""
+        return self._fd >= 0 and self.published and self._settings.merge_interval_seconds > 0
 
     def _merge_reads(self) -> None:
         """Read next after `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`), unless the last read filled
@@ -292,7 +297,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         Plain TCP only: under TLS a paused transport still takes the socket's bytes into its TLS layer, where
         an end handled before they are delivered has lost a publisher's last messages (`get_buffer`); an
         RTMPS publisher is read as its data comes, and only the hub's writes are merged."""
-        if self._read_full or self._merge_timer is not None or self._end is not None or self._fd < 0:
+        if self._read_full or self._merge_timer is not None or self._end is not None:
             return
         self._pause(_Pause.MERGE)
         self._merge_timer = self._loop.call_later(self._settings.merge_interval_seconds, self._merge_due)

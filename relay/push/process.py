@@ -280,17 +280,17 @@ class FfmpegProcess(OwnedChild):
                     PROGRESS_POLL_SECONDS, self._poll_progress, slack=PROGRESS_POLL_SECONDS
                 )
 
-    def _read_progress(self) -> bool:
-        """Take what ffmpeg wrote to its progress pipe since the last read; False once at its end."""
+    def _read_progress(self) -> None:
+        """Take what ffmpeg wrote to its progress pipe since the last read; at its end, close it."""
         fd = self._progress_fd
         if fd < 0:
-            return False
+            return
         lines = self._progress_lines
         while True:
             try:
                 data = os.read(fd, _READ_BYTES)
             except BlockingIOError:
-                return True  # all read; ffmpeg still has it open
+                return  # all read; ffmpeg still has it open
             except OSError:
                 data = b""
             got = lines.feed(data) if data else lines.end()
@@ -301,7 +301,7 @@ class FfmpegProcess(OwnedChild):
             if not data:
                 self._progress_fd = -1
                 os.close(fd)
-                return False
+                return
 
     def _end_progress(self) -> None:
         """ffmpeg has exited (or is being cut): read what its pipe still holds, then let it go. A grandchild
