@@ -45,6 +45,7 @@ from relay.ingest.gate import (
     stream_label,
 )
 from relay.ingest.peers import peer_key
+from relay.ingest.read_ticker import ReadTicker
 from relay.ingest.rtmp_info import InfoTracker
 from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.media.packets import ContainerFormat, MediaPacket
@@ -132,6 +133,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         ssl_context: ssl.SSLContext | None = None,
         on_publishing: Callable[[RtmpConnection], None] | None = None,
         log_anonymous_end: Callable[[int, str, str, str], None] | None = None,
+        ticker: ReadTicker | None = None,
     ) -> None:
         self._gate = gate
         self._settings = settings
@@ -188,7 +190,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         a kick: takeover, stream deleted, shutdown): counted by the server for /metrics."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._merge_timer: asyncio.TimerHandle | None = None
+        self._ticker = ticker or ReadTicker(settings.merge_interval_seconds, self._loop)
+        """Where a connection that merges its reads waits for the next one (the server's: one for all)."""
+        self._merge_waiting = False
+        """Waiting for the ticker's next tick (`_merge_reads`)."""
         self._read_full = False
         """The last read filled the read buffer: more may be waiting in the socket."""
         self._idle_expired = False
@@ -289,18 +294,20 @@ class RtmpConnection(asyncio.BufferedProtocol):
         return self._fd >= 0 and self.published and self._settings.merge_interval_seconds > 0
 
     def _merge_reads(self) -> None:
-        """Read next after `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`), unless the last read filled
-        the buffer: what waits in the socket is read at once, so a publisher faster than a buffer an
-        interval (a keyframe, a burst, a high bitrate) is never held back, only one that leaves the socket
-        empty. A 1080p30 publisher was read ~65 times a second, each read one loop turn; at 66 ms, ~15.
+        """Read next at the ticker's next tick, at most `merge_interval_seconds` (`RELAY_MERGE_INTERVAL_MS`) from
+        now (the server's connections share its ticks: one wake-up reads them all, `relay.ingest.read_ticker`),
+        unless the last read filled the buffer: what waits in the socket is read at once, so a publisher faster
+        than a buffer an interval (a keyframe, a burst, a high bitrate) is never held back, only one that leaves
+        the socket empty. A 1080p30 publisher was read ~65 times a second, each read one loop turn; at 66 ms, ~15.
 
         Plain TCP only: under TLS a paused transport still takes the socket's bytes into its TLS layer, where
         an end handled before they are delivered has lost a publisher's last messages (`get_buffer`); an
         RTMPS publisher is read as its data comes, and only the hub's writes are merged."""
-        if self._read_full or self._merge_timer is not None or self._end is not None:
+        if self._read_full or self._merge_waiting or self._end is not None:
             return
         self._pause(_Pause.MERGE)
-        self._merge_timer = self._loop.call_later(self._settings.merge_interval_seconds, self._merge_due)
+        self._merge_waiting = True
+        self._ticker.wait(self, self._merge_due)
 
     def _merge_due(self) -> None:
         """The interval is over: read at once (plain TCP), as `_read_on` does, instead of waiting for the loop's
@@ -310,7 +317,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         next interval (`_merge_reads`), and only when none does (nothing there, the peer's close, a full
         buffer, another pause) is the transport resumed. Resuming first made every interval add the socket
         to the loop's selector and take it out again (two `epoll_ctl` calls and their Python a read)."""
-        self._merge_timer = None
+        self._merge_waiting = False
         self._paused.discard(_Pause.MERGE)  # what pauses meanwhile finds the transport paused already
         if not self._paused and self._end is None and (nbytes := self._read_direct()):
             self.buffer_updated(nbytes)
@@ -420,8 +427,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._disarm_deadline()
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            if self._merge_timer is not None:
-                self._merge_timer.cancel()
+            if self._merge_waiting:
+                self._ticker.cancel(self)
+                self._merge_waiting = False
             self._close_sink(end)
             if self._io is not None:
                 self._io.abort()

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from relay.doors import DoorCounts, DoorCut, DoorRefusal
 from relay.ingest.gate import PublishGate, RefusalReason, Transport
+from relay.ingest.read_ticker import ReadTicker
 from relay.ingest.rtmp_connection import RtmpConnection
 from relay.ingest.rtmp_settings import RtmpServerSettings
 from relay.ratelimit import ThrottledLog
@@ -63,6 +64,8 @@ class RtmpServer:
         self.ssl_context = ssl_context
         self.transport = Transport.RTMPS if ssl_context is not None else Transport.RTMP
         self._server: asyncio.Server | None = None
+        self._ticker = ReadTicker(self.settings.merge_interval_seconds)
+        """One timer for the reads of all its connections that merge them (`merge_interval_seconds`)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[RtmpConnection] = set()
         self._anonymous: dict[RtmpConnection, None] = {}
@@ -121,6 +124,7 @@ class RtmpServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._ticker.close()
 
     async def __aenter__(self) -> RtmpServer:
         await self.start()
@@ -138,6 +142,7 @@ class RtmpServer:
             ssl_context=self.ssl_context,
             on_publishing=self._published,
             log_anonymous_end=self._log_anonymous_end,
+            ticker=self._ticker,
         )
 
     def _admit(self, connection: RtmpConnection) -> bool:

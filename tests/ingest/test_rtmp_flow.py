@@ -70,9 +70,9 @@ async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
     await writer.drain()
 
 
-async def _publish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Handshake, connect and publish `KEY`; returns once the server said NetStream.Publish.Start."""
-    await _send(writer, handshake() + b"".join(publish_script(KEY)))
+async def _publish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str = KEY) -> None:
+    """Handshake, connect and publish `key`; returns once the server said NetStream.Publish.Start."""
+    await _send(writer, handshake() + b"".join(publish_script(key)))
     replies = ServerReplies()
     async with asyncio.timeout(5):
         while "NetStream.Publish.Start" not in replies.status_codes():
@@ -238,11 +238,11 @@ async def test_a_publisher_reset_inside_a_message_ends_its_session_only(tmp_path
     assert gate.sinks[STREAM_ID][1].close_reasons == [EndReason.UNPUBLISH]
 
 
-async def _publish_then(server: RtmpServer, gate: RecordingGate) -> asyncio.StreamWriter:
+async def _publish_then(server: RtmpServer, gate: RecordingGate, key: str = KEY) -> asyncio.StreamWriter:
     """A publisher past its accepted publish (its replies read), with Nagle off: each write is a segment."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    await _publish(reader, writer)
+    await _publish(reader, writer, key)
     await asyncio.wait_for(gate.opened.wait(), 5)
     return writer
 
@@ -272,6 +272,53 @@ async def test_merged_reads_take_a_paced_publisher_a_few_times_a_second_in_order
     assert _bursts(sink.write_times, 0.015) <= 4, sink.write_times
     # Each is handed over as merged: the hub writes it at its end, without waiting an interval of its own.
     assert sink.merged_batches >= 2
+
+
+def _burst_starts(times: list[float], gap_seconds: float) -> list[float]:
+    """The first of each group of `times` (a group ends at a pause longer than `gap_seconds`)."""
+    return [b for a, b in itertools.pairwise([-1e9, *times]) if b - a > gap_seconds]
+
+
+async def test_the_merged_reads_of_several_publishers_share_one_wake_up(tmp_path: Path) -> None:
+    # The server's connections wait for their next read on one ticker (relay.ingest.read_ticker): two paced
+    # publishers, the second a third of an interval behind the first, are each read at the same ticks once
+    # their first read is past, where each connection's own timer read them a third of an interval apart.
+    other = str(int(STREAM_ID) + 1)
+    gate = RecordingGate(tmp_path, {STREAM_ID: TOKEN, other: TOKEN})
+    frames = _frames() * 2
+    frames = [(kind, 20 * index, body) for index, (kind, _, body) in enumerate(frames)]
+
+    async def paced(writer: asyncio.StreamWriter) -> None:
+        started = time.monotonic()
+        for index, (kind, ts, body) in enumerate(frames):
+            await _send(writer, media(kind, ts, body, csid=6 if kind is MediaKind.VIDEO else 4))
+            await asyncio.sleep(max(0.0, started + 0.03 * (index + 1) - time.monotonic()))  # 28 over 0.84 s
+        await _send(writer, UNPUBLISH)
+
+    async with RtmpServer(gate, _settings(merge_interval_seconds=0.15)) as server:
+        first = await _publish_then(server, gate)
+        gate.opened.clear()
+        second = await _publish_then(server, gate, f"{other}?{TOKEN}")
+        one = asyncio.create_task(paced(first))
+        await asyncio.sleep(0.05)
+        await paced(second)
+        await one
+        sinks = [gate.sinks[STREAM_ID][0], gate.sinks[other][0]]
+        for sink in sinks:
+            await asyncio.wait_for(sink.closed.wait(), 5)
+        first.close()
+        second.close()
+    assert _recorded(gate) == frames and _recorded_of(gate, other) == frames
+    reads = [_burst_starts(sink.write_times, 0.01) for sink in sinks]
+    assert all(len(starts) >= 4 for starts in reads), reads  # ~6 reads each over the 0.84 s
+    # Past each one's first read (as its bytes came), every read of the second is one of the first's ticks.
+    apart = [min(abs(b - a) for a in reads[0][1:]) for b in reads[1][1:-1]]
+    assert max(apart) < 0.01, (apart, reads)
+
+
+def _recorded_of(gate: RecordingGate, stream_id: str) -> list[tuple[MediaKind, int, bytes]]:
+    tags = FlvStreamReader().feed(gate.sinks[stream_id][0].path.read_bytes())
+    return [(tag.packet.kind, tag.packet.timestamp_ms, tag.packet.payload) for tag in tags]
 
 
 async def test_merged_reads_never_hold_back_a_publisher_faster_than_a_buffer_an_interval(tmp_path: Path) -> None:
