@@ -114,8 +114,21 @@ class RelaySystem:
             await asyncio.sleep(0.2)
         return time.monotonic() - started
 
-    async def add_destination(self, uri: str) -> bool:
-        body = {"restream": {"name": uri.rsplit("/", 1)[-1][:40], "stream_id": self._stream["id"], "uri": uri}}
+    async def add_stream(self, name: str, destinations: Sequence[str]) -> str:
+        """Another stream, with a restream to each of `destinations`: its RTMP push URL (a relay with several
+        publishers, `bench.relay_ab --streams`)."""
+        created = await asyncio.to_thread(self.process.api, "POST", "/streaming/streams", {"name": name})
+        if created.status != 201 and created.status != 200:
+            raise RuntimeError(f"stream not created: {created.status} {created.body}")
+        for uri in destinations:
+            if not await self.add_destination(uri, stream_id=int(created.body["id"])):
+                raise RuntimeError(f"restream not created for {uri}")
+        return str(created.body["push_url"])
+
+    async def add_destination(self, uri: str, *, stream_id: int | None = None) -> bool:
+        """A restream to `uri` of the bench's stream (or of `stream_id`)."""
+        stream = self._stream["id"] if stream_id is None else stream_id
+        body = {"restream": {"name": uri.rsplit("/", 1)[-1][:40], "stream_id": stream, "uri": uri}}
         result = await asyncio.to_thread(self.process.api, "POST", "/streaming/restreams", body)
         return result.status in (200, 201)
 

@@ -5,7 +5,8 @@ relay's main thread, and how many messages it brought.
 
 A "wake" is one read of the publisher and all it sets off, up to the pushes' pipe writes: a merge's read
 (`RtmpConnection._merge_due`, `RELAY_MERGE_INTERVAL_MS`) or a read the loop reports
-(`RtmpConnection.buffer_updated`), whichever is outermost. Each is timed in the main thread's CPU time
+(`RtmpConnection.buffer_updated`), whichever is outermost; with several publishers, a tick of the server's
+read ticker (`ReadTicker._tick`: every merged read it makes in one wake-up). Each is timed in the main thread's CPU time
 (`time.thread_time_ns`), and the messages are counted where they leave the connection
 (`SessionSink.write`, `SessionSink.write_many`). The methods are wrapped at the process's start (uvloop's
 transports keep the protocol's bound `buffer_updated` from the connection's start), timing starts on SIGUSR1
@@ -100,8 +101,10 @@ if _OUT and sys.orig_argv[1:3] == ["-m", "api"]:
 
     def _install() -> None:
         from relay.engine.sink import SessionSink
+        from relay.ingest.read_ticker import ReadTicker
         from relay.ingest.rtmp_connection import RtmpConnection
 
+        ReadTicker._tick = _timed(ReadTicker._tick)  # type: ignore[method-assign]
         RtmpConnection._merge_due = _timed(RtmpConnection._merge_due)  # type: ignore[method-assign]
         RtmpConnection.buffer_updated = _timed(RtmpConnection.buffer_updated)  # type: ignore[method-assign]
         if _staged:  # before the count's wrapper: a message's count is not in its stage
