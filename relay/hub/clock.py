@@ -55,16 +55,22 @@ class _Rider:
         self.callback: Callable[[], None] | None = callback
         self.timer: asyncio.TimerHandle | None = None
 
-    def cancel(self) -> None:
-        self.callback = None  # let go of what it refers to, as asyncio's TimerHandle.cancel does
+    def take(self) -> Callable[[], None] | None:
+        """Its callback, the first time only (a rider runs once, at a wake or on its own timer), and its own
+        timer cancelled. Let go of here: what it refers to is not kept, as asyncio's `TimerHandle.cancel`."""
+        callback, self.callback = self.callback, None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        return callback
+
+    def cancel(self) -> None:
+        self.take()
 
     def run(self) -> None:
-        """Its own timer fired: no wake came within the slack."""
+        """Its own timer fired: no wake came within the slack (an error goes to the loop, as any timer's)."""
         self.timer = None
-        callback, self.callback = self.callback, None
+        callback = self.take()
         if callback is not None:
             callback()
 
@@ -103,12 +109,9 @@ class _Riders:
         self.next_due = heap[0][0] if heap else float("inf")
         loop = asyncio.get_running_loop()
         for rider in due:
-            callback, rider.callback = rider.callback, None
+            callback = rider.take()
             if callback is None:
                 continue  # cancelled, or run by its own timer already
-            if rider.timer is not None:
-                rider.timer.cancel()
-                rider.timer = None
             try:
                 callback()
             except Exception as exc:  # as the loop reports a timer callback's error; the others still run
