@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.capacity [--streams 1,2,4,8,12,16,20,24] [--destinations 4] [--no-nginx]
                                        [--clip-size 1280x720] [--clip-kbps 2500] [--window 15]
+                                       [--push-ffmpeg PATH] [--event-loop uvloop] [--merge-interval-ms 66]
 
 Each step starts afresh: `streams` looping publishers (`ffmpeg -re -stream_loop -1 -c copy`, a tee that
 also sends the same packets to a direct receiver of the stream's), `destinations` RTMP receivers per
@@ -17,6 +18,8 @@ the API; nginx-rtmp: an application per stream with a `push` per destination). I
 A step is over the limit when a destination gets less than 95 % of its source's bitrate, any restart,
 the added delay's p95 passes 100 ms, or the API's p99 passes 1 s. The knee is the last step within every
 limit; a system stops at the first step over one. Results: bench-results/capacity/capacity.{md,json}.
+`--push-ffmpeg`, `--event-loop` and `--merge-interval-ms` set the relay's `RELAY_PUSH_FFMPEG`,
+`RELAY_EVENT_LOOP` and `RELAY_MERGE_INTERVAL_MS` (all three: `make bench`'s "all three" variant).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class CapacityOptions:
     clip_seconds: int = 20
     nginx: bool = True
     sample_interval_seconds: float = 1.0
+    relay_env: tuple[tuple[str, str], ...] = ()
+    """The relay's settings for every step (`RELAY_...` variables), besides the bench's own limits."""
 
 
 @dataclass
@@ -90,7 +95,9 @@ class Step:
 
 async def run_step(system: str, streams: int, clip: Path, o: CapacityOptions, workdir: Path) -> Step:
     step = Step(system, streams, o.destinations)
-    fleet = Fleet(workdir, clip, streams=streams, destinations=o.destinations, system=system, direct=True)
+    fleet = Fleet(
+        workdir, clip, streams=streams, destinations=o.destinations, system=system, direct=True, env=dict(o.relay_env)
+    )
     samples = workdir / "samples.jsonl"
     sampler: asyncio.subprocess.Process | None = None
     timings = Timings()
@@ -262,6 +269,8 @@ def render(o: CapacityOptions, steps: Sequence[Step], knees: dict[str, str | Non
         f"source's bitrate, a restart, added delay p95 over {MAX_DELAY_P95_MS:g} ms, API p99 over "
         f"{MAX_API_P99_MS:g} ms.",
         "",
+        "Relay settings: " + (", ".join(f"`{k}={v}`" for k, v in o.relay_env) or "the defaults"),
+        "",
         "Knee (last step within every limit): "
         + ", ".join(f"{system} {value or 'none'}" for system, value in knees.items()),
         "",
@@ -305,7 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clip-kbps", type=int, default=d.clip_kbps)
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--push-ffmpeg", default=None, help="the relay's RELAY_PUSH_FFMPEG (e.g. make lean-ffmpeg's)")
+    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None, help="the relay's RELAY_EVENT_LOOP")
+    p.add_argument("--merge-interval-ms", type=int, default=None, help="the relay's RELAY_MERGE_INTERVAL_MS")
     a = p.parse_args(argv)
+    relay_env: list[tuple[str, str]] = []
+    if a.push_ffmpeg:
+        relay_env.append(("RELAY_PUSH_FFMPEG", str(Path(a.push_ffmpeg).resolve())))
+    if a.event_loop:
+        relay_env.append(("RELAY_EVENT_LOOP", a.event_loop))
+    if a.merge_interval_ms is not None:
+        relay_env.append(("RELAY_MERGE_INTERVAL_MS", str(a.merge_interval_ms)))
     o = CapacityOptions(
         streams=tuple(int(x) for x in a.streams.split(",") if x.strip()),
         destinations=a.destinations,
@@ -313,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip_size=a.clip_size,
         clip_kbps=a.clip_kbps,
         nginx=not a.no_nginx,
+        relay_env=tuple(relay_env),
     )
     result = asyncio.run(run(o, a.out))
     print((a.out / "capacity.md").read_text())

@@ -36,6 +36,31 @@ def test_one_step_is_measured(tmp_path: Path) -> None:
     assert (tmp_path / "capacity" / "capacity.md").read_text().count("| relay | 1x2 |") == 1
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_step_runs_with_the_relays_settings(tmp_path: Path) -> None:
+    # Two publishers read at one tick (RELAY_MERGE_INTERVAL_MS, relay.ingest.read_ticker) on uvloop: every
+    # destination still gets its stream.
+    options = CapacityOptions(
+        streams=(2,),
+        destinations=1,
+        window_seconds=3.0,
+        warmup_seconds=0.5,
+        clip_size="320x180",
+        clip_kbps=300,
+        clip_seconds=4,
+        nginx=False,
+        relay_env=(("RELAY_EVENT_LOOP", "uvloop"), ("RELAY_MERGE_INTERVAL_MS", "66")),
+    )
+    result = asyncio.run(run(options, tmp_path / "capacity"))
+    (step,) = result["steps"]
+    assert step["error"] is None, step
+    assert step["bitrate_share_min"] is not None and step["bitrate_share_min"] > 0.5, step
+    report = (tmp_path / "capacity" / "capacity.md").read_text()
+    assert "Relay settings: `RELAY_EVENT_LOOP=uvloop`, `RELAY_MERGE_INTERVAL_MS=66`" in report
+    assert report.count("| relay | 2x1 |") == 1
+
+
 def test_nginx_gets_an_application_per_stream(tmp_path: Path) -> None:
     nginx = NginxApps(tmp_path)
     nginx.apps = [["rtmp://127.0.0.1:1/live/a", "rtmp://127.0.0.1:2/live/b"], ["rtmp://127.0.0.1:3/live/c"]]
