@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.host_wake import measure as host_wake_us
 from bench.media import Reference, build_reference, encode_clip
 from bench.procstat import load_samples, machine_busy_share, tree_pids
 from bench.receivers import Arrival, RtmpReceiver, SrtReceiver, Track
@@ -409,10 +410,12 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         first = [d.track.first_video() for d in dests]
         marks["window_start"] = max([f for f in first if f] or [time.monotonic()]) + opts.warmup_s
         marks["window_end"] = marks["window_start"] + opts.window_s
+        await asyncio.sleep(max(0.0, marks["window_start"] - time.monotonic()))
+        host_wake = asyncio.ensure_future(host_wake_us(opts.window_s))  # what a wake-up costs on the host now
         if opts.profile and sc.system == "relay":
-            await asyncio.sleep(max(0.0, marks["window_start"] - time.monotonic()))
             result.context["profile_top"] = await profile_relay(system.root_pid, opts.window_s, workdir)
         await asyncio.sleep(max(0.0, marks["window_end"] - time.monotonic()))
+        result.context["host_wake_us"] = await host_wake
         started = sorted(set(started) | set(tree_names(system.root_pid)))
 
         if opts.live_add:
@@ -681,6 +684,15 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
     nginx_skip = meta.get("nginx_skipped")
     if nginx_skip:
         parts += ["", f"nginx-rtmp not run: {nginx_skip}"]
+    wakes = [float(w) for r in results if (w := r.context.get("host_wake_us")) is not None]
+    if wakes:
+        parts += [
+            "",
+            f"Host: a Python thread that only waits 66 ms at a time spent {min(wakes):g}-{max(wakes):g} µs of CPU a "
+            "wake-up through the scenarios' windows (`python -m bench.host_wake`; `host_wake_us` of each in "
+            "bench.json). On the shared development VM it is ~40 on a quiet host and 70-150 on a busy one, and the "
+            "relay's CPU figures move with it: compare runs at like figures.",
+        ]
     if variants:
         keys = list(dict.fromkeys((r.protocol, r.n) for r in variants))
         rows = []

@@ -65,6 +65,9 @@ def test_bench_harness_runs_with_one_destination(tmp_path: Path) -> None:
     # the publisher started once the relay's idle SRT listener had parked (10 s without a caller, then libsrt
     # lets its threads go): the relay measured is one that has run a while
     assert result["context"]["srt_parked_after_s"] is not None and result["context"]["srt_parked_after_s"] > 5
+    # what a wake-up cost on the host through the window, and the report says so
+    assert result["context"]["host_wake_us"] is not None and result["context"]["host_wake_us"] > 0
+    assert re.search(r"Host: a Python thread that only waits 66 ms at a time spent [\d.]+-[\d.]+ µs", report)
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)):  # --profile: the relay was sampled
         assert result["context"]["profile_top"], "py-spy found nothing to sample"
 
