@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.capacity [--streams 1,2,4,8,12,16,20,24] [--destinations 4] [--no-nginx]
                                        [--clip-size 1280x720] [--clip-kbps 2500] [--window 15]
                                        [--push-ffmpeg PATH] [--event-loop uvloop] [--merge-interval-ms 66]
+                                       [--max-delay-p95-ms 100]
 
 Each step starts afresh: `streams` looping publishers (`ffmpeg -re -stream_loop -1 -c copy`, a tee that
 also sends the same packets to a direct receiver of the stream's), `destinations` RTMP receivers per
@@ -19,7 +20,8 @@ A step is over the limit when a destination gets less than 95 % of its source's 
 the added delay's p95 passes 100 ms, or the API's p99 passes 1 s. The knee is the last step within every
 limit; a system stops at the first step over one. Results: bench-results/capacity/capacity.{md,json}.
 `--push-ffmpeg`, `--event-loop` and `--merge-interval-ms` set the relay's `RELAY_PUSH_FFMPEG`,
-`RELAY_EVENT_LOOP` and `RELAY_MERGE_INTERVAL_MS` (all three: `make bench`'s "all three" variant).
+`RELAY_EVENT_LOOP` and `RELAY_MERGE_INTERVAL_MS` (all three: `make bench`'s "all three" variant; with the
+merge interval, raise `--max-delay-p95-ms`: the relay holds media up to an interval by design).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class CapacityOptions:
     clip_seconds: int = 20
     nginx: bool = True
     sample_interval_seconds: float = 1.0
+    max_delay_p95_ms: float = MAX_DELAY_P95_MS
+    """The added delay's limit: with `RELAY_MERGE_INTERVAL_MS` the relay holds media up to an interval by
+    design (~80 ms p95 at 66 ms, `make bench`), so a run with it raises this."""
     relay_env: tuple[tuple[str, str], ...] = ()
     """The relay's settings for every step (`RELAY_...` variables), besides the bench's own limits."""
 
@@ -148,13 +153,21 @@ async def run_step(system: str, streams: int, clip: Path, o: CapacityOptions, wo
                 sampler.kill()
             await sampler.wait()
     if step.error is None:
-        analyse(step, fleet, timings, samples, w0, w1)
+        analyse(step, fleet, timings, samples, w0, w1, o.max_delay_p95_ms)
     else:
         step.limits.append("error")
     return step
 
 
-def analyse(step: Step, fleet: Fleet, timings: Timings, samples: Path, w0: float, w1: float) -> None:
+def analyse(
+    step: Step,
+    fleet: Fleet,
+    timings: Timings,
+    samples: Path,
+    w0: float,
+    w1: float,
+    max_delay_p95_ms: float = MAX_DELAY_P95_MS,
+) -> None:
     seconds = w1 - w0
     direct_bytes = [sum(a.size_bytes for a in r.track.arrivals if w0 <= a.t < w1) for r in fleet.directs]
     direct_times: list[dict[bytes, list[float]]] = []
@@ -201,7 +214,7 @@ def analyse(step: Step, fleet: Fleet, timings: Timings, samples: Path, w0: float
     if step.restarts:
         step.limits.append(f"{step.restarts} restarts")
     p95 = step.delay_ms.get("p95")
-    if p95 is None or float(p95) > MAX_DELAY_P95_MS:
+    if p95 is None or float(p95) > max_delay_p95_ms:
         step.limits.append(f"delay p95 {p95} ms")
     for name, s in step.api_ms.items():
         p99 = s.get("p99")
@@ -266,7 +279,7 @@ def render(o: CapacityOptions, steps: Sequence[Step], knees: dict[str, str | Non
         f"{time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs (publishers, receivers and the system share "
         f"them); clip {o.clip_size}p30 {o.clip_kbps} kbit/s H.264 + AAC, {o.destinations} RTMP destinations per "
         f"stream, steady window {o.window_seconds:g} s. Limits: a destination under {MIN_BITRATE_SHARE:.0%} of its "
-        f"source's bitrate, a restart, added delay p95 over {MAX_DELAY_P95_MS:g} ms, API p99 over "
+        f"source's bitrate, a restart, added delay p95 over {o.max_delay_p95_ms:g} ms, API p99 over "
         f"{MAX_API_P99_MS:g} ms.",
         "",
         "Relay settings: " + (", ".join(f"`{k}={v}`" for k, v in o.relay_env) or "the defaults"),
@@ -314,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clip-kbps", type=int, default=d.clip_kbps)
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--max-delay-p95-ms", type=float, default=d.max_delay_p95_ms, help="the added delay's limit (p95)")
     p.add_argument("--push-ffmpeg", default=None, help="the relay's RELAY_PUSH_FFMPEG (e.g. make lean-ffmpeg's)")
     p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None, help="the relay's RELAY_EVENT_LOOP")
     p.add_argument("--merge-interval-ms", type=int, default=None, help="the relay's RELAY_MERGE_INTERVAL_MS")
@@ -333,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip_kbps=a.clip_kbps,
         nginx=not a.no_nginx,
         relay_env=tuple(relay_env),
+        max_delay_p95_ms=a.max_delay_p95_ms,
     )
     result = asyncio.run(run(o, a.out))
     print((a.out / "capacity.md").read_text())
