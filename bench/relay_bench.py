@@ -412,9 +412,13 @@ async def run_scenario(sc: Scenario, clip: Path, ref: Reference, opts: Options, 
         marks["window_end"] = marks["window_start"] + opts.window_s
         await asyncio.sleep(max(0.0, marks["window_start"] - time.monotonic()))
         host_wake = asyncio.ensure_future(host_wake_us(opts.window_s))  # what a wake-up costs on the host now
-        if opts.profile and sc.system == "relay":
-            result.context["profile_top"] = await profile_relay(system.root_pid, opts.window_s, workdir)
-        await asyncio.sleep(max(0.0, marks["window_end"] - time.monotonic()))
+        try:
+            if opts.profile and sc.system == "relay":
+                result.context["profile_top"] = await profile_relay(system.root_pid, opts.window_s, workdir)
+            await asyncio.sleep(max(0.0, marks["window_end"] - time.monotonic()))
+        except BaseException:
+            host_wake.cancel()
+            raise
         result.context["host_wake_us"] = await host_wake
         started = sorted(set(started) | set(tree_names(system.root_pid)))
 

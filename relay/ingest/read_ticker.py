@@ -3,7 +3,7 @@
 With `RELAY_MERGE_INTERVAL_MS` a plain RTMP publisher is read once an interval
 (`RtmpConnection._merge_reads`). Each connection had a loop timer of its own, so a relay with K publishers
 woke K times an interval, each wake-up finding the interpreter's code and data cold again: on this
-project's VMs a wake-up costs ~70-150 µs of the main thread before any of the relay's code runs, and the
+project's VMs a wake-up costs ~40-150 µs of the main thread before any of the relay's code runs, and the
 read's own work costs several times more cold than warm. Here the connections waiting for their next read
 share one timer: at each tick every one of them is read, one after the other, in the same wake-up.
 
@@ -29,10 +29,6 @@ class ReadTicker:
         self._waiting: dict[object, Callable[[], None]] = {}
         """By waiter, in the order they started waiting (the order they are read in)."""
         self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def interval_seconds(self) -> float:
-        return self._interval
 
     @property
     def waiting(self) -> int:

@@ -190,7 +190,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         a kick: takeover, stream deleted, shutdown): counted by the server for /metrics."""
         self._deadline: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._ticker = ticker or ReadTicker(settings.merge_interval_seconds, self._loop)
+        self._ticker = ticker if ticker is not None else ReadTicker(settings.merge_interval_seconds, self._loop)
         """Where a connection that merges its reads waits for the next one (the server's: one for all)."""
         self._merge_waiting = False
         """Waiting for the ticker's next tick (`_merge_reads`)."""

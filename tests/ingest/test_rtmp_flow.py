@@ -59,8 +59,8 @@ def _media_bytes(frames: list[tuple[MediaKind, int, bytes]]) -> bytes:
 UNPUBLISH = command("deleteStream", 9.0, None, 1.0)
 
 
-def _recorded(gate: RecordingGate, index: int = 0) -> list[tuple[MediaKind, int, bytes]]:
-    sink = gate.sinks[STREAM_ID][index]
+def _recorded(gate: RecordingGate, index: int = 0, stream_id: str = STREAM_ID) -> list[tuple[MediaKind, int, bytes]]:
+    sink = gate.sinks[stream_id][index]
     tags = FlvStreamReader().feed(sink.path.read_bytes())
     return [(tag.packet.kind, tag.packet.timestamp_ms, tag.packet.payload) for tag in tags]
 
@@ -308,17 +308,12 @@ async def test_the_merged_reads_of_several_publishers_share_one_wake_up(tmp_path
             await asyncio.wait_for(sink.closed.wait(), 5)
         first.close()
         second.close()
-    assert _recorded(gate) == frames and _recorded_of(gate, other) == frames
+    assert _recorded(gate) == frames and _recorded(gate, stream_id=other) == frames
     reads = [_burst_starts(sink.write_times, 0.01) for sink in sinks]
     assert all(len(starts) >= 4 for starts in reads), reads  # ~6 reads each over the 0.84 s
     # Past each one's first read (as its bytes came), every read of the second is one of the first's ticks.
     apart = [min(abs(b - a) for a in reads[0][1:]) for b in reads[1][1:-1]]
     assert max(apart) < 0.01, (apart, reads)
-
-
-def _recorded_of(gate: RecordingGate, stream_id: str) -> list[tuple[MediaKind, int, bytes]]:
-    tags = FlvStreamReader().feed(gate.sinks[stream_id][0].path.read_bytes())
-    return [(tag.packet.kind, tag.packet.timestamp_ms, tag.packet.payload) for tag in tags]
 
 
 async def test_merged_reads_never_hold_back_a_publisher_faster_than_a_buffer_an_interval(tmp_path: Path) -> None:
