@@ -192,8 +192,6 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._ticker = ticker if ticker is not None else ReadTicker(settings.merge_interval_seconds, self._loop)
         """Where a connection that merges its reads waits for the next one (the server's: one for all)."""
-        self._merge_waiting = False
-        """Waiting for the ticker's next tick (`_merge_reads`)."""
         self._read_full = False
         """The last read filled the read buffer: more may be waiting in the socket."""
         self._idle_expired = False
@@ -303,11 +301,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         Plain TCP only: under TLS a paused transport still takes the socket's bytes into its TLS layer, where
         an end handled before they are delivered has lost a publisher's last messages (`get_buffer`); an
         RTMPS publisher is read as its data comes, and only the hub's writes are merged."""
-        if self._read_full or self._merge_waiting or self._end is not None:
+        if self._read_full or self._end is not None:
             return
         self._pause(_Pause.MERGE)
-        self._merge_waiting = True
-        self._ticker.wait(self, self._merge_due)
+        self._ticker.wait(self, self._merge_due)  # waiting already keeps its place
 
     def _merge_due(self) -> None:
         """The interval is over: read at once (plain TCP), as `_read_on` does, instead of waiting for the loop's
@@ -317,7 +314,6 @@ class RtmpConnection(asyncio.BufferedProtocol):
         next interval (`_merge_reads`), and only when none does (nothing there, the peer's close, a full
         buffer, another pause) is the transport resumed. Resuming first made every interval add the socket
         to the loop's selector and take it out again (two `epoll_ctl` calls and their Python a read)."""
-        self._merge_waiting = False
         self._paused.discard(_Pause.MERGE)  # what pauses meanwhile finds the transport paused already
         if not self._paused and self._end is None and (nbytes := self._read_direct()):
             self.buffer_updated(nbytes)
@@ -427,9 +423,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._disarm_deadline()
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            if self._merge_waiting:
-                self._ticker.cancel(self)
-                self._merge_waiting = False
+            self._ticker.cancel(self)  # if it waits for a tick
             self._close_sink(end)
             if self._io is not None:
                 self._io.abort()
