@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,19 +14,23 @@ from bench.capacity import CapacityOptions, run
 from bench.fleet import NginxApps
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(90)
-def test_one_step_is_measured(tmp_path: Path) -> None:
-    options = CapacityOptions(
-        streams=(1,),
-        destinations=2,
+def _one_small_step(**steps: Any) -> CapacityOptions:
+    """A step of a few seconds on a small clip, relay only; `steps`: its streams, destinations and settings."""
+    return CapacityOptions(
         window_seconds=3.0,
         warmup_seconds=0.5,
         clip_size="320x180",
         clip_kbps=300,
         clip_seconds=4,
         nginx=False,
+        **steps,
     )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_one_step_is_measured(tmp_path: Path) -> None:
+    options = _one_small_step(streams=(1,), destinations=2)
     result = asyncio.run(run(options, tmp_path / "capacity"))
     (step,) = result["steps"]
     assert step["error"] is None, step
@@ -41,15 +46,9 @@ def test_one_step_is_measured(tmp_path: Path) -> None:
 def test_a_step_runs_with_the_relays_settings(tmp_path: Path) -> None:
     # Two publishers read at one tick (RELAY_MERGE_INTERVAL_MS, relay.ingest.read_ticker) on uvloop: every
     # destination still gets its stream.
-    options = CapacityOptions(
+    options = _one_small_step(
         streams=(2,),
         destinations=1,
-        window_seconds=3.0,
-        warmup_seconds=0.5,
-        clip_size="320x180",
-        clip_kbps=300,
-        clip_seconds=4,
-        nginx=False,
         relay_env=(("RELAY_EVENT_LOOP", "uvloop"), ("RELAY_MERGE_INTERVAL_MS", "66")),
     )
     result = asyncio.run(run(options, tmp_path / "capacity"))
