@@ -14,7 +14,8 @@ at `srt_close` is never sent (`-linger` or not); and it reports no link statisti
   ffmpeg does when its muxer flushes: nothing waits for the next write. At EOF (ffmpeg wrote its last
   packet and exited) it sends the rest and waits until libsrt's send buffer is empty, i.e. every packet
   was acknowledged or given up on, bounded by `linger_seconds`: an exact end of stream.
-- Every 100 ms while packets wait for an acknowledgement it reads `srt_bistats`: acknowledgements that
+- Every 100 ms while packets wait for an acknowledgement it reads `srt_bistats` (while ffmpeg writes, at the
+  first read of the pipe once due, up to 100 ms later): acknowledgements that
   stop while packets wait for one end the link after the peer idle timeout; every
   `stats_interval_seconds` the figures become a frozen `SendStats` (`stats`). The socket's state is
   checked too, so libsrt's own break ends the caller. With nothing in flight and nothing to send (the
@@ -65,6 +66,11 @@ _READ_BYTES = 64 * 1024
 _CHECK_SECONDS = 0.1
 """How often the thread reads libsrt's statistics to judge the link while packets are in flight (and every
 `stats_interval` keeps them); with nothing in flight, every `stats_interval` only."""
+_CHECK_SLACK_SECONDS = 0.1
+"""While ffmpeg writes (15-30 times a second), a check once due is made at the thread's next read of the pipe: the
+thread wakes for it on its own only this much later, when no read has come since the last check, and from then
+on on time. A wake-up of its own for every check was a third of the thread's (~8 of ~24 a second at one
+4.5 Mbit/s destination)."""
 _PLAY_MARGIN_MS = 20
 """At the end, beyond the destination's latency and half an RTT, before the close (its clock may lag ours)."""
 
@@ -385,22 +391,29 @@ class SrtCaller:
         watch = _Watchdog(cfg.peer_idle_timeout_ms / 1000)
         next_check = time.monotonic() + _CHECK_SECONDS
         next_sample = time.monotonic() + cfg.stats_interval_seconds
+        read_since_check = False
         try:
             while not self._abort.is_set():
                 now = time.monotonic()
                 if now >= next_check:
                     raw = lib.raw_stats(sock)
-                    if lib.state(sock) != SockStatus.CONNECTED or watch.dead(raw, now):
+                    # What was just sent may not be counted in the send buffer yet (read as 0 right after a
+                    # send): a read since the last check means packets in flight.
+                    in_flight = raw.pktSndBuf > 0 or read_since_check
+                    read_since_check = False
+                    if lib.state(sock) != SockStatus.CONNECTED or watch.dead(raw, now, in_flight):
                         return CallerEnd(error=self._broken_text(), connected=True)
                     if now >= next_sample:
                         next_sample = now + cfg.stats_interval_seconds
                         self._sample(now, raw)
                     # Nothing in flight: nothing to judge until the next send (or the next sample).
-                    next_check = now + _CHECK_SECONDS if raw.pktSndBuf > 0 else next_sample
-                ready = poller.poll(max(0, int((next_check - now) * 1000) + 1))
+                    next_check = now + _CHECK_SECONDS if in_flight else next_sample
+                slack = _CHECK_SLACK_SECONDS if read_since_check else 0.0
+                ready = poller.poll(max(0, int((next_check + slack - now) * 1000) + 1))
                 if not any(fd == self._fd for fd, _ in ready):
                     continue
                 next_check = min(next_check, now + _CHECK_SECONDS)  # packets are about to be in flight
+                read_since_check = True
                 data = os.read(self._fd, _READ_BYTES)
                 if not data:
                     if pending:
@@ -507,9 +520,11 @@ class _Watchdog:
         self._responses = -1
         self._silent_since: float | None = None
 
-    def dead(self, raw: TraceBStats, now: float) -> bool:
+    def dead(self, raw: TraceBStats, now: float, in_flight: bool) -> bool:
+        """Judged at `now` from `raw`; `in_flight`: packets wait for an acknowledgement (what the send buffer
+        holds, or a send since the last look, which libsrt may not count yet)."""
         responses = int(raw.pktRecvACKTotal) + int(raw.pktRecvNAKTotal)
-        if responses != self._responses or raw.pktSndBuf <= 0:
+        if responses != self._responses or not in_flight:
             self._responses, self._silent_since = responses, None
             return False
         if self._silent_since is None:

@@ -50,25 +50,39 @@ def stats(acks: int, in_flight: int, naks: int = 0) -> TraceBStats:
     return raw
 
 
+def judged_dead(watch: _Watchdog, raw: TraceBStats, now: float) -> bool:
+    """The watchdog's verdict with what the send buffer holds as the packets in flight."""
+    return watch.dead(raw, now, in_flight=raw.pktSndBuf > 0)
+
+
 def test_a_destination_that_stops_acknowledging_is_dead_after_the_timeout() -> None:
     watch = _Watchdog(1.0)
-    assert not watch.dead(stats(10, 5), 0.0)
-    assert not watch.dead(stats(10, 5), 0.1)  # silence starts
-    assert not watch.dead(stats(10, 9), 1.0)
-    assert watch.dead(stats(10, 12), 1.1)
+    assert not judged_dead(watch, stats(10, 5), 0.0)
+    assert not judged_dead(watch, stats(10, 5), 0.1)  # silence starts
+    assert not judged_dead(watch, stats(10, 9), 1.0)
+    assert judged_dead(watch, stats(10, 12), 1.1)
 
 
 def test_acknowledgements_or_loss_reports_keep_it_alive() -> None:
     watch = _Watchdog(1.0)
     for step in range(30):
-        assert not watch.dead(stats(10 + step // 2, 5, naks=step % 2), step * 0.1)
+        assert not judged_dead(watch, stats(10 + step // 2, 5, naks=step % 2), step * 0.1)
 
 
 def test_nothing_in_flight_is_never_judged() -> None:
     """The publisher is away: no media, only a keepalive a second from the destination."""
     watch = _Watchdog(1.0)
     for step in range(50):
-        assert not watch.dead(stats(10, 0), step * 0.1)
-    assert not watch.dead(stats(10, 3), 5.0)  # media again: the silence counts from now
-    assert not watch.dead(stats(10, 3), 5.9)
-    assert watch.dead(stats(10, 3), 6.1)
+        assert not judged_dead(watch, stats(10, 0), step * 0.1)
+    assert not judged_dead(watch, stats(10, 3), 5.0)  # media again: the silence counts from now
+    assert not judged_dead(watch, stats(10, 3), 5.9)
+    assert judged_dead(watch, stats(10, 3), 6.1)
+
+
+def test_a_send_just_made_is_in_flight_though_the_buffer_reads_empty() -> None:
+    """libsrt's send buffer can read 0 right after a send (the caller then says the packets are in flight): a
+    destination gone while the last packets went out is still judged."""
+    watch = _Watchdog(1.0)
+    assert not watch.dead(stats(10, 0), 0.0, in_flight=True)
+    assert not watch.dead(stats(10, 0), 0.1, in_flight=True)  # silence starts
+    assert watch.dead(stats(10, 1), 1.1, in_flight=True)
