@@ -13,7 +13,7 @@ import pytest
 
 from relay.srt.caller import CallerConfig, CallerEnd
 from relay.srt.libsrt import SockOpt
-from tests.support import Receiver
+from tests.support import Receiver, threads_named
 from tests.support.srt_caller import PipedCaller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -35,6 +35,7 @@ async def test_an_idle_caller_ends_at_once_when_aborted(tmp_path: Path) -> None:
         piped.start()
         try:
             assert await asyncio.to_thread(piped.connected.wait, 10), "the caller did not connect"
+            assert threads_named("self", "srt-caller"), "the caller's thread is not named in /proc"
             await asyncio.sleep(1.5)  # idle: past a first sample, the thread sleeps until the next second
             asked = time.monotonic()
             caller.abort()
