@@ -6,7 +6,8 @@
 One publisher (`ffmpeg -re -stream_loop -1 -c copy` of the `make bench` clip) to a real relay process, its
 destinations the bench's RTMP (or `--dest srt`: SRT) receivers; the relay process's utime and stime (not its
 children's), split between its main thread (the event loop) and its others (the SRT callers', the SRT
-listener's), over `--seconds` after `--warmup` (4 s), the publisher started once the relay's idle SRT
+listener's, libsrt's), each kind of thread with its CPU and its wake-ups a second (voluntary context
+switches: /proc/<pid>/task), over `--seconds` after `--warmup` (4 s), the publisher started once the relay's idle SRT
 listener has parked (`--srt-parked-within`: libsrt's polling threads, ~0.3 CPU s/min of a relay's first ~15
 s, are gone, as on a relay that has run a while), then its pushes' (the rest of its tree: `--push-ffmpeg`
 against another build) and their PSS, per push, in 1/100 s ticks (0.04 s/min over 15 s). For a before/after
@@ -30,12 +31,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import relay
@@ -54,14 +57,70 @@ WAKE_PROBE = Path(__file__).with_name("wake_probe")
 """The directory whose `sitecustomize` times the relay's wakes (`--wake-costs`)."""
 
 
-def thread_ticks(pid: int) -> dict[int, int]:
-    """utime + stime of each of the process's threads (a thread that ended between two readings is missing
-    from the second: its ticks are in the process's figures, not in either thread share)."""
-    ticks: dict[int, int] = {}
+@dataclass(frozen=True)
+class ThreadPoint:
+    """One of the process's threads at one reading."""
+
+    kind: str
+    """Its kernel name with the digits as `N` (`SRT:SndQ:wN`, `srt-push:N`, `python`): one per kind of thread."""
+    ticks: int
+    """utime + stime."""
+    wakes: int
+    """Voluntary context switches: the times it slept and was woken."""
+
+
+def thread_points(pid: int) -> dict[int, ThreadPoint]:
+    """Each of the process's threads by id (a thread that ended between two readings is missing from the
+    second: its ticks are in the process's figures, not in any thread's share)."""
+    points: dict[int, ThreadPoint] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            ticks[int(task.name)] = sum(_stat_ticks(task / "stat"))
-    return ticks
+        with contextlib.suppress(OSError, StopIteration):
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text().splitlines()
+            wakes = int(next(line for line in status if line.startswith("voluntary_ctxt_switches")).split()[1])
+            points[int(task.name)] = ThreadPoint(re.sub(r"\d+", "N", name), sum(_stat_ticks(task / "stat")), wakes)
+    return points
+
+
+def other_threads(
+    before: dict[int, ThreadPoint], after: dict[int, ThreadPoint], main: int, seconds: float
+) -> dict[str, tuple[int, float, float]]:
+    """The threads besides `main` that ran through the window, by kind: (how many, CPU s/min, wake-ups a
+    second), the busiest first."""
+    kinds: dict[str, tuple[int, int, int]] = {}
+    for tid, point in after.items():
+        if tid == main or tid not in before:
+            continue
+        count, ticks, wakes = kinds.get(point.kind, (0, 0, 0))
+        kinds[point.kind] = (
+            count + 1,
+            ticks + point.ticks - before[tid].ticks,
+            wakes + point.wakes - before[tid].wakes,
+        )
+    figures = {
+        kind: (count, ticks * 60.0 / CLK_TCK / seconds, wakes / seconds)
+        for kind, (count, ticks, wakes) in kinds.items()
+    }
+    return dict(sorted(figures.items(), key=lambda item: -item[1][1]))
+
+
+def thread_kinds(cpu: dict[str, float]) -> dict[str, tuple[int, float, float]]:
+    """`other_threads`'s figures back from `measure`'s (`thread_count:<kind>`, `thread_cpu:`, `thread_wakes:`)."""
+    kinds = [key.removeprefix("thread_count:") for key in cpu if key.startswith("thread_count:")]
+    return {
+        kind: (int(cpu[f"thread_count:{kind}"]), cpu[f"thread_cpu:{kind}"], cpu[f"thread_wakes:{kind}"])
+        for kind in kinds
+    }
+
+
+def threads_line(kinds: dict[str, tuple[int, float, float]]) -> str:
+    """`other threads by kind: SRT:SndQ:wN x1 0.20 CPU s/min, 105 wake-ups/s; ...` (those that woke or ran)."""
+    shown = [
+        f"{kind} x{count} {cpu:.2f} CPU s/min, {wakes:.0f} wake-ups/s"
+        for kind, (count, cpu, wakes) in kinds.items()
+        if cpu > 0 or wakes >= 0.5
+    ]
+    return "other threads by kind: " + ("; ".join(shown) or "none that ran")
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
@@ -128,12 +187,12 @@ async def measure(
                 stderr=asyncio.subprocess.DEVNULL,
             )
         t0, (u0, s0), tree0 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
-        threads0 = thread_ticks(system.root_pid)
+        threads0 = thread_points(system.root_pid)
         if wake_costs:
             os.kill(system.root_pid, signal.SIGUSR1)
         await asyncio.sleep(seconds)
         t1, (u1, s1), tree1 = time.monotonic(), cpu_ticks(system.root_pid), tree_point(system.root_pid)
-        threads1 = thread_ticks(system.root_pid)
+        threads1 = thread_points(system.root_pid)
         wakes: dict[str, float] = {}
         if wake_costs:
             os.kill(system.root_pid, signal.SIGUSR2)
@@ -145,14 +204,24 @@ async def measure(
         # The whole tree's ticks (reaped children included) less the relay's own: its pushes.
         children = (tree1[0] - tree0[0]) - (u1 - u0 + s1 - s0) if tree0 and tree1 else 0
         pss_mb = tree1[4] / 1e6 if tree1 else 0.0
-        others = sum(ticks - threads0.get(tid, 0) for tid, ticks in threads1.items() if tid != system.root_pid)
+        others = sum(
+            point.ticks - (threads0[tid].ticks if tid in threads0 else 0)
+            for tid, point in threads1.items()
+            if tid != system.root_pid
+        )
+        main = system.root_pid
+        kinds = other_threads(threads0, threads1, main, t1 - t0)
         return {
             "user": (u1 - u0) * per_min,
             "sys": (s1 - s0) * per_min,
             "children": children * per_min,
             "pss": pss_mb,
-            "main_thread": (threads1.get(system.root_pid, 0) - threads0.get(system.root_pid, 0)) * per_min,
+            "main_thread": (threads1[main].ticks - threads0[main].ticks) * per_min,
+            "main_wakes": (threads1[main].wakes - threads0[main].wakes) / (t1 - t0),
             "other_threads": others * per_min,
+            **{f"thread_count:{kind}": count for kind, (count, _, _) in kinds.items()},
+            **{f"thread_cpu:{kind}": cpu for kind, (_, cpu, _) in kinds.items()},
+            **{f"thread_wakes:{kind}": wakes for kind, (_, _, wakes) in kinds.items()},
             "srt_parked_after": math.nan if parked_after is None else parked_after,
             **wakes,
         }
@@ -262,7 +331,8 @@ async def amain(args: argparse.Namespace) -> None:
             args.wake_stages,
         )
         total = cpu["user"] + cpu["sys"]
-        split = f"main thread {cpu['main_thread']:.2f}, other threads {cpu['other_threads']:.2f}"
+        split = f"main thread {cpu['main_thread']:.2f} ({cpu['main_wakes']:.0f} wake-ups/s)"
+        split += f", other threads {cpu['other_threads']:.2f}"
         parked = cpu["srt_parked_after"]
         if args.srt_parked_within > 0:
             split += "; SRT listener not parked" if math.isnan(parked) else f"; SRT listener parked in {parked:.1f} s"
@@ -271,6 +341,7 @@ async def amain(args: argparse.Namespace) -> None:
             f" {split})",
             flush=True,
         )
+        print(f"    {threads_line(thread_kinds(cpu))}", flush=True)
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)

@@ -113,6 +113,12 @@ def test_relay_cpu_srt_destinations_merged_wake_costs(tmp_path: Path, capsys: py
     relay_cpu_main([*argv, "--clip", str(clip), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "N=1 (srt): relay process" in out and "other threads" in out
+    # each kind of thread apart: the destination's caller, and libsrt's two for it (with the SRT listener's, not
+    # parked yet), each woken while media flowed
+    kinds = next(line for line in out.splitlines() if "other threads by kind:" in line)
+    assert re.search(r"srt-push:N x1 [\d.]+ CPU s/min, [1-9]\d* wake-ups/s", kinds), kinds
+    for kind in ("SRT:SndQ:wN", "SRT:RcvQ:wN"):
+        assert re.search(rf"{kind} x[12] [\d.]+ CPU s/min, [1-9]\d* wake-ups/s", kinds), kinds
     assert "per push" in out  # its push ran beside it
     # the wake probe timed the publisher's merged reads: ~15 a second, each bringing messages
     probed = json.loads((tmp_path / "wakes-n1.json").read_text())
