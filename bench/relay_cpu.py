@@ -204,12 +204,12 @@ async def measure(
         # The whole tree's ticks (reaped children included) less the relay's own: its pushes.
         children = (tree1[0] - tree0[0]) - (u1 - u0 + s1 - s0) if tree0 and tree1 else 0
         pss_mb = tree1[4] / 1e6 if tree1 else 0.0
+        main = system.root_pid
         others = sum(
             point.ticks - (threads0[tid].ticks if tid in threads0 else 0)
             for tid, point in threads1.items()
-            if tid != system.root_pid
+            if tid != main
         )
-        main = system.root_pid
         kinds = other_threads(threads0, threads1, main, t1 - t0)
         return {
             "user": (u1 - u0) * per_min,

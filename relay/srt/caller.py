@@ -490,8 +490,10 @@ _PR_SET_NAME = 15
 
 def _name_os_thread(name: str) -> None:
     """Name the calling thread in the kernel too (its first 15 bytes), as libsrt names its own (`SRT:SndQ:w2`):
-    what `top -H`, `ps -L` and /proc/<pid>/task/<tid>/comm show. Python 3.11 names its threads for itself only."""
-    ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    what `top -H`, `ps -L` and /proc/<pid>/task/<tid>/comm show. Python 3.11 names its threads for itself only.
+    A label for tools: a C library without `prctl` leaves the thread unnamed, and the caller runs as ever."""
+    with contextlib.suppress(AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 @functools.cache
