@@ -244,7 +244,11 @@ class SrtListener:
                 raise
             self._srt_udp = udp.detach()
             lib.set_listen_callback(sock, self._handshakes.callback)
-            lib.listen(sock, max(1, cfg.max_connections))
+            # libsrt refuses a handshake with its own SRT_REJ_BACKLOG (5), before our callback runs, once as many
+            # connections as the backlog wait for the worker's accept. Our callback already bounds those (handshakes
+            # admitted and connections together, `max_connections`): one more keeps libsrt's check from deciding,
+            # so a full listener answers 1402, counted and logged, however late the worker accepts.
+            lib.listen(sock, max(1, cfg.max_connections) + 1)
         except BaseException:
             lib.close(sock)
             raise
