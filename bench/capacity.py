@@ -43,7 +43,7 @@ from bench.fleet import Fleet, Timings, latency_summary, percentile, wait_until
 from bench.media import encode_clip
 from bench.procstat import load_samples, machine_busy_share
 from bench.receivers import Arrival
-from bench.systems import nginx_available
+from bench.systems import nginx_available, relay_settings_env
 from tests.support import ROOT
 
 RESULTS = ROOT / "bench-results" / "capacity"
@@ -332,13 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None, help="the relay's RELAY_EVENT_LOOP")
     p.add_argument("--merge-interval-ms", type=int, default=None, help="the relay's RELAY_MERGE_INTERVAL_MS")
     a = p.parse_args(argv)
-    relay_env: list[tuple[str, str]] = []
-    if a.push_ffmpeg:
-        relay_env.append(("RELAY_PUSH_FFMPEG", str(Path(a.push_ffmpeg).resolve())))
-    if a.event_loop:
-        relay_env.append(("RELAY_EVENT_LOOP", a.event_loop))
-    if a.merge_interval_ms is not None:
-        relay_env.append(("RELAY_MERGE_INTERVAL_MS", str(a.merge_interval_ms)))
+    push_ffmpeg = str(Path(a.push_ffmpeg).resolve()) if a.push_ffmpeg else None
+    relay_env = relay_settings_env(push_ffmpeg, a.event_loop, a.merge_interval_ms)
     o = CapacityOptions(
         streams=tuple(int(x) for x in a.streams.split(",") if x.strip()),
         destinations=a.destinations,
@@ -346,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip_size=a.clip_size,
         clip_kbps=a.clip_kbps,
         nginx=not a.no_nginx,
-        relay_env=tuple(relay_env),
+        relay_env=tuple(relay_env.items()),
         max_delay_p95_ms=a.max_delay_p95_ms,
     )
     result = asyncio.run(run(o, a.out))

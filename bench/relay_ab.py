@@ -38,7 +38,7 @@ from bench.media import encode_clip
 from bench.receivers import RtmpReceiver
 from bench.relay_bench import RESULTS
 from bench.relay_cpu import cpu_ticks
-from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
+from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem, relay_settings_env
 from tests.support import FFMPEG, free_port
 
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -135,13 +135,7 @@ async def run_pass(
 
 
 async def amain(args: argparse.Namespace) -> int:
-    env = {}
-    if args.push_ffmpeg:
-        env["RELAY_PUSH_FFMPEG"] = args.push_ffmpeg
-    if args.event_loop:
-        env["RELAY_EVENT_LOOP"] = args.event_loop
-    if args.merge_interval_ms is not None:
-        env["RELAY_MERGE_INTERVAL_MS"] = str(args.merge_interval_ms)
+    env = relay_settings_env(args.push_ffmpeg, args.event_loop, args.merge_interval_ms)
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     a, b = ("A", args.a), ("B", args.b)
     cpu: dict[str, list[float]] = {"A": [], "B": []}

@@ -46,7 +46,7 @@ from bench.media import encode_clip
 from bench.procstat import tree_point
 from bench.receivers import RtmpReceiver, SrtReceiver
 from bench.relay_bench import RESULTS
-from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem
+from bench.systems import SRT_PARKED_WITHIN_S, RelaySystem, relay_settings_env
 from bench.wake_probe.sitecustomize import STAGES
 from tests.support import FFMPEG, free_port, wait_for
 
@@ -149,9 +149,7 @@ async def measure(
     wake_costs: bool = False,
     wake_stages: bool = False,
 ) -> dict[str, float]:
-    env = {"RELAY_EVENT_LOOP": event_loop, "RELAY_MERGE_INTERVAL_MS": str(merge_interval_ms)}
-    if push_ffmpeg:
-        env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
+    env = relay_settings_env(push_ffmpeg, event_loop, merge_interval_ms)
     wakes_file = workdir / f"wakes-n{n}.json"
     if wake_costs:
         wakes_file.unlink(missing_ok=True)

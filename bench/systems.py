@@ -49,6 +49,21 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
+def relay_settings_env(
+    push_ffmpeg: str | None = None, event_loop: str | None = None, merge_interval_ms: int | None = None
+) -> dict[str, str]:
+    """The relay's environment for the settings a bench may set (`--push-ffmpeg`, `--event-loop`,
+    `--merge-interval-ms`): only those given, in that order; none given is the relay's defaults."""
+    env: dict[str, str] = {}
+    if push_ffmpeg:
+        env["RELAY_PUSH_FFMPEG"] = push_ffmpeg
+    if event_loop:
+        env["RELAY_EVENT_LOOP"] = event_loop
+    if merge_interval_ms is not None:
+        env["RELAY_MERGE_INTERVAL_MS"] = str(merge_interval_ms)
+    return env
+
+
 SRT_PARKED_WITHIN_S = 30.0
 """How long the benches wait, by default, for a relay's idle SRT listener to park (`wait_srt_parked`)."""
 
