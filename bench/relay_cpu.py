@@ -104,15 +104,6 @@ def other_threads(
     return dict(sorted(figures.items(), key=lambda item: -item[1][1]))
 
 
-def thread_kinds(cpu: dict[str, float]) -> dict[str, tuple[int, float, float]]:
-    """`other_threads`'s figures back from `measure`'s (`thread_count:<kind>`, `thread_cpu:`, `thread_wakes:`)."""
-    kinds = [key.removeprefix("thread_count:") for key in cpu if key.startswith("thread_count:")]
-    return {
-        kind: (int(cpu[f"thread_count:{kind}"]), cpu[f"thread_cpu:{kind}"], cpu[f"thread_wakes:{kind}"])
-        for kind in kinds
-    }
-
-
 def threads_line(kinds: dict[str, tuple[int, float, float]]) -> str:
     """`other threads by kind: SRT:SndQ:wN x1 0.20 CPU s/min, 105 wake-ups/s; ...` (those that woke or ran)."""
     shown = [
@@ -148,7 +139,9 @@ async def measure(
     srt_parked_within: float = SRT_PARKED_WITHIN_S,
     wake_costs: bool = False,
     wake_stages: bool = False,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, tuple[int, float, float]]]:
+    """The relay process's figures (CPU s/min, its main thread's wake-ups a second, its pushes', and with
+    `wake_costs` the probe's), and its other threads by kind (`other_threads`)."""
     env = relay_settings_env(push_ffmpeg, event_loop, merge_interval_ms)
     wakes_file = workdir / f"wakes-n{n}.json"
     if wake_costs:
@@ -208,8 +201,7 @@ async def measure(
             for tid, point in threads1.items()
             if tid != main
         )
-        kinds = other_threads(threads0, threads1, main, t1 - t0)
-        return {
+        figures = {
             "user": (u1 - u0) * per_min,
             "sys": (s1 - s0) * per_min,
             "children": children * per_min,
@@ -217,12 +209,10 @@ async def measure(
             "main_thread": (threads1[main].ticks - threads0[main].ticks) * per_min,
             "main_wakes": (threads1[main].wakes - threads0[main].wakes) / (t1 - t0),
             "other_threads": others * per_min,
-            **{f"thread_count:{kind}": count for kind, (count, _, _) in kinds.items()},
-            **{f"thread_cpu:{kind}": cpu for kind, (_, cpu, _) in kinds.items()},
-            **{f"thread_wakes:{kind}": wakes for kind, (_, _, wakes) in kinds.items()},
             "srt_parked_after": math.nan if parked_after is None else parked_after,
             **wakes,
         }
+        return figures, other_threads(threads0, threads1, main, t1 - t0)
     finally:
         if publisher is not None and publisher.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -313,7 +303,7 @@ async def amain(args: argparse.Namespace) -> None:
     out: Path = args.out
     clip = args.clip or await asyncio.to_thread(encode_clip, RESULTS / "clips", 20, "1920x1080", 4500)
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
-        cpu = await measure(
+        cpu, kinds = await measure(
             n,
             clip,
             args.seconds,
@@ -339,7 +329,7 @@ async def amain(args: argparse.Namespace) -> None:
             f" {split})",
             flush=True,
         )
-        print(f"    {threads_line(thread_kinds(cpu))}", flush=True)
+        print(f"    {threads_line(kinds)}", flush=True)
         if n:
             per_push = f"{cpu['children'] / n:.3f} CPU s/min and {cpu['pss'] / n:.1f} MB PSS per push"
             print(f"    its pushes {cpu['children']:.2f} CPU s/min: {per_push}", flush=True)
